@@ -1,0 +1,6 @@
+"""Callbacks usable in any Lightning pipeline."""
+
+from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.callbacks.preview import SamplePreview, render_scatter
+
+__all__ = ["EMA", "SamplePreview", "render_scatter"]

@@ -1,0 +1,134 @@
+"""Checkpoints that rebuild themselves safely.
+
+A checkpoint stores each network and process as a *spec*, ``{"class_path": ..., "init_args": ...}``,
+made of plain data, and is read with ``torch.load(weights_only=True)``: loading never unpickles code.
+A spec is only instantiated when its class is an ``nn.Module`` or a ``Process`` subclass, so a
+crafted spec cannot call an arbitrary function either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.processes.base import Process
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def spec_of(obj: Any) -> Any:
+    """The spec of an object built from plain init args.
+
+    Objects record their init args as attributes of the same name (the scikit-learn convention,
+    followed by every class in this package) or, for diffusers models, in ``obj.config``.
+    Returns None when the object cannot be described that way.
+    """
+    if isinstance(obj, _PLAIN):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        items = [spec_of(v) for v in obj]
+        return None if any(i is None and v is not None for i, v in zip(items, obj)) else items
+    cls = type(obj)
+    config = getattr(obj, "config", None)
+    args: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if hasattr(obj, name) and not callable(getattr(obj, name)):
+            value = getattr(obj, name)
+        elif config is not None and name in config:
+            value = config[name]
+        elif param.default is not param.empty:
+            continue
+        else:
+            return None
+        args[name] = spec_of(value)
+        if args[name] is None and value is not None:
+            return None
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+
+def _import_class(class_path: str) -> type:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"class_path {class_path!r} cannot be imported: {err}") from None
+    if not (inspect.isclass(obj) and issubclass(obj, (nn.Module, Process))):
+        raise ConfigError(f"class_path {class_path!r} is not an nn.Module or Process subclass; refusing to call it")
+    return obj
+
+
+def instantiate(spec: Any) -> Any:
+    """Rebuild an object (recursively) from the spec written by :func:`spec_of`."""
+    if isinstance(spec, dict) and "class_path" in spec:
+        cls = _import_class(spec["class_path"])
+        return cls(**{k: instantiate(v) for k, v in spec.get("init_args", {}).items()})
+    if isinstance(spec, list):
+        return [instantiate(v) for v in spec]
+    return spec
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a clear error if it is missing or holds code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the fault
+        raise ConfigError(f"checkpoint {str(path)!r} cannot be read safely (weights only): {str(err).splitlines()[0]}") from None
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line error listing missing and unexpected keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
+                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", sorted(shapes))) if keys]
+        raise ConfigError(f"{what} does not match the network architecture ({'; '.join(parts)})")
+    module.load_state_dict(state)
+
+
+def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a state dict under ``prefix.``, with the prefix removed."""
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+def ema_averages(checkpoint: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    """The EMA weights saved by the :class:`~realuid_lightning.callbacks.EMA` callback, keyed by decay."""
+    return checkpoint.get("callbacks", {}).get("EMA", {}).get("averages", {})
+
+
+def network_from_checkpoint(checkpoint: dict[str, Any], ema: float | None, what: str = "checkpoint") -> tuple[nn.Module, Process, dict[str, Any]]:
+    """Rebuild the checkpoint's sampling network (teacher net or generator net) and its process.
+
+    ``ema`` picks the EMA decay whose weights are loaded; None loads the raw weights.
+    Returns (network in eval mode, process, the checkpoint's ``realuid`` metadata).
+    """
+    meta = checkpoint.get("realuid")
+    if not meta:
+        raise ConfigError(f"{what} was not written by realuid-lightning (no 'realuid' metadata block)")
+    if meta.get("net") is None:
+        raise ConfigError(f"{what} does not describe its network (it was built from a class whose init args "
+                          "are not stored as attributes); rebuild the module in Python and load the state dict")
+    net, process = instantiate(meta["net"]), instantiate(meta["process"])
+    if ema is None:
+        state = sub_state(checkpoint["state_dict"], meta["network_prefix"])
+    else:
+        averages = ema_averages(checkpoint)
+        if str(float(ema)) not in averages:
+            raise ConfigError(f"{what} has no EMA with decay {ema}; available: {sorted(averages) or 'none'} (or use raw weights)")
+        state = averages[str(float(ema))]
+    load_state_strict(net, state, what)
+    return net.eval(), process, meta

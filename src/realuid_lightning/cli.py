@@ -1,0 +1,127 @@
+"""The ``realuid`` command: LightningCLI's fit / validate / test / predict, plus ``sample``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from realuid_lightning.checkpoint import ema_averages, load_checkpoint, network_from_checkpoint
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.sampling import SOLVERS, ode_sample, teacher_drift
+
+HELP = """usage: realuid {fit,validate,test,predict,sample} ...
+
+Distil matching models into one-step generators with RealUID.
+
+  realuid fit --config configs/toy2d_teacher.yaml           train a teacher
+  realuid fit --config configs/toy2d_realuid.yaml --model.teacher_ckpt PATH
+                                                            distil it into a one-step generator
+  realuid fit --config CONFIG --ckpt_path last              resume the latest run of CONFIG
+  realuid sample --ckpt PATH --num 4000 --out samples.pt    sample from any checkpoint
+  realuid validate|test|predict --config CONFIG ...         the other LightningCLI subcommands
+
+'realuid SUBCOMMAND --help' lists every option of a subcommand.
+"""
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realuid sample", description="Sample from a teacher or distillation checkpoint; "
+                                "the checkpoint alone is enough.")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit")
+    p.add_argument("--num", type=int, default=4000, help="number of samples")
+    p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid")
+    p.add_argument("--ema", default="auto", help="EMA decay to sample from, 'raw' for the raw weights, "
+                   "'auto' (default) for 0.999 or the first decay saved")
+    p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)")
+    p.add_argument("--method", choices=SOLVERS, default=None, help="ODE solver for a teacher checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p
+
+
+def _pick_ema(checkpoint: dict, choice: str) -> float | None:
+    if choice == "raw":
+        return None
+    saved = sorted(float(k) for k in ema_averages(checkpoint))
+    if choice == "auto":
+        return 0.999 if 0.999 in saved else (saved[0] if saved else None)
+    try:
+        return float(choice)
+    except ValueError:
+        raise ConfigError(f"--ema {choice!r} is not a decay; use a number such as 0.999, 'raw' or 'auto'") from None
+
+
+def sample_command(argv: list[str]) -> None:
+    args = sample_parser().parse_args(argv)
+    if args.num < 1 or args.batch_size < 1:
+        raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
+    checkpoint = load_checkpoint(args.ckpt)
+    net, process, meta = network_from_checkpoint(checkpoint, _pick_ema(checkpoint, args.ema), what=f"checkpoint {args.ckpt!r}")
+    net = net.to(args.device)
+    hp = checkpoint.get("hyper_parameters", {})
+    generator = torch.Generator(args.device).manual_seed(args.seed)
+    chunks = []
+    for start in range(0, args.num, args.batch_size):
+        z = torch.randn((min(args.batch_size, args.num - start), *meta["data_shape"]), device=args.device, generator=generator)
+        with torch.no_grad():
+            if meta["module"] == "RealUIDModule":
+                chunks.append(OneStepGenerator(net, process, hp.get("generator_time", 0.0))(z).cpu())
+            else:
+                steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
+                chunks.append(ode_sample(teacher_drift(net, process), z, steps, method).cpu())
+    samples = torch.cat(chunks)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(samples, out)
+    if samples.dim() == 4:
+        from torchvision.utils import save_image
+
+        save_image(samples[:256].clamp(-1, 1) * 0.5 + 0.5, out.with_suffix(".png"), nrow=16)
+    print(f"wrote {tuple(samples.shape)} samples to {out}")
+
+
+class RealUIDCLI(LightningCLI):
+    """LightningCLI over any LightningModule / LightningDataModule given by class_path."""
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         save_config_kwargs={"overwrite": True}, args=args)
+
+
+def _config_error(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind an exception, also when jsonargparse or Lightning wrapped it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli_args, argv = argv, sys.argv[1:] if argv is None else argv
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(HELP)
+        elif argv[0] == "sample":
+            sample_command(argv[1:])
+        else:
+            RealUIDCLI(cli_args)
+    except Exception as err:
+        config_error = _config_error(err)
+        if config_error is None:
+            raise
+        print(f"realuid: error: {config_error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What the teacher and distillation modules share: batch layout, sampling API, self-describing checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from realuid_lightning.processes.base import Process
+
+
+def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """A batch is x1 or (x1, cond): data in [−1, 1] (or raw 2-D points) and optional conditioning."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    x1, cond = batch[0], (batch[1] if len(batch) > 1 else None)
+    return x1, cond
+
+
+def warmup(steps: int):
+    """Linear warm-up factor (k + 1)/steps for update k, then 1 (the official code starts at 0/steps)."""
+    return lambda k: min(1.0, (k + 1) / steps) if steps > 0 else 1.0
+
+
+def total_grad_norm(parameters: Any) -> Tensor:
+    """||∇||₂ over all gradients of ``parameters`` (before clipping)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+
+
+class GenerativeModule(LightningModule):
+    """Base of the modules: records the data shape, saves RNG state and a ``realuid`` metadata block.
+
+    Subclasses set ``self.process``, implement :meth:`sample` and say which network the EMA callback
+    tracks (``ema_network``) and how many times it has been updated (``ema_version``).
+    """
+
+    process: Process
+    network_prefix: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_shape: list[int] | None = None
+
+    def record_data_shape(self, x1: Tensor) -> None:
+        if self.data_shape is None:
+            self.data_shape = list(x1.shape[1:])
+
+    @property
+    def ema_network(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def ema_version(self) -> int:
+        raise NotImplementedError
+
+    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
+        """Draw ``num`` samples of the data shape."""
+        raise NotImplementedError
+
+    def source_noise(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        if self.data_shape is None:
+            raise RuntimeError("the data shape is unknown until the module has seen a batch or loaded a checkpoint")
+        return torch.randn((num, *self.data_shape), device=self.device, generator=generator)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"module": type(self).__name__, "data_shape": self.data_shape, "net": self.hparams.get("net"),
+                "process": self.hparams.get("process"), "network_prefix": self.network_prefix}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["realuid"] = self.metadata()
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.data_shape = checkpoint.get("realuid", {}).get("data_shape", self.data_shape)
+        rng = checkpoint.get("rng_state")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

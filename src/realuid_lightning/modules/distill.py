@@ -1,0 +1,230 @@
+"""RealUID distillation: K fake-model updates, then one generator update (manual optimisation)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint, spec_of
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.losses import Parameterisation, general_realuid_objective, realuid_generator_loss, realum_loss
+from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.processes.base import Process
+
+# The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
+    """α, β (and γ) must lie in (0, 1]; α = 1 forces β = 1 (β < α = 1 is unstable, METHOD.md §2.3)."""
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ConfigError(f"{name}={value} is out of range; it must lie in (0, 1]")
+    if alpha == 1.0 and beta != 1.0:
+        raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable")
+
+
+class RealUIDModule(GenerativeModule):
+    """Distils a frozen teacher f* into a one-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
+
+    Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
+    generator update:       min_θ α·E_gen[ ||f* − (β/α)c||² − ||f − (β/α)c||² ]  (f fixed),
+    with the same x0 and t for the generated and real branches. α = β = 1 is UID (FGM / SiD) and never
+    reads the real batch. With ``gamma`` or ``parameterisation='beta'`` the General RealUID objective
+    (Def. 3) is used instead: the fake model maximises it, the generator minimises it.
+
+    The teacher comes from ``teacher_ckpt`` (a :class:`MatchingModule` checkpoint; its EMA
+    ``teacher_ema`` weights by default) or is passed in as ``teacher`` with its ``process``. The
+    generator is initialised from the teacher; the fake model from scratch (``fake_init='scratch'``,
+    the paper's choice for training from scratch) or from the teacher (for fine-tuning).
+    ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
+    """
+
+    network_prefix = "generator.net"
+
+    def __init__(
+        self,
+        teacher_ckpt: str | None = None,
+        teacher: nn.Module | None = None,
+        process: Process | None = None,
+        teacher_ema: float | None = 0.999,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float | None = None,
+        parameterisation: Parameterisation = "standard",
+        fake_updates: int = 5,
+        generator_lr: float = 3e-5,
+        fake_lr: float = 3e-5,
+        adam_betas: tuple[float, float] = (0.0, 0.999),
+        warmup_steps: int = 500,
+        grad_clip: float = 1.0,
+        fake_init: Literal["scratch", "teacher"] = "scratch",
+        generator_time: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_coefficients(alpha, beta, gamma)
+        if parameterisation not in ("standard", "beta"):
+            raise ConfigError(f"parameterisation={parameterisation!r} is not supported; choose 'standard' or 'beta'")
+        if fake_init not in ("scratch", "teacher"):
+            raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
+        if fake_updates < 1:
+            raise ConfigError(f"fake_updates={fake_updates} must be >= 1 (the paper uses K = 5)")
+        if min(generator_lr, fake_lr) <= 0 or grad_clip < 0 or warmup_steps < 0:
+            raise ConfigError(f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr={generator_lr}, "
+                              f"fake_lr={fake_lr}, grad_clip={grad_clip}, warmup_steps={warmup_steps})")
+        teacher, process, net_spec = self._resolve_teacher(teacher_ckpt, teacher, process, teacher_ema)
+        self.process = process
+        self.generator = OneStepGenerator(copy.deepcopy(teacher).train().requires_grad_(True), process, generator_time)
+        self.fake_model = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.teacher = teacher.requires_grad_(False).eval()
+        if fake_init == "scratch":
+            for m in self.fake_model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
+        self.save_hyperparameters(ignore=["teacher", "process"])
+        self.hparams["net"], self.hparams["process"] = net_spec, spec_of(process)
+        self.automatic_optimization = False
+
+    def _resolve_teacher(self, ckpt_path: str | None, teacher: nn.Module | None, process: Process | None,
+                         ema: float | None) -> tuple[nn.Module, Process, Any]:
+        if (ckpt_path is None) == (teacher is None):
+            raise ConfigError("give exactly one of teacher_ckpt (a teacher checkpoint path) or teacher (a network)")
+        if teacher is not None:
+            if process is None:
+                raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
+            return teacher, process, spec_of(teacher)
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("realuid", {}).get("module") != "MatchingModule":
+            raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")
+        net, ckpt_process, meta = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")
+        self.data_shape = meta["data_shape"]
+        return net, process if process is not None else ckpt_process, meta["net"]
+
+    # ---- what the EMA callback and sampling see ------------------------------------------------
+    @property
+    def ema_network(self) -> nn.Module:
+        return self.generator.net
+
+    @property
+    def ema_version(self) -> int:
+        return int(self.generator_updates)
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
+        """One step: x1 = G_θ(z), z ~ N(0, I)."""
+        return self.generator(self.source_noise(num, generator), cond)
+
+    def train(self, mode: bool = True) -> "RealUIDModule":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # ---- the game ------------------------------------------------------------------------------
+    @property
+    def uses_real_data(self) -> bool:
+        hp = self.hparams
+        return hp.alpha < 1.0 or (hp.gamma is not None and hp.gamma < 1.0)
+
+    @property
+    def uses_general_objective(self) -> bool:
+        hp = self.hparams
+        return hp.parameterisation != "standard" or (hp.gamma is not None and hp.gamma != hp.alpha)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x1_real, cond = split_batch(batch)
+        self.record_data_shape(x1_real)
+        generator_turn = int(self.iteration) % (self.hparams.fake_updates + 1) == self.hparams.fake_updates
+        (opt_fake, opt_gen), (sched_fake, sched_gen) = self.optimizers(), self.lr_schedulers()
+        opt, sched, net, name = (opt_gen, sched_gen, self.generator, "generator") if generator_turn else (opt_fake, sched_fake, self.fake_model, "fake")
+        with self.toggled_optimizer(opt):
+            loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            grad_norm = total_grad_norm(net.parameters())
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip or None, gradient_clip_algorithm="norm")
+            opt.step()
+            sched.step()
+        self.iteration += 1
+        self.generator_updates += int(generator_turn)
+        self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
+        self.log(f"train/{name}_grad_norm", grad_norm)
+        self.log("train/generator_updates", self.generator_updates.float(), prog_bar=True)
+
+    def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
+        """RealUM loss of the fake model on a fresh generated batch (and the real batch when α < 1)."""
+        hp = self.hparams
+        with torch.no_grad():
+            x1_gen = self.generator(torch.randn_like(x1_real), cond)
+        x0 = self.process.sample_source(x1_gen)
+        t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
+        gen = self.process.sample(x0, x1_gen, t)
+        if not self.uses_real_data:
+            fake_gen, real, fake_real = self.fake_model(t, gen.x_t, cond), None, None
+        else:  # one forward pass over [generated; real]
+            real = self.process.sample(x0, x1_real, t)
+            both_cond = None if cond is None else torch.cat([cond, cond])
+            fake_gen, fake_real = self.fake_model(torch.cat([t, t]), torch.cat([gen.x_t, real.x_t]), both_cond).chunk(2)
+        if not self.uses_general_objective:
+            return realum_loss(fake_gen, gen.target, gen.weight, hp.alpha, hp.beta,
+                               fake_real, None if real is None else real.target, None if real is None else real.weight).mean()
+        gamma = hp.alpha if hp.gamma is None else hp.gamma
+        with torch.no_grad():
+            teacher_gen = self.teacher(t, gen.x_t, cond)
+        objective = general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation)
+        if real is not None:
+            with torch.no_grad():
+                teacher_real = self.teacher(t, real.x_t, cond)
+            objective = objective + general_realuid_objective(teacher_real, fake_real, real.target, real.weight,
+                                                              hp.alpha, hp.beta, gamma, hp.parameterisation, real=True)
+        return -objective.mean()
+
+    def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
+        """RealUID generator loss on one generated batch; the real batch only supplies shape and conditioning."""
+        hp = self.hparams
+        x1_gen = self.generator(torch.randn_like(x1_real), cond)
+        x0 = self.process.sample_source(x1_gen)
+        t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
+        gen = self.process.sample(x0, x1_gen, t)
+        teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
+        if not self.uses_general_objective:
+            return realuid_generator_loss(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta).mean()
+        gamma = hp.alpha if hp.gamma is None else hp.gamma
+        return general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation).mean()
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opts = [torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(hp.adam_betas))
+                for net, lr in ((self.fake_model, hp.fake_lr), (self.generator, hp.generator_lr))]
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps)), "name": f"lr/{n}"}
+                  for o, n in zip(opts, ("fake", "generator"))]
+        return opts, scheds
+
+    # ---- checkpoints hold the trainable state only ---------------------------------------------
+    def teacher_fingerprint(self) -> str:
+        """SHA-256 of the teacher's weights: saved instead of the weights, checked on resume."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.teacher.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        checkpoint["realuid"]["teacher_fingerprint"] = self.teacher_fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("realuid", {}).get("teacher_fingerprint")
+        if saved is not None and saved != self.teacher_fingerprint():
+            raise ConfigError(f"the teacher ({self.hparams.teacher_ckpt or 'passed as a network'}) differs from the one "
+                              "this checkpoint was trained with; resume with the original teacher weights")
+        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

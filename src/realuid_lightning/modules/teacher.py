@@ -1,0 +1,94 @@
+"""Teacher training: any process, any network, automatic optimisation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from realuid_lightning.checkpoint import spec_of
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.losses import matching_loss
+from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.processes.base import Process
+from realuid_lightning.processes.flow import FlowMatching
+from realuid_lightning.sampling import ode_sample, teacher_drift
+
+
+class MatchingModule(GenerativeModule):
+    """Trains a matching model f* by the UM loss (Eq. 3):
+
+    L_UM(f) = E_t E_{x0, x1} w(t)·||f_t(x_t) − c_t(x0, x1)||²,  x_t and c from ``process``.
+
+    Args:
+        net: backbone called as ``net(t, x_t, cond)``.
+        process: the matching process (default: rectified flow matching).
+        lr, betas, weight_decay: Adam(W) settings.
+        warmup_steps: linear learning-rate warm-up length in optimiser steps.
+        sample_steps, sample_method: ODE steps and solver used by :meth:`sample` (previews).
+    """
+
+    network_prefix = "net"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        process: Process | None = None,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        sample_steps: int = 100,
+        sample_method: Literal["euler", "heun"] = "euler",
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"lr={lr} must be positive")
+        if warmup_steps < 0:
+            raise ConfigError(f"warmup_steps={warmup_steps} must be >= 0")
+        self.net = net
+        self.process = process if process is not None else FlowMatching()
+        self.save_hyperparameters(ignore=["net", "process"])
+        self.hparams["net"], self.hparams["process"] = spec_of(net), spec_of(self.process)
+
+    @property
+    def ema_network(self) -> nn.Module:
+        return self.net
+
+    @property
+    def ema_version(self) -> int:
+        return self.global_step
+
+    def _loss(self, batch: Any) -> Tensor:
+        x1, cond = split_batch(batch)
+        self.record_data_shape(x1)
+        x0 = self.process.sample_source(x1)
+        t = self.process.sample_t(x1.shape[0], device=x1.device)
+        s = self.process.sample(x0, x1, t)
+        return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.log("train/grad_norm", total_grad_norm(self.net.parameters()))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup(hp.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None,
+               steps: int | None = None, method: Literal["euler", "heun"] | None = None) -> Tensor:
+        """x1 = ODE-solve(dx/dt = u*(t, x), x(0) = x0 ~ N(0, I)) with ``steps`` steps (default ``sample_steps``)."""
+        x0 = self.source_noise(num, generator)
+        drift = teacher_drift(self.net, self.process, cond)
+        return ode_sample(drift, x0, steps or self.hparams.sample_steps, method or self.hparams.sample_method)

@@ -1,0 +1,127 @@
+"""The process interface: how x_t is drawn between a source x0 and data x1, and what a network predicts.
+
+Every process in this package is *affine* in (x0, x1) at fixed t:
+
+    x_t = a_t·x1 + b_t·x0,      d x_t / dt = ȧ_t·x1 + ḃ_t·x0,
+
+with x0 the source (noise for flows and diffusion) and x1 the data; t = 1 is data. A subclass only
+says what (a_t, b_t, ȧ_t, ḃ_t) are; the base class derives x_t, the regression target, and every
+conversion between a prediction, a data estimate and the ODE drift from them (written once here).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from realuid_lightning.errors import ConfigError
+
+Prediction = Literal["velocity", "x1", "x0"]
+PREDICTIONS = ("velocity", "x1", "x0")
+
+
+def expand_like(t: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample tensor t of shape (B,) to (B, 1, ..., 1) so it broadcasts against x."""
+    if t.dim() != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+@dataclass
+class AffineCoefficients:
+    """a_t, b_t and their time derivatives ȧ_t, ḃ_t, each of shape (B,)."""
+
+    a: Tensor
+    b: Tensor
+    da: Tensor
+    db: Tensor
+
+
+@dataclass
+class ProcessSample:
+    """A draw from the path: x_t, the conditional regression target, and the per-sample loss weight (B,)."""
+
+    x_t: Tensor
+    target: Tensor
+    weight: Tensor
+
+
+class Process(ABC):
+    """A matching process whose conditional path is x_t = a_t·x1 + b_t·x0.
+
+    The network regresses ``target(x0, x1, t)``, which depends on ``prediction``:
+
+    - ``"velocity"``: v = ȧ_t·x1 + ḃ_t·x0 (the conditional drift, flow matching's target),
+    - ``"x1"``: the data x1,
+    - ``"x0"``: the source x0 (ε-prediction when the source is Gaussian noise).
+
+    Since (x_t, prediction) determine (x0, x1) through a 2×2 linear system, every prediction converts
+    to a data estimate (``to_data``) and to the probability-flow drift (``drift``).
+    """
+
+    def __init__(self, prediction: Prediction = "velocity") -> None:
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"prediction={prediction!r} is not supported; choose one of {PREDICTIONS}")
+        self.prediction = prediction
+
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    @abstractmethod
+    def coefficients(self, t: Tensor) -> AffineCoefficients:
+        """a_t, b_t, ȧ_t, ḃ_t for times t of shape (B,)."""
+
+    def weight(self, t: Tensor) -> Tensor:
+        """Per-time loss weight w(t) of shape (B,); 1 unless a subclass says otherwise."""
+        return torch.ones_like(t)
+
+    def sample_t(self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+        """t ~ U[t_min, t_max], shape (B,)."""
+        u = torch.rand(batch_size, device=device, generator=generator)
+        return self.t_min + (self.t_max - self.t_min) * u
+
+    def sample_source(self, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x0 ~ N(0, I) with the shape of ``like`` (processes with another source override this)."""
+        return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+
+    def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> ProcessSample:
+        """x_t = a_t·x1 + b_t·x0 with its conditional target and weight."""
+        c = self.coefficients(t)
+        a, b = expand_like(c.a, x1), expand_like(c.b, x1)
+        x_t = a * x1 + b * x0
+        if self.prediction == "velocity":
+            target = expand_like(c.da, x1) * x1 + expand_like(c.db, x1) * x0
+        else:
+            target = x1 if self.prediction == "x1" else x0
+        return ProcessSample(x_t=x_t, target=target, weight=self.weight(t))
+
+    def to_endpoints(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0, x1) estimates implied by a prediction at (t, x_t).
+
+        velocity: solve [a b; ȧ ḃ]·(x1, x0) = (x_t, v), i.e. x1 = (ḃ·x_t − b·v)/D, x0 = (a·v − ȧ·x_t)/D
+        with D = a·ḃ − b·ȧ; x1-prediction: x0 = (x_t − a·x1)/b; x0-prediction: x1 = (x_t − b·x0)/a.
+        """
+        c = self.coefficients(t)
+        a, b, da, db = (expand_like(v, x_t) for v in (c.a, c.b, c.da, c.db))
+        if self.prediction == "velocity":
+            det = a * db - b * da
+            return (a * prediction - da * x_t) / det, (db * x_t - b * prediction) / det
+        if self.prediction == "x1":
+            return (x_t - a * prediction) / b, prediction
+        return prediction, (x_t - b * prediction) / a
+
+    def to_data(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """Data estimate x̂1 implied by a prediction at (t, x_t)."""
+        return self.to_endpoints(prediction, x_t, t)[1]
+
+    def drift(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """Probability-flow ODE drift dx_t/dt = ȧ_t·x̂1 + ḃ_t·x̂0 implied by a prediction."""
+        if self.prediction == "velocity":
+            return prediction
+        x0, x1 = self.to_endpoints(prediction, x_t, t)
+        c = self.coefficients(t)
+        return expand_like(c.da, x_t) * x1 + expand_like(c.db, x_t) * x0

@@ -1,0 +1,36 @@
+"""Tiny builders shared by the tests."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from realuid_lightning import EMA, MLP, FlowMatching, MatchingModule, RealUIDModule, Toy2DDataModule
+
+
+def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:
+    return Toy2DDataModule("8gaussians", num_train=num_train, num_val=128, batch_size=batch_size)
+
+
+def tiny_teacher(seed: int = 0) -> MatchingModule:
+    torch.manual_seed(seed)
+    return MatchingModule(MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), lr=1e-3)
+
+
+def tiny_distiller(seed: int = 0, **kwargs) -> RealUIDModule:
+    teacher = tiny_teacher(seed)
+    kwargs = {"alpha": 0.94, "beta": 0.9588, "warmup_steps": 3, "generator_lr": 1e-3, "fake_lr": 1e-3, **kwargs}
+    module = RealUIDModule(teacher=teacher.net, process=teacher.process, **kwargs)
+    module.data_shape = [2]
+    return module
+
+
+def trainer(max_steps: int, tmp_path=None, callbacks=(), **kwargs) -> pl.Trainer:
+    defaults = dict(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, enable_checkpointing=tmp_path is not None, default_root_dir=tmp_path,
+                    num_sanity_val_steps=0, limit_val_batches=0)
+    return pl.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
+
+
+def ema() -> EMA:
+    return EMA([0.9, 0.99])

@@ -1,0 +1,148 @@
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from helpers import ema, tiny_data, tiny_distiller, tiny_teacher, trainer
+from realuid_lightning import RealUIDModule
+
+
+def params(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_updates_touch_only_their_network():
+    """A fake update changes only the fake model; a generator update changes only the generator; the teacher never changes."""
+    module = tiny_distiller(fake_updates=1)
+    teacher, gen, fake = params(module.teacher), params(module.generator), params(module.fake_model)
+    trainer(1).fit(module, tiny_data())
+    assert same(params(module.generator), gen) and not same(params(module.fake_model), fake)
+    fake_after_1 = params(module.fake_model)
+    trainer(1).fit(module, tiny_data())  # a new Trainer runs one more iteration; the module's counter goes on
+    assert same(params(module.fake_model), fake_after_1) and not same(params(module.generator), gen)
+    assert same(params(module.teacher), teacher)
+    assert int(module.iteration) == 2 and int(module.generator_updates) == 1
+
+
+def test_cadence_k_fake_then_one_generator():
+    """With K = 3, iterations 0–2 update the fake model and iteration 3 the generator."""
+    module = tiny_distiller(fake_updates=3)
+    gen = params(module.generator)
+    trainer(3).fit(module, tiny_data())
+    assert same(params(module.generator), gen) and int(module.generator_updates) == 0
+    trainer(1).fit(module, tiny_data())
+    assert not same(params(module.generator), gen) and int(module.generator_updates) == 1
+
+
+def test_teacher_frozen_and_out_of_optimisers_and_checkpoints(tmp_path):
+    """The teacher has no trainable parameter, is in no optimiser, stays in eval mode, and is not saved."""
+    module = tiny_distiller()
+    t = trainer(2, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    t.fit(module, tiny_data())
+    teacher_ids = {id(p) for p in module.teacher.parameters()}
+    assert not any(p.requires_grad for p in module.teacher.parameters()) and not module.teacher.training
+    assert all(id(p) not in teacher_ids for opt in t.optimizers for g in opt.param_groups for p in g["params"])
+    assert module.generator.training and module.fake_model.training
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    assert state and not any(k.startswith("teacher.") for k in state)
+
+
+def test_uid_never_reads_real_data():
+    """α = β = 1: a batch of NaNs leaves both losses finite (only its shape is used)."""
+    module = tiny_distiller(alpha=1.0, beta=1.0)
+    nan = torch.full((16, 2), float("nan"))
+    assert torch.isfinite(module._fake_loss(nan, None)) and torch.isfinite(module._generator_loss(nan, None))
+    module = tiny_distiller(alpha=0.94, beta=0.9588)
+    assert torch.isnan(module._fake_loss(nan, None))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"gamma": 0.97}, {"parameterisation": "beta"}])
+def test_fake_step_lowers_its_loss(kwargs):
+    """One Adam step on the fake model lowers its loss on a fixed batch and fixed noise."""
+    module = tiny_distiller(**kwargs)
+    batch = torch.randn(128, 2) * 3
+    opt = torch.optim.Adam(module.fake_model.parameters(), lr=3e-3)
+
+    def loss():
+        torch.manual_seed(0)
+        return module._fake_loss(batch, None)
+
+    before = loss()
+    before.backward()
+    opt.step()
+    assert loss().item() < before.item()
+
+
+def test_generator_gradient_vanishes_at_equilibrium():
+    """Fake model = teacher (the optimum when the generator matches the data): the generator gradient is zero."""
+    module = tiny_distiller(fake_init="teacher")
+    module._generator_loss(torch.zeros(256, 2), None).backward()
+    assert all(p.grad is None or p.grad.abs().max() < 1e-6 for p in module.generator.parameters())
+
+
+def test_fake_init_from_scratch_differs_from_teacher():
+    """fake_init='scratch' re-initialises the fake model; the generator starts as the teacher."""
+    module = tiny_distiller(fake_init="scratch")
+    assert not same(params(module.fake_model), params(module.teacher))
+    assert same(params(module.generator.net), params(module.teacher))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """Stopping after 6 iterations and resuming to 14 gives the same generator, fake model, EMA and counters."""
+    pl.seed_everything(0)
+    full_ema = ema()
+    full = tiny_distiller(fake_updates=2)
+    trainer(14, callbacks=[full_ema]).fit(full, tiny_data())
+
+    pl.seed_everything(0)
+    first = tiny_distiller(fake_updates=2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
+    trainer(6, tmp_path, callbacks=[ema(), ckpt]).fit(first, tiny_data())
+
+    pl.seed_everything(123)  # a different global seed: everything must come from the checkpoint
+    resumed_ema = ema()
+    resumed = tiny_distiller(fake_updates=2)
+    trainer(14, tmp_path, callbacks=[resumed_ema]).fit(resumed, tiny_data(), ckpt_path=str(tmp_path / "epoch=0-step=6.ckpt"))
+
+    assert same(params(resumed.generator), params(full.generator))
+    assert same(params(resumed.fake_model), params(full.fake_model))
+    assert int(resumed.generator_updates) == int(full.generator_updates) == 4
+    for decay in full_ema.decays:
+        assert all(torch.equal(resumed_ema.averages[str(decay)][k], v) for k, v in full_ema.averages[str(decay)].items())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"alpha": 1.2}, r"alpha=1.2 is out of range; it must lie in \(0, 1\]"),
+    ({"beta": 0.0}, r"beta=0.0 is out of range"),
+    ({"alpha": 1.0, "beta": 0.98}, r"alpha=1 requires beta=1"),
+    ({"gamma": 1.5}, r"gamma=1.5 is out of range"),
+    ({"parameterisation": "gamma"}, r"parameterisation='gamma' .*'standard' or 'beta'"),
+    ({"fake_updates": 0}, r"fake_updates=0 must be >= 1"),
+    ({"fake_init": "random"}, r"fake_init='random'"),
+])
+def test_bad_hyperparameters(kwargs, match):
+    """Out-of-range hyperparameters raise one clear error naming the value and the allowed range."""
+    with pytest.raises(ValueError, match=match):
+        tiny_distiller(**kwargs)
+
+
+def test_teacher_source_must_be_unique():
+    """Exactly one of teacher_ckpt / teacher is required."""
+    with pytest.raises(ValueError, match="exactly one of teacher_ckpt"):
+        RealUIDModule()
+    with pytest.raises(ValueError, match="needs its process"):
+        RealUIDModule(teacher=tiny_teacher().net)
+
+
+def test_resume_with_another_teacher_is_refused(tmp_path):
+    """The teacher is not saved, only its fingerprint: resuming with different teacher weights fails clearly."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(2, tmp_path, callbacks=[ckpt]).fit(tiny_distiller(), tiny_data())
+    with pytest.raises(ValueError, match="teacher .* differs from the one"):
+        trainer(4, tmp_path).fit(tiny_distiller(seed=5), tiny_data(), ckpt_path=str(tmp_path / "last.ckpt"))
