@@ -76,15 +76,15 @@ def instantiate(spec: Any) -> Any:
     return spec
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a clear error if it is missing or holds code."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist or is not a file")
+        raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the fault
-        raise ConfigError(f"checkpoint {str(path)!r} cannot be read safely (weights only): {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {str(path)!r} cannot be read safely (weights only): {str(err).splitlines()[0]}") from None
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

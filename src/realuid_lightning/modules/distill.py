@@ -101,7 +101,7 @@ class RealUIDModule(GenerativeModule):
             if process is None:
                 raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
             return teacher, process, spec_of(teacher)
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
         if ckpt.get("realuid", {}).get("module") != "MatchingModule":
             raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")
         net, ckpt_process, meta = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")

@@ -33,7 +33,7 @@ def expand_like(t: Tensor, x: Tensor) -> Tensor:
 
 @dataclass
 class AffineCoefficients:
-    """a_t, b_t and their time derivatives ȧ_t, ḃ_t, each of shape (B,)."""
+    """Coefficients of x_t = a_t·x1 + b_t·x0 and of dx_t/dt = ȧ_t·x1 + ḃ_t·x0, each of shape (B,)."""
 
     a: Tensor
     b: Tensor
@@ -43,7 +43,7 @@ class AffineCoefficients:
 
 @dataclass
 class ProcessSample:
-    """A draw from the path: x_t, the conditional regression target, and the per-sample loss weight (B,)."""
+    """A draw from the path: x_t = a_t·x1 + b_t·x0, the conditional target c, and the loss weight w(t) of shape (B,)."""
 
     x_t: Tensor
     target: Tensor
@@ -73,7 +73,7 @@ class Process(ABC):
 
     @abstractmethod
     def coefficients(self, t: Tensor) -> AffineCoefficients:
-        """a_t, b_t, ȧ_t, ḃ_t for times t of shape (B,)."""
+        """(a_t, b_t, ȧ_t, ḃ_t) of x_t = a_t·x1 + b_t·x0 for times t of shape (B,)."""
 
     def weight(self, t: Tensor) -> Tensor:
         """Per-time loss weight w(t) of shape (B,); 1 unless a subclass says otherwise."""
@@ -115,7 +115,7 @@ class Process(ABC):
         return prediction, (x_t - b * prediction) / a
 
     def to_data(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        """Data estimate x̂1 implied by a prediction at (t, x_t)."""
+        """Data estimate x̂1 = E[x1 | x_t] implied by a prediction at (t, x_t) (see :meth:`to_endpoints`)."""
         return self.to_endpoints(prediction, x_t, t)[1]
 
     def drift(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:

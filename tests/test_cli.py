@@ -1,0 +1,122 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from realuid_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--trainer.max_steps=24", "--trainer.enable_progress_bar=false", "--model.init_args.warmup_steps=2"]
+
+
+def realuid(*args, cwd):
+    """Run the installed ``realuid`` console script in a subprocess, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    exe = Path(sys.executable).with_name("realuid")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    """A tiny teacher trained by the real CLI from configs/toy2d_teacher.yaml."""
+    tmp = tmp_path_factory.mktemp("cli")
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_teacher.yaml"), *TINY,
+                "--model.init_args.net.init_args.hidden=32", "--trainer.val_check_interval=12",
+                f"--trainer.logger.init_args.save_dir={tmp}", cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tmp / "runs/toy2d_teacher/checkpoints/last.ckpt"
+    assert ckpt.is_file() and list((tmp / "toy2d_teacher/version_0").glob("events.out.tfevents*"))
+    return ckpt
+
+
+def test_teacher_distill_sample(teacher_ckpt, tmp_path):
+    """teacher → distil → sample through the console script; the checkpoint alone is enough to sample."""
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *TINY, f"--model.teacher_ckpt={teacher_ckpt}",
+                f"--trainer.logger.init_args.save_dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    student = tmp_path / "runs/toy2d_realuid/checkpoints/last.ckpt"
+    r = realuid("sample", "--ckpt", str(student), "--num", "300", "--out", str(tmp_path / "s.pt"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    samples = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert samples.shape == (300, 2) and torch.isfinite(samples).all()
+    r = realuid("sample", "--ckpt", str(teacher_ckpt), "--num", "100", "--steps", "4", "--method", "heun", "--ema", "raw",
+                "--out", str(tmp_path / "t.pt"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(tmp_path / "t.pt", weights_only=True).shape == (100, 2)
+
+
+def run_main(args, capsys):
+    """Call the CLI in-process; return (exit code, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def one_line_error(code, err, *needles):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("realuid: error: "), err
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("override,needles", [
+    (["--model.alpha=1.3"], ["alpha=1.3", "(0, 1]"]),
+    (["--model.beta=0"], ["beta=0", "(0, 1]"]),
+    (["--model.alpha=1", "--model.beta=0.9"], ["alpha=1 requires beta=1", "beta=0.9"]),
+    (["--data.name=spiral"], ["'spiral'", "8gaussians"]),
+])
+def test_bad_hyperparameters_one_line(override, needles, teacher_ckpt, capsys):
+    """Out-of-range values exit with 2 and one line naming the value and what is allowed."""
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={teacher_ckpt}", *override], capsys)
+    one_line_error(code, err, *needles)
+
+
+def test_missing_teacher_checkpoint(tmp_path, capsys):
+    """A teacher_ckpt path that does not exist is named in the error."""
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={tmp_path}/nope.ckpt"], capsys)
+    one_line_error(code, err, "teacher_ckpt", "nope.ckpt", "does not exist")
+
+
+def test_wrong_architecture_teacher(teacher_ckpt, tmp_path, capsys):
+    """A teacher whose weights do not fit its declared network lists the missing/unexpected keys."""
+    ckpt = torch.load(teacher_ckpt, weights_only=True)
+    ckpt["realuid"]["net"]["init_args"]["depth"] = 3
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={bad}"], capsys)
+    one_line_error(code, err, "does not match the network architecture", "unexpected keys: layers.8.bias, layers.8.weight")
+
+
+def test_student_checkpoint_is_not_a_teacher(tmp_path, capsys):
+    """Passing a file that is not a teacher checkpoint (here: garbage bytes) is refused clearly."""
+    bad = tmp_path / "junk.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={bad}"], capsys)
+    one_line_error(code, err, "teacher_ckpt", "cannot be read safely")
+
+
+def test_error_from_the_console_script(tmp_path):
+    """The installed script itself exits non-zero with one line and no traceback."""
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), "--model.teacher_ckpt=missing.ckpt", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "realuid: error: teacher_ckpt 'missing.ckpt' does not exist or is not a file"
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_configs_parse(config, capsys):
+    """Every shipped config parses and round-trips through --print_config."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
+
+
+def test_help_lists_sample(capsys):
+    """`realuid --help` lists the subcommands, sample included."""
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert "sample" in out and "fit" in out

@@ -1,0 +1,124 @@
+import pickle
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
+from realuid_lightning import EMA, MLP, FlowMatching, SamplePreview
+from realuid_lightning.callbacks import render_scatter
+from realuid_lightning.checkpoint import instantiate, load_checkpoint, spec_of
+from realuid_lightning.data import sample_toy, TOY_DATASETS
+from realuid_lightning.metrics import energy_distance
+from realuid_lightning.sampling import ode_sample
+
+
+@pytest.mark.parametrize("method,order", [("euler", 1), ("heun", 2)])
+def test_ode_solver_convergence_order(method, order, float64):
+    """dx/dt = x·cos(t) has x(1) = x(0)·exp(sin 1); doubling the steps divides the error by 2^order."""
+    x0 = torch.randn(8, 3)
+    exact = x0 * torch.exp(torch.sin(torch.tensor(1.0)))
+    errors = [(ode_sample(lambda t, x: x * torch.cos(t)[:, None], x0, n, method) - exact).abs().max() for n in (50, 100)]
+    assert 0.9 * 2**order < errors[0] / errors[1] < 1.1 * 2**order
+
+
+def test_ema_matches_closed_form():
+    """n updates towards constant weights w from w0 give θ_ema = w + dⁿ·(w0 − w)."""
+    module = tiny_teacher()
+    w0 = {k: v.clone() for k, v in module.net.state_dict().items()}
+    trainer(2).fit(module, tiny_data())
+    w, ema, n = module.net.state_dict(), EMA([0.5]), 3
+    ema.averages = {"0.5": {k: v.clone() for k, v in w0.items()}}
+    for _ in range(n):
+        ema.version = -1  # pretend the network was updated (to the same weights)
+        ema.on_train_batch_end(None, module, None, None, 0)
+    for k in w:
+        torch.testing.assert_close(ema.averages["0.5"][k], w[k] + 0.5**n * (w0[k] - w[k]))
+
+
+def test_ema_follows_generator_updates_only():
+    """With a RealUID module the EMA advances once per generator update, not per iteration."""
+    module, ema = tiny_distiller(fake_updates=2), EMA([0.5])
+    trainer(5, callbacks=[ema]).fit(module, tiny_data())  # generator updates at iterations 2 and 5 → one so far
+    g0 = tiny_distiller(fake_updates=2).generator.net.state_dict()
+    g1 = module.generator.net.state_dict()
+    for k in g1:
+        torch.testing.assert_close(ema.averages["0.5"][k], 0.5 * g0[k] + 0.5 * g1[k])
+
+
+def test_ema_swapped_restores_weights():
+    """swapped() loads EMA weights temporarily and puts the raw weights back."""
+    module, ema = tiny_teacher(), EMA([0.9])
+    trainer(3, callbacks=[ema]).fit(module, tiny_data())
+    raw = {k: v.clone() for k, v in module.net.state_dict().items()}
+    with ema.swapped(module, 0.9):
+        assert all(torch.equal(module.net.state_dict()[k], v) for k, v in ema.averages["0.9"].items())
+    assert all(torch.equal(module.net.state_dict()[k], v) for k, v in raw.items())
+
+
+def test_bad_ema_decay():
+    """Decays outside (0, 1) are refused with the value named."""
+    with pytest.raises(ValueError, match=r"\[1.0\] are invalid; each must lie in \(0, 1\)"):
+        EMA([1.0])
+
+
+def test_preview_writes_images(tmp_path):
+    """SamplePreview logs raw and per-EMA scatter images to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    t = trainer(4, callbacks=[EMA([0.9]), SamplePreview(every_n_steps=2, num_samples=64)], logger=logger)
+    t.fit(tiny_distiller(fake_updates=1), tiny_data())
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    assert {"samples/raw", "samples/ema_0.9"} <= set(events.Tags()["images"])
+    assert len(events.Images("samples/raw")) == 2
+
+
+def test_render_scatter_places_points():
+    """A point at the origin colours the centre pixel; the background stays white."""
+    image = render_scatter(torch.zeros(1, 2), torch.zeros(0, 2), size=65, limit=1.0)
+    assert image.shape == (3, 65, 65)
+    assert not torch.equal(image[:, 32, 32], torch.ones(3)) and torch.equal(image[:, 0, 0], torch.ones(3))
+
+
+def test_energy_distance():
+    """Zero (up to sampling noise) for two samples of one law, clearly positive for shifted laws."""
+    a, b = sample_toy("8gaussians", 2000, seed=1), sample_toy("8gaussians", 2000, seed=2)
+    assert abs(energy_distance(a, b)) < 0.01
+    assert energy_distance(a, b + 1.0) > 0.3
+
+
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toy_datasets_are_seeded(name):
+    """Each toy set is (n, 2), finite, reproducible from its seed and different across seeds."""
+    a, b, c = sample_toy(name, 500, 0), sample_toy(name, 500, 0), sample_toy(name, 500, 1)
+    assert a.shape == (500, 2) and torch.isfinite(a).all() and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_spec_round_trip():
+    """Networks and processes are described by plain data and rebuilt identically."""
+    spec = spec_of(MLP(dim=2, hidden=16, depth=3, time_dim=8))
+    assert spec == {"class_path": "realuid_lightning.nets.mlp.MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 3, "time_dim": 8}}
+    assert instantiate(spec).hidden == 16
+    assert instantiate(spec_of(FlowMatching(0.01, "x1"))).sigma_min == 0.01
+
+
+def test_spec_refuses_non_module_classes():
+    """A spec naming a function (os.system) is refused instead of called."""
+    with pytest.raises(ValueError, match="os.system.*refusing to call it"):
+        instantiate({"class_path": "os.system", "init_args": {"command": "true"}})
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path, capsys):
+    """A checkpoint whose pickle would run code is refused with a clear message and the code never runs."""
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": Exploit()}))
+    with pytest.raises(ValueError, match="cannot be read safely"):
+        load_checkpoint(path)
+    assert "pwned" not in capsys.readouterr().out
