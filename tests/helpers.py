@@ -34,3 +34,27 @@ def trainer(max_steps: int, tmp_path=None, callbacks=(), **kwargs) -> pl.Trainer
 
 def ema() -> EMA:
     return EMA([0.9, 0.99])
+
+
+class UserNet(torch.nn.Module):
+    """A user's network that does not keep its init args as attributes."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.SiLU(), torch.nn.Linear(width, 2))
+
+    def forward(self, t, x, cond=None):
+        return self.body(torch.cat([x, t[:, None]], dim=1))
+
+
+class UserData(pl.LightningDataModule):
+    """A user's data module: a ring of radius 2, yielding plain (B, 2) tensors."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        angle = torch.rand(1024, generator=torch.Generator().manual_seed(0)) * 6.283
+        ring = 2 * torch.stack([angle.cos(), angle.sin()], dim=1)
+        return torch.utils.data.DataLoader(ring, batch_size=self.batch_size, shuffle=True)

@@ -120,3 +120,17 @@ def test_help_lists_sample(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert "sample" in out and "fit" in out
+
+
+def test_user_network_and_datamodule_by_class_path(tmp_path, capsys, monkeypatch):
+    """A user's network and LightningDataModule given by class_path train, distil and sample from the checkpoint alone."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--trainer.max_steps=6", "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              "--data=helpers.UserData"]
+    main(["fit", "--config", str(ROOT / "configs/toy2d_teacher.yaml"), *common, "--model.init_args.net=helpers.UserNet",
+          "--model.init_args.net.init_args.width=24", "--trainer.limit_val_batches=0"])
+    teacher = tmp_path / "runs/toy2d_teacher/checkpoints/last.ckpt"
+    assert torch.load(teacher, weights_only=True)["realuid"]["net"]["init_args"]["width"] == 24
+    main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *common, f"--model.teacher_ckpt={teacher}"])
+    main(["sample", "--ckpt", str(tmp_path / "runs/toy2d_realuid/checkpoints/last.ckpt"), "--num", "10", "--out", str(tmp_path / "s.pt")])
+    assert torch.load(tmp_path / "s.pt", weights_only=True).shape == (10, 2)

@@ -45,14 +45,29 @@ def spec_of(obj: Any) -> Any:
             value = getattr(obj, name)
         elif config is not None and name in config:
             value = config[name]
-        elif param.default is not param.empty:
-            continue
-        else:
+        else:  # the value is unknown (a default may have been overridden): not describable
             return None
         args[name] = spec_of(value)
         if args[name] is None and value is not None:
             return None
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+
+def describe(obj: Any, name: str) -> Any:
+    """The spec of init argument ``name``: from :func:`spec_of`, else from LightningCLI's config.
+
+    LightningCLI instantiates modules inside a context holding the parsed config, where a network
+    given by class_path in YAML appears as ``{"class_path": ..., "init_args": ...}``.
+    """
+    spec = spec_of(obj)
+    if spec is not None:
+        return spec
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # a Lightning without the CLI hparams context
+        return None
+    given = (_given_hyperparameters.get() or {}).get(name)
+    return given if isinstance(given, dict) and "class_path" in given else None
 
 
 def _import_class(class_path: str) -> type:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint, spec_of
+from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.losses import Parameterisation, general_realuid_objective, realuid_generator_loss, realum_loss
@@ -90,7 +90,7 @@ class RealUIDModule(GenerativeModule):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
         self.save_hyperparameters(ignore=["teacher", "process"])
-        self.hparams["net"], self.hparams["process"] = net_spec, spec_of(process)
+        self.hparams["net"], self.hparams["process"] = net_spec, describe(process, "process")
         self.automatic_optimization = False
 
     def _resolve_teacher(self, ckpt_path: str | None, teacher: nn.Module | None, process: Process | None,
@@ -100,7 +100,7 @@ class RealUIDModule(GenerativeModule):
         if teacher is not None:
             if process is None:
                 raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
-            return teacher, process, spec_of(teacher)
+            return teacher, process, describe(teacher, "teacher")
         ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
         if ckpt.get("realuid", {}).get("module") != "MatchingModule":
             raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import spec_of
+from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
@@ -50,7 +50,7 @@ class MatchingModule(GenerativeModule):
         self.net = net
         self.process = process if process is not None else FlowMatching()
         self.save_hyperparameters(ignore=["net", "process"])
-        self.hparams["net"], self.hparams["process"] = spec_of(net), spec_of(self.process)
+        self.hparams["net"], self.hparams["process"] = describe(net, "net"), describe(self.process, "process")
 
     @property
     def ema_network(self) -> nn.Module:
