@@ -122,3 +122,18 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="cannot be read safely"):
         load_checkpoint(path)
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_shuffled_batches_follow_the_epoch_even_if_set_late():
+    """The order depends on (seed, epoch) only, and set_epoch after iter() still applies (as on a Lightning resume)."""
+    from realuid_lightning.data.batching import ShuffledBatches
+
+    sampler = ShuffledBatches(10, 3, seed=0)
+    first = list(sampler)
+    assert len(first) == 3 and all(len(b) == 3 for b in first) and len({i for b in first for i in b}) == 9
+    iterator = iter(sampler)
+    sampler.set_epoch(1)
+    second = list(iterator)
+    assert second != first
+    sampler.set_epoch(1)
+    assert list(sampler) == second

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader
 
+from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.errors import ConfigError
 
 
@@ -57,22 +58,6 @@ def sample_toy(name: str, n: int, seed: int = 0) -> Tensor:
     return TOY_DATASETS[name](n, torch.Generator().manual_seed(seed))
 
 
-class EpochShuffle(Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch) alone, so resuming reproduces the data order."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 class Toy2DDataModule(LightningDataModule):
     """A fixed, seeded training set of a 2-D toy distribution, and a held-out validation set.
 
@@ -94,11 +79,11 @@ class Toy2DDataModule(LightningDataModule):
         self.name, self.num_train, self.num_val, self.batch_size, self.seed = name, num_train, num_val, batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = TensorDataset(sample_toy(self.name, self.num_train, self.seed))
-        self.val_set = TensorDataset(sample_toy(self.name, self.num_val, self.seed + 1))
+        self.train_set = sample_toy(self.name, self.num_train, self.seed)
+        self.val_set = sample_toy(self.name, self.num_val, self.seed + 1)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffle(self.num_train, self.seed), drop_last=True)
+        return batch_loader(self.train_set, batch_size=self.batch_size, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size)
+        return batch_loader(self.val_set, batch_size=self.batch_size, seed=self.seed, shuffle=False)
