@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from torch import Tensor
+from torch import Tensor, nn
 
 Parameterisation = Literal["standard", "beta"]
 
@@ -88,3 +88,13 @@ def general_realuid_objective(
     if real:
         alpha, beta, gamma = 1 - alpha, 1 - beta, 1 - gamma
     return weight * (-gamma * _sq(delta) + 2 * alpha * _dot(delta, teacher) - 2 * beta * _dot(delta, target))
+
+
+def gan_generator_loss(logits_gen: Tensor) -> Tensor:
+    """Non-saturating generator loss (METHOD.md §2.7): L_G^adv = softplus(−D(x_t^θ)), per sample."""
+    return nn.functional.softplus(-logits_gen)
+
+
+def gan_discriminator_loss(logits_gen: Tensor, logits_real: Tensor) -> Tensor:
+    """Discriminator loss of the fake model's head: L_D^adv = softplus(D(x_t^θ)) + softplus(−D(x_t*)), per sample."""
+    return nn.functional.softplus(logits_gen) + nn.functional.softplus(-logits_real)

@@ -13,12 +13,20 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
-from realuid_lightning.losses import Parameterisation, general_realuid_objective, realuid_generator_loss, realum_loss
+from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
+                                     realuid_generator_loss, realum_loss)
+from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
 from realuid_lightning.processes.base import Process
 
 # The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+def _stacked(t: Tensor, xs: list[Tensor], cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(t, x, cond) for one network call over the concatenated batches ``xs`` that share t and cond."""
+    n = len(xs)
+    return torch.cat([t] * n), torch.cat(xs), None if cond is None else torch.cat([cond] * n)
 
 
 def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
@@ -44,6 +52,10 @@ class RealUIDModule(GenerativeModule):
     generator is initialised from the teacher; the fake model from scratch (``fake_init='scratch'``,
     the paper's choice for training from scratch) or from the teacher (for fine-tuning).
     ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
+
+    Optional GAN loss (METHOD.md §2.7): with ``gan_generator_weight`` λ_G or ``gan_discriminator_weight``
+    λ_D > 0, a :class:`GANHead` on the fake model's bottleneck discriminates x_t of generated and real
+    data at t ~ U[gan_time_min, 1]; λ_D·L_D^adv joins the fake loss and λ_G·L_G^adv the generator loss.
     """
 
     network_prefix = "generator.net"
@@ -66,6 +78,9 @@ class RealUIDModule(GenerativeModule):
         grad_clip: float = 1.0,
         fake_init: Literal["scratch", "teacher"] = "scratch",
         generator_time: float = 0.0,
+        gan_generator_weight: float = 0.0,
+        gan_discriminator_weight: float = 0.0,
+        gan_time_min: float = 0.8,
     ) -> None:
         super().__init__()
         check_coefficients(alpha, beta, gamma)
@@ -75,6 +90,9 @@ class RealUIDModule(GenerativeModule):
             raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if fake_updates < 1:
             raise ConfigError(f"fake_updates={fake_updates} must be >= 1 (the paper uses K = 5)")
+        if min(gan_generator_weight, gan_discriminator_weight) < 0 or not 0 <= gan_time_min < 1:
+            raise ConfigError(f"GAN weights must be >= 0 and gan_time_min in [0, 1) (got gan_generator_weight={gan_generator_weight}, "
+                              f"gan_discriminator_weight={gan_discriminator_weight}, gan_time_min={gan_time_min})")
         if min(generator_lr, fake_lr) <= 0 or grad_clip < 0 or warmup_steps < 0:
             raise ConfigError(f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr={generator_lr}, "
                               f"fake_lr={fake_lr}, grad_clip={grad_clip}, warmup_steps={warmup_steps})")
@@ -87,11 +105,18 @@ class RealUIDModule(GenerativeModule):
             for m in self.fake_model.modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
+        self.gan_head = self._make_gan_head() if max(gan_generator_weight, gan_discriminator_weight) > 0 else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
         self.save_hyperparameters(ignore=["teacher", "process"])
         self.hparams["net"], self.hparams["process"] = net_spec, describe(process, "process")
         self.automatic_optimization = False
+
+    def _make_gan_head(self) -> GANHead:
+        if not hasattr(self.fake_model, "bottleneck"):
+            raise ConfigError(f"the GAN loss needs a network with bottleneck features (e.g. realuid_lightning.nets.UNet); "
+                              f"got {type(self.fake_model).__name__}")
+        return GANHead(self.fake_model.bottleneck_channels, getattr(self.fake_model, "norm_num_groups", 32))
 
     def _resolve_teacher(self, ckpt_path: str | None, teacher: nn.Module | None, process: Process | None,
                          ema: float | None) -> tuple[nn.Module, Process, Any]:
@@ -131,7 +156,7 @@ class RealUIDModule(GenerativeModule):
     @property
     def uses_real_data(self) -> bool:
         hp = self.hparams
-        return hp.alpha < 1.0 or (hp.gamma is not None and hp.gamma < 1.0)
+        return hp.alpha < 1.0 or (hp.gamma is not None and hp.gamma < 1.0) or hp.gan_discriminator_weight > 0
 
     @property
     def uses_general_objective(self) -> bool:
@@ -159,32 +184,27 @@ class RealUIDModule(GenerativeModule):
         self.log("train/generator_updates", self.generator_updates.float(), prog_bar=True)
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
-        """RealUM loss of the fake model on a fresh generated batch (and the real batch when α < 1)."""
+        """RealUM loss of the fake model on a fresh generated batch and, when used, the real batch (one forward pass)."""
         hp = self.hparams
         with torch.no_grad():
             x1_gen = self.generator(torch.randn_like(x1_real), cond)
         x0 = self.process.sample_source(x1_gen)
         t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
-        gen = self.process.sample(x0, x1_gen, t)
-        if not self.uses_real_data:
-            fake_gen, real, fake_real = self.fake_model(t, gen.x_t, cond), None, None
-        else:  # one forward pass over [generated; real]
-            real = self.process.sample(x0, x1_real, t)
-            both_cond = None if cond is None else torch.cat([cond, cond])
-            fake_gen, fake_real = self.fake_model(torch.cat([t, t]), torch.cat([gen.x_t, real.x_t]), both_cond).chunk(2)
-        if not self.uses_general_objective:
-            return realum_loss(fake_gen, gen.target, gen.weight, hp.alpha, hp.beta,
-                               fake_real, None if real is None else real.target, None if real is None else real.weight).mean()
-        gamma = hp.alpha if hp.gamma is None else hp.gamma
-        with torch.no_grad():
-            teacher_gen = self.teacher(t, gen.x_t, cond)
-        objective = general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation)
-        if real is not None:
+        branches = [self.process.sample(x0, x1, t) for x1 in ([x1_gen, x1_real] if self.uses_real_data else [x1_gen])]
+        t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
+        fake = self.fake_model(t_all, x_all, cond_all).chunk(len(branches))
+        if self.uses_general_objective:
             with torch.no_grad():
-                teacher_real = self.teacher(t, real.x_t, cond)
-            objective = objective + general_realuid_objective(teacher_real, fake_real, real.target, real.weight,
-                                                              hp.alpha, hp.beta, gamma, hp.parameterisation, real=True)
-        return -objective.mean()
+                teacher = self.teacher(t_all, x_all, cond_all).chunk(len(branches))
+            gamma = hp.alpha if hp.gamma is None else hp.gamma
+            loss = -sum(general_realuid_objective(teacher[i], fake[i], b.target, b.weight, hp.alpha, hp.beta, gamma,
+                                                  hp.parameterisation, real=i == 1) for i, b in enumerate(branches))
+        else:
+            real = (fake[1], branches[1].target, branches[1].weight) if hp.alpha < 1 else ()
+            loss = realum_loss(fake[0], branches[0].target, branches[0].weight, hp.alpha, hp.beta, *real)
+        if self.gan_head is not None:
+            loss = loss + hp.gan_discriminator_weight * gan_discriminator_loss(*self._gan_logits([x1_gen, x1_real], x0, cond).chunk(2))
+        return loss.mean()
 
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """RealUID generator loss on one generated batch; the real batch only supplies shape and conditioning."""
@@ -194,15 +214,27 @@ class RealUIDModule(GenerativeModule):
         t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t)
         teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
-        if not self.uses_general_objective:
-            return realuid_generator_loss(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta).mean()
-        gamma = hp.alpha if hp.gamma is None else hp.gamma
-        return general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation).mean()
+        if self.uses_general_objective:
+            gamma = hp.alpha if hp.gamma is None else hp.gamma
+            loss = general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation)
+        else:
+            loss = realuid_generator_loss(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta)
+        if self.gan_head is not None:
+            loss = loss + hp.gan_generator_weight * gan_generator_loss(self._gan_logits([x1_gen], x0, cond))
+        return loss.mean()
+
+    def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None) -> Tensor:
+        """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data, for each batch in x1s."""
+        t_min = self.hparams.gan_time_min
+        t = t_min + (1 - t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        t_all, x_all, cond_all = _stacked(t, [self.process.sample(x0, x1, t).x_t for x1 in x1s], cond)
+        return self.gan_head(self.fake_model.bottleneck(t_all, x_all, cond_all))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opts = [torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(hp.adam_betas))
-                for net, lr in ((self.fake_model, hp.fake_lr), (self.generator, hp.generator_lr))]
+        fake_params = [*self.fake_model.parameters(), *(self.gan_head.parameters() if self.gan_head is not None else [])]
+        opts = [torch.optim.Adam(params, lr=lr, betas=tuple(hp.adam_betas))
+                for params, lr in ((fake_params, hp.fake_lr), (self.generator.parameters(), hp.generator_lr))]
         scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps)), "name": f"lr/{n}"}
                   for o, n in zip(opts, ("fake", "generator"))]
         return opts, scheds
