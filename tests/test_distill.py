@@ -146,3 +146,15 @@ def test_resume_with_another_teacher_is_refused(tmp_path):
     trainer(2, tmp_path, callbacks=[ckpt]).fit(tiny_distiller(), tiny_data())
     with pytest.raises(ValueError, match="teacher .* differs from the one"):
         trainer(4, tmp_path).fit(tiny_distiller(seed=5), tiny_data(), ckpt_path=str(tmp_path / "last.ckpt"))
+
+
+def test_fine_tuning_starts_from_a_distilled_generator(tmp_path):
+    """generator_ckpt loads a distillation checkpoint's generator (raw or EMA weights) into a new run."""
+    first, averages = tiny_distiller(fake_updates=1), ema()
+    trainer(4, tmp_path, callbacks=[averages, ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(first, tiny_data())
+    teacher = tiny_teacher()
+    raw = RealUIDModule(teacher=teacher.net, process=teacher.process, generator_ckpt=str(tmp_path / "last.ckpt"), generator_ema=None,
+                        fake_init="teacher")
+    assert same(params(raw.generator), params(first.generator))
+    smooth = RealUIDModule(teacher=teacher.net, process=teacher.process, generator_ckpt=str(tmp_path / "last.ckpt"), generator_ema=0.9)
+    assert all(torch.equal(smooth.generator.net.state_dict()[k], v) for k, v in averages.averages["0.9"].items())

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import describe, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
@@ -49,8 +49,9 @@ class RealUIDModule(GenerativeModule):
 
     The teacher comes from ``teacher_ckpt`` (a :class:`MatchingModule` checkpoint; its EMA
     ``teacher_ema`` weights by default) or is passed in as ``teacher`` with its ``process``. The
-    generator is initialised from the teacher; the fake model from scratch (``fake_init='scratch'``,
-    the paper's choice for training from scratch) or from the teacher (for fine-tuning).
+    generator is initialised from the teacher, or from a distillation checkpoint ``generator_ckpt`` (its
+    EMA ``generator_ema`` weights) for the paper's fine-tuning stage; the fake model from scratch
+    (``fake_init='scratch'``, the paper's choice for training from scratch) or from the teacher (fine-tuning).
     ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
 
     Optional GAN loss (METHOD.md §2.7): with ``gan_generator_weight`` λ_G or ``gan_discriminator_weight``
@@ -81,6 +82,8 @@ class RealUIDModule(GenerativeModule):
         gan_generator_weight: float = 0.0,
         gan_discriminator_weight: float = 0.0,
         gan_time_min: float = 0.8,
+        generator_ckpt: str | None = None,
+        generator_ema: float | None = 0.999,
     ) -> None:
         super().__init__()
         check_coefficients(alpha, beta, gamma)
@@ -100,6 +103,10 @@ class RealUIDModule(GenerativeModule):
         self.process = process
         self.generator = OneStepGenerator(copy.deepcopy(teacher).train().requires_grad_(True), process, generator_time)
         self.fake_model = copy.deepcopy(teacher).train().requires_grad_(True)
+        if generator_ckpt is not None:  # fine-tuning: start from a distilled generator (its EMA weights by default)
+            ckpt = load_checkpoint(generator_ckpt, what="generator_ckpt")
+            distilled = network_from_checkpoint(ckpt, generator_ema, f"generator_ckpt {generator_ckpt!r}")[0]
+            load_state_strict(self.generator.net, distilled.state_dict(), f"generator_ckpt {generator_ckpt!r}")
         self.teacher = teacher.requires_grad_(False).eval()
         if fake_init == "scratch":
             for m in self.fake_model.modules():
