@@ -1,7 +1,7 @@
 """realuid-lightning: distil matching models into one-step generators with RealUID (Kornilov et al., ICLR 2026)."""
 
-from realuid_lightning.callbacks import EMA, SamplePreview
-from realuid_lightning.data import Toy2DDataModule
+from realuid_lightning.callbacks import EMA, FrechetDistance, SamplePreview
+from realuid_lightning.data import CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, Toy2DDataModule
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.modules import MatchingModule, RealUIDModule
@@ -9,5 +9,5 @@ from realuid_lightning.nets import MLP
 from realuid_lightning.processes import FlowMatching, Process
 
 __version__ = "0.1.0"
-__all__ = ["EMA", "MLP", "ConfigError", "FlowMatching", "MatchingModule", "OneStepGenerator", "Process",
-           "RealUIDModule", "SamplePreview", "Toy2DDataModule"]
+__all__ = ["EMA", "MLP", "CIFAR10DataModule", "ConfigError", "DigitsDataModule", "FlowMatching", "FrechetDistance",
+           "ImageFolderDataModule", "MatchingModule", "OneStepGenerator", "Process", "RealUIDModule", "SamplePreview", "Toy2DDataModule"]

@@ -1,0 +1,280 @@
+"""Fréchet distance (FID) and KID of generated images during training, against cached real statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.modules.base import split_batch
+from realuid_lightning.nets.features import feature_network
+from realuid_lightning.sampling import ode_sample, teacher_drift
+
+Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
+REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+FEATURES = ("inception", "digits")
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    """d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2·(Σ₁Σ₂)^½) between N(μ₁, Σ₁) and N(μ₂, Σ₂), in float64.
+
+    Reuses torchmetrics' ``_compute_fid``; μ has shape (D,), Σ shape (D, D).
+    """
+    return float(_compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double()))
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """Images in [−1, 1] → float32 in [0, 1]: (x.clamp(−1, 1) + 1)/2."""
+    return (images.float().clamp(-1, 1) + 1) / 2
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 of an object's repr, or of a module's class name and weights."""
+    digest = hashlib.sha256()
+    if isinstance(obj, nn.Module):
+        digest.update(type(obj).__qualname__.encode())
+        for name, tensor in sorted(obj.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        digest.update(repr(obj).encode())
+    return digest.hexdigest()
+
+
+def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
+    """Class and hparams (or, without ``save_hyperparameters()``, plain public attributes): what the cache key hashes."""
+    described = dict(datamodule.hparams)
+    if not described:
+        plain = (bool, int, float, str, tuple, type(None))
+        described = {k: v for k, v in vars(datamodule).items() if not k.startswith("_") and isinstance(v, plain)}
+    return type(datamodule).__module__, type(datamodule).__qualname__, sorted(described.items())
+
+
+class _Precomputed(nn.Module):
+    """Identity on features: the metrics are fed φ(x), computed once per batch for FID and KID."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+class FrechetDistance(Callback):
+    """FID = ||μ_r − μ_g||² + Tr(Σ_r + Σ_g − 2(Σ_rΣ_g)^½) of features φ, every ``every_n_steps`` steps and at the end of fit.
+
+    Real statistics (Σφ, Σφφᵀ, n over at most ``num_samples`` images of
+    ``trainer.datamodule.train_dataloader()``) are computed once, on rank 0, and cached under a hash
+    of the datamodule (class and hparams), φ and ``num_samples``; later runs load the file. Each
+    evaluation draws ``num_samples`` images (each rank its share, seed ``seed + rank``, the same noise
+    every time) from the raw weights and from each decay of an :class:`EMA` callback, and logs
+    ``{prefix}/raw`` and ``{prefix}/ema_{decay}`` (KID: ``kid/...``, or ``{prefix}_kid/...`` for another
+    prefix) into ``callback_metrics`` and the loggers, so ``ModelCheckpoint(monitor="fid/ema_0.999")`` works.
+
+    Args:
+        every_n_steps: evaluate when ``trainer.global_step`` is a multiple of this (and at the end of fit).
+        num_samples: generated images per evaluation, and the most real images used.
+        feature: φ: 'inception' (the 2048-d FID InceptionV3), 'digits' (:class:`DigitsFeatures`) or a module
+            with an integer ``num_features`` mapping (B, C, H, W) images in [0, 1] to (B, D).
+        inception_weights: a local torch-fidelity Inception weights file, for machines without internet.
+        kid: also log the kernel inception distance (torchmetrics ``KernelInceptionDistance``, mean over subsets).
+        cache_dir: where the real statistics are cached.
+        batch_size: images generated per call of ``pl_module.sample``, per rank.
+        num_classes: class-conditional generation: ``cond`` cycles the labels 0, …, num_classes − 1.
+        teacher_steps: also score the teacher sampled with this many Euler steps, logged as
+            ``{prefix}/teacher_{steps}steps``: once for a frozen ``pl_module.teacher`` (RealUIDModule), at every
+            evaluation for a module whose ``sample`` takes ``steps`` (MatchingModule: its network is the teacher).
+        prefix: name prefix of the logged FIDs.
+        seed: seed of the generation noise (plus the rank).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 5000,
+        num_samples: int = 10000,
+        feature: str | nn.Module = "inception",
+        inception_weights: str | None = None,
+        kid: bool = False,
+        cache_dir: str = ".cache/realuid_fid",
+        batch_size: int = 500,
+        num_classes: int | None = None,
+        teacher_steps: int | None = None,
+        prefix: str = "fid",
+        seed: int = 0,
+    ) -> None:
+        for name, value, least in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2),
+                                   ("batch_size", batch_size, 1), ("num_classes", num_classes, 1),
+                                   ("teacher_steps", teacher_steps, 1)):
+            if value is not None and value < least:
+                raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
+        if not isinstance(feature, nn.Module) and feature not in FEATURES:
+            raise ConfigError(f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features")
+        if isinstance(feature, nn.Module) and not isinstance(getattr(feature, "num_features", None), int):
+            raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
+        self.every_n_steps, self.num_samples, self.feature, self.inception_weights = every_n_steps, num_samples, feature, inception_weights
+        self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
+        self.teacher_steps, self.prefix, self.seed = teacher_steps, prefix, seed
+        self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
+        self.extractor: nn.Module | None = None
+        self.fid: FrechetInceptionDistance | None = None
+        self.kid_metric: KernelInceptionDistance | None = None
+        self.teacher_scores: dict[str, float] = {}  # computed once for a frozen teacher, saved with checkpoints
+        self.num_real = 0
+        self.real_ready = False
+        self.last_step = -1
+
+    # ---- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or self.extractor is not None:
+            return
+        if self.teacher_steps is not None and not self._has_frozen_teacher(pl_module) \
+                and "steps" not in inspect.signature(pl_module.sample).parameters:
+            raise ConfigError(f"teacher_steps={self.teacher_steps} needs a module with a `teacher` and `process` "
+                              f"(RealUIDModule) or whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}")
+        self.extractor = feature_network(self.feature, self.inception_weights)
+        dims = self.extractor.num_features
+        self.fid = FrechetInceptionDistance(feature=_Precomputed(dims), reset_real_features=False)
+        self.kid_metric = KernelInceptionDistance(feature=_Precomputed(dims), reset_real_features=False) if self.kid else None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        last = trainer.max_steps is not None and 0 < trainer.max_steps <= step
+        if step != self.last_step and (step % self.every_n_steps == 0 or last):
+            scores = self.evaluate(trainer, pl_module)
+            for name, value in scores.items():  # into callback_metrics, for ModelCheckpoint(monitor=...)
+                pl_module.log(name, value, logger=False)
+            self._write_to_loggers(trainer, scores)  # directly: Lightning drops steps off its log_every_n_steps grid
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step != self.last_step:  # stopped by epochs or early stopping: score the final weights
+            scores = self.evaluate(trainer, pl_module)
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scores.items()})  # self.log is not allowed here
+            self._write_to_loggers(trainer, scores)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher_scores": self.teacher_scores}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.teacher_scores = dict(state_dict.get("teacher_scores", {}))
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """Score the raw weights, every EMA decay and (with ``teacher_steps``) the teacher; returns {name: value}."""
+        self.last_step = trainer.global_step
+        self._prepare_real(trainer, pl_module)
+        ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            scores = self._score("raw", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
+            for decay in ema.decays if ema is not None else []:
+                with ema.swapped(pl_module, decay):
+                    scores |= self._score(f"ema_{decay}", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
+            if self.teacher_steps is not None:
+                name = f"teacher_{self.teacher_steps}steps"
+                if not (self._has_frozen_teacher(pl_module) and f"{self.prefix}/{name}" in self.teacher_scores):
+                    self.teacher_scores = self._score(name, self._teacher_sampler(pl_module), trainer, pl_module)
+                scores |= self.teacher_scores
+        finally:
+            pl_module.train(was_training)
+        return scores
+
+    def _score(self, name: str, sampler: Sampler, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""
+        self.fid.reset()
+        if self.kid_metric is not None:
+            self.kid_metric.reset()
+        share, device = self.num_samples // trainer.world_size, pl_module.device
+        generator = torch.Generator(device).manual_seed(self.seed + trainer.global_rank)
+        for start in range(0, share, self.batch_size):
+            n = min(self.batch_size, share - start)
+            first = trainer.global_rank * share + start
+            cond = None if self.num_classes is None else torch.arange(first, first + n, device=device) % self.num_classes
+            self._update(sampler(n, generator, cond), real=False)
+        scores = {f"{self.prefix}/{name}": float(self.fid.compute())}
+        if self.kid_metric is not None:
+            self.kid_metric.subset_size = min(1000, share * trainer.world_size, self.num_real)
+            with torch.random.fork_rng(devices=[]):  # KID draws subsets with the global RNG: keep training's stream intact
+                torch.default_generator.manual_seed(self.seed)
+                scores[f"{self.kid_prefix}/{name}"] = float(self.kid_metric.compute()[0])
+        return scores
+
+    def _update(self, images: Tensor, real: bool) -> None:
+        features = self.extractor(to_unit(images)).float()
+        self.fid.update(features, real=real)
+        if self.kid_metric is not None:
+            self.kid_metric.update(features, real=real)
+
+    @staticmethod
+    def _has_frozen_teacher(pl_module: LightningModule) -> bool:
+        return isinstance(getattr(pl_module, "teacher", None), nn.Module) and hasattr(pl_module, "process")
+
+    def _teacher_sampler(self, pl_module: LightningModule) -> Sampler:
+        steps = self.teacher_steps
+        if self._has_frozen_teacher(pl_module):
+            return lambda n, g, c: ode_sample(teacher_drift(pl_module.teacher, pl_module.process, c), pl_module.source_noise(n, g), steps)
+        return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
+
+    # ---- real statistics -----------------------------------------------------------------------
+    def cache_file(self, datamodule: LightningDataModule) -> Path:
+        """``cache_dir/<DataModule>_<feature>_<num_samples>_<hash>.pt``; the hash covers the datamodule, φ and n."""
+        feature = self.feature if isinstance(self.feature, str) else type(self.feature).__name__
+        key = fingerprint((datamodule_description(datamodule), fingerprint(self.extractor), self.num_samples, self.kid))
+        return Path(self.cache_dir) / f"{type(datamodule).__name__}_{feature}_{self.num_samples}_{key[:16]}.pt"
+
+    def _prepare_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Load (or compute and cache) the real statistics; they live on rank 0 only, as the metrics sum states over ranks."""
+        if self.real_ready:
+            return
+        if trainer.datamodule is None:
+            raise ConfigError("FrechetDistance reads real images from trainer.datamodule; pass a LightningDataModule to fit")
+        device = pl_module.device
+        self.extractor.to(device)
+        self.fid.to(device)
+        stats: dict[str, Tensor] = {}
+        if trainer.global_rank == 0:
+            path = self.cache_file(trainer.datamodule)
+            if path.exists():
+                stats = torch.load(path, map_location=device, weights_only=True)
+            else:
+                stats = self._real_statistics(trainer.datamodule, device)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({k: v.cpu() for k, v in stats.items()}, path.with_suffix(".tmp"))
+                path.with_suffix(".tmp").replace(path)
+        for k in REAL_STATES:
+            setattr(self.fid, k, stats.get(k, torch.zeros_like(getattr(self.fid, k))))
+        self.num_real = int(trainer.strategy.broadcast(int(stats.get("real_features_num_samples", 0)), src=0))
+        if self.kid_metric is not None:
+            self.kid_metric.to(device)
+            self.kid_metric.real_features = [stats.get("real_features", torch.empty(0, self.extractor.num_features, device=device))]
+        self.real_ready = True
+
+    def _real_statistics(self, datamodule: LightningDataModule, device: torch.device) -> dict[str, Tensor]:
+        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over the first ``num_samples`` training images."""
+        seen = 0
+        for batch in datamodule.train_dataloader():
+            images = split_batch(batch)[0][: self.num_samples - seen]
+            self._update(images.to(device), real=True)
+            seen += images.shape[0]
+            if seen >= self.num_samples:
+                break
+        stats = {k: getattr(self.fid, k) for k in REAL_STATES}
+        if self.kid_metric is not None:
+            stats["real_features"] = torch.cat(self.kid_metric.real_features)
+        return stats
+
+    @staticmethod
+    def _write_to_loggers(trainer: Trainer, scores: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(scores, step=trainer.global_step)

