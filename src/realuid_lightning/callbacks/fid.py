@@ -261,9 +261,18 @@ class FrechetDistance(Callback):
         self.real_ready = True
 
     def _real_statistics(self, datamodule: LightningDataModule, device: torch.device) -> dict[str, Tensor]:
-        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over the first ``num_samples`` training images."""
+        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over at most ``num_samples`` real images.
+
+        A data module with ``real_images(num)`` (the package's image modules) gives unaugmented images;
+        otherwise the training batches are used as they come.
+        """
         seen = 0
-        for batch in datamodule.train_dataloader():
+        if hasattr(datamodule, "real_images"):
+            real = datamodule.real_images(self.num_samples)
+            batches = [real[i:i + self.batch_size] for i in range(0, real.shape[0], self.batch_size)]
+        else:
+            batches = datamodule.train_dataloader()
+        for batch in batches:
             images = split_batch(batch)[0][: self.num_samples - seen]
             self._update(images.to(device), real=True)
             seen += images.shape[0]

@@ -67,11 +67,11 @@ class CIFAR10DataModule(LightningDataModule):
                           drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def real_images(self, num: int | None = None) -> Tensor:
-        """The first ``num`` training images (all by default), unflipped: (num, 3, 32, 32) in [−1, 1]."""
+        """The first ``num`` training images (all, or all there are, by default), unflipped: (num, 3, 32, 32) in [−1, 1]."""
         if not hasattr(self, "images"):
             self.setup()
-        num = len(self.images) if num is None else num
-        if not 1 <= num <= len(self.images):
-            raise ConfigError(f"num={num} real images requested; between 1 and {len(self.images)} are available")
+        if num is not None and num < 1:
+            raise ConfigError(f"num={num} real images requested; it must be >= 1")
+        num = len(self.images) if num is None else min(num, len(self.images))
         reference = Transformed(self.images, v2.Compose(to_unit_range(hflip=False)), labels=False)
         return torch.stack([reference[i][0] for i in range(num)])

@@ -103,9 +103,9 @@ class DigitsDataModule(LightningDataModule):
         return batch_loader(*self._tensors(), batch_size=self.batch_size, seed=self.seed, shuffle=False)
 
     def real_images(self, num: int | None = None) -> Tensor:
-        """The first ``num`` images (all by default): (num, 1, R, R) in [−1, 1]."""
+        """The first ``num`` images (at most all; all by default): (num, 1, R, R) in [−1, 1]."""
         self.setup()
-        num = self.images.shape[0] if num is None else num
-        if not 1 <= num <= self.images.shape[0]:
-            raise ConfigError(f"num={num} real images requested; between 1 and {self.images.shape[0]} are available")
+        if num is not None and num < 1:
+            raise ConfigError(f"num={num} real images requested; it must be >= 1")
+        num = self.images.shape[0] if num is None else min(num, self.images.shape[0])
         return self.images[:num]

@@ -166,12 +166,12 @@ class ImageFolderDataModule(LightningDataModule):
                           drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def real_images(self, num: int | None = None) -> Tensor:
-        """``num`` images (all by default) at a fixed random order, centre-cropped and unflipped: (num, 3, R, R) in [−1, 1]."""
+        """At most ``num`` images (all by default) at a fixed random order, centre-cropped and unflipped: (num, 3, R, R) in [−1, 1]."""
         if not hasattr(self, "files"):
             self.setup()
-        num = len(self.files) if num is None else num
-        if not 1 <= num <= len(self.files):
-            raise ConfigError(f"num={num} real images requested; between 1 and {len(self.files)} are available")
+        if num is not None and num < 1:
+            raise ConfigError(f"num={num} real images requested; it must be >= 1")
+        num = len(self.files) if num is None else min(num, len(self.files))
         order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(0))[:num].tolist()
         reference = Transformed(self.files, self._transform(train=False), labels=False)
         return torch.stack([reference[i][0] for i in order])
