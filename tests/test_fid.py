@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, RealUIDModule
-from realuid_lightning.callbacks import frechet_distance
+from realuid_lightning.metrics import feature_frechet_distance, frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
 
 from helpers import trainer
@@ -187,3 +187,13 @@ def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(tmp_path,
     run.fit(module, datamodule=LabelledDigits())
     assert fid.last_step == run.global_step == 4 and torch.isfinite(run.callback_metrics["fid/raw"])
     assert torch.cat(labels).tolist() == [i % 10 for i in range(24)]
+
+
+def test_feature_frechet_distance_of_image_sets():
+    """FD-digits of a set with itself is ~0 and grows when one set is noised."""
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images).float().unsqueeze(1) / 8 - 1
+    net = DigitsFeatures.pretrained()
+    assert abs(feature_frechet_distance(images, images, net)) < 1e-6
+    assert feature_frechet_distance(images, (images + 0.5 * torch.randn_like(images)).clamp(-1, 1), net) > 10

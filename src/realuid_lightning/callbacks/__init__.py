@@ -1,7 +1,7 @@
 """Callbacks usable in any Lightning pipeline."""
 
 from realuid_lightning.callbacks.ema import EMA
-from realuid_lightning.callbacks.fid import FrechetDistance, frechet_distance
+from realuid_lightning.callbacks.fid import FrechetDistance
 from realuid_lightning.callbacks.preview import SamplePreview, render_scatter
 
-__all__ = ["EMA", "FrechetDistance", "SamplePreview", "frechet_distance", "render_scatter"]
+__all__ = ["EMA", "FrechetDistance", "SamplePreview", "render_scatter"]

@@ -17,19 +17,12 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 from realuid_lightning.nets.features import feature_network
+from realuid_lightning.metrics import frechet_distance
 from realuid_lightning.sampling import ode_sample, teacher_drift
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 FEATURES = ("inception", "digits")
-
-
-def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2·(Σ₁Σ₂)^½) between N(μ₁, Σ₁) and N(μ₂, Σ₂), in float64.
-
-    Reuses torchmetrics' ``_compute_fid``; μ has shape (D,), Σ shape (D, D).
-    """
-    return float(_compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double()))
 
 
 def to_unit(images: Tensor) -> Tensor:

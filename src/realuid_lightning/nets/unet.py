@@ -40,6 +40,10 @@ class UNet(nn.Module):
             raise ConfigError(f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})")
         if any(c % norm_num_groups for c in block_out_channels):
             raise ConfigError(f"block_out_channels={list(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}")
+        attended = [block_out_channels[i] for i in attention_levels] + [block_out_channels[-1]]  # the mid block attends too
+        if any(c % attention_head_dim for c in attended):
+            raise ConfigError(f"attention_head_dim={attention_head_dim} must divide the channels of every attention level "
+                              f"and of the bottleneck ({sorted(set(attended))})")
         if sample_size % 2 ** (levels - 1):
             raise ConfigError(f"sample_size={sample_size} must be divisible by 2^{levels - 1} for {levels} levels")
         self.sample_size, self.channels, self.block_out_channels = sample_size, channels, list(block_out_channels)
