@@ -20,8 +20,8 @@ from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
 
-Prediction = Literal["velocity", "x1", "x0"]
-PREDICTIONS = ("velocity", "x1", "x0")
+Prediction = Literal["velocity", "x1", "x0", "v"]
+PREDICTIONS = ("velocity", "x1", "x0", "v")
 
 
 def expand_like(t: Tensor, x: Tensor) -> Tensor:
@@ -57,9 +57,11 @@ class Process(ABC):
 
     - ``"velocity"``: v = ȧ_t·x1 + ḃ_t·x0 (the conditional drift, flow matching's target),
     - ``"x1"``: the data x1,
-    - ``"x0"``: the source x0 (ε-prediction when the source is Gaussian noise).
+    - ``"x0"``: the source x0 (ε-prediction when the source is Gaussian noise),
+    - ``"v"``: v = a_t·x0 − b_t·x1 (diffusers' v-prediction α_t·ε − σ_t·x for a VP path).
 
-    Since (x_t, prediction) determine (x0, x1) through a 2×2 linear system, every prediction converts
+    Each is p1·x1 + p0·x0 with coefficients (p1, p0) = (ȧ, ḃ), (1, 0), (0, 1) or (−b, a), so
+    (x_t, prediction) determine (x0, x1) through one 2×2 linear system, and every prediction converts
     to a data estimate (``to_data``) and to the probability-flow drift (``drift``).
     """
 
@@ -88,31 +90,29 @@ class Process(ABC):
         """x0 ~ N(0, I) with the shape of ``like`` (processes with another source override this)."""
         return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
 
+    def prediction_coefficients(self, c: AffineCoefficients) -> tuple[Tensor, Tensor]:
+        """(p1, p0) with prediction = p1·x1 + p0·x0, each of shape (B,)."""
+        one, zero = torch.ones_like(c.a), torch.zeros_like(c.a)
+        return {"velocity": (c.da, c.db), "x1": (one, zero), "x0": (zero, one), "v": (-c.b, c.a)}[self.prediction]
+
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> ProcessSample:
-        """x_t = a_t·x1 + b_t·x0 with its conditional target and weight."""
+        """x_t = a_t·x1 + b_t·x0 with its conditional target p1·x1 + p0·x0 and weight."""
         c = self.coefficients(t)
-        a, b = expand_like(c.a, x1), expand_like(c.b, x1)
-        x_t = a * x1 + b * x0
-        if self.prediction == "velocity":
-            target = expand_like(c.da, x1) * x1 + expand_like(c.db, x1) * x0
-        else:
-            target = x1 if self.prediction == "x1" else x0
-        return ProcessSample(x_t=x_t, target=target, weight=self.weight(t))
+        p1, p0 = (expand_like(v, x1) for v in self.prediction_coefficients(c))
+        x_t = expand_like(c.a, x1) * x1 + expand_like(c.b, x1) * x0
+        return ProcessSample(x_t=x_t, target=p1 * x1 + p0 * x0, weight=self.weight(t))
 
     def to_endpoints(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x0, x1) estimates implied by a prediction at (t, x_t).
 
-        velocity: solve [a b; ȧ ḃ]·(x1, x0) = (x_t, v), i.e. x1 = (ḃ·x_t − b·v)/D, x0 = (a·v − ȧ·x_t)/D
-        with D = a·ḃ − b·ȧ; x1-prediction: x0 = (x_t − a·x1)/b; x0-prediction: x1 = (x_t − b·x0)/a.
+        Solves [a b; p1 p0]·(x1, x0) = (x_t, prediction): x1 = (p0·x_t − b·pred)/D, x0 = (a·pred − p1·x_t)/D
+        with D = a·p0 − b·p1 (nonzero inside the sampled time range).
         """
         c = self.coefficients(t)
-        a, b, da, db = (expand_like(v, x_t) for v in (c.a, c.b, c.da, c.db))
-        if self.prediction == "velocity":
-            det = a * db - b * da
-            return (a * prediction - da * x_t) / det, (db * x_t - b * prediction) / det
-        if self.prediction == "x1":
-            return (x_t - a * prediction) / b, prediction
-        return prediction, (x_t - b * prediction) / a
+        p1, p0 = (expand_like(v, x_t) for v in self.prediction_coefficients(c))
+        a, b = expand_like(c.a, x_t), expand_like(c.b, x_t)
+        det = a * p0 - b * p1
+        return (a * prediction - p1 * x_t) / det, (p0 * x_t - b * prediction) / det
 
     def to_data(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Data estimate x̂1 = E[x1 | x_t] implied by a prediction at (t, x_t) (see :meth:`to_endpoints`)."""
