@@ -1,11 +1,26 @@
+import copy
+
 import pytest
 import torch
 
-from realuid_lightning.processes import FlowMatching, Process, expand_like
+from realuid_lightning.processes import EDM, ContinuousVP, DiscreteVP, FlowMatching, Process, expand_like
 from realuid_lightning.processes.base import PREDICTIONS
 
-PROCESSES = [FlowMatching(), FlowMatching(sigma_min=0.01)]
+PROCESSES = [FlowMatching(), FlowMatching(sigma_min=0.01), DiscreteVP(), DiscreteVP(beta_schedule="squaredcos_cap_v2", prediction="v"),
+             ContinuousVP(), EDM()]
 SHAPES = [(4, 3, 5, 5), (6, 6)]  # NCHW, and (B, B) with B = D to catch silent broadcasting
+
+
+def with_prediction(process, prediction):
+    """A copy of ``process`` that predicts ``prediction``."""
+    other = copy.copy(process)
+    other.prediction = prediction
+    return other
+
+
+def inner_times(process, n):
+    """n times in the inner 90 % of [t_min, t_max]."""
+    return process.t_min + (process.t_max - process.t_min) * (torch.rand(n) * 0.9 + 0.05)
 
 
 def all_process_classes():
@@ -27,30 +42,40 @@ def test_every_process_class_is_covered():
 @pytest.mark.parametrize("process", PROCESSES, ids=repr)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_endpoints(process, shape, float64):
-    """x_t equals the source x0 at t = 0 and a_1·x1 + b_1·x0 = x1 + σ_min·x0 at t = 1."""
+    """Flows: x_t = x0 at t = 0 and x1 + σ_min·x0 at t = 1; diffusions: x_t/√(a² + b²) is x0 at t_min and x1 at t_max to 2 %."""
     x0, x1 = torch.randn(shape), torch.randn(shape)
-    zeros, ones = torch.zeros(shape[0]), torch.ones(shape[0])
-    torch.testing.assert_close(process.sample(x0, x1, zeros).x_t, x0)
-    torch.testing.assert_close(process.sample(x0, x1, ones).x_t, x1 + process.sigma_min * x0)
+    if isinstance(process, FlowMatching):
+        zeros, ones = torch.zeros(shape[0]), torch.ones(shape[0])
+        torch.testing.assert_close(process.sample(x0, x1, zeros).x_t, x0)
+        torch.testing.assert_close(process.sample(x0, x1, ones).x_t, x1 + process.sigma_min * x0)
+        return
+    atol = 0.02 * torch.cat([x0, x1]).abs().max().item()
+    for end, expected in ((process.t_min, x0), (process.t_max, x1)):
+        t = torch.full((shape[0],), end)
+        c = process.coefficients(t)
+        scaled = process.sample(x0, x1, t).x_t / expand_like((c.a**2 + c.b**2).sqrt(), x0)
+        torch.testing.assert_close(scaled, expected, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=repr)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_velocity_target_is_time_derivative(process, shape, float64):
     """The velocity target equals dx_t/dt, checked by central finite differences."""
+    torch.manual_seed(0)  # fixed times: DiscreteVP's ȧ, ḃ jump at integer diffusers timesteps
+    process = with_prediction(process, "velocity")
     x0, x1, t = torch.randn(shape), torch.randn(shape), torch.rand(shape[0]) * 0.8 + 0.1
     h = 1e-6
     fd = (process.sample(x0, x1, t + h).x_t - process.sample(x0, x1, t - h).x_t) / (2 * h)
     torch.testing.assert_close(process.sample(x0, x1, t).target, fd, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("sigma_min", [0.0, 0.01])
+@pytest.mark.parametrize("process", PROCESSES, ids=repr)
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_conversions_round_trip(sigma_min, prediction, shape, float64):
+def test_conversions_round_trip(process, prediction, shape, float64):
     """A perfect prediction converts back to the exact (x0, x1) and to the conditional velocity, for every parameterisation."""
-    process, velocity = FlowMatching(sigma_min, prediction), FlowMatching(sigma_min)
-    x0, x1, t = torch.randn(shape), torch.randn(shape), torch.rand(shape[0]) * 0.9 + 0.05
+    process, velocity = with_prediction(process, prediction), with_prediction(process, "velocity")
+    x0, x1, t = torch.randn(shape), torch.randn(shape), inner_times(process, shape[0])
     s = process.sample(x0, x1, t)
     x0_hat, x1_hat = process.to_endpoints(s.target, s.x_t, t)
     torch.testing.assert_close(x0_hat, x0)

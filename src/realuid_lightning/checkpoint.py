@@ -27,7 +27,8 @@ def spec_of(obj: Any) -> Any:
     """The spec of an object built from plain init args.
 
     Objects record their init args as attributes of the same name (the scikit-learn convention,
-    followed by every class in this package) or, for diffusers models, in ``obj.config``.
+    followed by every class in this package; a wrapped network counts though it is callable) or,
+    for diffusers models, in ``obj.config``.
     Returns None when the object cannot be described that way.
     """
     if isinstance(obj, _PLAIN):
@@ -35,13 +36,17 @@ def spec_of(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         items = [spec_of(v) for v in obj]
         return None if any(i is None and v is not None for i, v in zip(items, obj)) else items
+    if isinstance(obj, dict):  # plain data such as a diffusers config; a "class_path" key would be read as a spec
+        entries = {k: spec_of(v) for k, v in obj.items()}
+        plain = all(isinstance(k, str) for k in obj) and "class_path" not in obj
+        return entries if plain and not any(entries[k] is None and v is not None for k, v in obj.items()) else None
     cls = type(obj)
     config = getattr(obj, "config", None)
     args: dict[str, Any] = {}
     for name, param in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        if hasattr(obj, name) and not callable(getattr(obj, name)):
+        if hasattr(obj, name) and (isinstance(getattr(obj, name), nn.Module) or not callable(getattr(obj, name))):
             value = getattr(obj, name)
         elif config is not None and name in config:
             value = config[name]

@@ -15,7 +15,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.sampling import SOLVERS, ode_sample, teacher_drift
 
-HELP = """usage: realuid {fit,validate,test,predict,sample} ...
+HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
 
 Distil matching models into one-step generators with RealUID.
 
@@ -24,6 +24,9 @@ Distil matching models into one-step generators with RealUID.
                                                             distil it into a one-step generator
   realuid fit --config CONFIG --ckpt_path last              resume the latest run of CONFIG
   realuid sample --ckpt PATH --num 4000 --out samples.pt    sample from any checkpoint
+  realuid import-official --ckpt OFFICIAL.pt --role teacher --out teacher.ckpt
+                                                            convert an official RealUID / torchcfm checkpoint
+  realuid export --ckpt PATH --out DIR                      save a generator as a diffusers pipeline
   realuid validate|test|predict --config CONFIG ...         the other LightningCLI subcommands
 
 'realuid SUBCOMMAND --help' lists every option of a subcommand.
@@ -87,6 +90,25 @@ def sample_command(argv: list[str]) -> None:
     print(f"wrote {tuple(samples.shape)} samples to {out}")
 
 
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realuid export", description="Save the generator of a distillation checkpoint as a "
+                                "diffusers pipeline folder; load it with realuid_lightning.export.OneStepPipeline.from_pretrained.")
+    p.add_argument("--ckpt", required=True, help="distillation checkpoint written by realuid fit")
+    p.add_argument("--out", required=True, help="output folder (save_pretrained)")
+    p.add_argument("--ema", default="auto", help="EMA decay to export, 'raw' for the raw weights, "
+                   "'auto' (default) for 0.999 or the first decay saved")
+    return p
+
+
+def export_command(argv: list[str]) -> None:
+    from realuid_lightning.export import export_generator  # diffusers pipelines load only when exporting
+
+    args = export_parser().parse_args(argv)
+    checkpoint = load_checkpoint(args.ckpt)
+    out = export_generator(args.ckpt, args.out, _pick_ema(checkpoint, args.ema))
+    print(f"wrote a one-step pipeline to {out}")
+
+
 class RealUIDCLI(LightningCLI):
     """LightningCLI over any LightningModule / LightningDataModule given by class_path."""
 
@@ -113,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
             print(HELP)
         elif argv[0] == "sample":
             sample_command(argv[1:])
+        elif argv[0] == "import-official":
+            from realuid_lightning.official import import_command
+
+            import_command(argv[1:])
+        elif argv[0] == "export":
+            export_command(argv[1:])
         else:
             RealUIDCLI(cli_args)
     except Exception as err:

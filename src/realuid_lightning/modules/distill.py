@@ -15,6 +15,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
                                      realuid_generator_loss, realum_loss)
+from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
 from realuid_lightning.processes.base import Process
@@ -133,6 +134,10 @@ class RealUIDModule(GenerativeModule):
             if process is None:
                 raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
             return teacher, process, describe(teacher, "teacher")
+        if is_diffusers_source(ckpt_path):  # a diffusers folder or hub id: the UNet, its scheduler as the process
+            net, vp = load_diffusers_teacher(ckpt_path)
+            self.data_shape = net.data_shape
+            return net, process if process is not None else vp, describe(net, "teacher")
         ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
         if ckpt.get("realuid", {}).get("module") != "MatchingModule":
             raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")

@@ -1,0 +1,125 @@
+"""Export a distilled one-step generator as a diffusers pipeline (``save_pretrained`` / ``from_pretrained``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from torch import Tensor, nn
+
+from realuid_lightning.checkpoint import instantiate, load_checkpoint, network_from_checkpoint
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
+from realuid_lightning.nets.unet import UNet
+from realuid_lightning.processes.flow import FlowMatching
+
+ADAPTERS = ("UNet", "DiffusersUNet")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+class _TimedUNet(nn.Module):
+    """net(t, x, y) = unet(x, k(t), class_labels = y).sample in the convention of the adapter the generator was trained with:
+
+    k = time_scale·t for :class:`~realuid_lightning.nets.UNet`, k = (1 − t)(N − 1) for :class:`DiffusersUNet`.
+    """
+
+    def __init__(self, unet: UNet2DModel, net_adapter: str, time_scale: float, num_train_timesteps: int) -> None:
+        super().__init__()
+        self.unet, self.net_adapter = unet, net_adapter
+        self.time_scale, self.num_train_timesteps = time_scale, num_train_timesteps
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        k = self.time_scale * t if self.net_adapter == "UNet" else unet_timestep(t, self.unet, self.num_train_timesteps)
+        return self.unet(x, k, class_labels=cond).sample
+
+
+class OneStepPipeline(DiffusionPipeline):
+    """A RealUID generator as a diffusers pipeline: images in ONE network evaluation,
+
+    z ~ N(0, I),  x_G = b_{t_G}·z,  x̂1 = process.to_data(net(t_G, x_G, y), x_G, t_G),
+
+    exactly :class:`~realuid_lightning.OneStepGenerator`. The config holds the process spec (rebuilt
+    with :func:`~realuid_lightning.checkpoint.instantiate`; only Process classes are accepted), the
+    generator time t_G and the time convention of the network (``net_adapter``: 'UNet' reads
+    timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps (1 − t)(N − 1)).
+
+    Example::
+
+        pipe = OneStepPipeline.from_pretrained("exported/")
+        images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images  # 16 PIL images
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DModel, process: dict | None = None, generator_time: float = 0.0,
+                 net_adapter: str = "UNet", time_scale: float = 1000.0,
+                 num_train_timesteps: int = 1000) -> None:
+        super().__init__()
+        if net_adapter not in ADAPTERS:
+            raise ConfigError(f"net_adapter={net_adapter!r} is not supported; choose one of {ADAPTERS}")
+        process = process if process is not None else {"class_path": f"{FlowMatching.__module__}.FlowMatching", "init_args": {}}
+        self.register_modules(unet=unet)
+        self.register_to_config(process=process, generator_time=generator_time, net_adapter=net_adapter,
+                                time_scale=time_scale, num_train_timesteps=num_train_timesteps)
+
+    def one_step_generator(self) -> OneStepGenerator:
+        """G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G) around this pipeline's UNet."""
+        cfg = self.config
+        net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
+        return OneStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_time)
+
+    def noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        """z = torch.randn((batch_size, C, H, W), generator=generator, dtype=unet.dtype) on the generator's device
+        (CPU if None), then moved to the pipeline's device: the same z as ``torch.randn`` with that generator."""
+        size = self.unet.config.sample_size
+        shape = (batch_size, self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+        device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(shape, generator=generator, device=device, dtype=self.unet.dtype).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, batch_size: int = 1, generator: torch.Generator | None = None, output_type: str = "pil",
+                 class_labels: Tensor | None = None, return_dict: bool = True) -> ImagePipelineOutput | tuple:
+        """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`; ``class_labels`` (B,) for a class-conditional UNet.
+
+        output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
+        i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ConfigError(f"output_type={output_type!r} is not supported; choose one of {OUTPUT_TYPES}")
+        if class_labels is not None:
+            class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
+        images = self.one_step_generator()(self.noise(batch_size, generator), class_labels)
+        if output_type != "latent":
+            images = (images / 2 + 0.5).clamp(0, 1)
+        if output_type in ("np", "pil"):
+            images = images.cpu().permute(0, 2, 3, 1).float().numpy()
+        if output_type == "pil":
+            images = self.numpy_to_pil(images)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: float | None = 0.999) -> Path:
+    """Write the generator of a distillation checkpoint as a :class:`OneStepPipeline` folder; returns the folder.
+
+    ``ema`` picks the EMA weights (None: the raw weights). The generator's network must be a
+    :class:`~realuid_lightning.nets.UNet` or a :class:`DiffusersUNet` (both wrap a diffusers UNet2DModel).
+    """
+    what = f"checkpoint {str(ckpt)!r}"
+    checkpoint = load_checkpoint(ckpt)
+    if checkpoint.get("realuid", {}).get("module") != "RealUIDModule":
+        raise ConfigError(f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported")
+    net, _, meta = network_from_checkpoint(checkpoint, ema, what)
+    if isinstance(net, UNet):
+        adapter, time_scale, steps = "UNet", float(net.time_scale), 1000
+    elif isinstance(net, DiffusersUNet):
+        adapter, time_scale, steps = "DiffusersUNet", 1000.0, net.num_train_timesteps
+    else:
+        raise ConfigError(f"{what}: cannot export a generator network of class {type(net).__name__}; "
+                          "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)")
+    generator_time = float(checkpoint.get("hyper_parameters", {}).get("generator_time", 0.0))
+    pipe = OneStepPipeline(unet=net.unet, process=meta["process"], generator_time=generator_time, net_adapter=adapter,
+                           time_scale=time_scale, num_train_timesteps=steps)
+    pipe.save_pretrained(out)
+    return Path(out)
