@@ -24,7 +24,7 @@ from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures
-from realuid_lightning.sampling import ode_sample, teacher_drift
+from realuid_lightning.sampling import sample_teacher
 
 SETTINGS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID β/α=0.98 (α=0.94)", 0.94, 0.9212), ("RealUID β/α=1.02 (α=0.94)", 0.94, 0.9588)]
 DECAYS = (0.99, 0.995)
@@ -61,7 +61,7 @@ def main() -> None:
 
     rows = [{"model": "real digits, half vs half", "steps": "-", "fd": feature_frechet_distance(real[::2], real[1::2], features)}]
     for steps in (1, 4, 10, 100):
-        rows.append({"model": f"teacher, {steps} Euler steps", "steps": steps, "fd": score(ode_sample(teacher_drift(net, process), noise, steps))})
+        rows.append({"model": f"teacher, {steps} Euler steps", "steps": steps, "fd": score(sample_teacher(net, process, noise, steps))})
     curves = {}
     for name, alpha, beta in SETTINGS:
         pl.seed_everything(0)

@@ -125,6 +125,11 @@ def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
+def generator_time(checkpoint: dict[str, Any]) -> float:
+    """The generator time t_G of a distillation checkpoint (resolved from generator_sigma when that was set)."""
+    return float(checkpoint.get("realuid", {}).get("generator_time", checkpoint.get("hyper_parameters", {}).get("generator_time", 0.0)))
+
+
 def ema_averages(checkpoint: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
     """The EMA weights saved by the :class:`~realuid_lightning.callbacks.EMA` callback, keyed by decay."""
     return checkpoint.get("callbacks", {}).get("EMA", {}).get("averages", {})

@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from realuid_lightning.checkpoint import ema_averages, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import ema_averages, generator_time, load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
-from realuid_lightning.sampling import SOLVERS, ode_sample, teacher_drift
+from realuid_lightning.sampling import SOLVERS, sample_teacher
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
 
@@ -75,10 +75,10 @@ def sample_command(argv: list[str]) -> None:
         z = torch.randn((min(args.batch_size, args.num - start), *meta["data_shape"]), device=args.device, generator=generator)
         with torch.no_grad():
             if meta["module"] == "RealUIDModule":
-                chunks.append(OneStepGenerator(net, process, hp.get("generator_time", 0.0))(z).cpu())
+                chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z).cpu())
             else:
                 steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
-                chunks.append(ode_sample(teacher_drift(net, process), z, steps, method).cpu())
+                chunks.append(sample_teacher(net, process, z, steps, method).cpu())
     samples = torch.cat(chunks)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import instantiate, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import generator_time, instantiate, load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
@@ -118,8 +118,7 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: float
     else:
         raise ConfigError(f"{what}: cannot export a generator network of class {type(net).__name__}; "
                           "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)")
-    generator_time = float(checkpoint.get("hyper_parameters", {}).get("generator_time", 0.0))
-    pipe = OneStepPipeline(unet=net.unet, process=meta["process"], generator_time=generator_time, net_adapter=adapter,
+    pipe = OneStepPipeline(unet=net.unet, process=meta["process"], generator_time=generator_time(checkpoint), net_adapter=adapter,
                            time_scale=time_scale, num_train_timesteps=steps)
     pipe.save_pretrained(out)
     return Path(out)

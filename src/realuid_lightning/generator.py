@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from realuid_lightning.errors import ConfigError
 from realuid_lightning.processes.base import Process, expand_like
 
 
@@ -26,3 +27,22 @@ class OneStepGenerator(nn.Module):
         t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
         x = expand_like(self.process.coefficients(t).b, z) * z
         return self.process.to_data(self.net(t, x, cond), x, t)
+
+
+def time_of_noise_level(process: Process, sigma: float) -> float:
+    """The time t with b_t / a_t = σ (the EDM noise level of x_t / a_t), by bisection on [t_min, t_max].
+
+    b/a falls from the source to the data end on every process here; SiD's σ_init = 2.5 becomes the
+    generator time of a VP or EDM teacher this way.
+    """
+    def ratio(t: float) -> float:
+        c = process.coefficients(torch.tensor([t], dtype=torch.float64))
+        return float(c.b / c.a) if float(c.a) > 0 else float("inf")
+
+    lo, hi = process.t_min, process.t_max
+    if not ratio(hi) <= sigma <= ratio(lo):
+        raise ConfigError(f"generator_sigma={sigma} is outside this process's noise range [{ratio(hi):.4g}, {ratio(lo):.4g}]")
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(mid) > sigma else (lo, mid)
+    return 0.5 * (lo + hi)

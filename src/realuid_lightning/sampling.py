@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import Process
+from realuid_lightning.processes.base import Process, expand_like
 
 Drift = Callable[[Tensor, Tensor], Tensor]
 SOLVERS = ("euler", "heun")
@@ -43,3 +43,15 @@ def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "h
             d = 0.5 * (d + drift(t_next.expand(x.shape[0]), x + h * d))
         x = x + h * d
     return x
+
+
+def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int, method: Literal["euler", "heun"] = "euler",
+                   cond: Tensor | None = None) -> Tensor:
+    """x1 ≈ ODE-solve(dx/dt = u*(t, x)) from x(t_min) = b_{t_min}·z to t_max, z ~ N(0, I): multi-step teacher sampling.
+
+    For flows b_0 = 1 and the range is [0, 1]; for EDM the start is σ_max·z (a uniform grid in t is
+    the Karras ρ-schedule); for VP processes, Euler on the probability-flow ODE (DDIM's limit).
+    """
+    t_start = torch.full((z.shape[0],), process.t_min, device=z.device, dtype=z.dtype)
+    x_start = expand_like(process.coefficients(t_start).b, z) * z
+    return ode_sample(teacher_drift(net, process, cond), x_start, steps, method, process.t_min, process.t_max)

@@ -18,7 +18,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 from realuid_lightning.nets.features import feature_network
 from realuid_lightning.metrics import frechet_distance
-from realuid_lightning.sampling import ode_sample, teacher_drift
+from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -216,7 +216,7 @@ class FrechetDistance(Callback):
     def _teacher_sampler(self, pl_module: LightningModule) -> Sampler:
         steps = self.teacher_steps
         if self._has_frozen_teacher(pl_module):
-            return lambda n, g, c: ode_sample(teacher_drift(pl_module.teacher, pl_module.process, c), pl_module.source_noise(n, g), steps)
+            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g), steps, cond=c)
         return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
 
     # ---- real statistics -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import describe, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
                                      realuid_generator_loss, realum_loss)
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
@@ -54,6 +54,8 @@ class RealUIDModule(GenerativeModule):
     EMA ``generator_ema`` weights) for the paper's fine-tuning stage; the fake model from scratch
     (``fake_init='scratch'``, the paper's choice for training from scratch) or from the teacher (fine-tuning).
     ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
+    The generator evaluates its network once at ``generator_time`` t_G (0 = pure noise for flows), or at
+    the time where the noise level b_t/a_t equals ``generator_sigma`` (SiD uses σ_init = 2.5).
 
     Optional GAN loss (METHOD.md §2.7): with ``gan_generator_weight`` λ_G or ``gan_discriminator_weight``
     λ_D > 0, a :class:`GANHead` on the fake model's bottleneck discriminates x_t of generated and real
@@ -80,6 +82,7 @@ class RealUIDModule(GenerativeModule):
         grad_clip: float = 1.0,
         fake_init: Literal["scratch", "teacher"] = "scratch",
         generator_time: float = 0.0,
+        generator_sigma: float | None = None,
         gan_generator_weight: float = 0.0,
         gan_discriminator_weight: float = 0.0,
         gan_time_min: float = 0.8,
@@ -102,6 +105,8 @@ class RealUIDModule(GenerativeModule):
                               f"fake_lr={fake_lr}, grad_clip={grad_clip}, warmup_steps={warmup_steps})")
         teacher, process, net_spec = self._resolve_teacher(teacher_ckpt, teacher, process, teacher_ema)
         self.process = process
+        if generator_sigma is not None:  # e.g. SiD's σ_init = 2.5 for a diffusion teacher
+            generator_time = time_of_noise_level(process, generator_sigma)
         self.generator = OneStepGenerator(copy.deepcopy(teacher).train().requires_grad_(True), process, generator_time)
         self.fake_model = copy.deepcopy(teacher).train().requires_grad_(True)
         if generator_ckpt is not None:  # fine-tuning: start from a distilled generator (its EMA weights by default)
@@ -153,6 +158,9 @@ class RealUIDModule(GenerativeModule):
     @property
     def ema_version(self) -> int:
         return int(self.generator_updates)
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "generator_time": self.generator.time}
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:

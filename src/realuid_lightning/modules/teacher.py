@@ -13,7 +13,7 @@ from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
-from realuid_lightning.sampling import ode_sample, teacher_drift
+from realuid_lightning.sampling import sample_teacher
 
 
 class MatchingModule(GenerativeModule):
@@ -88,7 +88,6 @@ class MatchingModule(GenerativeModule):
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None,
                steps: int | None = None, method: Literal["euler", "heun"] | None = None) -> Tensor:
-        """x1 = ODE-solve(dx/dt = u*(t, x), x(0) = x0 ~ N(0, I)) with ``steps`` steps (default ``sample_steps``)."""
+        """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`."""
         x0 = self.source_noise(num, generator)
-        drift = teacher_drift(self.net, self.process, cond)
-        return ode_sample(drift, x0, steps or self.hparams.sample_steps, method or self.hparams.sample_method)
+        return sample_teacher(self.net, self.process, x0, steps or self.hparams.sample_steps, method or self.hparams.sample_method, cond)
