@@ -1,6 +1,8 @@
 """Digits benchmark: FD-digits of the shipped flow teacher at 1, 4, 10, 100 steps vs one-step UID and RealUID students.
 
-    python benchmarks/digits.py [--iterations 3000] [--teacher checkpoints/digits_teacher.ckpt]
+    python benchmarks/digits.py [--iterations 1800] [--teacher checkpoints/digits_teacher.ckpt]
+    python benchmarks/digits.py --teacher checkpoints/digits_vp_teacher.ckpt --generator-sigma 2.5 --settings realuid1.02 \
+        --out benchmarks/results/digits_vp.json          # the diffusion (VP, ε-prediction) row
 
 FD-digits is the Fréchet distance between 64-d features of a small digit classifier
 (realuid_lightning.nets.DigitsFeatures, trained by scripts/train_digits_features.py) of 5000 generated
@@ -26,7 +28,8 @@ from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.sampling import sample_teacher
 
-SETTINGS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID β/α=0.98 (α=0.94)", 0.94, 0.9212), ("RealUID β/α=1.02 (α=0.94)", 0.94, 0.9588)]
+SETTINGS = {"uid": ("UID (α=β=1)", 1.0, 1.0), "realuid0.98": ("RealUID β/α=0.98 (α=0.94)", 0.94, 0.9212),
+            "realuid1.02": ("RealUID β/α=1.02 (α=0.94)", 0.94, 0.9588)}
 DECAYS = (0.99, 0.995)
 
 
@@ -45,9 +48,12 @@ class Curve(pl.Callback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
-    parser.add_argument("--iterations", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=1800)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--generator-sigma", type=float, default=None,
+                        help="for a diffusion teacher: the generator's noise level (SiD's sigma_init = 2.5)")
     parser.add_argument("--out", default="benchmarks/results/digits.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -62,10 +68,12 @@ def main() -> None:
     rows = [{"model": "real digits, half vs half", "steps": "-", "fd": feature_frechet_distance(real[::2], real[1::2], features)}]
     for steps in (1, 4, 10, 100):
         rows.append({"model": f"teacher, {steps} Euler steps", "steps": steps, "fd": score(sample_teacher(net, process, noise, steps))})
+        print(rows[-1], flush=True)
     curves = {}
-    for name, alpha, beta in SETTINGS:
+    for name, alpha, beta in (SETTINGS[key] for key in args.settings):
         pl.seed_everything(0)
-        student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr, fake_lr=args.lr, warmup_steps=50)
+        student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr, fake_lr=args.lr, warmup_steps=50,
+                                generator_sigma=args.generator_sigma)
         ema = EMA(DECAYS)
         curve = Curve(max(args.iterations // 6, 1), score, ema)
         t0 = time.perf_counter()
@@ -77,11 +85,12 @@ def main() -> None:
             with ema.swapped(student, decay), torch.no_grad():
                 rows.append({"model": f"{name}, EMA {decay}", "steps": 1, "fd": score(student.generator(noise))})
         curves[name] = curve.points
+        print(rows[-3:], curve.points, flush=True)
 
     teacher100 = next(r["fd"] for r in rows if r["steps"] == 100)
     students = {r["model"]: r["fd"] for r in rows if r["steps"] == 1 and "teacher" not in r["model"]}
     best = min(students, key=students.get)
-    summary = {"benchmark": "digits", "iterations": args.iterations, "generator_updates": args.iterations // 6,
+    summary = {"benchmark": "digits", "teacher": args.teacher, "process": type(process).__name__, "iterations": args.iterations, "generator_updates": args.iterations // 6,
                "teacher_fd": {str(r["steps"]): r["fd"] for r in rows if "teacher" in r["model"]},
                "students_fd": students, "best_student": best, "best_student_over_teacher100": students[best] / teacher100,
                "curves_ema0.99": curves, "total_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}

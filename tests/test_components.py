@@ -99,7 +99,7 @@ def test_toy_datasets_are_seeded(name):
 def test_spec_round_trip():
     """Networks and processes are described by plain data and rebuilt identically."""
     spec = spec_of(MLP(dim=2, hidden=16, depth=3, time_dim=8))
-    assert spec == {"class_path": "realuid_lightning.nets.mlp.MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 3, "time_dim": 8}}
+    assert spec == {"class_path": "realuid_lightning.nets.mlp.MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 3, "time_dim": 8, "source_dim": 0}}
     assert instantiate(spec).hidden == 16
     assert instantiate(spec_of(FlowMatching(0.01, "x1"))).sigma_min == 0.01
 

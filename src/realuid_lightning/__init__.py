@@ -1,13 +1,16 @@
 """realuid-lightning: distil matching models into one-step generators with RealUID (Kornilov et al., ICLR 2026)."""
 
 from realuid_lightning.callbacks import EMA, FrechetDistance, SamplePreview
-from realuid_lightning.data import CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, Toy2DDataModule
+from realuid_lightning.data import (CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, PairedDataModule,
+                                   Toy2DCouplingDataModule, Toy2DDataModule)
+from realuid_lightning.distributed import RealUIDDDPStrategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.modules import MatchingModule, RealUIDModule
 from realuid_lightning.nets import MLP
-from realuid_lightning.processes import FlowMatching, Process
+from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
 
 __version__ = "0.1.0"
-__all__ = ["EMA", "MLP", "CIFAR10DataModule", "ConfigError", "DigitsDataModule", "FlowMatching", "FrechetDistance",
-           "ImageFolderDataModule", "MatchingModule", "OneStepGenerator", "Process", "RealUIDModule", "SamplePreview", "Toy2DDataModule"]
+__all__ = ["EMA", "MLP", "BrownianBridge", "CIFAR10DataModule", "ConfigError", "DigitsDataModule", "FlowMatching", "FrechetDistance",
+           "ImageFolderDataModule", "MatchingModule", "OneStepGenerator", "PairedDataModule", "Process", "RealUIDDDPStrategy", "RealUIDModule", "SamplePreview",
+           "StochasticInterpolant", "Toy2DCouplingDataModule", "Toy2DDataModule"]

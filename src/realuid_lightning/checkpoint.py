@@ -104,7 +104,13 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the fault
-        raise ConfigError(f"{what} {str(path)!r} cannot be read safely (weights only): {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {str(path)!r} cannot be read safely (weights only): {load_error_reason(err)}") from None
+
+
+def load_error_reason(err: BaseException) -> str:
+    """One line of a failed weights-only load: the refused global when code was found, else the first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return next((line for line in lines if "GLOBAL" in line), lines[0])
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from realuid_lightning.checkpoint import ema_averages, generator_time, load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.reliability import check_writable, with_atomic_checkpoints
 from realuid_lightning.sampling import SOLVERS, sample_teacher
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
@@ -110,11 +112,39 @@ def export_command(argv: list[str]) -> None:
 
 
 class RealUIDCLI(LightningCLI):
-    """LightningCLI over any LightningModule / LightningDataModule given by class_path."""
+    """LightningCLI over any LightningModule / LightningDataModule given by class_path.
 
-    def __init__(self, args: list[str] | None = None) -> None:
+    Unlike a plain LightningCLI it writes checkpoints atomically (:class:`AtomicCheckpointIO`, unless the
+    config gives a CheckpointIO plugin), reads ``--ckpt_path`` with ``weights_only=True`` only, and checks
+    before fitting that the logger and checkpoint directories can be written.
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                         save_config_kwargs={"overwrite": True}, args=args)
+                         save_config_kwargs={"overwrite": True}, args=args, run=run)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", None)
+        if config is None:
+            return
+        if config.get("weights_only") is False:
+            raise ConfigError("--weights_only false is not supported: realuid reads checkpoints with weights_only=True so that "
+                              "loading one cannot run code")
+        config["weights_only"] = True
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():  # LightningCLI reads it before the Trainer does: check it first
+            load_checkpoint(ckpt_path, what="ckpt_path")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        # LightningCLI's (2.x) last step before Trainer(**config): config holds the parsed trainer arguments
+        config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
+        return super()._instantiate_trainer(config, callbacks)
+
+    def before_fit(self) -> None:
+        dirs = [("logger save_dir", getattr(logger, "save_dir", None)) for logger in self.trainer.loggers]
+        dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
 
 
 def _config_error(err: BaseException) -> ConfigError | None:

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A user-supplied value is invalid; the message names the value and what is allowed."""
+
+
+class DivergenceError(ConfigError):
+    """Training stopped on non-finite losses, gradients or weights; the CLI prints it as one line too."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import Process, expand_like
+from realuid_lightning.processes.base import Process
 
 
 class OneStepGenerator(nn.Module):
@@ -16,17 +18,23 @@ class OneStepGenerator(nn.Module):
 
     For flow matching at t_G = 0, x_G = z and G(z) = z + g_θ(0, z), the official code's generator; for a
     diffusion process t_G sets the initial noise level (SiD's σ_init). g_θ has the teacher's architecture
-    and is initialised from it.
+    and is initialised from it. For a coupling process (``process.conditional_source``) ``cond`` is the
+    source x0 and G(z, x0) starts from x_G = b_{t_G}·x0 + c_{t_G}·z (:meth:`~Process.start_state`); t_G needs c > 0
+    for z to matter.
     """
 
     def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
         super().__init__()
         self.net, self.process, self.time = net, process, time
+        if process.conditional_source and float(process.coefficients(torch.tensor([float(time)])).c.abs().max()) == 0:
+            warnings.warn(f"generator_time={time}: {type(process).__name__} has no noise there (c = 0), so G(z, x0) ignores z "
+                          "and is deterministic; a time with c > 0 (e.g. 0.1) lets it sample", stacklevel=2)
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
-        x = expand_like(self.process.coefficients(t).b, z) * z
-        return self.process.to_data(self.net(t, x, cond), x, t)
+        source = cond if self.process.conditional_source else None
+        x = self.process.start_state(t, z, source)
+        return self.process.to_data(self.net(t, x, cond), x, t, source)
 
 
 def time_of_noise_level(process: Process, sigma: float) -> float:

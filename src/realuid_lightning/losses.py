@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 Parameterisation = Literal["standard", "beta"]
 
 
+def _fp32(x: Tensor) -> Tensor:
+    """x in fp32 when it is a 16-bit float (a network output under autocast), else unchanged: losses reduce in fp32."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _sq(x: Tensor) -> Tensor:
     """||x||² per sample, shape (B,)."""
-    return x.pow(2).flatten(1).sum(1)
+    return _fp32(x).pow(2).flatten(1).sum(1)
 
 
 def _dot(x: Tensor, y: Tensor) -> Tensor:
     """⟨x, y⟩ per sample, shape (B,)."""
-    return (x * y).flatten(1).sum(1)
+    return (_fp32(x) * _fp32(y)).flatten(1).sum(1)
 
 
 def matching_loss(prediction: Tensor, target: Tensor, weight: Tensor) -> Tensor:
@@ -84,6 +90,7 @@ def general_realuid_objective(
     real branch (real=True):        w·( −(1 − γ)||δ||² + 2(1 − α)⟨δ, f*⟩ − 2(1 − β)⟨δ, c*⟩ ),
     with δ = f* − f ('standard') or δ = β·(f* − f) ('beta'). γ = α with 'standard' is RealUID.
     """
+    teacher, fake = _fp32(teacher), _fp32(fake)
     delta = teacher - fake if parameterisation == "standard" else beta * (teacher - fake)
     if real:
         alpha, beta, gamma = 1 - alpha, 1 - beta, 1 - gamma

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from realuid_lightning.data.batching import resume_position
 from realuid_lightning.data.folder import EpochShuffle, Transformed, to_unit_range
 from realuid_lightning.errors import ConfigError
 
@@ -63,8 +64,9 @@ class CIFAR10DataModule(LightningDataModule):
         self.train_set = Transformed(self.images, v2.Compose(to_unit_range(self.hflip)), self.conditional)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffle(len(self.train_set), self.seed),
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = EpochShuffle(len(self.train_set), self.seed, resume_position(self.trainer, self.batch_size))
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def real_images(self, num: int | None = None) -> Tensor:
         """The first ``num`` training images (all, or all there are, by default), unflipped: (num, 3, 32, 32) in [−1, 1]."""

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from realuid_lightning.data.batching import resume_position
 from realuid_lightning.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -25,17 +26,23 @@ class CorruptImageError(OSError):
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch): the same order on every rank and after a resume."""
+    """A permutation of range(n) drawn from (seed, epoch): the same order on every rank and after a resume.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    ``resume`` = (epoch, items): in that epoch the first ``items`` are skipped (see ``data.batching.resume_position``).
+    """
+
+    def __init__(self, n: int, seed: int, resume: tuple[int, int] = (0, 0)) -> None:
+        self.n, self.seed, self.resume = n, seed, tuple(resume)
+        self.epoch = self.resume[0]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         # a generator, so the order is drawn at the first item: Lightning may call set_epoch after iter()
-        yield from torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        start = self.resume[1] if self.epoch == self.resume[0] and self.resume[1] < self.n else 0
+        yield from order[start:].tolist()
 
     def __len__(self) -> int:
         return self.n
@@ -162,8 +169,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.train_set = Transformed(self.files, self._transform(train=True), self.labels)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffle(len(self.train_set), self.seed),
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = EpochShuffle(len(self.train_set), self.seed, resume_position(self.trainer, self.batch_size))
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def real_images(self, num: int | None = None) -> Tensor:
         """At most ``num`` images (all by default) at a fixed random order, centre-cropped and unflipped: (num, 3, R, R) in [−1, 1]."""

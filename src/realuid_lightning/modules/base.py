@@ -8,7 +8,9 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from realuid_lightning.errors import ConfigError
 from realuid_lightning.processes.base import Process
+from realuid_lightning.reliability import check_finite_state
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -47,8 +49,13 @@ class GenerativeModule(LightningModule):
         self.data_shape: list[int] | None = None
 
     def record_data_shape(self, x1: Tensor) -> None:
+        """Remember the per-item shape of the data; a batch of another shape than the teacher's is a ConfigError."""
+        shape = list(x1.shape[1:])
         if self.data_shape is None:
-            self.data_shape = list(x1.shape[1:])
+            self.data_shape = shape
+        elif shape != list(self.data_shape):
+            raise ConfigError(f"the data items have shape {shape} but the network was built for shape {list(self.data_shape)}; "
+                              "match the data module's resolution and channels to the teacher's")
 
     @property
     def ema_network(self) -> nn.Module:
@@ -72,6 +79,7 @@ class GenerativeModule(LightningModule):
                 "process": self.hparams.get("process"), "network_prefix": self.network_prefix}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite_state(checkpoint["state_dict"])
         checkpoint["realuid"] = self.metadata()
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

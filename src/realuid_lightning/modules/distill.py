@@ -18,7 +18,11 @@ from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, 
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.modules.coupling import batch_source, sampling_cond
+from realuid_lightning.modules.noise import ChunkedNoise
+from realuid_lightning.modules.scaling import BF16Inference, ScalingMixin, check_scaling_options
 from realuid_lightning.processes.base import Process
+from realuid_lightning.reliability import NonFiniteGuard
 
 # The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -39,14 +43,15 @@ def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
         raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable")
 
 
-class RealUIDModule(GenerativeModule):
+class RealUIDModule(ScalingMixin, GenerativeModule):
     """Distils a frozen teacher f* into a one-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
 
     Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
     generator update:       min_θ α·E_gen[ ||f* − (β/α)c||² − ||f − (β/α)c||² ]  (f fixed),
     with the same x0 and t for the generated and real branches. α = β = 1 is UID (FGM / SiD) and never
     reads the real batch. With ``gamma`` or ``parameterisation='beta'`` the General RealUID objective
-    (Def. 3) is used instead: the fake model maximises it, the generator minimises it.
+    (Def. 3) is used instead: the fake model maximises it, the generator minimises it. A coupling process
+    (METHOD.md §2.6) trains on pairs [x1, x0]: x0 is the batch's source in both branches, and G_θ(z, x0) sees it.
 
     The teacher comes from ``teacher_ckpt`` (a :class:`MatchingModule` checkpoint; its EMA
     ``teacher_ema`` weights by default) or is passed in as ``teacher`` with its ``process``. The
@@ -60,6 +65,7 @@ class RealUIDModule(GenerativeModule):
     Optional GAN loss (METHOD.md §2.7): with ``gan_generator_weight`` λ_G or ``gan_discriminator_weight``
     λ_D > 0, a :class:`GANHead` on the fake model's bottleneck discriminates x_t of generated and real
     data at t ~ U[gan_time_min, 1]; λ_D·L_D^adv joins the fake loss and λ_G·L_G^adv the generator loss.
+    DDP (``strategy='realuid_ddp'``), ``noise_chunks`` and the speed options: :mod:`~realuid_lightning.modules.scaling`.
     """
 
     network_prefix = "generator.net"
@@ -88,9 +94,17 @@ class RealUIDModule(GenerativeModule):
         gan_time_min: float = 0.8,
         generator_ckpt: str | None = None,
         generator_ema: float | None = 0.999,
+        max_nonfinite: int = 10,
+        noise_chunks: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        fused_adam: bool | None = False,
+        teacher_bf16: bool = False,
     ) -> None:
         super().__init__()
+        self.nonfinite = NonFiniteGuard(max_nonfinite)  # skip non-finite updates, stop after max_nonfinite in a row
         check_coefficients(alpha, beta, gamma)
+        check_scaling_options(noise_chunks, fused_adam)
         if parameterisation not in ("standard", "beta"):
             raise ConfigError(f"parameterisation={parameterisation!r} is not supported; choose 'standard' or 'beta'")
         if fake_init not in ("scratch", "teacher"):
@@ -113,7 +127,7 @@ class RealUIDModule(GenerativeModule):
             ckpt = load_checkpoint(generator_ckpt, what="generator_ckpt")
             distilled = network_from_checkpoint(ckpt, generator_ema, f"generator_ckpt {generator_ckpt!r}")[0]
             load_state_strict(self.generator.net, distilled.state_dict(), f"generator_ckpt {generator_ckpt!r}")
-        self.teacher = teacher.requires_grad_(False).eval()
+        self.teacher = (BF16Inference(teacher) if teacher_bf16 else teacher).requires_grad_(False).eval()
         if fake_init == "scratch":
             for m in self.fake_model.modules():
                 if hasattr(m, "reset_parameters"):
@@ -164,8 +178,8 @@ class RealUIDModule(GenerativeModule):
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
-        """One step: x1 = G_θ(z), z ~ N(0, I)."""
-        return self.generator(self.source_noise(num, generator), cond)
+        """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
+        return self.generator(self.source_noise(num, generator), sampling_cond(self, num, cond))
 
     def train(self, mode: bool = True) -> "RealUIDModule":
         super().train(mode)
@@ -194,25 +208,27 @@ class RealUIDModule(GenerativeModule):
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             grad_norm = total_grad_norm(net.parameters())
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip or None, gradient_clip_algorithm="norm")
-            opt.step()
-            sched.step()
+            stepped = self.nonfinite.check(self, loss, grad_norm, opt, name=name)
+            if stepped:
+                self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip or None, gradient_clip_algorithm="norm")
+                opt.step()
+                sched.step()
         self.iteration += 1
-        self.generator_updates += int(generator_turn)
+        self.generator_updates += int(generator_turn and stepped)
         self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
         self.log(f"train/{name}_grad_norm", grad_norm)
         self.log("train/generator_updates", self.generator_updates.float(), prog_bar=True)
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """RealUM loss of the fake model on a fresh generated batch and, when used, the real batch (one forward pass)."""
-        hp = self.hparams
+        hp, noise = self.hparams, self.noise()
         with torch.no_grad():
-            x1_gen = self.generator(torch.randn_like(x1_real), cond)
-        x0 = self.process.sample_source(x1_gen)
-        t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
-        branches = [self.process.sample(x0, x1, t) for x1 in ([x1_gen, x1_real] if self.uses_real_data else [x1_gen])]
+            x1_gen = self.generator(noise.randn_like(x1_real), cond)
+        x0 = batch_source(self, x1_gen, cond, noise)
+        t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
+        branches = [noise.path(self.process, x0, x1, t) for x1 in ([x1_gen, x1_real] if self.uses_real_data else [x1_gen])]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        fake = self.fake_model(t_all, x_all, cond_all).chunk(len(branches))
+        fake = self.trained("fake_model")(t_all, x_all, cond_all).chunk(len(branches))
         if self.uses_general_objective:
             with torch.no_grad():
                 teacher = self.teacher(t_all, x_all, cond_all).chunk(len(branches))
@@ -223,16 +239,17 @@ class RealUIDModule(GenerativeModule):
             real = (fake[1], branches[1].target, branches[1].weight) if hp.alpha < 1 else ()
             loss = realum_loss(fake[0], branches[0].target, branches[0].weight, hp.alpha, hp.beta, *real)
         if self.gan_head is not None:
-            loss = loss + hp.gan_discriminator_weight * gan_discriminator_loss(*self._gan_logits([x1_gen, x1_real], x0, cond).chunk(2))
+            logits = self._gan_logits([x1_gen, x1_real], x0, cond, noise, self.trained("gan_head"))
+            loss = loss + hp.gan_discriminator_weight * gan_discriminator_loss(*logits.chunk(2))
         return loss.mean()
 
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """RealUID generator loss on one generated batch; the real batch only supplies shape and conditioning."""
-        hp = self.hparams
-        x1_gen = self.generator(torch.randn_like(x1_real), cond)
-        x0 = self.process.sample_source(x1_gen)
-        t = self.process.sample_t(x1_gen.shape[0], device=x1_gen.device)
-        gen = self.process.sample(x0, x1_gen, t)
+        hp, noise = self.hparams, self.noise()
+        x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond)
+        x0 = batch_source(self, x1_gen, cond, noise)
+        t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
+        gen = noise.path(self.process, x0, x1_gen, t)
         teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
         if self.uses_general_objective:
             gamma = hp.alpha if hp.gamma is None else hp.gamma
@@ -240,20 +257,20 @@ class RealUIDModule(GenerativeModule):
         else:
             loss = realuid_generator_loss(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta)
         if self.gan_head is not None:
-            loss = loss + hp.gan_generator_weight * gan_generator_loss(self._gan_logits([x1_gen], x0, cond))
+            loss = loss + hp.gan_generator_weight * gan_generator_loss(self._gan_logits([x1_gen], x0, cond, noise, self.gan_head))
         return loss.mean()
 
-    def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None) -> Tensor:
+    def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: ChunkedNoise, head: nn.Module) -> Tensor:
         """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data, for each batch in x1s."""
         t_min = self.hparams.gan_time_min
-        t = t_min + (1 - t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        t = t_min + (1 - t_min) * noise.rand(x0.shape[0], x0)
         t_all, x_all, cond_all = _stacked(t, [self.process.sample(x0, x1, t).x_t for x1 in x1s], cond)
-        return self.gan_head(self.fake_model.bottleneck(t_all, x_all, cond_all))
+        return head(self.fake_model.bottleneck(t_all, x_all, cond_all))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         fake_params = [*self.fake_model.parameters(), *(self.gan_head.parameters() if self.gan_head is not None else [])]
-        opts = [torch.optim.Adam(params, lr=lr, betas=tuple(hp.adam_betas))
+        opts = [torch.optim.Adam(params, lr=lr, betas=tuple(hp.adam_betas), **self.adam_options())
                 for params, lr in ((fake_params, hp.fake_lr), (self.generator.parameters(), hp.generator_lr))]
         scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps)), "name": f"lr/{n}"}
                   for o, n in zip(opts, ("fake", "generator"))]

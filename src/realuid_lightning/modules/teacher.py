@@ -11,8 +11,10 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.modules.coupling import batch_source, sampling_cond
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
+from realuid_lightning.reliability import NonFiniteGuard
 from realuid_lightning.sampling import sample_teacher
 
 
@@ -26,7 +28,8 @@ class MatchingModule(GenerativeModule):
         process: the matching process (default: rectified flow matching).
         lr, betas, weight_decay: Adam(W) settings.
         warmup_steps: linear learning-rate warm-up length in optimiser steps.
-        sample_steps, sample_method: ODE steps and solver used by :meth:`sample` (previews).
+        sample_steps, sample_method: steps and solver used by :meth:`sample` (previews); 'sde' for coupling processes.
+        max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient (each is skipped).
     """
 
     network_prefix = "net"
@@ -40,13 +43,15 @@ class MatchingModule(GenerativeModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         sample_steps: int = 100,
-        sample_method: Literal["euler", "heun"] = "euler",
+        sample_method: Literal["euler", "heun", "sde"] = "euler",
+        max_nonfinite: int = 10,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ConfigError(f"lr={lr} must be positive")
         if warmup_steps < 0:
             raise ConfigError(f"warmup_steps={warmup_steps} must be >= 0")
+        self.nonfinite = NonFiniteGuard(max_nonfinite)
         self.net = net
         self.process = process if process is not None else FlowMatching()
         self.save_hyperparameters(ignore=["net", "process"])
@@ -63,7 +68,7 @@ class MatchingModule(GenerativeModule):
     def _loss(self, batch: Any) -> Tensor:
         x1, cond = split_batch(batch)
         self.record_data_shape(x1)
-        x0 = self.process.sample_source(x1)
+        x0 = batch_source(self, x1, cond)  # noise, or the source of a pair [x1, x0] (coupling processes)
         t = self.process.sample_t(x1.shape[0], device=x1.device)
         s = self.process.sample(x0, x1, t)
         return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
@@ -71,13 +76,17 @@ class MatchingModule(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True)
+        self._last_loss = loss.detach()
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.log("train/grad_norm", total_grad_norm(self.net.parameters()))
+        """Log ||∇||; a non-finite loss or gradient clears the gradients, so the optimiser step changes nothing."""
+        grad_norm = total_grad_norm(self.net.parameters())
+        self.log("train/grad_norm", grad_norm)
+        self.nonfinite.check(self, getattr(self, "_last_loss", grad_norm), grad_norm, optimizer, name="teacher")
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -87,7 +96,12 @@ class MatchingModule(GenerativeModule):
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None,
-               steps: int | None = None, method: Literal["euler", "heun"] | None = None) -> Tensor:
-        """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`."""
-        x0 = self.source_noise(num, generator)
-        return sample_teacher(self.net, self.process, x0, steps or self.hparams.sample_steps, method or self.hparams.sample_method, cond)
+               steps: int | None = None, method: Literal["euler", "heun", "sde"] | None = None) -> Tensor:
+        """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`.
+
+        For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama, see :func:`sample_coupling`).
+        """
+        cond = sampling_cond(self, num, cond)
+        z = self.source_noise(num, generator)
+        return sample_teacher(self.net, self.process, z, steps or self.hparams.sample_steps, method or self.hparams.sample_method,
+                              cond, generator)

@@ -17,7 +17,9 @@ class UNet(nn.Module):
     The paper's CIFAR-10 network (torchcfm U-Net: 128 channels, multipliers 1, 2, 2, 2, two residual
     blocks per level, attention at 16×16, 64-channel heads) is ``UNet(32, 3, (128, 256, 256, 256),
     attention_levels=(1,))`` here, 35.7M parameters. ``num_classes`` adds a label embedding (class-
-    conditional CIFAR-10); ``cond`` is then a (B,) tensor of integer labels. :meth:`bottleneck`
+    conditional CIFAR-10); ``cond`` is then a (B,) tensor of integer labels. ``source_channels`` > 0 makes
+    it the network of a coupling process: ``cond`` is the source image x0 (B, source_channels, H, W), concatenated
+    to x_t on the channels (in_channels = channels + source_channels). :meth:`bottleneck`
     returns the mid-block features that the GAN head of METHOD.md §2.7 reads.
     """
 
@@ -33,9 +35,13 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         norm_num_groups: int = 32,
         time_scale: float = 1000.0,
+        source_channels: int = 0,
     ) -> None:
         super().__init__()
         levels = len(block_out_channels)
+        if source_channels < 0 or (source_channels and num_classes is not None):
+            raise ConfigError(f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
+                              "(cond is either class labels or a source image)")
         if any(not 0 <= level < levels for level in attention_levels):
             raise ConfigError(f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})")
         if any(c % norm_num_groups for c in block_out_channels):
@@ -49,8 +55,9 @@ class UNet(nn.Module):
         self.sample_size, self.channels, self.block_out_channels = sample_size, channels, list(block_out_channels)
         self.layers_per_block, self.attention_levels, self.attention_head_dim = layers_per_block, list(attention_levels), attention_head_dim
         self.num_classes, self.dropout, self.norm_num_groups, self.time_scale = num_classes, dropout, norm_num_groups, time_scale
+        self.source_channels = source_channels
         self.unet = UNet2DModel(
-            sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=tuple(block_out_channels),
+            sample_size=sample_size, in_channels=channels + source_channels, out_channels=channels, block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block, attention_head_dim=attention_head_dim, num_class_embeds=num_classes,
             down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)),
             up_block_types=tuple("AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D" for i in range(levels)),
@@ -61,21 +68,32 @@ class UNet(nn.Module):
         return self.block_out_channels[-1]
 
     def _check(self, x: Tensor, cond: Tensor | None) -> None:
-        if (cond is None) != (self.num_classes is None):
-            raise ValueError("this UNet is class-conditional: pass integer labels as cond" if cond is None
-                             else "this UNet is unconditional (num_classes=None) but got labels")
+        if self.source_channels:
+            if cond is None or cond.shape != (x.shape[0], self.source_channels, *x.shape[2:]):
+                raise ValueError(f"this UNet takes a source image of shape (B, {self.source_channels}, H, W) as cond, "
+                                 f"got {None if cond is None else tuple(cond.shape)} for x of shape {tuple(x.shape)}")
+        elif (cond is None) != (self.num_classes is None):  # a ConfigError: the CLI prints it as one line
+            raise ConfigError(f"the network is class-conditional (num_classes={self.num_classes}) but the data gives no labels; "
+                              "set conditional: true on the data module (labels: true for an image folder)" if cond is None
+                              else "the network is unconditional (num_classes: null) but the data gives labels; set "
+                              "conditional: false on the data module, or num_classes on the network")
+
+    def _inputs(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(UNet input, class labels): [x, x0] on the channels for a source image, else (x, labels)."""
+        self._check(x, cond)
+        return (torch.cat([x, cond.to(x.dtype)], dim=1), None) if self.source_channels else (x, cond)
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        self._check(x, cond)
-        return self.unet(x, self.time_scale * t, class_labels=cond).sample
+        x, labels = self._inputs(x, cond)
+        return self.unet(x, self.time_scale * t, class_labels=labels).sample
 
     def bottleneck(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mid-block features (B, C_mid, H/2^(L−1), W/2^(L−1)): the encoder half of ``forward`` only."""
-        self._check(x, cond)
+        x, labels = self._inputs(x, cond)
         unet = self.unet
         emb = unet.time_embedding(unet.time_proj(self.time_scale * t).to(x.dtype))
         if unet.class_embedding is not None:
-            emb = emb + unet.class_embedding(cond).to(x.dtype)
+            emb = emb + unet.class_embedding(labels).to(x.dtype)
         h = unet.conv_in(x)
         for block in unet.down_blocks:
             h, _ = block(hidden_states=h, temb=emb)

@@ -33,12 +33,17 @@ def expand_like(t: Tensor, x: Tensor) -> Tensor:
 
 @dataclass
 class AffineCoefficients:
-    """Coefficients of x_t = a_t·x1 + b_t·x0 and of dx_t/dt = ȧ_t·x1 + ḃ_t·x0, each of shape (B,)."""
+    """Coefficients of x_t = a_t·x1 + b_t·x0 (+ c_t·ε) and of dx_t/dt = ȧ_t·x1 + ḃ_t·x0 (+ ċ_t·ε), each of shape (B,).
+
+    c, ċ are the extra noise of a coupling process (:mod:`~realuid_lightning.processes.coupling`); None means zero.
+    """
 
     a: Tensor
     b: Tensor
     da: Tensor
     db: Tensor
+    c: Tensor | None = None
+    dc: Tensor | None = None
 
 
 @dataclass
@@ -63,11 +68,17 @@ class Process(ABC):
     Each is p1·x1 + p0·x0 with coefficients (p1, p0) = (ȧ, ḃ), (1, 0), (0, 1) or (−b, a), so
     (x_t, prediction) determine (x0, x1) through one 2×2 linear system, and every prediction converts
     to a data estimate (``to_data``) and to the probability-flow drift (``drift``).
+
+    ``conditional_source`` is False: x0 is noise drawn by :meth:`sample_source`. Coupling processes
+    (bridges, interpolants) set it: x0 is a known source from the data, also given to the network as ``cond``.
     """
 
+    predictions: tuple[str, ...] = PREDICTIONS
+    conditional_source: bool = False
+
     def __init__(self, prediction: Prediction = "velocity") -> None:
-        if prediction not in PREDICTIONS:
-            raise ConfigError(f"prediction={prediction!r} is not supported; choose one of {PREDICTIONS}")
+        if prediction not in self.predictions:
+            raise ConfigError(f"prediction={prediction!r} is not supported; choose one of {self.predictions}")
         self.prediction = prediction
 
     t_min: float = 0.0
@@ -114,9 +125,16 @@ class Process(ABC):
         det = a * p0 - b * p1
         return (a * prediction - p1 * x_t) / det, (p0 * x_t - b * prediction) / det
 
-    def to_data(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        """Data estimate x̂1 = E[x1 | x_t] implied by a prediction at (t, x_t) (see :meth:`to_endpoints`)."""
+    def to_data(self, prediction: Tensor, x_t: Tensor, t: Tensor, source: Tensor | None = None) -> Tensor:
+        """Data estimate x̂1 = E[x1 | x_t] implied by a prediction at (t, x_t) (see :meth:`to_endpoints`).
+
+        ``source`` is the known x0 of a coupling process; here x0 follows from the prediction and it is unused.
+        """
         return self.to_endpoints(prediction, x_t, t)[1]
+
+    def start_state(self, t: Tensor, z: Tensor, source: Tensor | None = None) -> Tensor:
+        """x_t without its data term, where samplers and the one-step generator start: x = b_t·z (z ~ N(0, I) is x0 here)."""
+        return expand_like(self.coefficients(t).b, z) * z
 
     def drift(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Probability-flow ODE drift dx_t/dt = ȧ_t·x̂1 + ḃ_t·x̂0 implied by a prediction."""

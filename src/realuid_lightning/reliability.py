@@ -1,0 +1,147 @@
+"""Runs that survive faults: atomic, weights-only checkpoints, a divergence guard and output checks.
+
+* :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file beside it, fsyncs it and
+  renames it over the old one, so a crash (even SIGKILL) during a save leaves the previous checkpoint
+  intact; it reads checkpoints with ``weights_only=True`` only. The ``realuid`` CLI uses it by default;
+  in your own Trainer pass ``plugins=[AtomicCheckpointIO()]``.
+* :class:`NonFiniteGuard` skips an update whose loss or gradient is not finite and stops the run after
+  ``max_in_row`` such updates in a row; :func:`check_finite_state` refuses to checkpoint NaN weights.
+* :func:`check_writable` names an output directory that cannot be written before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from torch import Tensor
+
+from realuid_lightning.checkpoint import load_error_reason
+from realuid_lightning.errors import ConfigError, DivergenceError
+
+
+def _is_remote(path: Any) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.NAME.tmp`` in the checkpoint's folder, fsync, then ``os.replace`` onto ``NAME``.
+
+    Lightning's default writes through an fsspec transaction whose temporary file lies in the system
+    temp folder, so the final move may be a copy across file systems, and nothing is fsynced. Here the
+    rename is atomic: readers see the old file or the new one, never a partial one. A save killed
+    midway leaves only ``.NAME.tmp`` behind, which the next save overwrites. Remote (``s3://`` ...)
+    paths use Lightning's default. Loading always uses ``weights_only=True``: a checkpoint that would
+    run code when unpickled is refused with a :class:`ConfigError`.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or _is_remote(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(str(path).removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def load_checkpoint(self, path: Any, map_location: Callable | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        if weights_only is False:
+            raise ConfigError("weights_only=False is not supported: checkpoints are read with weights_only=True so that "
+                              "loading one cannot run code")
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # UnpicklingError, RuntimeError or EOFError, depending on the fault
+            raise ConfigError(f"checkpoint {str(path)!r} cannot be read safely (weights only): {load_error_reason(err)}") from None
+
+
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """``plugins`` as a list, plus an :class:`AtomicCheckpointIO` unless it already holds a CheckpointIO."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    return plugins if any(isinstance(p, CheckpointIO) for p in plugins) else [*plugins, AtomicCheckpointIO()]
+
+
+class NonFiniteGuard:
+    """Skips updates with a non-finite loss or gradient norm; raises after ``max_in_row`` in a row.
+
+    ``skipped`` counts every skipped update (logged as ``train/skipped_updates``), ``in_row`` the
+    current streak. Neither is checkpointed: after a resume the streak starts again from 0.
+    """
+
+    def __init__(self, max_in_row: int = 10) -> None:
+        if max_in_row < 1:
+            raise ConfigError(f"max_nonfinite={max_in_row} must be >= 1 (the number of non-finite updates in a row "
+                              "that stops the run)")
+        self.max_in_row, self.skipped, self.in_row = max_in_row, 0, 0
+
+    def check(self, module: LightningModule, loss: Tensor, grad_norm: Tensor, optimizer: Any, name: str = "model") -> bool:
+        """True when the update may go ahead; otherwise zero the gradients, count the skip and maybe stop."""
+        finite = bool(torch.isfinite(loss.detach()).all() and torch.isfinite(grad_norm))
+        if module._trainer is not None:  # every rank must take the same decision
+            finite = module.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        self.in_row = 0 if finite else self.in_row + 1
+        self.skipped += int(not finite)
+        module.log("train/skipped_updates", float(self.skipped))
+        if finite:
+            return True
+        optimizer.zero_grad(set_to_none=True)
+        if self.in_row >= self.max_in_row:
+            step = module.trainer.global_step if module._trainer is not None else "?"
+            raise DivergenceError(f"training diverged: {self.in_row} updates in a row had a non-finite loss or gradient "
+                                  f"(the {name} update at step {step}: loss={loss.item():.4g}, grad norm={grad_norm.item():.4g}); "
+                                  "no update was applied and the checkpoints written so far are kept; lower the learning "
+                                  "rate or raise max_nonfinite")
+        return False
+
+
+def check_finite_state(state: dict[str, Tensor]) -> None:
+    """Refuse to checkpoint weights holding NaN or ±inf (the previous checkpoints stay the last good ones)."""
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise DivergenceError(f"refusing to write a checkpoint: {bad} holds non-finite values; the previous checkpoints "
+                              "are kept")
+
+
+def check_writable(paths: Iterable[tuple[str, Any]]) -> None:
+    """Each ``(what, path)`` must be a writable directory or creatable inside one; a one-line error otherwise."""
+    for what, path in paths:
+        if path is None or _is_remote(path):
+            continue
+        target = Path(str(path).removeprefix("file://")).absolute()
+        existing = next(p for p in (target, *target.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"output directory {str(path)!r} ({what}) is not writable: {str(existing)!r} is not a directory")
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            raise ConfigError(f"output directory {str(path)!r} ({what}) is not writable: {err.strerror or err}") from None

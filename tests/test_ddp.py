@@ -1,0 +1,99 @@
+"""RealUIDModule under DDP on 2 CPU processes (gloo), run as a subprocess script (tests/ddp_worker.py) on a free port."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddp_worker import run
+
+STRATEGIES = ("realuid_ddp", "ddp_find_unused_parameters_true")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy, and rank 0's record of plain 'ddp'."""
+    out = tmp_path_factory.mktemp("ddp")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    worker = Path(__file__).with_name("ddp_worker.py")
+    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "ddp"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in STRATEGIES}
+    states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
+    return states
+
+
+@pytest.fixture(scope="module")
+def single():
+    """One process on the same global batches, drawing its noise in 2 chunks as 2 ranks do."""
+    return run("auto", 1, noise_chunks=2)
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_ranks_hold_identical_weights_and_ema(ranks, strategy):
+    """After 4 fake and 2 generator updates, generator, fake model and every EMA are bit-identical on both ranks."""
+    r0, r1 = ranks[strategy]
+    assert (r0["world"], r1["world"], r0["generator_updates"]) == (2, 2, 2)
+    for net in ("generator", "fake_model"):
+        assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
+    for decay in r0["ema"]:
+        assert all(torch.equal(r0["ema"][decay][k], r1["ema"][decay][k]) for k in r0["ema"][decay]), decay
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
+    """2 ranks on disjoint halves = 1 process on their concatenation (weights and EMA within 1e-5)."""
+    r0 = ranks[strategy][0]
+    assert max_diff(r0["generator"], single["generator"]) < 1e-5 and max_diff(r0["fake_model"], single["fake_model"]) < 1e-5
+    assert all(max_diff(r0["ema"][d], single["ema"][d]) < 1e-5 for d in single["ema"])
+    assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4  # global-RNG noise differs: the check has teeth
+
+
+def test_ranks_draw_different_noise_that_one_process_reproduces(ranks, single):
+    """Each rank draws its own noise chunk; one process with noise_chunks=2 draws both chunks, in rank order."""
+    r0, r1 = ranks["realuid_ddp"]
+    assert not torch.allclose(r0["z"], r1["z"])
+    assert torch.equal(torch.cat([r0["z"], r1["z"]]), single["z"])
+
+
+def test_only_the_trained_networks_are_wrapped(ranks):
+    """RealUIDDDPStrategy wraps the generator and the fake model separately and never the teacher."""
+    r0 = ranks["realuid_ddp"][0]
+    assert r0["wrapped"] == ["fake_model", "generator"] and not r0["teacher_wrapped"]
+
+
+def test_plain_ddp_is_refused_with_one_line(ranks):
+    """strategy='ddp' (one DDP around both networks) stops before the first update and names realuid_ddp."""
+    error = ranks["ddp"]["error"]
+    assert "realuid_ddp" in error and "\n" not in error
+
+
+@pytest.mark.parametrize("strategy", ["realuid_ddp", '{"class_path": "realuid_lightning.RealUIDDDPStrategy"}'])
+def test_configs_select_the_strategy_and_options(strategy, capsys):
+    """The CLI takes the strategy by name or class path, and the scaling options, on a shipped distillation config."""
+    from realuid_lightning.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "cifar10_flow_uncond.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--trainer.strategy", strategy, "--trainer.precision", "bf16-mixed",
+              "--model.init_args.channels_last", "true", "--model.init_args.compile", "true", "--model.init_args.teacher_bf16", "true",
+              "--model.init_args.fused_adam", "null", "--model.init_args.noise_chunks", "8", "--print_config"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None)
+    assert ("realuid_ddp" in out or "RealUIDDDPStrategy" in out) and "noise_chunks: 8" in out and "channels_last: true" in out
