@@ -110,7 +110,8 @@ class NonFiniteGuard:
             finite = module.trainer.strategy.reduce_boolean_decision(finite, all=True)
         self.in_row = 0 if finite else self.in_row + 1
         self.skipped += int(not finite)
-        module.log("train/skipped_updates", float(self.skipped))
+        if module._trainer is None or not finite or module.trainer.global_step % module.trainer.log_every_n_steps == 0:
+            module.log("train/skipped_updates", float(self.skipped))
         if finite:
             return True
         optimizer.zero_grad(set_to_none=True)

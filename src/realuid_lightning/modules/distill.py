@@ -216,8 +216,8 @@ class RealUIDModule(ScalingMixin, GenerativeModule):
         self.iteration += 1
         self.generator_updates += int(generator_turn and stepped)
         self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
-        self.log(f"train/{name}_grad_norm", grad_norm)
-        self.log("train/generator_updates", self.generator_updates.float(), prog_bar=True)
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # Lightning writes logs only there: skip the cost
+            self.log_dict({f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()}, prog_bar=True)
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """RealUM loss of the fake model on a fresh generated batch and, when used, the real batch (one forward pass)."""
