@@ -58,3 +58,11 @@ class UserData(pl.LightningDataModule):
         angle = torch.rand(1024, generator=torch.Generator().manual_seed(0)) * 6.283
         ring = 2 * torch.stack([angle.cos(), angle.sin()], dim=1)
         return torch.utils.data.DataLoader(ring, batch_size=self.batch_size, shuffle=True)
+
+
+def callbacks_yaml(run: str, *extra: str, decays: str = "[0.9]", preview: bool = True) -> str:
+    """A config overriding trainer.callbacks: checkpoints under runs/<run>/checkpoints, EMA, previews, plus ``extra`` entries."""
+    entries = [f"{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: runs/{run}/checkpoints, save_last: true}}}}",
+               f"{{class_path: realuid_lightning.EMA, init_args: {{decays: {decays}}}}}",
+               *(["{class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}"] if preview else []), *extra]
+    return "trainer:\n  callbacks:\n" + "".join(f"    - {e}\n" for e in entries)

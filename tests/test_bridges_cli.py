@@ -7,6 +7,7 @@ import torch
 
 from realuid_lightning import PairedDataModule, DigitsDataModule
 from realuid_lightning.checkpoint import generator_time, load_checkpoint, network_from_checkpoint
+from helpers import callbacks_yaml
 from realuid_lightning.cli import main
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.processes import BrownianBridge, StochasticInterpolant
@@ -15,14 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "bridge" in p.name or "interpolant" in p.name)
 TINY_UNET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]"]
 TINY_MLP = ["--model.init_args.net.init_args.hidden=32", "--model.init_args.net.init_args.depth=2"]
-CALLBACKS = """
-trainer:
-  callbacks:
-    - {class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {dirpath: runs/%s/checkpoints, save_last: true}}
-    - {class_path: realuid_lightning.EMA, init_args: {decays: [0.9]}}
-    - {class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}
-"""
-FD = "    - {class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache}}\n"
+FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache}}"
 RUNS = {"digits_sr_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
         "digits_inpaint_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
         "toy2d_interpolant": (TINY_MLP, ["--data.init_args.batch_size=64", "--data.init_args.num_train=640"])}
@@ -36,7 +30,7 @@ def runs(tmp_path_factory):
         mp.chdir(tmp)
         for name, (net, data) in RUNS.items():
             for role in ("teacher", "realuid"):
-                (tmp / f"{name}_{role}.yaml").write_text(CALLBACKS % f"{name}_{role}" + (FD if "digits" in name else ""))
+                (tmp / f"{name}_{role}.yaml").write_text(callbacks_yaml(f"{name}_{role}", *([FD] if "digits" in name else [])))
             common = ["--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
                       f"--trainer.logger.init_args.save_dir={tmp}/runs", "--trainer.log_every_n_steps=2", *data]
             main(["fit", "--config", str(ROOT / f"configs/{name}_teacher.yaml"), "--config", f"{name}_teacher.yaml", *common, *net,

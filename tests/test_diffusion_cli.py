@@ -6,18 +6,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from helpers import callbacks_yaml
 from realuid_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = ["--model.init_args.net.init_args.sample_size=8", "--model.init_args.net.init_args.block_out_channels=[8, 16]",
        "--model.init_args.net.init_args.layers_per_block=1", "--model.init_args.net.init_args.attention_levels=[1]",
        "--model.init_args.net.init_args.attention_head_dim=8", "--model.init_args.net.init_args.norm_num_groups=8"]
-CALLBACKS = """
-trainer:
-  callbacks:
-    - {class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {dirpath: runs/%s/checkpoints, save_last: true}}
-    - {class_path: realuid_lightning.EMA, init_args: {decays: [0.999]}}
-"""
 
 
 def test_celeba_diffusion_structure_on_an_image_folder(tmp_path, monkeypatch):
@@ -31,7 +26,7 @@ def test_celeba_diffusion_structure_on_an_image_folder(tmp_path, monkeypatch):
               f"--trainer.logger.init_args.save_dir={tmp_path}/runs", f"--data.root={tmp_path}/faces", "--data.resolution=8",
               "--data.batch_size=8", "--data.num_workers=0"]
     for name in ("celeba_diffusion_teacher", "celeba_diffusion"):
-        (tmp_path / f"{name}.yaml").write_text(CALLBACKS % name)
+        (tmp_path / f"{name}.yaml").write_text(callbacks_yaml(name, decays="[0.999]", preview=False))
     main(["fit", "--config", str(ROOT / "configs/celeba_diffusion_teacher.yaml"), "--config", "celeba_diffusion_teacher.yaml", *common, *NET])
     teacher = tmp_path / "runs/celeba_diffusion_teacher/checkpoints/last.ckpt"
     assert torch.load(teacher, weights_only=True)["realuid"]["process"]["class_path"].endswith("DiscreteVP")

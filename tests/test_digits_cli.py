@@ -6,19 +6,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import callbacks_yaml
 from realuid_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]", "--model.init_args.net.init_args.norm_num_groups=8",
             "--model.init_args.net.init_args.attention_head_dim=8"]
-CALLBACKS = """
-trainer:
-  callbacks:
-    - {class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {dirpath: runs/%s/checkpoints, save_last: true}}
-    - {class_path: realuid_lightning.EMA, init_args: {decays: [0.9]}}
-    - {class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}
-    - {class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 200, batch_size: 100, feature: digits, teacher_steps: 2, cache_dir: fid_cache}}
-"""
+FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 200, batch_size: 100, feature: digits, teacher_steps: 2, cache_dir: fid_cache}}"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +22,7 @@ def digits_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         for name in ("digits_teacher", "digits_realuid"):
-            (tmp / f"{name}.yaml").write_text(CALLBACKS % name)
+            (tmp / f"{name}.yaml").write_text(callbacks_yaml(name, FD))
         common = ["--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
                   f"--trainer.logger.init_args.save_dir={tmp}/runs", "--data.init_args.batch_size=32", "--trainer.log_every_n_steps=2"]
         main(["fit", "--config", str(ROOT / "configs/digits_teacher.yaml"), "--config", "digits_teacher.yaml", *common, *TINY_NET])

@@ -20,6 +20,11 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     return float(2 * xy - xx - yy)
 
 
+def to_unit(images: Tensor) -> Tensor:
+    """Images in [−1, 1] → float32 in [0, 1]: (x.clamp(−1, 1) + 1)/2, what feature networks for FD take."""
+    return (images.float().clamp(-1, 1) + 1) / 2
+
+
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
     """d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2·(Σ₁Σ₂)^½) between N(μ₁, Σ₁) and N(μ₂, Σ₂), in float64.
 
@@ -36,6 +41,6 @@ def feature_frechet_distance(x: Tensor, y: Tensor, features: nn.Module, batch_si
     """
     stats = []
     for images in (x, y):
-        phi = torch.cat([features((b.float().clamp(-1, 1) + 1) / 2).double() for b in images.split(batch_size)])
+        phi = torch.cat([features(to_unit(b)).double() for b in images.split(batch_size)])
         stats += [phi.mean(0), torch.cov(phi.T)]
     return frechet_distance(*stats)

@@ -17,17 +17,12 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 from realuid_lightning.nets.features import feature_network
-from realuid_lightning.metrics import frechet_distance
+from realuid_lightning.metrics import frechet_distance, to_unit
 from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 FEATURES = ("inception", "digits")
-
-
-def to_unit(images: Tensor) -> Tensor:
-    """Images in [−1, 1] → float32 in [0, 1]: (x.clamp(−1, 1) + 1)/2."""
-    return (images.float().clamp(-1, 1) + 1) / 2
 
 
 def fingerprint(obj: Any) -> str:
