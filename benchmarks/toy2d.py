@@ -129,7 +129,7 @@ def main() -> None:
                "best_student_over_teacher100": best / teacher_100, "teacher1_over_best_student": rows[1]["energy_distance"] / best,
                "lightning_ms_per_iteration": 1e3 * lightning_s, "plain_ms_per_iteration": 1e3 * plain_s,
                "lightning_overhead": lightning_s / plain_s - 1, "total_seconds": time.perf_counter() - total_start}
-    print(f"| model | steps | energy distance ↓ | wall time (s) |\n|---|---|---|---|")
+    print("| model | steps | energy distance ↓ | wall time (s) |\n|---|---|---|---|")
     for r in rows:
         ed = "-" if r["energy_distance"] is None else f"{r['energy_distance']:.4f}"
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"

@@ -2,8 +2,9 @@
 
 Lightning's launcher re-runs this script for ranks 1…DEVICES−1. Each rank saves its generator, fake model,
 EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.pt, for every strategy in turn
-(a strategy that RealUIDModule refuses, such as plain 'ddp', goes last: its file holds the error).
-The same ``run`` with one device and ``noise_chunks = W`` is the single-process reference on the same global batch.
+(a strategy that RealUIDModule refuses, such as plain 'ddp', goes last: its file holds the error). The pseudo-strategy
+'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS.
+The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
 
 from __future__ import annotations
@@ -15,45 +16,47 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import ema, tiny_distiller, trainer  # noqa: E402
-from realuid_lightning import ConfigError  # noqa: E402
-from realuid_lightning.data import sample_toy  # noqa: E402
+from realuid_lightning import ConfigError, Toy2DDataModule  # noqa: E402
 
-STEPS, FAKE_UPDATES, GLOBAL_BATCH = 6, 2, 64
+STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320  # 5 iterations an epoch: the run crosses an epoch;
+# the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
 
 
-class ShardedBatches(pl.LightningDataModule):
-    """Iteration i of rank r gets rows [r·B/W, (r + 1)·B/W) of global batch i: disjoint shards whose concatenation is the global batch."""
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        n = GLOBAL_BATCH // world
-        batches = sample_toy("8gaussians", STEPS * GLOBAL_BATCH, seed=3).view(STEPS, GLOBAL_BATCH, 2)
-        return DataLoader([b[rank * n:(rank + 1) * n] for b in batches], batch_size=None)
+def data(world: int) -> Toy2DDataModule:
+    """The shipped data path: each rank gets its GLOBAL_BATCH / world rows of every global batch (data.batching.GlobalBatches)."""
+    return Toy2DDataModule(num_train=NUM_TRAIN, num_val=8, batch_size=GLOBAL_BATCH // world, seed=3)
 
 
 class Record(pl.Callback):
-    """What DDP wrapped, and the first noise batch the generator saw on this rank."""
+    """What DDP wrapped, the first noise batch the generator saw on this rank, and every real batch it trained on."""
 
     def on_train_start(self, trainer, pl_module):
         self.wrapped = sorted(pl_module._ddp_wrappers)
         teacher = {id(p) for p in pl_module.teacher.parameters()}
         self.teacher_wrapped = any(id(p) in teacher for w in pl_module._ddp_wrappers.values() for p in w.parameters())
-        self.z = None
+        self.z, self.batches = None, []
         pl_module.generator.net.register_forward_pre_hook(lambda net, args: setattr(self, "z", args[1].clone()) if self.z is None else None)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch[0].clone())
 
-def run(strategy: str, devices: int, noise_chunks: int | None = None) -> dict:
-    """STEPS iterations (K = FAKE_UPDATES) from seed 0; the final state of this rank."""
+
+def run(strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None) -> dict:
+    """STEPS iterations (K = FAKE_UPDATES) from seed 0; the final state of this rank. 'resume': stop at RESUME_AT, resume."""
     pl.seed_everything(0, verbose=False)
     module, averages, record = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), ema(), Record()
-    fit = trainer(STEPS, callbacks=[averages, record], strategy=strategy, devices=devices, use_distributed_sampler=False)
-    fit.fit(module, ShardedBatches())
+    if strategy == "resume":
+        save = ModelCheckpoint(dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT)  # saved on the batch's end
+        first = trainer(RESUME_AT, out, callbacks=[ema(), save], strategy="realuid_ddp", devices=devices)
+        first.fit(tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), data(devices))
+    fit = trainer(STEPS, callbacks=[averages, record], strategy="realuid_ddp" if strategy == "resume" else strategy, devices=devices)
+    fit.fit(module, data(fit.world_size), ckpt_path=out / "mid_epoch.ckpt" if strategy == "resume" else None)
     return {"generator": module.generator.state_dict(), "fake_model": module.fake_model.state_dict(), "ema": averages.averages,
-            "z": record.z, "wrapped": record.wrapped, "teacher_wrapped": record.teacher_wrapped,
+            "z": record.z, "batches": torch.stack(record.batches), "wrapped": record.wrapped, "teacher_wrapped": record.teacher_wrapped,
             "generator_updates": int(module.generator_updates), "rank": fit.global_rank, "world": fit.world_size}
 
 
@@ -63,7 +66,7 @@ if __name__ == "__main__":
     out, devices = Path(sys.argv[1]), int(sys.argv[2])
     for strategy in sys.argv[3:]:
         try:
-            state = run(strategy, devices)
+            state = run(strategy, devices, out=out)
         except ConfigError as err:  # plain 'ddp' is refused before the first update (Lightning then stops the other ranks)
             state = {"error": str(err), "rank": int(os.environ.get("LOCAL_RANK", 0))}
         torch.save(state, out / f"{strategy}_rank{state['rank']}.pt")

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
-from realuid_lightning import EMA, MLP, FlowMatching, SamplePreview
+from realuid_lightning import EMA, MLP, ConfigError, FlowMatching, SamplePreview
 from realuid_lightning.callbacks import render_scatter
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, spec_of
 from realuid_lightning.data import sample_toy, TOY_DATASETS
@@ -124,11 +124,11 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
 
 
-def test_shuffled_batches_follow_the_epoch_even_if_set_late():
+def test_global_batches_follow_the_epoch_even_if_set_late():
     """The order depends on (seed, epoch) only, and set_epoch after iter() still applies (as on a Lightning resume)."""
-    from realuid_lightning.data.batching import ShuffledBatches
+    from realuid_lightning.data.batching import GlobalBatches
 
-    sampler = ShuffledBatches(10, 3, seed=0)
+    sampler = GlobalBatches(10, 3, seed=0)
     first = list(sampler)
     assert len(first) == 3 and all(len(b) == 3 for b in first) and len({i for b in first for i in b}) == 9
     iterator = iter(sampler)
@@ -137,3 +137,19 @@ def test_shuffled_batches_follow_the_epoch_even_if_set_late():
     assert second != first
     sampler.set_epoch(1)
     assert list(sampler) == second
+
+
+def test_global_batches_split_across_ranks_and_resume():
+    """W ranks at batch B take disjoint rows of one process's batches at W·B; items mode flattens them; resume skips batches."""
+    from torch.utils.data import DistributedSampler
+
+    from realuid_lightning.data.batching import GlobalBatches
+
+    one = list(GlobalBatches(50, 8, seed=3))
+    ranks = [list(GlobalBatches(50, 4, seed=3, rank=r, world=2)) for r in (0, 1)]
+    assert isinstance(GlobalBatches(50, 4, seed=3), DistributedSampler)  # so Lightning does not wrap it under DDP
+    assert len(one) == len(ranks[0]) == 6 and [a + b for a, b in zip(*ranks)] == one
+    assert list(GlobalBatches(50, 4, seed=3, rank=1, world=2, batches=False)) == [i for b in ranks[1] for i in b]
+    assert list(GlobalBatches(50, 4, seed=3, resume=(0, 2), rank=1, world=2)) == ranks[1][2:]
+    with pytest.raises(ConfigError, match=r"global batch 4×16 \(ranks × batch_size\) exceeds the 50 training items"):
+        GlobalBatches(50, 16, seed=3, world=4)

@@ -22,15 +22,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy, and rank 0's record of plain 'ddp'."""
+    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy and of a mid-epoch resume, and rank 0's record of plain 'ddp'."""
     out = tmp_path_factory.mktemp("ddp")
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     worker = Path(__file__).with_name("ddp_worker.py")
-    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "ddp"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "ddp"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in STRATEGIES}
+    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in (*STRATEGIES, "resume")}
     states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
     return states
 
@@ -58,11 +58,21 @@ def test_ranks_hold_identical_weights_and_ema(ranks, strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
-    """2 ranks on disjoint halves = 1 process on their concatenation (weights and EMA within 1e-5)."""
+    """2 ranks at batch 32 of the shipped toy data module = 1 process at batch 64 (weights and EMA within 1e-5): every global
+    batch is split across the ranks (data.batching.GlobalBatches), and the run crosses an epoch."""
     r0 = ranks[strategy][0]
     assert max_diff(r0["generator"], single["generator"]) < 1e-5 and max_diff(r0["fake_model"], single["fake_model"]) < 1e-5
     assert all(max_diff(r0["ema"][d], single["ema"][d]) < 1e-5 for d in single["ema"])
     assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4  # global-RNG noise differs: the check has teeth
+
+
+def test_ranks_split_every_global_batch_and_reshuffle_each_epoch(ranks, single):
+    """Rank r trains on rows [32r, 32r + 32) of the global batch one process at batch 64 trains on; epoch 2's batches
+    are not epoch 1's (Lightning's own sampler wrapper would only reorder whole batches)."""
+    r0, r1 = ranks["realuid_ddp"]
+    assert r0["batches"].shape == (6, 32, 2) and torch.equal(torch.cat([r0["batches"], r1["batches"]], dim=1), single["batches"])
+    def rows(batch): return frozenset(tuple(row.tolist()) for row in batch)
+    assert rows(single["batches"][5]) not in {rows(batch) for batch in single["batches"][:5]}
 
 
 def test_ranks_draw_different_noise_that_one_process_reproduces(ranks, single):
@@ -97,3 +107,14 @@ def test_configs_select_the_strategy_and_options(strategy, capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None)
     assert ("realuid_ddp" in out or "RealUIDDDPStrategy" in out) and "noise_chunks: 8" in out and "channels_last: true" in out
+
+
+def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):
+    """2 ranks stopped after 3 iterations (mid-epoch), checkpointed and resumed to 6 = the uninterrupted 2-rank run, bit for bit."""
+    for rank in (0, 1):
+        resumed, full = ranks["resume"][rank], ranks["realuid_ddp"][rank]
+        assert resumed["generator_updates"] == full["generator_updates"] == 2
+        for net in ("generator", "fake_model"):
+            assert all(torch.equal(resumed[net][k], full[net][k]) for k in full[net]), (rank, net)
+        for decay in full["ema"]:
+            assert all(torch.equal(resumed["ema"][decay][k], v) for k, v in full["ema"][decay].items()), (rank, decay)

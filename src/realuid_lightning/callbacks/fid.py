@@ -10,14 +10,14 @@ from typing import Any, Callable
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from torch import Tensor, nn
-from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 from realuid_lightning.nets.features import feature_network
-from realuid_lightning.metrics import frechet_distance, to_unit
+from realuid_lightning.metrics import to_unit
 from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]

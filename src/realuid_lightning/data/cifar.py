@@ -11,8 +11,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from realuid_lightning.data.batching import resume_position
-from realuid_lightning.data.folder import EpochShuffle, Transformed, to_unit_range
+from realuid_lightning.data.batching import item_loader
+from realuid_lightning.data.folder import Transformed, to_unit_range
 from realuid_lightning.errors import ConfigError
 
 
@@ -64,9 +64,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.train_set = Transformed(self.images, v2.Compose(to_unit_range(self.hflip)), self.conditional)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffle(len(self.train_set), self.seed, resume_position(self.trainer, self.batch_size))
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
+        return item_loader(self.train_set, self.batch_size, self.seed, self.num_workers, self.trainer)
 
     def real_images(self, num: int | None = None) -> Tensor:
         """The first ``num`` training images (all, or all there are, by default), unflipped: (num, 3, 32, 32) in [−1, 1]."""

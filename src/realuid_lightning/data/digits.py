@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
-from realuid_lightning.data.batching import batch_loader, resume_position
+from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.errors import ConfigError
 
 DIGIT_SOURCES = ("sklearn", "mnist5k")
@@ -97,7 +97,7 @@ class DigitsDataModule(LightningDataModule):
         return (self.images, self.labels) if self.conditional else (self.images,)
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(*self._tensors(), batch_size=self.batch_size, seed=self.seed, resume=resume_position(self.trainer))
+        return batch_loader(*self._tensors(), batch_size=self.batch_size, seed=self.seed, trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(*self._tensors(), batch_size=self.batch_size, seed=self.seed, shuffle=False)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from realuid_lightning.data.batching import resume_position
+from realuid_lightning.data.batching import item_loader
 from realuid_lightning.errors import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -23,29 +23,6 @@ MAX_CONSECUTIVE_CORRUPT = 64
 
 class CorruptImageError(OSError):
     """An image file could not be decoded; the message names the file."""
-
-
-class EpochShuffle(Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch): the same order on every rank and after a resume.
-
-    ``resume`` = (epoch, items): in that epoch the first ``items`` are skipped (see ``data.batching.resume_position``).
-    """
-
-    def __init__(self, n: int, seed: int, resume: tuple[int, int] = (0, 0)) -> None:
-        self.n, self.seed, self.resume = n, seed, tuple(resume)
-        self.epoch = self.resume[0]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        # a generator, so the order is drawn at the first item: Lightning may call set_epoch after iter()
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        start = self.resume[1] if self.epoch == self.resume[0] and self.resume[1] < self.n else 0
-        yield from order[start:].tolist()
-
-    def __len__(self) -> int:
-        return self.n
 
 
 class Transformed(Dataset):
@@ -169,9 +146,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.train_set = Transformed(self.files, self._transform(train=True), self.labels)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffle(len(self.train_set), self.seed, resume_position(self.trainer, self.batch_size))
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
+        return item_loader(self.train_set, self.batch_size, self.seed, self.num_workers, self.trainer)
 
     def real_images(self, num: int | None = None) -> Tensor:
         """At most ``num`` images (all by default) at a fixed random order, centre-cropped and unflipped: (num, 3, R, R) in [−1, 1]."""

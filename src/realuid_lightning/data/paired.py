@@ -160,7 +160,7 @@ class Toy2DCouplingDataModule(LightningDataModule):
         self.val_pairs = (sample_toy(self.target, self.num_val, self.seed + 1), sample_toy(self.source, self.num_val, self.seed + 3))
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(*self.train_pairs, batch_size=self.batch_size, seed=self.seed)
+        return batch_loader(*self.train_pairs, batch_size=self.batch_size, seed=self.seed, trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(*self.val_pairs, batch_size=self.batch_size, seed=self.seed, shuffle=False)

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from realuid_lightning.data.batching import batch_loader, resume_position
+from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.errors import ConfigError
 
 
@@ -83,7 +83,7 @@ class Toy2DDataModule(LightningDataModule):
         self.val_set = sample_toy(self.name, self.num_val, self.seed + 1)
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.train_set, batch_size=self.batch_size, seed=self.seed, resume=resume_position(self.trainer))
+        return batch_loader(self.train_set, batch_size=self.batch_size, seed=self.seed, trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.val_set, batch_size=self.batch_size, seed=self.seed, shuffle=False)
