@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from typing import Any, Literal
 
@@ -15,10 +14,10 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
                                      realuid_generator_loss, realum_loss)
-from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
 from realuid_lightning.modules.coupling import batch_source, sampling_cond
+from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
 from realuid_lightning.modules.noise import ChunkedNoise
 from realuid_lightning.modules.scaling import BF16Inference, ScalingMixin, check_scaling_options
 from realuid_lightning.processes.base import Process
@@ -43,7 +42,7 @@ def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
         raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable")
 
 
-class RealUIDModule(ScalingMixin, GenerativeModule):
+class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     """Distils a frozen teacher f* into a one-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
 
     Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
@@ -117,7 +116,7 @@ class RealUIDModule(ScalingMixin, GenerativeModule):
         if min(generator_lr, fake_lr) <= 0 or grad_clip < 0 or warmup_steps < 0:
             raise ConfigError(f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr={generator_lr}, "
                               f"fake_lr={fake_lr}, grad_clip={grad_clip}, warmup_steps={warmup_steps})")
-        teacher, process, net_spec = self._resolve_teacher(teacher_ckpt, teacher, process, teacher_ema)
+        teacher, process, net_spec = self.resolve_teacher(teacher_ckpt, teacher, process, teacher_ema)
         self.process = process
         if generator_sigma is not None:  # e.g. SiD's σ_init = 2.5 for a diffusion teacher
             generator_time = time_of_noise_level(process, generator_sigma)
@@ -145,25 +144,6 @@ class RealUIDModule(ScalingMixin, GenerativeModule):
                               f"got {type(self.fake_model).__name__}")
         return GANHead(self.fake_model.bottleneck_channels, getattr(self.fake_model, "norm_num_groups", 32))
 
-    def _resolve_teacher(self, ckpt_path: str | None, teacher: nn.Module | None, process: Process | None,
-                         ema: float | None) -> tuple[nn.Module, Process, Any]:
-        if (ckpt_path is None) == (teacher is None):
-            raise ConfigError("give exactly one of teacher_ckpt (a teacher checkpoint path) or teacher (a network)")
-        if teacher is not None:
-            if process is None:
-                raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
-            return teacher, process, describe(teacher, "teacher")
-        if is_diffusers_source(ckpt_path):  # a diffusers folder or hub id: the UNet, its scheduler as the process
-            net, vp = load_diffusers_teacher(ckpt_path)
-            self.data_shape = net.data_shape
-            return net, process if process is not None else vp, describe(net, "teacher")
-        ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
-        if ckpt.get("realuid", {}).get("module") != "MatchingModule":
-            raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")
-        net, ckpt_process, meta = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")
-        self.data_shape = meta["data_shape"]
-        return net, process if process is not None else ckpt_process, meta["net"]
-
     # ---- what the EMA callback and sampling see ------------------------------------------------
     @property
     def ema_network(self) -> nn.Module:
@@ -180,11 +160,6 @@ class RealUIDModule(ScalingMixin, GenerativeModule):
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
         """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
         return self.generator(self.source_noise(num, generator), sampling_cond(self, num, cond))
-
-    def train(self, mode: bool = True) -> "RealUIDModule":
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     # ---- the game ------------------------------------------------------------------------------
     @property
@@ -275,25 +250,3 @@ class RealUIDModule(ScalingMixin, GenerativeModule):
         scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps)), "name": f"lr/{n}"}
                   for o, n in zip(opts, ("fake", "generator"))]
         return opts, scheds
-
-    # ---- checkpoints hold the trainable state only ---------------------------------------------
-    def teacher_fingerprint(self) -> str:
-        """SHA-256 of the teacher's weights: saved instead of the weights, checked on resume."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.teacher.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
-        checkpoint["realuid"]["teacher_fingerprint"] = self.teacher_fingerprint()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        saved = checkpoint.get("realuid", {}).get("teacher_fingerprint")
-        if saved is not None and saved != self.teacher_fingerprint():
-            raise ConfigError(f"the teacher ({self.hparams.teacher_ckpt or 'passed as a network'}) differs from the one "
-                              "this checkpoint was trained with; resume with the original teacher weights")
-        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
