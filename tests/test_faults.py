@@ -310,6 +310,24 @@ def tiny_image_teacher() -> MatchingModule:
     return MatchingModule(UNet(8, 3, (8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8, norm_num_groups=8))
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_image_through_the_cli(num_workers, runs, tmp_path, capsys, monkeypatch):
+    """`realuid fit` on a folder with an undecodable image (on_corrupt='fail') exits with one line naming the file,
+    also when a worker process raised it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    broken = image_folder(tmp_path / "images")
+    net = "{sample_size: 8, channels: 3, block_out_channels: [8, 16], layers_per_block: 1, attention_levels: [], " \
+          "attention_head_dim: 8, norm_num_groups: 8}"
+    (tmp_path / "run.yaml").write_text(
+        f"model: {{class_path: realuid_lightning.MatchingModule, init_args: {{net: {{class_path: realuid_lightning.nets.UNet, "
+        f"init_args: {net}}}}}}}\n"
+        f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / 'images'}, resolution: 8, "
+        f"batch_size: 9, num_workers: {num_workers}}}}}\n")
+    code, err = run_main(["fit", "--config", str(tmp_path / "run.yaml"), "--config", str(runs / "no_output.yaml"), *QUIET], capsys)
+    one_line_error(code, err, f"cannot decode image file {str(broken)!r}", "on_corrupt='skip'")
+
+
 @pytest.mark.parametrize("on_corrupt", ["skip", "fail"])
 def test_corrupt_image_in_a_worker(on_corrupt, tmp_path, capfd):
     """With a worker process a corrupt image is skipped with a warning naming it, or fails fast naming it; nothing hangs."""

@@ -158,6 +158,15 @@ def _config_error(err: BaseException) -> ConfigError | None:
     return None
 
 
+def _one_line(err: ConfigError) -> str:
+    """The error's message; for one re-raised by a DataLoader worker (whose message carries the worker's traceback),
+    the original message from that traceback's last line."""
+    message = str(err)
+    if "Original Traceback" in message:
+        message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     cli_args, argv = argv, sys.argv[1:] if argv is None else argv
     try:
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         config_error = _config_error(err)
         if config_error is None:
             raise
-        print(f"realuid: error: {config_error}", file=sys.stderr)
+        print(f"realuid: error: {_one_line(config_error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -21,8 +21,8 @@ ON_CORRUPT = ("fail", "skip")
 MAX_CONSECUTIVE_CORRUPT = 64
 
 
-class CorruptImageError(OSError):
-    """An image file could not be decoded; the message names the file."""
+class CorruptImageError(ConfigError):
+    """An image file could not be decoded; the message names the file (the CLI prints it as one line)."""
 
 
 class Transformed(Dataset):
