@@ -8,7 +8,10 @@ import torch
 from realuid_lightning import PairedDataModule, DigitsDataModule
 from realuid_lightning.checkpoint import generator_time, load_checkpoint, network_from_checkpoint
 from helpers import callbacks_yaml
+from PIL import Image
+from test_cli import one_line_error, run_main
 from realuid_lightning.cli import main
+from realuid_lightning.data.folder import read_images
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.processes import BrownianBridge, StochasticInterpolant
 
@@ -71,10 +74,52 @@ def test_toy_interpolant_through_the_cli(runs):
         assert OneStepGenerator(net, process, generator_time(ckpt))(torch.randn(5, 2), torch.randn(5, 2)).shape == (5, 2)
 
 
-def test_sample_command_names_the_missing_source(runs, capsys):
-    """`realuid sample` cannot invent sources for a coupling checkpoint: one ConfigError line, exit code 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sample", "--ckpt", str(runs / "runs/digits_inpaint_bridge_realuid/checkpoints/last.ckpt"), "--num", "4",
-              "--out", str(runs / "s.pt")])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "source x0" in err and "Traceback" not in err
+def test_sample_command_needs_sources_for_a_coupling(runs, capsys):
+    """`realuid sample` cannot invent sources for a coupling checkpoint: one ConfigError line naming --sources, exit code 2."""
+    code, err = run_main(["sample", "--ckpt", str(runs / "runs/digits_inpaint_bridge_realuid/checkpoints/last.ckpt"), "--num", "4",
+                          "--out", str(runs / "s.pt")], capsys)
+    one_line_error(code, err, "source x0", "--sources")
+
+
+def test_sample_command_with_a_source_tensor(runs, capsys):
+    """--sources x0.pt: sample i is G(z_i, x0_(i mod N)) of the checkpoint alone, with z from --seed; the grid pairs them."""
+    ckpt_path = runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"
+    _, x0 = PairedDataModule(DigitsDataModule(), "downsample", factor=4).pairs(6)
+    torch.save(x0, runs / "x0.pt")
+    main(["sample", "--ckpt", str(ckpt_path), "--sources", str(runs / "x0.pt"), "--num", "9", "--ema", "raw",
+          "--seed", "3", "--out", str(runs / "sr.pt")])
+    ckpt = load_checkpoint(ckpt_path)
+    net, process, _ = network_from_checkpoint(ckpt, ema=None)
+    z = torch.randn((9, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = OneStepGenerator(net, process, generator_time(ckpt))(z, x0[torch.arange(9) % 6])
+    assert torch.allclose(torch.load(runs / "sr.pt"), expected, atol=1e-6)
+    assert (runs / "sr.png").is_file() and "wrote (9, 1, 8, 8) samples" in capsys.readouterr().out
+
+
+def test_sample_command_with_an_image_folder_for_a_teacher(runs, tmp_path):
+    """--sources FOLDER: each image, read at the data shape (grey for 1 channel), is one source of the SDE teacher sampler."""
+    (tmp_path / "sources").mkdir()
+    for i, value in enumerate((0, 128, 255)):
+        Image.new("RGB", (16, 16), (value, value, value)).save(tmp_path / "sources" / f"{i}.png")
+    main(["sample", "--ckpt", str(runs / "runs/digits_inpaint_bridge_teacher/checkpoints/last.ckpt"), "--sources",
+          str(tmp_path / "sources"), "--steps", "2", "--method", "sde", "--out", str(tmp_path / "out.pt")])
+    grey = read_images(tmp_path / "sources", [1, 8, 8])
+    assert grey.shape == (3, 1, 8, 8) and grey.flatten(1).mean(1).tolist() == pytest.approx([-1.0, 128 / 127.5 - 1, 1.0], abs=1e-6)
+    samples = torch.load(tmp_path / "out.pt")
+    assert samples.shape == (3, 1, 8, 8) and torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("ckpt,sources,needles", [
+    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "wrong_shape.pt", ["wrong_shape.pt", "(4, 3, 8, 8)", "(N, 1, 8, 8)"]),
+    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "missing", ["'missing'", "neither an image folder nor a tensor file"]),
+    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "not_a_tensor.pt", ["not_a_tensor.pt", "cannot be read as a tensor file"]),
+    (str(ROOT / "checkpoints/digits_teacher.ckpt"), "wrong_shape.pt", ["--sources is for bridge / interpolant", "FlowMatching"]),
+])
+def test_sample_command_bad_sources(ckpt, sources, needles, runs, capsys, monkeypatch):
+    """Sources of the wrong shape, a missing path, an unreadable file, or sources for a noise-only checkpoint: one line each."""
+    monkeypatch.chdir(runs)
+    torch.save(torch.zeros(4, 3, 8, 8), runs / "wrong_shape.pt")
+    (runs / "not_a_tensor.pt").write_text("hello")
+    code, err = run_main(["sample", "--ckpt", str(runs / ckpt), "--sources", sources, "--out", str(runs / "bad.pt")], capsys)
+    one_line_error(code, err, *needles)

@@ -10,12 +10,14 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from torch import Tensor
 
 from realuid_lightning.checkpoint import ema_averages, generator_time, load_checkpoint, network_from_checkpoint
+from realuid_lightning.data.folder import read_images
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.reliability import check_writable, with_atomic_checkpoints
-from realuid_lightning.sampling import SOLVERS, sample_teacher
+from realuid_lightning.sampling import COUPLING_SOLVERS, sample_teacher
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
 
@@ -39,12 +41,16 @@ def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realuid sample", description="Sample from a teacher or distillation checkpoint; "
                                 "the checkpoint alone is enough.")
     p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit")
-    p.add_argument("--num", type=int, default=4000, help="number of samples")
+    p.add_argument("--num", type=int, default=None, help="number of samples (default: 4000, or one per source with --sources)")
+    p.add_argument("--sources", default=None, help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
+                   "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
+                   "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N")
     p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid")
     p.add_argument("--ema", default="auto", help="EMA decay to sample from, 'raw' for the raw weights, "
                    "'auto' (default) for 0.999 or the first decay saved")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)")
-    p.add_argument("--method", choices=SOLVERS, default=None, help="ODE solver for a teacher checkpoint")
+    p.add_argument("--method", choices=COUPLING_SOLVERS, default=None, help="solver for a teacher checkpoint: euler / heun (ODE), "
+                   "or sde (Euler–Maruyama) for a bridge / interpolant teacher")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -63,32 +69,63 @@ def _pick_ema(checkpoint: dict, choice: str) -> float | None:
         raise ConfigError(f"--ema {choice!r} is not a decay; use a number such as 0.999, 'raw' or 'auto'") from None
 
 
+def load_sources(path: str, shape: list[int]) -> Tensor:
+    """The sources x0 of ``realuid sample --sources``: a folder of images or a .pt tensor, (N, *shape)."""
+    if Path(path).is_dir():
+        return read_images(path, shape)
+    if not Path(path).is_file():
+        raise ConfigError(f"--sources {path!r} is neither an image folder nor a tensor file")
+    try:
+        sources = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, or a pickle that is more than tensors
+        raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
+    if not isinstance(sources, Tensor) or list(sources.shape[1:]) != list(shape) or len(sources) == 0:
+        found = tuple(sources.shape) if isinstance(sources, Tensor) else type(sources).__name__
+        raise ConfigError(f"--sources {path!r} holds {found}; it must be a tensor (N, {', '.join(map(str, shape))}) of the data shape")
+    return sources.float()
+
+
 def sample_command(argv: list[str]) -> None:
     args = sample_parser().parse_args(argv)
-    if args.num < 1 or args.batch_size < 1:
+    if (args.num is not None and args.num < 1) or args.batch_size < 1:
         raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
     checkpoint = load_checkpoint(args.ckpt)
     net, process, meta = network_from_checkpoint(checkpoint, _pick_ema(checkpoint, args.ema), what=f"checkpoint {args.ckpt!r}")
+    if process.conditional_source and args.sources is None:
+        raise ConfigError(f"{type(process).__name__} samples from a source x0: pass --sources (a .pt tensor or an image folder)")
+    if args.sources is not None and not process.conditional_source:
+        raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone")
+    sources = None if args.sources is None else load_sources(args.sources, meta["data_shape"])
+    num = args.num or (4000 if sources is None else len(sources))
     net = net.to(args.device)
     hp = checkpoint.get("hyper_parameters", {})
     generator = torch.Generator(args.device).manual_seed(args.seed)
     chunks = []
-    for start in range(0, args.num, args.batch_size):
-        z = torch.randn((min(args.batch_size, args.num - start), *meta["data_shape"]), device=args.device, generator=generator)
+    for start in range(0, num, args.batch_size):
+        size = min(args.batch_size, num - start)
+        z = torch.randn((size, *meta["data_shape"]), device=args.device, generator=generator)
+        cond = None if sources is None else sources[torch.arange(start, start + size) % len(sources)].to(args.device)
         with torch.no_grad():
             if meta["module"] == "RealUIDModule":
-                chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z).cpu())
+                chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z, cond).cpu())
             else:
                 steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
-                chunks.append(sample_teacher(net, process, z, steps, method).cpu())
-    samples = torch.cat(chunks)
-    out = Path(args.out)
+                chunks.append(sample_teacher(net, process, z, steps, method, cond=cond, generator=generator).cpu())
+    _save_samples(torch.cat(chunks), Path(args.out), sources)
+
+
+def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:
+    """samples → ``out`` (.pt); images also as a .png grid of up to 256, in (source, sample) pairs when there are sources."""
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(samples, out)
     if samples.dim() == 4:
         from torchvision.utils import save_image
 
-        save_image(samples[:256].clamp(-1, 1) * 0.5 + 0.5, out.with_suffix(".png"), nrow=16)
+        grid = samples[:256]
+        if sources is not None:  # sample i came from source i mod N
+            pairs = torch.arange(min(128, len(samples)))
+            grid = torch.stack([sources[pairs % len(sources)], samples[pairs]], dim=1).flatten(0, 1)
+        save_image(grid.clamp(-1, 1) * 0.5 + 0.5, out.with_suffix(".png"), nrow=16)
     print(f"wrote {tuple(samples.shape)} samples to {out}")
 
 

@@ -46,6 +46,24 @@ def to_unit_range(hflip: bool) -> list[Callable[[Any], Any]]:
     return [*flip, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3), v2.ToPureTensor()]
 
 
+def resize_crop(resolution: int, random_crop: bool = False, hflip: bool = False) -> v2.Compose:
+    """Shorter side resized to ``resolution``, a square crop of it (centred or random), an optional flip, then [−1, 1]."""
+    crop = v2.RandomCrop(resolution) if random_crop else v2.CenterCrop(resolution)
+    return v2.Compose([v2.Resize(resolution, antialias=True), crop, *to_unit_range(hflip)])
+
+
+def read_images(root: str | Path, shape: Sequence[int]) -> Tensor:
+    """Every image file under ``root`` in sorted path order, resized and centre-cropped to ``shape`` = (C, R, R) with C = 3
+    (RGB) or 1 (the mean of R, G and B), in [−1, 1]: (N, C, R, R). An unreadable file is named in the error."""
+    channels, height, width = shape
+    if channels not in (1, 3) or height != width:
+        raise ConfigError(f"images can be read only as square 1- or 3-channel tensors, not of shape {tuple(shape)}")
+    paths, targets, _ = scan_images(Path(root), labels=False)
+    images = Transformed(ImageFiles(paths, targets, on_corrupt="fail"), resize_crop(height), labels=False)
+    x = torch.stack([images[i][0] for i in range(len(images))])
+    return x.mean(dim=1, keepdim=True) if channels == 1 else x
+
+
 def scan_images(root: Path, labels: bool) -> tuple[list[Path], list[int], list[str]]:
     """Image files under ``root`` (recursive, sorted), their class ids and the sorted class names."""
     if not root.is_dir():
@@ -135,8 +153,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.classes: list[str] = []
 
     def _transform(self, train: bool) -> v2.Compose:
-        crop = v2.CenterCrop(self.resolution) if self.center_crop or not train else v2.RandomCrop(self.resolution)
-        return v2.Compose([v2.Resize(self.resolution, antialias=True), crop, *to_unit_range(self.hflip and train)])
+        return resize_crop(self.resolution, random_crop=train and not self.center_crop, hflip=self.hflip and train)
 
     def setup(self, stage: str | None = None) -> None:
         paths, targets, self.classes = scan_images(Path(self.root), self.labels)
