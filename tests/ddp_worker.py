@@ -3,7 +3,8 @@
 Lightning's launcher re-runs this script for ranks 1…DEVICES−1. Each rank saves its generator, fake model,
 EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.pt, for every strategy in turn
 (a strategy that RealUIDModule refuses, such as plain 'ddp', goes last: its file holds the error). The pseudo-strategy
-'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS.
+'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS; 'teacher'
+trains a MatchingModule instead (``run_teacher``).
 The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
 
@@ -20,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import ema, tiny_distiller, trainer  # noqa: E402
-from realuid_lightning import ConfigError, Toy2DDataModule  # noqa: E402
+from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, Toy2DDataModule  # noqa: E402
 
 STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320  # 5 iterations an epoch: the run crosses an epoch;
 # the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
@@ -60,13 +61,24 @@ def run(strategy: str, devices: int, noise_chunks: int | None = None, out: Path 
             "generator_updates": int(module.generator_updates), "rank": fit.global_rank, "world": fit.world_size}
 
 
+def run_teacher(devices: int, noise_chunks: int | None = None) -> dict:
+    """STEPS steps of MatchingModule (plain 'ddp' on several devices): its weights and each rank's first times t."""
+    pl.seed_everything(0, verbose=False)
+    module = MatchingModule(MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), lr=1e-3, noise_chunks=noise_chunks)
+    seen = []
+    module.net.register_forward_pre_hook(lambda net, args: seen.append(args[0].clone()) if not seen else None)
+    fit = trainer(STEPS, strategy="ddp" if devices > 1 else "auto", devices=devices)
+    fit.fit(module, data(devices))
+    return {"net": module.net.state_dict(), "t": seen[0], "rank": fit.global_rank}
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     out, devices = Path(sys.argv[1]), int(sys.argv[2])
     for strategy in sys.argv[3:]:
         try:
-            state = run(strategy, devices, out=out)
+            state = run_teacher(devices) if strategy == "teacher" else run(strategy, devices, out=out)
         except ConfigError as err:  # plain 'ddp' is refused before the first update (Lightning then stops the other ranks)
             state = {"error": str(err), "rank": int(os.environ.get("LOCAL_RANK", 0))}
         torch.save(state, out / f"{strategy}_rank{state['rank']}.pt")

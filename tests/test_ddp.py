@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddp_worker import run
+from ddp_worker import run, run_teacher
 
 STRATEGIES = ("realuid_ddp", "ddp_find_unused_parameters_true")
 
@@ -27,10 +27,10 @@ def ranks(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     worker = Path(__file__).with_name("ddp_worker.py")
-    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "ddp"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "teacher", "ddp"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in (*STRATEGIES, "resume")}
+    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in (*STRATEGIES, "resume", "teacher")}
     states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
     return states
 
@@ -118,3 +118,13 @@ def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):
             assert all(torch.equal(resumed[net][k], full[net][k]) for k in full[net]), (rank, net)
         for decay in full["ema"]:
             assert all(torch.equal(resumed["ema"][decay][k], v) for k, v in full["ema"][decay].items()), (rank, decay)
+
+
+def test_teacher_ranks_draw_different_noise_and_equal_one_process(ranks):
+    """MatchingModule under DDP: ranks draw different t and x0 (not the same seeded draws), hold identical weights, and
+    equal one process at the global batch that draws its noise in 2 chunks."""
+    r0, r1 = ranks["teacher"]
+    single, plain = run_teacher(1, noise_chunks=2), run_teacher(1)
+    assert not torch.allclose(r0["t"], r1["t"]) and torch.equal(torch.cat([r0["t"], r1["t"]]), single["t"])
+    assert all(torch.equal(r0["net"][k], r1["net"][k]) for k in r0["net"])
+    assert max_diff(r0["net"], single["net"]) < 1e-5 < max_diff(single["net"], plain["net"])

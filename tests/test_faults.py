@@ -220,7 +220,7 @@ def test_teacher_skips_nonfinite_updates_and_stops():
     module.nonfinite.max_in_row = 3
     before = [p.detach().clone() for p in module.net.parameters()]
     original = module._loss
-    module._loss = lambda batch: original(batch) * float("nan")
+    module._loss = lambda batch, noise=None: original(batch, noise) * float("nan")
     with pytest.raises(DivergenceError, match="3 updates in a row .*the teacher update"):
         trainer(10).fit(module, tiny_data())
     assert module.nonfinite.skipped == 3 and all(torch.equal(p, q) for p, q in zip(module.net.parameters(), before))

@@ -6,12 +6,14 @@ equal chunks (one per rank by default) and chunk c draws all its noise, in a fix
 generator seeded by hash(seed, iteration, c). A rank of a world of W owns chunks [rank·k, (rank + 1)·k)
 with k = chunks / W, so one process with ``noise_chunks = W`` draws exactly what W ranks draw, and
 a run gives the same weights for any split of the same global batch (tests/test_ddp.py).
+:class:`RankNoiseMixin` gives a module this policy (both the teacher's and the distillation module use it).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+import os
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -72,3 +74,57 @@ class ChunkedNoise:
         if self.generators is None or not process.conditional_source:
             return process.sample(x0, x1, t)
         return process.sample(x0, x1, t, noise=self.randn_like(x1))
+
+
+def run_seed() -> int:
+    """The run's seed (``seed_everything``, also the CLI's), else one drawn from the global RNG."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()))
+
+
+def check_noise_chunks(noise_chunks: int | None) -> None:
+    if noise_chunks is not None and noise_chunks < 1:
+        raise ConfigError(f"noise_chunks={noise_chunks} must be >= 1 (or null: one chunk per rank)")
+
+
+class RankNoiseMixin:
+    """:meth:`noise` for the update numbered ``self.iteration``: the global RNG in one process; per-chunk seeded generators
+    under DDP (one chunk per rank unless ``hparams.noise_chunks``) or with ``noise_chunks``. The run seed is rank 0's,
+    broadcast at fit start and kept in checkpoints, so a resume draws the noise an uninterrupted run would."""
+
+    hparams: Any
+    iteration: Tensor
+    noise_seed: int | None = None
+
+    def _noise_chunks(self) -> int | None:
+        world = self._trainer.world_size if self._trainer is not None else 1
+        chunks = self.hparams.noise_chunks or (world if world > 1 else None)
+        if chunks is not None and chunks % world:
+            raise ConfigError(f"noise_chunks={chunks} must be a multiple of the world size {world}")
+        return chunks
+
+    def noise(self) -> ChunkedNoise:
+        """The draws of this update: the global RNG in one process, per-chunk seeded generators under DDP or with noise_chunks."""
+        chunks = self._noise_chunks()
+        if chunks is None:
+            return ChunkedNoise()
+        if self.noise_seed is None:
+            self.noise_seed = run_seed()
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        k = chunks // world
+        return ChunkedNoise.seeded(self.noise_seed, int(self.iteration), rank * k, k, self.iteration.device)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # type: ignore[misc]
+        if self._noise_chunks() is not None:
+            seed = self.noise_seed if self.noise_seed is not None else run_seed()
+            self.noise_seed = int(self.trainer.strategy.broadcast(seed))  # rank 0's seed, so a resume restores every rank's noise
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        if self.noise_seed is not None:
+            checkpoint["realuid"]["noise_seed"] = self.noise_seed
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self.noise_seed = checkpoint.get("realuid", {}).get("noise_seed", self.noise_seed)

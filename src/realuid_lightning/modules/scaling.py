@@ -5,8 +5,8 @@
   trains through its wrapper (:meth:`ScalingMixin.trained`), so a fake update averages only the fake
   model's gradients and a generator update only the generator's. The teacher is never wrapped.
 * Noise: under DDP, or with ``noise_chunks``, every update draws its noise chunk by chunk from seeded
-  generators (:mod:`~realuid_lightning.modules.noise`): ranks draw different noise, and the result does
-  not depend on how the global batch is split.
+  generators (:class:`~realuid_lightning.modules.noise.RankNoiseMixin`): ranks draw different noise, and the
+  result does not depend on how the global batch is split.
 * Speed: ``channels_last`` and ``compile`` act on the generator, fake model and teacher in
   :meth:`configure_model`; ``teacher_bf16`` keeps the teacher's weights in bf16 (:class:`BF16Inference`);
   ``fused_adam`` picks torch's fused Adam kernel.
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.noise import ChunkedNoise
+from realuid_lightning.modules.noise import RankNoiseMixin, check_noise_chunks
 
 
 class BF16Inference(nn.Module):
@@ -40,22 +39,19 @@ class BF16Inference(nn.Module):
 
 def check_scaling_options(noise_chunks: int | None, fused_adam: bool | None) -> None:
     """noise_chunks ≥ 1 (or None); fused_adam True, False or None."""
-    if noise_chunks is not None and noise_chunks < 1:
-        raise ConfigError(f"noise_chunks={noise_chunks} must be >= 1 (or null: one chunk per rank)")
+    check_noise_chunks(noise_chunks)
     if fused_adam not in (True, False, None):
         raise ConfigError(f"fused_adam={fused_adam!r} must be true, false or null (fused on CUDA only)")
 
 
-class ScalingMixin:
-    """DDP wrappers, rank-independent noise and the speed options of :class:`RealUIDModule`."""
+class ScalingMixin(RankNoiseMixin):
+    """DDP wrappers, rank-independent noise (:class:`RankNoiseMixin`) and the speed options of :class:`RealUIDModule`."""
 
     hparams: Any
     generator: nn.Module
     fake_model: nn.Module
     teacher: nn.Module
     gan_head: nn.Module | None
-    iteration: Tensor
-    noise_seed: int | None = None
     _ddp_wrappers: dict[str, nn.Module] = {}  # replaced per instance by RealUIDDDPStrategy
 
     # ---- DDP ----------------------------------------------------------------------------------------
@@ -67,25 +63,6 @@ class ScalingMixin:
     def trained(self, name: str) -> nn.Module:
         """Network ``name`` for the update that trains it: its DDP wrapper (which averages its gradients) if it has one."""
         return self._ddp_wrappers[name] if name in self._ddp_wrappers else getattr(self, name)
-
-    # ---- noise --------------------------------------------------------------------------------------
-    def _noise_chunks(self) -> int | None:
-        world = self._trainer.world_size if self._trainer is not None else 1
-        chunks = self.hparams.noise_chunks or (world if world > 1 else None)
-        if chunks is not None and chunks % world:
-            raise ConfigError(f"noise_chunks={chunks} must be a multiple of the world size {world}")
-        return chunks
-
-    def noise(self) -> ChunkedNoise:
-        """The draws of this update: the global RNG in one process, per-chunk seeded generators under DDP or with noise_chunks."""
-        chunks = self._noise_chunks()
-        if chunks is None:
-            return ChunkedNoise()
-        if self.noise_seed is None:
-            self.noise_seed = run_seed()
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
-        k = chunks // world
-        return ChunkedNoise.seeded(self.noise_seed, int(self.iteration), rank * k, k, self.iteration.device)
 
     # ---- the Lightning hooks ------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -106,26 +83,9 @@ class ScalingMixin:
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ConfigError(f"precision={self.trainer.precision!r} scales the loss, which the gradient clipping and the "
                               "non-finite guard here do not undo; use precision='bf16-mixed'")
-        if self._noise_chunks() is not None:
-            seed = self.noise_seed if self.noise_seed is not None else run_seed()
-            self.noise_seed = int(strategy.broadcast(seed))  # rank 0's seed, so a resume restores every rank's noise
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.noise_seed is not None:
-            checkpoint["realuid"]["noise_seed"] = self.noise_seed
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.noise_seed = checkpoint.get("realuid", {}).get("noise_seed", self.noise_seed)
+        super().on_fit_start()
 
     def adam_options(self) -> dict[str, Any]:
         """Keyword arguments of torch.optim.Adam: fused=True for fused_adam (None: on CUDA only), else torch's default."""
         fused = self.hparams.fused_adam
         return {"fused": True} if (self.device.type == "cuda" if fused is None else fused) else {}
-
-
-def run_seed() -> int:
-    """The run's seed (``seed_everything``, also the CLI's), else one drawn from the global RNG."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()))

@@ -12,13 +12,14 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
 from realuid_lightning.modules.coupling import batch_source, sampling_cond
+from realuid_lightning.modules.noise import ChunkedNoise, RankNoiseMixin, check_noise_chunks
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.reliability import NonFiniteGuard
 from realuid_lightning.sampling import sample_teacher
 
 
-class MatchingModule(GenerativeModule):
+class MatchingModule(RankNoiseMixin, GenerativeModule):
     """Trains a matching model f* by the UM loss (Eq. 3):
 
     L_UM(f) = E_t E_{x0, x1} w(t)·||f_t(x_t) − c_t(x0, x1)||²,  x_t and c from ``process``.
@@ -30,6 +31,8 @@ class MatchingModule(GenerativeModule):
         warmup_steps: linear learning-rate warm-up length in optimiser steps.
         sample_steps, sample_method: steps and solver used by :meth:`sample` (previews); 'sde' for coupling processes.
         max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient (each is skipped).
+        noise_chunks: draw each training batch's noise (x0, t) in this many seeded chunks; under DDP one chunk per rank
+            by default, so ranks draw different noise (:class:`~realuid_lightning.modules.noise.RankNoiseMixin`).
     """
 
     network_prefix = "net"
@@ -45,15 +48,18 @@ class MatchingModule(GenerativeModule):
         sample_steps: int = 100,
         sample_method: Literal["euler", "heun", "sde"] = "euler",
         max_nonfinite: int = 10,
+        noise_chunks: int | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ConfigError(f"lr={lr} must be positive")
         if warmup_steps < 0:
             raise ConfigError(f"warmup_steps={warmup_steps} must be >= 0")
+        check_noise_chunks(noise_chunks)
         self.nonfinite = NonFiniteGuard(max_nonfinite)
         self.net = net
         self.process = process if process is not None else FlowMatching()
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training batches seen: keys the noise
         self.save_hyperparameters(ignore=["net", "process"])
         self.hparams["net"], self.hparams["process"] = describe(net, "net"), describe(self.process, "process")
 
@@ -65,16 +71,19 @@ class MatchingModule(GenerativeModule):
     def ema_version(self) -> int:
         return self.global_step
 
-    def _loss(self, batch: Any) -> Tensor:
+    def _loss(self, batch: Any, noise: ChunkedNoise | None = None) -> Tensor:
+        """The UM loss of a batch; its x0, t (and a coupling's ε) drawn by ``noise`` (the global RNG by default)."""
+        noise = noise or ChunkedNoise()
         x1, cond = split_batch(batch)
         self.record_data_shape(x1)
-        x0 = batch_source(self, x1, cond)  # noise, or the source of a pair [x1, x0] (coupling processes)
-        t = self.process.sample_t(x1.shape[0], device=x1.device)
-        s = self.process.sample(x0, x1, t)
+        x0 = batch_source(self, x1, cond, noise)  # noise, or the source of a pair [x1, x0] (coupling processes)
+        t = noise.time(self.process, x1.shape[0], x1.device)
+        s = noise.path(self.process, x0, x1, t)
         return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        loss = self._loss(batch, self.noise())
+        self.iteration += 1
         self.log("train/loss", loss, prog_bar=True)
         self._last_loss = loss.detach()
         return loss
@@ -87,6 +96,11 @@ class MatchingModule(GenerativeModule):
         grad_norm = total_grad_norm(self.net.parameters())
         self.log("train/grad_norm", grad_norm)
         self.nonfinite.check(self, getattr(self, "_last_loss", grad_norm), grad_norm, optimizer, name="teacher")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # checkpoints written before the iteration counter existed (the shipped teachers among them)
+        checkpoint["state_dict"].setdefault("iteration", torch.tensor(checkpoint.get("global_step", 0)))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
