@@ -3,6 +3,7 @@
     python benchmarks/digits.py [--iterations 1800] [--teacher checkpoints/digits_teacher.ckpt]
     python benchmarks/digits.py --teacher checkpoints/digits_vp_teacher.ckpt --generator-sigma 2.5 --settings realuid1.02 \
         --out benchmarks/results/digits_vp.json          # the diffusion (VP, ε-prediction) row
+    python benchmarks/digits.py --settings realuid0.98 --ema-warmup --out benchmarks/results/digits_ema_warmup.json
 
 FD-digits is the Fréchet distance between 64-d features of a small digit classifier
 (realuid_lightning.nets.DigitsFeatures, trained by scripts/train_digits_features.py) of 5000 generated
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--generator-sigma", type=float, default=None,
                         help="for a diffusion teacher: the generator's noise level (SiD's sigma_init = 2.5)")
+    parser.add_argument("--ema-warmup", action="store_true", help="EMA(warmup=True): d_n = min(d, (1 + n)/(10 + n))")
     parser.add_argument("--out", default="benchmarks/results/digits.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -74,7 +76,7 @@ def main() -> None:
         pl.seed_everything(0)
         student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr, fake_lr=args.lr, warmup_steps=50,
                                 generator_sigma=args.generator_sigma)
-        ema = EMA(DECAYS)
+        ema = EMA(DECAYS, warmup=args.ema_warmup)
         curve = Curve(max(args.iterations // 6, 1), score, ema)
         t0 = time.perf_counter()
         pl.Trainer(max_steps=args.iterations, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -91,6 +93,7 @@ def main() -> None:
     students = {r["model"]: r["fd"] for r in rows if r["steps"] == 1 and "teacher" not in r["model"]}
     best = min(students, key=students.get)
     summary = {"benchmark": "digits", "teacher": args.teacher, "process": type(process).__name__, "iterations": args.iterations, "generator_updates": args.iterations // 6,
+               "ema_warmup": args.ema_warmup,
                "teacher_fd": {str(r["steps"]): r["fd"] for r in rows if "teacher" in r["model"]},
                "students_fd": students, "best_student": best, "best_student_over_teacher100": students[best] / teacher100,
                "curves_ema0.99": curves, "total_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}

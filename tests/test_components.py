@@ -36,6 +36,22 @@ def test_ema_matches_closed_form():
         torch.testing.assert_close(ema.averages["0.5"][k], w[k] + 0.5**n * (w0[k] - w[k]))
 
 
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_warmup_uses_the_diffusers_decay_schedule(warmup):
+    """With warmup, generator update n moves the average with d_n = min(d, (1 + n)/(10 + n)); without, with d."""
+    module, ema = tiny_distiller(), EMA([0.99], warmup=warmup)
+    w = module.generator.net.state_dict()
+    w0 = {k: v + 1.0 for k, v in w.items()}
+    ema.averages = {"0.99": {k: v.clone() for k, v in w0.items()}}
+    factor = 1.0
+    for n in (1, 2, 3):
+        module.generator_updates.fill_(n)
+        ema.on_train_batch_end(None, module, None, None, 0)
+        factor *= min(0.99, (1 + n) / (10 + n)) if warmup else 0.99
+    for k in w:
+        torch.testing.assert_close(ema.averages["0.99"][k], w[k] + factor * (w0[k] - w[k]))
+
+
 def test_ema_follows_generator_updates_only():
     """With a RealUID module the EMA advances once per generator update, not per iteration."""
     module, ema = tiny_distiller(fake_updates=2), EMA([0.5])

@@ -15,6 +15,11 @@ from realuid_lightning.errors import ConfigError
 class EMA(Callback):
     """θ_ema ← d·θ_ema + (1 − d)·θ for each decay d, after every update of ``pl_module.ema_network``.
 
+    With ``warmup``, update n uses d_n = min(d, (1 + n)/(10 + n)) (diffusers' ``EMAModel`` default), so a short
+    run's average is not dominated by the initial weights (0.99ⁿ is still 0.6 after 50 updates); d_n = d from
+    n = 9d/(1 − d) − 1 on (990 updates for 0.99, 8990 for 0.999). Without it (the default, as the official code)
+    the averages start at the initial weights with the full decay.
+
     The tracked network is the teacher's net for :class:`MatchingModule` and the generator's net for
     :class:`RealUIDModule`, which updates it once per K + 1 iterations: the averages advance only when
     ``pl_module.ema_version`` changes, as in the official code. The averages are saved with the
@@ -22,11 +27,11 @@ class EMA(Callback):
     same averages from the same synchronised weights.
     """
 
-    def __init__(self, decays: Sequence[float] = (0.999, 0.9996, 0.9999)) -> None:
+    def __init__(self, decays: Sequence[float] = (0.999, 0.9996, 0.9999), warmup: bool = False) -> None:
         bad = [d for d in decays if not 0.0 < d < 1.0]
         if bad or not decays:
             raise ConfigError(f"EMA decays {list(decays)} are invalid; each must lie in (0, 1) and at least one is needed")
-        self.decays = [float(d) for d in decays]
+        self.decays, self.warmup = [float(d) for d in decays], warmup
         self.averages: dict[str, dict[str, Tensor]] = {}
         self.version = -1
 
@@ -50,8 +55,9 @@ class EMA(Callback):
         self.version = pl_module.ema_version
         state = pl_module.ema_network.state_dict()
         floats = [k for k, v in state.items() if v.is_floating_point()]
+        warm = (1 + self.version) / (10 + self.version) if self.warmup else 1.0
         for decay, avg in self.averages.items():
-            torch._foreach_lerp_([avg[k] for k in floats], [state[k] for k in floats], 1.0 - float(decay))
+            torch._foreach_lerp_([avg[k] for k in floats], [state[k] for k in floats], 1.0 - min(float(decay), warm))
             for k, v in state.items():
                 if not v.is_floating_point():
                     avg[k].copy_(v)
