@@ -1,9 +1,11 @@
 """Coupling configs through the CLI, tiny: bridge / interpolant teacher → RealUID distillation → one-step G(z, x0)."""
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from realuid_lightning import PairedDataModule, DigitsDataModule
 from realuid_lightning.checkpoint import generator_time, load_checkpoint, network_from_checkpoint
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "bridge" in p.name or "interpolant" in p.name)
 TINY_UNET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]"]
 TINY_MLP = ["--model.init_args.net.init_args.hidden=32", "--model.init_args.net.init_args.depth=2"]
-FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache}}"
+FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache, teacher_steps: 2}}"
 RUNS = {"digits_sr_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
         "digits_inpaint_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
         "toy2d_interpolant": (TINY_MLP, ["--data.init_args.batch_size=64", "--data.init_args.num_train=640"])}
@@ -63,6 +65,17 @@ def test_bridge_distillation_through_the_cli(runs):
         a, b = generator(torch.randn(16, 1, 8, 8), x0), generator(torch.randn(16, 1, 8, 8), x0)
     assert a.shape == x1.shape and torch.isfinite(a).all() and not torch.allclose(a, b)
     assert list((runs / "fid_cache").glob("*.pt"))
+
+
+@pytest.mark.parametrize("name", ["digits_sr_bridge", "digits_inpaint_bridge"])
+def test_bridge_runs_log_fd_of_student_and_teacher(runs, name):
+    """FD-digits of the bridge teacher (SDE from the remembered sources) is logged beside the one-step student's."""
+    for role in ("teacher", "realuid"):
+        events = EventAccumulator(str(next((runs / f"runs/{name}_{role}").glob("version_*"))))
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+        assert {"fid/raw", "fid/ema_0.9", "fid/teacher_2steps"} <= tags, (role, tags)
+        assert all(math.isfinite(e.value) for tag in ("fid/raw", "fid/teacher_2steps") for e in events.Scalars(tag))
 
 
 def test_toy_interpolant_through_the_cli(runs):

@@ -16,6 +16,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
+from realuid_lightning.modules.coupling import sampling_cond
 from realuid_lightning.nets.features import feature_network
 from realuid_lightning.metrics import to_unit
 from realuid_lightning.sampling import sample_teacher
@@ -210,8 +211,10 @@ class FrechetDistance(Callback):
 
     def _teacher_sampler(self, pl_module: LightningModule) -> Sampler:
         steps = self.teacher_steps
-        if self._has_frozen_teacher(pl_module):
-            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g), steps, cond=c)
+        if self._has_frozen_teacher(pl_module):  # a coupling teacher samples its SDE from the sources the student sees
+            method = "sde" if pl_module.process.conditional_source else "euler"
+            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g), steps, method,
+                                                  cond=sampling_cond(pl_module, n, c), generator=g)
         return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
 
     # ---- real statistics -----------------------------------------------------------------------
