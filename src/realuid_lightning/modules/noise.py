@@ -83,6 +83,7 @@ def run_seed() -> int:
 
 
 def check_noise_chunks(noise_chunks: int | None) -> None:
+    """noise_chunks is None (one chunk per rank under DDP, the global RNG in one process) or ≥ 1."""
     if noise_chunks is not None and noise_chunks < 1:
         raise ConfigError(f"noise_chunks={noise_chunks} must be >= 1 (or null: one chunk per rank)")
 
