@@ -134,3 +134,46 @@ def test_user_network_and_datamodule_by_class_path(tmp_path, capsys, monkeypatch
     main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *common, f"--model.teacher_ckpt={teacher}"])
     main(["sample", "--ckpt", str(tmp_path / "runs/toy2d_realuid/checkpoints/last.ckpt"), "--num", "10", "--out", str(tmp_path / "s.pt")])
     assert torch.load(tmp_path / "s.pt", weights_only=True).shape == (10, 2)
+
+
+@pytest.fixture(scope="module")
+def class_conditional_ckpt(tmp_path_factory):
+    """A tiny class-conditional digits teacher (UNet with 10 label embeddings) after 2 steps."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from helpers import trainer
+    from realuid_lightning import DigitsDataModule, MatchingModule
+    from realuid_lightning.nets import UNet
+
+    tmp = tmp_path_factory.mktemp("cond")
+    torch.manual_seed(0)
+    module = MatchingModule(UNet(8, 1, (8, 16), 1, (), 8, num_classes=10, norm_num_groups=8))
+    trainer(2, tmp, callbacks=[ModelCheckpoint(dirpath=tmp, save_last=True)]).fit(module, DigitsDataModule(conditional=True, batch_size=16))
+    return tmp / "last.ckpt"
+
+
+@pytest.mark.parametrize("label", [None, 3])
+def test_sample_command_class_labels(class_conditional_ckpt, label, tmp_path):
+    """A class-conditional checkpoint samples the classes 0 … 9 in turn, or --label's class for every sample."""
+    from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+    from realuid_lightning.sampling import sample_teacher
+
+    main(["sample", "--ckpt", str(class_conditional_ckpt), "--num", "12", "--steps", "2", "--out", str(tmp_path / "s.pt"),
+          *([] if label is None else ["--label", str(label)])])
+    net, process, _ = network_from_checkpoint(load_checkpoint(class_conditional_ckpt), ema=None)
+    z = torch.randn((12, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(12) % 10 if label is None else torch.full((12,), label)
+    with torch.no_grad():
+        expected = sample_teacher(net, process, z, 2, cond=labels)
+    assert torch.allclose(torch.load(tmp_path / "s.pt"), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("which,label,needles", [
+    ("conditional", 10, ["--label 10", "classes 0 … 9"]),
+    ("unconditional", 0, ["--label 0", "unconditional"]),
+])
+def test_sample_command_bad_label(class_conditional_ckpt, which, label, needles, tmp_path, capsys):
+    """A label outside the network's classes, or on an unconditional network, is one line."""
+    ckpt = class_conditional_ckpt if which == "conditional" else ROOT / "checkpoints/digits_teacher.ckpt"
+    code, err = run_main(["sample", "--ckpt", str(ckpt), "--label", str(label), "--out", str(tmp_path / "s.pt")], capsys)
+    one_line_error(code, err, *needles)

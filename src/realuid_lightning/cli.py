@@ -45,6 +45,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
                    "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
                    "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N")
+    p.add_argument("--label", type=int, default=None, help="class-conditional checkpoints: the class of every sample "
+                   "(default: the classes 0 … C−1 in turn)")
     p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid")
     p.add_argument("--ema", default="auto", help="EMA decay to sample from, 'raw' for the raw weights, "
                    "'auto' (default) for 0.999 or the first decay saved")
@@ -96,6 +98,10 @@ def sample_command(argv: list[str]) -> None:
     if args.sources is not None and not process.conditional_source:
         raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone")
     sources = None if args.sources is None else load_sources(args.sources, meta["data_shape"])
+    classes = _class_count(net)
+    if args.label is not None and not (classes and 0 <= args.label < classes):
+        raise ConfigError(f"--label {args.label} is not a class of this network "
+                          f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})")
     num = args.num or (4000 if sources is None else len(sources))
     net = net.to(args.device)
     hp = checkpoint.get("hyper_parameters", {})
@@ -104,7 +110,11 @@ def sample_command(argv: list[str]) -> None:
     for start in range(0, num, args.batch_size):
         size = min(args.batch_size, num - start)
         z = torch.randn((size, *meta["data_shape"]), device=args.device, generator=generator)
-        cond = None if sources is None else sources[torch.arange(start, start + size) % len(sources)].to(args.device)
+        if sources is not None:
+            cond = sources[torch.arange(start, start + size) % len(sources)].to(args.device)
+        else:
+            labels = torch.arange(start, start + size, device=args.device) % classes if classes else None
+            cond = labels if args.label is None or labels is None else torch.full_like(labels, args.label)
         with torch.no_grad():
             if meta["module"] == "RealUIDModule":
                 chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z, cond).cpu())
@@ -112,6 +122,15 @@ def sample_command(argv: list[str]) -> None:
                 steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
                 chunks.append(sample_teacher(net, process, z, steps, method, cond=cond, generator=generator).cpu())
     _save_samples(torch.cat(chunks), Path(args.out), sources)
+
+
+def _class_count(net: torch.nn.Module) -> int | None:
+    """How many classes ``net`` is conditioned on (UNet / TorchCFMUNet ``num_classes``, a diffusers UNet's
+    ``num_class_embeds``); None when it is unconditional."""
+    if getattr(net, "class_cond", True) is False:
+        return None
+    unet_config = getattr(getattr(net, "unet", None), "config", None)
+    return getattr(net, "num_classes", None) or getattr(unet_config, "num_class_embeds", None)
 
 
 def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:
