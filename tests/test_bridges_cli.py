@@ -136,3 +136,10 @@ def test_sample_command_bad_sources(ckpt, sources, needles, runs, capsys, monkey
     (runs / "not_a_tensor.pt").write_text("hello")
     code, err = run_main(["sample", "--ckpt", str(runs / ckpt), "--sources", sources, "--out", str(runs / "bad.pt")], capsys)
     one_line_error(code, err, *needles)
+
+
+def test_export_refuses_a_bridge_generator(runs, capsys):
+    """A one-step G(z, x0) cannot become a noise-to-image pipeline: one line naming realuid sample --sources."""
+    code, err = run_main(["export", "--ckpt", str(runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"),
+                          "--out", str(runs / "pipe")], capsys)
+    one_line_error(code, err, "BrownianBridge generator G(z, x0)", "realuid sample --sources")
