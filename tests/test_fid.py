@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -172,8 +173,10 @@ class LabelledDigits(CountingDigits):
         return DataLoader(TensorDataset(images, torch.tensor(data.target[:128])), batch_size=self.hparams.batch_size)
 
 
-def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(tmp_path, monkeypatch):
-    """With max_epochs and no step on the grid, on_train_end scores the final weights; labels cycle 0..C−1."""
+@pytest.mark.parametrize("num_classes", [10, None])
+def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(num_classes, tmp_path, monkeypatch):
+    """With max_epochs and no step on the grid, on_train_end scores the final weights; labels cycle 0..C−1, with C given
+    or read from the class-conditional network."""
     torch.manual_seed(0)
     net = UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(),
                norm_num_groups=8, num_classes=10)
@@ -182,7 +185,7 @@ def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(tmp_path,
     original = module.sample
     monkeypatch.setattr(module, "sample", lambda n, generator=None, cond=None: labels.append(cond) or original(n, generator, cond))
     fid = FrechetDistance(every_n_steps=1000, num_samples=24, feature="digits", cache_dir=str(tmp_path), batch_size=16,
-                          num_classes=10)
+                          num_classes=num_classes)
     run = trainer(-1, callbacks=[fid], max_epochs=1)
     run.fit(module, datamodule=LabelledDigits())
     assert fid.last_step == run.global_step == 4 and torch.isfinite(run.callback_metrics["fid/raw"])
@@ -197,3 +200,23 @@ def test_feature_frechet_distance_of_image_sets():
     net = DigitsFeatures.pretrained()
     assert abs(feature_frechet_distance(images, images, net)) < 1e-6
     assert feature_frechet_distance(images, (images + 0.5 * torch.randn_like(images)).clamp(-1, 1), net) > 10
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_preview_of_a_class_conditional_module_cycles_the_labels(distil, tmp_path):
+    """SamplePreview on a class-conditional teacher or student logs grids drawn with the labels 0 … 9 in turn."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from realuid_lightning import MatchingModule, SamplePreview
+
+    torch.manual_seed(0)
+    net = UNet(sample_size=8, channels=1, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8,
+               norm_num_groups=8, num_classes=10)
+    module = RealUIDModule(teacher=net, process=FlowMatching(), fake_updates=1, warmup_steps=0) if distil else MatchingModule(net)
+    labels = []
+    original = module.sample
+    module.sample = lambda n, generator=None, cond=None: labels.append(cond) or original(n, generator, cond)
+    logger = TensorBoardLogger(str(tmp_path))
+    trainer(2, callbacks=[SamplePreview(every_n_steps=2, num_samples=12)], logger=logger).fit(module, datamodule=LabelledDigits())
+    assert module.num_classes == 10 and [c.tolist() for c in labels] == [[i % 10 for i in range(12)]]
+    assert list(Path(logger.log_dir).glob("events.*"))

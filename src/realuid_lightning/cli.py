@@ -16,6 +16,7 @@ from realuid_lightning.checkpoint import ema_averages, generator_time, load_chec
 from realuid_lightning.data.folder import read_images
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.reliability import check_writable, with_atomic_checkpoints
 from realuid_lightning.sampling import COUPLING_SOLVERS, sample_teacher
 
@@ -98,7 +99,7 @@ def sample_command(argv: list[str]) -> None:
     if args.sources is not None and not process.conditional_source:
         raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone")
     sources = None if args.sources is None else load_sources(args.sources, meta["data_shape"])
-    classes = _class_count(net)
+    classes = class_count(net)
     if args.label is not None and not (classes and 0 <= args.label < classes):
         raise ConfigError(f"--label {args.label} is not a class of this network "
                           f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})")
@@ -113,7 +114,7 @@ def sample_command(argv: list[str]) -> None:
         if sources is not None:
             cond = sources[torch.arange(start, start + size) % len(sources)].to(args.device)
         else:
-            labels = torch.arange(start, start + size, device=args.device) % classes if classes else None
+            labels = cycled_labels(start, size, classes, args.device) if classes else None
             cond = labels if args.label is None or labels is None else torch.full_like(labels, args.label)
         with torch.no_grad():
             if meta["module"] == "RealUIDModule":
@@ -122,15 +123,6 @@ def sample_command(argv: list[str]) -> None:
                 steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
                 chunks.append(sample_teacher(net, process, z, steps, method, cond=cond, generator=generator).cpu())
     _save_samples(torch.cat(chunks), Path(args.out), sources)
-
-
-def _class_count(net: torch.nn.Module) -> int | None:
-    """How many classes ``net`` is conditioned on (UNet / TorchCFMUNet ``num_classes``, a diffusers UNet's
-    ``num_class_embeds``); None when it is unconditional."""
-    if getattr(net, "class_cond", True) is False:
-        return None
-    unet_config = getattr(getattr(net, "unet", None), "config", None)
-    return getattr(net, "num_classes", None) or getattr(unet_config, "num_class_embeds", None)
 
 
 def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:

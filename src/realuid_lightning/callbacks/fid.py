@@ -17,6 +17,7 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 from realuid_lightning.modules.coupling import sampling_cond
+from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import feature_network
 from realuid_lightning.metrics import to_unit
 from realuid_lightning.sampling import sample_teacher
@@ -79,7 +80,8 @@ class FrechetDistance(Callback):
         kid: also log the kernel inception distance (torchmetrics ``KernelInceptionDistance``, mean over subsets).
         cache_dir: where the real statistics are cached.
         batch_size: images generated per call of ``pl_module.sample``, per rank.
-        num_classes: class-conditional generation: ``cond`` cycles the labels 0, …, num_classes − 1.
+        num_classes: class-conditional generation: ``cond`` cycles the labels 0, …, num_classes − 1 (default: the
+            module's ``num_classes``, read from its network).
         teacher_steps: also score the teacher sampled with this many Euler steps, logged as
             ``{prefix}/teacher_{steps}steps``: once for a frozen ``pl_module.teacher`` (RealUIDModule), at every
             evaluation for a module whose ``sample`` takes ``steps`` (MatchingModule: its network is the teacher).
@@ -185,11 +187,12 @@ class FrechetDistance(Callback):
         if self.kid_metric is not None:
             self.kid_metric.reset()
         share, device = self.num_samples // trainer.world_size, pl_module.device
+        classes = self.num_classes or getattr(pl_module, "num_classes", None)
         generator = torch.Generator(device).manual_seed(self.seed + trainer.global_rank)
         for start in range(0, share, self.batch_size):
             n = min(self.batch_size, share - start)
             first = trainer.global_rank * share + start
-            cond = None if self.num_classes is None else torch.arange(first, first + n, device=device) % self.num_classes
+            cond = cycled_labels(first, n, classes, device) if classes else None
             self._update(sampler(n, generator, cond), real=False)
         scores = {f"{self.prefix}/{name}": float(self.fid.compute())}
         if self.kid_metric is not None:

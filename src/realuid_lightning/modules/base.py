@@ -9,6 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import class_count
 from realuid_lightning.processes.base import Process
 from realuid_lightning.reliability import check_finite_state
 
@@ -64,6 +65,11 @@ class GenerativeModule(LightningModule):
     @property
     def ema_version(self) -> int:
         raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes the sampled network is conditioned on (None: unconditional); previews and FD cycle through them."""
+        return class_count(self.ema_network)
 
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
         """Draw ``num`` samples of the data shape."""

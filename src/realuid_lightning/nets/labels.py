@@ -1,0 +1,20 @@
+"""Class conditioning of a network: how many classes it takes, and the labels samplers give it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def class_count(net: nn.Module) -> int | None:
+    """How many classes ``net`` is conditioned on: ``num_classes`` of UNet / TorchCFMUNet (with ``class_cond``), or a
+    wrapped diffusers UNet's ``num_class_embeds``; None for an unconditional network."""
+    if getattr(net, "class_cond", True) is False:
+        return None
+    unet_config = getattr(getattr(net, "unet", None), "config", None)
+    return getattr(net, "num_classes", None) or getattr(unet_config, "num_class_embeds", None)
+
+
+def cycled_labels(first: int, num: int, classes: int, device: torch.device | str | None = None) -> Tensor:
+    """Labels of samples first … first + num − 1: the classes 0 … classes − 1 in turn, (num,) int64."""
+    return torch.arange(first, first + num, device=device) % classes
