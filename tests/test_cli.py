@@ -177,3 +177,17 @@ def test_sample_command_bad_label(class_conditional_ckpt, which, label, needles,
     ckpt = class_conditional_ckpt if which == "conditional" else ROOT / "checkpoints/digits_teacher.ckpt"
     code, err = run_main(["sample", "--ckpt", str(ckpt), "--label", str(label), "--out", str(tmp_path / "s.pt")], capsys)
     one_line_error(code, err, *needles)
+
+
+@pytest.mark.parametrize("subcommand,config,step", [
+    ("validate", "configs/digits_realuid.yaml", "RealUIDModule.validation_step"),
+    ("test", "configs/digits_teacher.yaml", "MatchingModule.test_step"),
+    ("predict", "configs/digits_realuid.yaml", "RealUIDModule.predict_step"),
+])
+def test_eval_subcommands_without_their_step_are_one_line(subcommand, config, step, tmp_path, capsys, monkeypatch):
+    """validate / test / predict on a module without the step they run end in one line naming it, not Lightning's traceback."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main([subcommand, "--config", str(ROOT / config), "--trainer.logger=false",
+                          f"--model.init_args.teacher_ckpt={ROOT / 'checkpoints/digits_teacher.ckpt'}" if "realuid" in config
+                          else "--trainer.enable_progress_bar=false"], capsys)
+    one_line_error(code, err, f"realuid {subcommand} runs {step}", "realuid sample")

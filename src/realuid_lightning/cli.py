@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
 from realuid_lightning.checkpoint import ema_averages, generator_time, load_checkpoint, network_from_checkpoint
@@ -193,6 +194,23 @@ class RealUIDCLI(LightningCLI):
         dirs = [("logger save_dir", getattr(logger, "save_dir", None)) for logger in self.trainer.loggers]
         dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
         check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
+
+    def _check_step(self, step: str) -> None:
+        """validate / test / predict run the model's ``{step}_step``: a model without it is one line, not a traceback."""
+        if not is_overridden(f"{step}_step", self.model, LightningModule):
+            name = type(self.model).__name__
+            raise ConfigError(f"realuid {self.subcommand} runs {name}.{step}_step, which {name} does not define; a teacher "
+                              "(MatchingModule) has `realuid validate` (val/loss), and a distillation is scored during fit "
+                              "(FrechetDistance) and sampled with `realuid sample`")
+
+    def before_validate(self) -> None:
+        self._check_step("validation")
+
+    def before_test(self) -> None:
+        self._check_step("test")
+
+    def before_predict(self) -> None:
+        self._check_step("predict")
 
 
 def _config_error(err: BaseException) -> ConfigError | None:
