@@ -344,3 +344,17 @@ def test_corrupt_image_in_a_worker(on_corrupt, tmp_path, capfd):
                 trainer(6).fit(tiny_image_teacher(), dm)
     if on_corrupt == "skip":
         assert f"skipping unreadable image file {str(broken)!r}" in capfd.readouterr().err
+
+
+def test_resume_with_another_data_module(tmp_path):
+    """A mid-epoch checkpoint of a run on the shipped (resumable) loaders resumes on a user's plain DataLoader too."""
+    from torch.utils.data import DataLoader
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
+    trainer(3, tmp_path, callbacks=[ckpt]).fit(tiny_distiller(), tiny_data(num_train=512))
+    state = torch.load(tmp_path / "epoch=0-step=3.ckpt", weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{}]
+    plain = DataLoader(list(torch.randn(512, 2).split(64)), batch_size=None)
+    resumed = tiny_distiller()
+    trainer(6, tmp_path).fit(resumed, plain, ckpt_path=str(tmp_path / "epoch=0-step=3.ckpt"))
+    assert int(resumed.iteration) == 6

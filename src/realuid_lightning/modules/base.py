@@ -93,6 +93,10 @@ class GenerativeModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.data_shape = checkpoint.get("realuid", {}).get("data_shape", self.data_shape)
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        if all(state == {} for state in fit_loop.get("combined_loader", [None])):
+            # the shipped loaders' states are empty (data.batching.ResumableLoader): dropped, a resume may use any loader
+            fit_loop.pop("combined_loader")
         rng = checkpoint.get("rng_state")
         if rng:
             torch.set_rng_state(rng["torch"])
