@@ -114,9 +114,10 @@ def sample_command(argv: list[str]) -> None:
         z = torch.randn((size, *meta["data_shape"]), device=args.device, generator=generator)
         if sources is not None:
             cond = sources[torch.arange(start, start + size) % len(sources)].to(args.device)
+        elif args.label is not None:
+            cond = torch.full((size,), args.label, device=args.device)
         else:
-            labels = cycled_labels(start, size, classes, args.device) if classes else None
-            cond = labels if args.label is None or labels is None else torch.full_like(labels, args.label)
+            cond = cycled_labels(start, size, classes, args.device) if classes else None
         with torch.no_grad():
             if meta["module"] == "RealUIDModule":
                 chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z, cond).cpu())

@@ -16,7 +16,6 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
-from realuid_lightning.modules.coupling import sampling_cond
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import feature_network
 from realuid_lightning.metrics import to_unit
@@ -217,7 +216,7 @@ class FrechetDistance(Callback):
         if self._has_frozen_teacher(pl_module):  # a coupling teacher samples its SDE from the sources the student sees
             method = "sde" if pl_module.process.conditional_source else "euler"
             return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g), steps, method,
-                                                  cond=sampling_cond(pl_module, n, c), generator=g)
+                                                  cond=pl_module.sampling_cond(n, c), generator=g)
         return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
 
     # ---- real statistics -----------------------------------------------------------------------

@@ -12,7 +12,6 @@ from torchvision.utils import make_grid
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
-from realuid_lightning.nets.labels import cycled_labels
 
 DATA_COLOUR = torch.tensor([0.12, 0.47, 0.71])
 SAMPLE_COLOUR = torch.tensor([1.0, 0.5, 0.05])
@@ -74,8 +73,6 @@ class SamplePreview(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            classes = getattr(pl_module, "num_classes", None)  # class-conditional: the classes in turn
-            cond = cycled_labels(0, self.num_samples, classes, pl_module.device) if classes else None
-            return pl_module.sample(self.num_samples, generator=generator, cond=cond)
+            return pl_module.sample(self.num_samples, generator=generator)  # labels / sources: GenerativeModule.sampling_cond
         finally:
             pl_module.train(was_training)

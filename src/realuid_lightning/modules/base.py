@@ -9,7 +9,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.nets.labels import class_count
+from realuid_lightning.modules.coupling import remembered_sources
+from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.reliability import check_finite_state
 
@@ -74,6 +75,16 @@ class GenerativeModule(LightningModule):
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
         """Draw ``num`` samples of the data shape."""
         raise NotImplementedError
+
+    def sampling_cond(self, num: int, cond: Tensor | None) -> Tensor | None:
+        """cond for ``sample(num)``: as given; without one, a coupling process's remembered sources, or a
+        class-conditional network's classes 0 … C − 1 in turn (previews, FD)."""
+        if cond is not None:
+            return cond
+        if self.process.conditional_source:
+            return remembered_sources(self, num)
+        classes = self.num_classes
+        return cycled_labels(0, num, classes, self.device) if classes else None
 
     def source_noise(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         if self.data_shape is None:

@@ -36,10 +36,8 @@ def batch_source(module: LightningModule, x1: Tensor, cond: Tensor | None, noise
     return cond
 
 
-def sampling_cond(module: LightningModule, num: int, cond: Tensor | None) -> Tensor | None:
-    """cond for ``module.sample(num)``: as given; for a coupling process without one, the remembered sources cycled to ``num``."""
-    if cond is not None or not module.process.conditional_source:
-        return cond
+def remembered_sources(module: LightningModule, num: int) -> Tensor:
+    """``num`` sources for sampling a coupling process without explicit ones: the remembered sources, cycled."""
     memory = getattr(module, "remembered_sources", None)
     if memory is None:
         raise ConfigError(f"{type(module.process).__name__} samples from sources x0: pass them as cond "

@@ -16,7 +16,7 @@ from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, 
                                      realuid_generator_loss, realum_loss)
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
-from realuid_lightning.modules.coupling import batch_source, sampling_cond
+from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
 from realuid_lightning.modules.noise import ChunkedNoise
 from realuid_lightning.modules.scaling import BF16Inference, ScalingMixin, check_scaling_options
@@ -159,7 +159,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
         """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
-        return self.generator(self.source_noise(num, generator), sampling_cond(self, num, cond))
+        return self.generator(self.source_noise(num, generator), self.sampling_cond(num, cond))
 
     # ---- the game ------------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
-from realuid_lightning.modules.coupling import batch_source, sampling_cond
+from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.noise import ChunkedNoise, RankNoiseMixin, check_noise_chunks
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
@@ -113,9 +113,10 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
                steps: int | None = None, method: Literal["euler", "heun", "sde"] | None = None) -> Tensor:
         """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`.
 
-        For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama, see :func:`sample_coupling`).
+        For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama, see :func:`sample_coupling`); a missing
+        ``cond`` is filled in by :meth:`sampling_cond`.
         """
-        cond = sampling_cond(self, num, cond)
+        cond = self.sampling_cond(num, cond)
         z = self.source_noise(num, generator)
         return sample_teacher(self.net, self.process, z, steps or self.hparams.sample_steps, method or self.hparams.sample_method,
                               cond, generator)
