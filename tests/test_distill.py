@@ -5,8 +5,15 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import ema, tiny_data, tiny_distiller, tiny_teacher, trainer
-from realuid_lightning import RealUIDModule
+from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
+from realuid_lightning import MLP, FlowMatching, OneStepGenerator, RealUIDModule
+from realuid_lightning.checkpoint import instantiate
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets import UNet
+from realuid_lightning.nets.diffusers import DiffusersUNet
+from realuid_lightning.nets.precond import EDMPrecond
+from realuid_lightning.nets.torchcfm import TorchCFMUNet
+from realuid_lightning.processes import EDM
 
 
 def params(net):
@@ -128,6 +135,8 @@ def test_resume_is_bit_identical(tmp_path):
     ({"parameterisation": "gamma"}, r"parameterisation='gamma' .*'standard' or 'beta'"),
     ({"fake_updates": 0}, r"fake_updates=0 must be >= 1"),
     ({"fake_init": "random"}, r"fake_init='random'"),
+    ({"dropout": 1.0}, r"dropout=1.0 is out of range; it must lie in \[0, 1\)"),
+    ({"dropout": -0.1}, r"dropout=-0.1 is out of range"),
 ])
 def test_bad_hyperparameters(kwargs, match):
     """Out-of-range hyperparameters raise one clear error naming the value and the allowed range."""
@@ -161,3 +170,92 @@ def test_fine_tuning_starts_from_a_distilled_generator(tmp_path):
     assert same(params(raw.generator), params(first.generator))
     smooth = RealUIDModule(teacher=teacher.net, process=teacher.process, generator_ckpt=str(tmp_path / "last.ckpt"), generator_ema=0.9)
     assert all(torch.equal(smooth.generator.net.state_dict()[k], v) for k, v in averages.averages["0.9"].items())
+
+
+# ---- the networks RealUID builds from the teacher ---------------------------------------------------------
+DIFFUSERS_CONFIG = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                        norm_num_groups=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=4)
+BACKBONES = {  # name: dropout -> (network, its process, its data shape)
+    "MLP": lambda p: (MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), (2,)),
+    "UNet": lambda p: (UNet(8, 1, (8, 16), 1, (), 8, dropout=p, norm_num_groups=8), FlowMatching(), (1, 8, 8)),
+    "TorchCFMUNet": lambda p: (TorchCFMUNet(dim=(1, 8, 8), num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
+                                            attention_resolutions="4", num_heads=2, num_head_channels=16, dropout=p),
+                               FlowMatching(), (1, 8, 8)),
+    "DiffusersUNet": lambda p: (DiffusersUNet({**DIFFUSERS_CONFIG, "dropout": p}), FlowMatching(), (1, 8, 8)),
+    "EDMPrecond": lambda p: (EDMPrecond(UNet(8, 1, (8, 16), 1, (), 8, dropout=p, norm_num_groups=8), EDM()), EDM(),
+                             (1, 8, 8)),
+}
+WITH_DROPOUT = [name for name in BACKBONES if name != "MLP"]
+
+
+def trained_teacher(name, dropout=0.0, seed=0):
+    """A backbone whose weights moved away from their initialisation, as a trained teacher's have."""
+    torch.manual_seed(seed)
+    net, process, shape = BACKBONES[name](dropout)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net, process, shape
+
+
+def dropout_rates(net):
+    return [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.parametrize("name", WITH_DROPOUT)
+def test_distilled_networks_have_no_dropout_by_default(name):
+    """A teacher trained with dropout 0.1 gives a generator and fake model with dropout 0 (also in the saved spec):
+    in train mode G(z) is deterministic."""
+    teacher, process, shape = trained_teacher(name, dropout=0.1)
+    assert 0.1 in dropout_rates(teacher)
+    module = RealUIDModule(teacher=teacher, process=process).train()
+    for net in (module.generator, module.fake_model, instantiate(module.hparams["net"])):
+        assert dropout_rates(net) and set(dropout_rates(net)) == {0.0}
+    z = torch.randn(4, *shape)
+    with torch.no_grad():
+        assert torch.equal(module.generator(z), module.generator(z))
+
+
+def test_dropout_option_is_honoured():
+    """dropout=0.3 sets every dropout layer of both trained networks and the saved spec; G(z) varies in train mode."""
+    teacher, process, shape = trained_teacher("UNet")
+    module = RealUIDModule(teacher=teacher, process=process, dropout=0.3).train()
+    assert set(dropout_rates(module.generator)) == set(dropout_rates(module.fake_model)) == {0.3}
+    assert module.hparams["net"]["init_args"]["dropout"] == 0.3 and set(dropout_rates(teacher)) == {0.0}
+    z = torch.randn(4, *shape)
+    with torch.no_grad():
+        assert not torch.equal(module.generator(z), module.generator(z))
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_fake_from_scratch_is_a_freshly_built_network(name):
+    """fake_init='scratch' is the network as its constructor builds it (torchcfm's outputs 0), not a reset teacher."""
+    teacher, process, shape = trained_teacher(name)
+    torch.manual_seed(1)
+    module = RealUIDModule(teacher=teacher, process=process, fake_init="scratch")
+    torch.manual_seed(1)
+    fresh = BACKBONES[name](0.0)[0]
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in module.fake_model.state_dict().items())
+    if name == "TorchCFMUNet":  # its output layers start at zero
+        assert not module.fake_model(torch.rand(3), torch.randn(3, *shape)).any()
+
+
+def test_fake_from_scratch_needs_a_network_spec():
+    """A teacher that does not keep its init args cannot be rebuilt from scratch: one line saying what to do."""
+    with pytest.raises(ConfigError, match=r"fake_init='scratch' .* UserNet has none .* use fake_init='teacher'"):
+        RealUIDModule(teacher=UserNet(), process=FlowMatching())
+    RealUIDModule(teacher=UserNet(), process=FlowMatching(), fake_init="teacher")
+
+
+@pytest.mark.parametrize("prediction,time", [("x0", 0.0), ("x1", 1.0)])
+def test_singular_generator_time_is_refused(prediction, time):
+    """Flow matching reads no data from an x0-prediction at t_G = 0 (a = 0) or an x1-prediction at t_G = 1 (b = 0)."""
+    match = rf"generator_time={time}: FlowMatching with prediction='{prediction}' has no data estimate there"
+    with pytest.raises(ConfigError, match=match):
+        OneStepGenerator(MLP(), FlowMatching(prediction=prediction), time)
+    with pytest.raises(ConfigError, match=r"or a teacher predicting one of \['velocity', .*'v'\]"):
+        RealUIDModule(teacher=MLP(), process=FlowMatching(prediction=prediction), generator_time=time)
+    z = torch.randn(5, 2)
+    assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 0.5)(z)).all()
+    assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(), time)(z)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -20,12 +21,13 @@ class OneStepGenerator(nn.Module):
     diffusion process t_G sets the initial noise level (SiD's σ_init). g_θ has the teacher's architecture
     and is initialised from it. For a coupling process (``process.conditional_source``) ``cond`` is the
     source x0 and G(z, x0) starts from x_G = b_{t_G}·x0 + c_{t_G}·z (:meth:`~Process.start_state`); t_G needs c > 0
-    for z to matter.
+    for z to matter. A time where that read is singular (e.g. x0-prediction flows at t_G = 0, where a = 0) is refused.
     """
 
     def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
         super().__init__()
         self.net, self.process, self.time = net, process, time
+        check_generator_time(process, time)
         if process.conditional_source and float(process.coefficients(torch.tensor([float(time)])).c.abs().max()) == 0:
             warnings.warn(f"generator_time={time}: {type(process).__name__} has no noise there (c = 0), so G(z, x0) ignores z "
                           "and is deterministic; a time with c > 0 (e.g. 0.1) lets it sample", stacklevel=2)
@@ -35,6 +37,33 @@ class OneStepGenerator(nn.Module):
         source = cond if self.process.conditional_source else None
         x = self.process.start_state(t, z, source)
         return self.process.to_data(self.net(t, x, cond), x, t, source)
+
+
+def reads_data_at(process: Process, time: float) -> bool:
+    """True when a prediction at ``time`` converts to a data estimate: ``to_data`` of unit inputs is finite there.
+
+    The conversion solves a 2×2 system with determinant a·p0 − b·p1 (:meth:`Process.to_endpoints`); where it is 0
+    (x0-prediction flows at t = 0: a = 0, p1 = 0) or a coefficient is not finite, the result is ±inf or NaN.
+    """
+    t, one = torch.tensor([float(time)]), torch.ones(1, 1)
+    return bool(torch.isfinite(process.to_data(one, one, t, one if process.conditional_source else None)).all())
+
+
+def check_generator_time(process: Process, time: float) -> None:
+    """One-line ConfigError when the generator's read G(z) = to_data(g(t_G, x), x, t_G) is singular at t_G."""
+    if reads_data_at(process, time):
+        return
+    regular = [p for p in process.predictions if reads_data_at(_predicting(process, p), time)]
+    raise ConfigError(f"generator_time={time}: {type(process).__name__} with prediction={process.prediction!r} has "
+                      "no data estimate there (the conversion divides by a·p0 − b·p1 = 0); choose a generator_time "
+                      f"where it is regular{f', or a teacher predicting one of {regular}' if regular else ''}")
+
+
+def _predicting(process: Process, prediction: str) -> Process:
+    """A shallow copy of ``process`` with another prediction (only the error message uses it)."""
+    other = copy.copy(process)
+    other.prediction = prediction
+    return other
 
 
 def time_of_noise_level(process: Process, sigma: float) -> float:

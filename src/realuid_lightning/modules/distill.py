@@ -9,7 +9,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import describe, load_checkpoint, load_state_strict, network_from_checkpoint
+from realuid_lightning.checkpoint import (describe, instantiate, load_checkpoint, load_state_strict,
+                                         network_from_checkpoint)
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
@@ -42,6 +43,30 @@ def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
         raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable")
 
 
+def with_dropout(spec: Any, p: float) -> Any:
+    """``spec`` with every ``dropout`` entry (init args, nested specs, a diffusers config) set to p."""
+    if isinstance(spec, dict):
+        return {k: p if k == "dropout" and isinstance(v, (int, float)) else with_dropout(v, p) for k, v in spec.items()}
+    return [with_dropout(v, p) for v in spec] if isinstance(spec, list) else spec
+
+
+def trainable(net: nn.Module, dropout: float) -> nn.Module:
+    """``net`` in train mode with gradients, with p = ``dropout`` in every dropout layer (for any backbone)."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):  # nn.Dropout, Dropout1d/2d/3d, the alpha dropouts
+            module.p = dropout
+    return net.train().requires_grad_(True)
+
+
+def fresh_network(spec: Any, teacher: nn.Module) -> nn.Module:
+    """The teacher's architecture as its constructor builds it (``fake_init='scratch'``), from the teacher's spec."""
+    if spec is None:
+        raise ConfigError(f"fake_init='scratch' rebuilds the fake model from the teacher's network spec, but "
+                          f"{type(teacher).__name__} has none (its init args are not stored as attributes); use "
+                          "fake_init='teacher', or a network that keeps its init args as attributes")
+    return instantiate(spec)
+
+
 class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     """Distils a frozen teacher f* into a one-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
 
@@ -56,7 +81,10 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     ``teacher_ema`` weights by default) or is passed in as ``teacher`` with its ``process``. The
     generator is initialised from the teacher, or from a distillation checkpoint ``generator_ckpt`` (its
     EMA ``generator_ema`` weights) for the paper's fine-tuning stage; the fake model from scratch
-    (``fake_init='scratch'``, the paper's choice for training from scratch) or from the teacher (fine-tuning).
+    (``fake_init='scratch'``: the teacher's network as its constructor builds it, the paper's choice for
+    training from scratch) or from the teacher (fine-tuning). ``dropout`` is the dropout of the generator and
+    fake model (every dropout layer; the saved network spec says so too); the official code uses 0, whatever
+    dropout the teacher trained with.
     ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
     The generator evaluates its network once at ``generator_time`` t_G (0 = pure noise for flows), or at
     the time where the noise level b_t/a_t equals ``generator_sigma`` (SiD uses σ_init = 2.5).
@@ -86,6 +114,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         warmup_steps: int = 500,
         grad_clip: float = 1.0,
         fake_init: Literal["scratch", "teacher"] = "scratch",
+        dropout: float = 0.0,
         generator_time: float = 0.0,
         generator_sigma: float | None = None,
         gan_generator_weight: float = 0.0,
@@ -108,6 +137,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
             raise ConfigError(f"parameterisation={parameterisation!r} is not supported; choose 'standard' or 'beta'")
         if fake_init not in ("scratch", "teacher"):
             raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout={dropout} is out of range; it must lie in [0, 1) (the official code uses 0)")
         if fake_updates < 1:
             raise ConfigError(f"fake_updates={fake_updates} must be >= 1 (the paper uses K = 5)")
         if min(gan_generator_weight, gan_discriminator_weight) < 0 or not 0 <= gan_time_min < 1:
@@ -120,17 +151,15 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         self.process = process
         if generator_sigma is not None:  # e.g. SiD's σ_init = 2.5 for a diffusion teacher
             generator_time = time_of_noise_level(process, generator_sigma)
-        self.generator = OneStepGenerator(copy.deepcopy(teacher).train().requires_grad_(True), process, generator_time)
-        self.fake_model = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.generator = OneStepGenerator(trainable(copy.deepcopy(teacher), dropout), process, generator_time)
+        net_spec = with_dropout(net_spec, dropout)
+        fake = copy.deepcopy(teacher) if fake_init == "teacher" else fresh_network(net_spec, teacher)
+        self.fake_model = trainable(fake, dropout)
         if generator_ckpt is not None:  # fine-tuning: start from a distilled generator (its EMA weights by default)
             ckpt = load_checkpoint(generator_ckpt, what="generator_ckpt")
             distilled = network_from_checkpoint(ckpt, generator_ema, f"generator_ckpt {generator_ckpt!r}")[0]
             load_state_strict(self.generator.net, distilled.state_dict(), f"generator_ckpt {generator_ckpt!r}")
         self.teacher = (BF16Inference(teacher) if teacher_bf16 else teacher).requires_grad_(False).eval()
-        if fake_init == "scratch":
-            for m in self.fake_model.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
         self.gan_head = self._make_gan_head() if max(gan_generator_weight, gan_discriminator_weight) > 0 else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
