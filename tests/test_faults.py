@@ -22,7 +22,7 @@ from realuid_lightning import ImageFolderDataModule, MatchingModule
 from realuid_lightning.cli import RealUIDCLI, main
 from realuid_lightning.errors import ConfigError, DivergenceError
 from realuid_lightning.nets import UNet
-from realuid_lightning.reliability import AtomicCheckpointIO
+from realuid_lightning.reliability import AtomicCheckpointIO, FinalCheckpoint
 from test_cli import one_line_error, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,12 +206,38 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     nan_after(module, "_fake_loss", 4)
     nan_after(module, "_generator_loss", 4)
     with pytest.raises(DivergenceError, match=r"^training diverged: 3 updates in a row .* checkpoints written so far are kept") as err:
-        trainer(50, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2)]).fit(module, tiny_data())
+        checkpoints = [ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2), FinalCheckpoint()]
+        trainer(50, tmp_path, callbacks=checkpoints).fit(module, tiny_data())
     assert "\n" not in str(err.value)
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4 and int(module.iteration) == 6
     weights = {k: v for k, v in last["state_dict"].items() if k.startswith(("generator.", "fake_model."))}
     assert weights and all(torch.equal(v, module.state_dict()[k]) and torch.isfinite(v).all() for k, v in weights.items())
+
+
+@pytest.mark.parametrize("config", ["teacher", "realuid"])
+def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypatch):
+    """7 steps with checkpoints every 5 leave last.ckpt at step 7 (Lightning alone leaves it at 5); it resumes to 9."""
+    every_5 = "{dirpath: ckpts, save_last: true, every_n_train_steps: 5}"
+    (tmp_path / "every_5.yaml").write_text("trainer:\n  callbacks:\n    - {class_path: lightning.pytorch.callbacks."
+                                           f"ModelCheckpoint, init_args: {every_5}}}\n")
+    args = ["--config", TOY_TEACHER if config == "teacher" else TOY_REALUID, "--config", "every_5.yaml", *QUIET,
+            "--trainer.logger=false", "--trainer.limit_val_batches=0", "--model.init_args.warmup_steps=2",
+            "--model.init_args.net.init_args.hidden=32" if config == "teacher"
+            else f"--model.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"]
+    monkeypatch.chdir(tmp_path)
+    handler = Restored()
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        with one_thread():
+            main(["fit", *args, "--trainer.max_steps=7"])
+            assert torch.load("ckpts/last.ckpt", weights_only=True)["global_step"] == 7
+            assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]
+            main(["fit", *args, "--trainer.max_steps=9", "--ckpt_path", "last"])
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    assert handler.paths and handler.paths[0].endswith("last.ckpt")
+    assert torch.load("ckpts/last.ckpt", weights_only=True)["global_step"] == 9
 
 
 def test_teacher_skips_nonfinite_updates_and_stops():

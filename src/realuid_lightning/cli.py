@@ -18,7 +18,7 @@ from realuid_lightning.data.folder import read_images
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.labels import class_count, cycled_labels
-from realuid_lightning.reliability import check_writable, with_atomic_checkpoints
+from realuid_lightning.reliability import FinalCheckpoint, check_writable, with_atomic_checkpoints
 from realuid_lightning.sampling import COUPLING_SOLVERS, sample_teacher
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
@@ -165,8 +165,9 @@ class RealUIDCLI(LightningCLI):
     """LightningCLI over any LightningModule / LightningDataModule given by class_path.
 
     Unlike a plain LightningCLI it writes checkpoints atomically (:class:`AtomicCheckpointIO`, unless the
-    config gives a CheckpointIO plugin), reads ``--ckpt_path`` with ``weights_only=True`` only, and checks
-    before fitting that the logger and checkpoint directories can be written.
+    config gives a CheckpointIO plugin), ends every fit with ``last.ckpt`` at its final step (:class:`FinalCheckpoint`),
+    reads ``--ckpt_path`` with ``weights_only=True`` only, and checks before fitting that the logger and
+    checkpoint directories can be written.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
@@ -189,7 +190,7 @@ class RealUIDCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         # LightningCLI's (2.x) last step before Trainer(**config): config holds the parsed trainer arguments
         config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, [*callbacks, FinalCheckpoint()])
 
     def before_fit(self) -> None:
         dirs = [("logger save_dir", getattr(logger, "save_dir", None)) for logger in self.trainer.loggers]

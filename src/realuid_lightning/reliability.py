@@ -6,6 +6,7 @@
   in your own Trainer pass ``plugins=[AtomicCheckpointIO()]``.
 * :class:`NonFiniteGuard` skips an update whose loss or gradient is not finite and stops the run after
   ``max_in_row`` such updates in a row; :func:`check_finite_state` refuses to checkpoint NaN weights.
+* :class:`FinalCheckpoint` writes ``last.ckpt`` at the end of fit when the last save is older than the final step.
 * :func:`check_writable` names an output directory that cannot be written before training starts.
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch import Tensor
 
@@ -88,6 +90,24 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
     """``plugins`` as a list, plus an :class:`AtomicCheckpointIO` unless it already holds a CheckpointIO."""
     plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     return plugins if any(isinstance(p, CheckpointIO) for p in plugins) else [*plugins, AtomicCheckpointIO()]
+
+
+class FinalCheckpoint(Callback):
+    """At the end of fit, each ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` unless it saved this step.
+
+    Lightning 2.6 writes ``last.ckpt`` at ``on_train_end`` only when the run saved nothing, so a run whose
+    ``max_steps`` is not a multiple of ``every_n_train_steps`` ended with ``last.ckpt`` at the previous multiple.
+    The save is ModelCheckpoint's own (through the trainer's CheckpointIO, atomic under the CLI, which adds this
+    callback); top-k and monitored checkpoints are left alone, and so is ``save_last='link'``. A run stopped by an
+    error (e.g. :class:`NonFiniteGuard`) never reaches ``on_train_end``, and non-finite weights are never written.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            # the skip test covers fast_dev_run, sanity checks and "already saved at this step"
+            if isinstance(callback, ModelCheckpoint) and callback.save_last is True \
+                    and not callback._should_skip_saving_checkpoint(trainer):
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
 class NonFiniteGuard:
