@@ -66,3 +66,14 @@ def callbacks_yaml(run: str, *extra: str, decays: str = "[0.9]", preview: bool =
                f"{{class_path: realuid_lightning.EMA, init_args: {{decays: {decays}}}}}",
                *(["{class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}"] if preview else []), *extra]
     return "trainer:\n  callbacks:\n" + "".join(f"    - {e}\n" for e in entries)
+
+
+class TinyFeatures(torch.nn.Module):
+    """φ(x) ∈ R^4: a fixed random linear map of the flattened image, for feature-network plumbing tests."""
+
+    num_features = 4
+
+    def forward(self, images):
+        flat = images.flatten(1)
+        weight = torch.randn(4, flat.shape[1], generator=torch.Generator().manual_seed(0)).to(flat)
+        return flat @ weight.T

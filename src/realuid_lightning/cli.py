@@ -1,4 +1,5 @@
-"""The ``realuid`` command: LightningCLI's fit / validate / test / predict, plus ``sample``."""
+"""The ``realuid`` command: LightningCLI's fit / validate / test / predict, plus ``sample``, ``evaluate``, ``export``
+and ``import-official``."""
 
 from __future__ import annotations
 
@@ -13,15 +14,14 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
-from realuid_lightning.checkpoint import ema_averages, generator_time, load_checkpoint, network_from_checkpoint
-from realuid_lightning.data.folder import read_images
+from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator
-from realuid_lightning.nets.labels import class_count, cycled_labels
+from realuid_lightning.evaluation.sampler import CheckpointSampler, is_image_folder, pick_ema, write_pngs
+from realuid_lightning.evaluation.sampler import load_sources  # noqa: F401  (its home was this module)
 from realuid_lightning.reliability import FinalCheckpoint, check_writable, with_atomic_checkpoints
-from realuid_lightning.sampling import COUPLING_SOLVERS, sample_teacher
+from realuid_lightning.sampling import COUPLING_SOLVERS
 
-HELP = """usage: realuid {fit,validate,test,predict,sample,export,import-official} ...
+HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
 
 Distil matching models into one-step generators with RealUID.
 
@@ -29,7 +29,10 @@ Distil matching models into one-step generators with RealUID.
   realuid fit --config configs/toy2d_realuid.yaml --model.teacher_ckpt PATH
                                                             distil it into a one-step generator
   realuid fit --config CONFIG --ckpt_path last              resume the latest run of CONFIG
-  realuid sample --ckpt PATH --num 4000 --out samples.pt    sample from any checkpoint
+  realuid sample --ckpt PATH --num 4000 --out samples.pt    sample from any checkpoint (--out DIR/: one PNG per sample)
+  realuid evaluate --ckpt PATH --reference data --data CONFIG --feature digits --num 1000 --repeats 3
+                                                            FD / FID, KID, precision / recall (memorisation) of a
+                                                            checkpoint against real images, mean ± std over seeds
   realuid import-official --ckpt OFFICIAL.pt --role teacher --out teacher.ckpt
                                                             convert an official RealUID / torchcfm checkpoint
   realuid export --ckpt PATH --out DIR                      save a generator as a diffusers pipeline
@@ -49,7 +52,8 @@ def sample_parser() -> argparse.ArgumentParser:
                    "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N")
     p.add_argument("--label", type=int, default=None, help="class-conditional checkpoints: the class of every sample "
                    "(default: the classes 0 … C−1 in turn)")
-    p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid")
+    p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid. "
+                   "A folder (a path ending in '/' or an existing directory) gets one PNG per image sample instead")
     p.add_argument("--ema", default="auto", help="EMA decay to sample from, 'raw' for the raw weights, "
                    "'auto' (default) for 0.999 or the first decay saved")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)")
@@ -61,70 +65,20 @@ def sample_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pick_ema(checkpoint: dict, choice: str) -> float | None:
-    if choice == "raw":
-        return None
-    saved = sorted(float(k) for k in ema_averages(checkpoint))
-    if choice == "auto":
-        return 0.999 if 0.999 in saved else (saved[0] if saved else None)
-    try:
-        return float(choice)
-    except ValueError:
-        raise ConfigError(f"--ema {choice!r} is not a decay; use a number such as 0.999, 'raw' or 'auto'") from None
-
-
-def load_sources(path: str, shape: list[int]) -> Tensor:
-    """The sources x0 of ``realuid sample --sources``: a folder of images or a .pt tensor, (N, *shape)."""
-    if Path(path).is_dir():
-        return read_images(path, shape)
-    if not Path(path).is_file():
-        raise ConfigError(f"--sources {path!r} is neither an image folder nor a tensor file")
-    try:
-        sources = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or a pickle that is more than tensors
-        raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
-    if not isinstance(sources, Tensor) or list(sources.shape[1:]) != list(shape) or len(sources) == 0:
-        found = tuple(sources.shape) if isinstance(sources, Tensor) else type(sources).__name__
-        raise ConfigError(f"--sources {path!r} holds {found}; it must be a tensor (N, {', '.join(map(str, shape))}) of the data shape")
-    return sources.float()
-
-
 def sample_command(argv: list[str]) -> None:
     args = sample_parser().parse_args(argv)
     if (args.num is not None and args.num < 1) or args.batch_size < 1:
         raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
-    checkpoint = load_checkpoint(args.ckpt)
-    net, process, meta = network_from_checkpoint(checkpoint, _pick_ema(checkpoint, args.ema), what=f"checkpoint {args.ckpt!r}")
-    if process.conditional_source and args.sources is None:
-        raise ConfigError(f"{type(process).__name__} samples from a source x0: pass --sources (a .pt tensor or an image folder)")
-    if args.sources is not None and not process.conditional_source:
-        raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone")
-    sources = None if args.sources is None else load_sources(args.sources, meta["data_shape"])
-    classes = class_count(net)
-    if args.label is not None and not (classes and 0 <= args.label < classes):
-        raise ConfigError(f"--label {args.label} is not a class of this network "
-                          f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})")
-    num = args.num or (4000 if sources is None else len(sources))
-    net = net.to(args.device)
-    hp = checkpoint.get("hyper_parameters", {})
-    generator = torch.Generator(args.device).manual_seed(args.seed)
-    chunks = []
-    for start in range(0, num, args.batch_size):
-        size = min(args.batch_size, num - start)
-        z = torch.randn((size, *meta["data_shape"]), device=args.device, generator=generator)
-        if sources is not None:
-            cond = sources[torch.arange(start, start + size) % len(sources)].to(args.device)
-        elif args.label is not None:
-            cond = torch.full((size,), args.label, device=args.device)
-        else:
-            cond = cycled_labels(start, size, classes, args.device) if classes else None
-        with torch.no_grad():
-            if meta["module"] == "RealUIDModule":
-                chunks.append(OneStepGenerator(net, process, generator_time(checkpoint))(z, cond).cpu())
-            else:
-                steps, method = args.steps or hp.get("sample_steps", 100), args.method or hp.get("sample_method", "euler")
-                chunks.append(sample_teacher(net, process, z, steps, method, cond=cond, generator=generator).cpu())
-    _save_samples(torch.cat(chunks), Path(args.out), sources)
+    sampler = CheckpointSampler.from_checkpoint(args.ckpt, args.ema, args.steps, args.method, args.label, args.sources)
+    if is_image_folder(args.out) and len(sampler.shape) != 3:
+        raise ConfigError(f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "
+                          f"{sampler.shape}; give a .pt file")
+    num = args.num or (4000 if sampler.sources is None else len(sampler.sources))
+    samples = sampler.draw(num, args.seed, args.batch_size, args.device)
+    if is_image_folder(args.out):
+        print(f"wrote {len(samples)} PNG files to {write_pngs(samples, args.out)}")
+    else:
+        _save_samples(samples, Path(args.out), sampler.sources)
 
 
 def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:
@@ -157,7 +111,7 @@ def export_command(argv: list[str]) -> None:
 
     args = export_parser().parse_args(argv)
     checkpoint = load_checkpoint(args.ckpt)
-    out = export_generator(args.ckpt, args.out, _pick_ema(checkpoint, args.ema))
+    out = export_generator(args.ckpt, args.out, pick_ema(checkpoint, args.ema))
     print(f"wrote a one-step pipeline to {out}")
 
 
@@ -242,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
             print(HELP)
         elif argv[0] == "sample":
             sample_command(argv[1:])
+        elif argv[0] == "evaluate":
+            from realuid_lightning.evaluation.command import evaluate_command  # torchmetrics loads only when evaluating
+
+            evaluate_command(argv[1:])
         elif argv[0] == "import-official":
             from realuid_lightning.official import import_command
 

@@ -44,3 +44,43 @@ def feature_frechet_distance(x: Tensor, y: Tensor, features: nn.Module, batch_si
         phi = torch.cat([features(to_unit(b)).double() for b in images.split(batch_size)])
         stats += [phi.mean(0), torch.cov(phi.T)]
     return frechet_distance(*stats)
+
+
+def _nearest(x: Tensor, y: Tensor, k: int = 1, exclude_self: bool = False, chunk: int = 1024) -> Tensor:
+    """Distance (N,) of each row of x (N, D) to its k-th nearest row of y (M, D), in float64; ``exclude_self`` skips the
+    zero distance of a row to itself (x is y)."""
+    y = y.double()
+    kth = k + int(exclude_self)
+    return torch.cat([torch.cdist(c.double(), y).topk(kth, dim=1, largest=False).values[:, kth - 1]
+                      for c in x.split(chunk)])
+
+
+def _covered(x: Tensor, centres: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    """Fraction of rows of x inside at least one ball B(centres_j, radii_j): 1/N Σ_i 1[∃j ||x_i − c_j|| ≤ r_j]."""
+    centres, radii = centres.double(), radii.double()
+    inside = [(torch.cdist(c.double(), centres) <= radii[None]).any(dim=1) for c in x.split(chunk)]
+    return float(torch.cat(inside).double().mean())
+
+
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of fake features (M, D) against real ones (N, D).
+
+    Each set's manifold is the union of balls around its points with radius the distance to the k-th nearest other
+    point of the set; precision = the fraction of fake points inside the real manifold, recall = the fraction of real
+    points inside the fake manifold.
+    """
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision / recall with k={k} needs more than k real and fake points (got {len(real)}, "
+                         f"{len(fake)})")
+    real_radii, fake_radii = _nearest(real, real, k, exclude_self=True), _nearest(fake, fake, k, exclude_self=True)
+    return _covered(fake, real, real_radii), _covered(real, fake, fake_radii)
+
+
+def memorisation(train: Tensor, fake: Tensor, heldout: Tensor) -> tuple[float, float, float]:
+    """(d_fake, d_heldout, d_fake / d_heldout), d_S = mean over s ∈ S of min_j ||s − train_j||, in features (·, D).
+
+    A generator that reproduces training images has d_fake well below d_heldout (ratio < 1): its samples lie closer to
+    the training set than fresh real images do. A ratio near 1 or above shows no copying at this resolution.
+    """
+    d_fake, d_heldout = float(_nearest(fake, train).mean()), float(_nearest(heldout, train).mean())
+    return d_fake, d_heldout, d_fake / d_heldout

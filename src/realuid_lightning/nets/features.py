@@ -113,7 +113,14 @@ class InceptionFeatures(nn.Module):
 
 
 def feature_network(feature: str | nn.Module, inception_weights: str | None = None) -> nn.Module:
-    """'inception' → :class:`InceptionFeatures`, 'digits' → ``DigitsFeatures.pretrained()``, a module → itself."""
+    """'inception' → :class:`InceptionFeatures`, 'digits' → ``DigitsFeatures.pretrained()``, a module → itself, the
+    class_path of an nn.Module (e.g. 'my_package.Features') → that class built without arguments."""
+    if isinstance(feature, str) and "." in feature:
+        from realuid_lightning.checkpoint import instantiate  # refuses classes that are not nn.Module / Process
+
+        feature = instantiate({"class_path": feature, "init_args": {}})
+        if not isinstance(feature, nn.Module):
+            raise ConfigError(f"feature class {type(feature).__name__} is not an nn.Module")
     if isinstance(feature, nn.Module):
         if not isinstance(getattr(feature, "num_features", None), int):
             raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
@@ -122,4 +129,5 @@ def feature_network(feature: str | nn.Module, inception_weights: str | None = No
         return InceptionFeatures(inception_weights).eval().requires_grad_(False)
     if feature == "digits":
         return DigitsFeatures.pretrained()
-    raise ConfigError(f"feature={feature!r} is not supported; choose 'inception', 'digits' or an nn.Module with num_features")
+    raise ConfigError(f"feature={feature!r} is not supported; choose 'inception', 'digits' or (the class_path of) an "
+                      "nn.Module with num_features")
