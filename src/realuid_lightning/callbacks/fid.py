@@ -17,11 +17,11 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.reference import real_batches
 from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.nets.features import feature_network
+from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
-FEATURES = ("inception", "digits")
+FEATURES = ("inception", *PRETRAINED_FEATURES)  # inception, digits, mnist
 
 
 def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
@@ -47,8 +47,9 @@ class FrechetDistance(Callback):
     Args:
         every_n_steps: evaluate when ``trainer.global_step`` is a multiple of this (and at the end of fit).
         num_samples: generated images per evaluation, and the most real images used.
-        feature: φ: 'inception' (the 2048-d FID InceptionV3), 'digits' (:class:`DigitsFeatures`) or a module
-            with an integer ``num_features`` mapping (B, C, H, W) images in [0, 1] to (B, D).
+        feature: φ: 'inception' (the 2048-d FID InceptionV3), 'digits' (:class:`DigitsFeatures`), 'mnist'
+            (:class:`~realuid_lightning.nets.MNISTFeatures`) or a module with an integer ``num_features`` mapping
+            (B, C, H, W) images in [0, 1] to (B, D).
         inception_weights: a local torch-fidelity Inception weights file, for machines without internet.
         kid: also log the kernel inception distance (torchmetrics ``KernelInceptionDistance``, mean over subsets).
         cache_dir: where the real statistics are cached.

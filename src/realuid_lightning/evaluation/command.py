@@ -22,7 +22,7 @@ from realuid_lightning.evaluation.reference import (SPLITS, ReferenceStats, fold
 from realuid_lightning.evaluation.sampler import CheckpointSampler, write_pngs
 from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
-from realuid_lightning.nets.features import feature_network
+from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.sampling import COUPLING_SOLVERS
 
 LABELS = {"kid": "KID", "precision": "precision", "recall": "recall",
@@ -45,8 +45,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "(default: the classes 0 … C−1 in turn)")
     p.add_argument("--sources", default=None,
                    help="bridge / interpolant checkpoints: the sources x0 (.pt tensor or image folder)")
-    p.add_argument("--feature", default=None, help="φ: 'inception' (FID), 'digits' (FD-digits) or the class_path of an "
-                   "nn.Module with num_features (default: the --stats file's, else inception)")
+    p.add_argument("--feature", default=None, help="φ: 'inception' (FID), 'digits' or 'mnist' (FD-digits, FD-mnist) or the "
+                   "class_path of an nn.Module with num_features (default: the --stats file's, else inception)")
     p.add_argument("--inception-weights", default=None,
                    help="a local torch-fidelity Inception weights file (docs/fid.md)")
     p.add_argument("--reference", default=None, help="'data' (the real images of --data) or an image folder")
@@ -137,7 +137,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     """A markdown table: metric, mean ± std, the value of each repeat."""
-    fd = "FID" if feature == "inception" else f"FD-{feature}" if feature == "digits" else f"FD ({feature})"
+    fd = "FID" if feature == "inception" else f"FD-{feature}" if feature in PRETRAINED_FEATURES else f"FD ({feature})"
     rows = ["| metric | mean ± std | per repeat |", "|---|---|---|"]
     for name, m in metrics.items():
         spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
