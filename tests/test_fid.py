@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -13,7 +15,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, RealUIDModule
+import realuid_lightning.callbacks.fid as fid_module
+from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, MatchingModule, RealUIDModule
 from realuid_lightning.metrics import feature_frechet_distance, frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
 
@@ -88,6 +91,8 @@ def test_bad_feature_is_a_config_error():
         FrechetDistance(feature=torch.nn.Identity())
     with pytest.raises(ConfigError, match="num_samples=1"):
         FrechetDistance(num_samples=1)
+    with pytest.raises(ConfigError, match="teacher_steps=0 is invalid"):
+        FrechetDistance(teacher_steps=[1, 0])
 
 
 class CountingDigits(pl.LightningDataModule):
@@ -104,10 +109,24 @@ class CountingDigits(pl.LightningDataModule):
         return DataLoader(TensorDataset(images), batch_size=self.hparams.batch_size)
 
 
-def tiny_image_distiller() -> RealUIDModule:
+def tiny_unet() -> UNet:
     torch.manual_seed(0)
-    net = UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(), norm_num_groups=8)
-    return RealUIDModule(teacher=net, process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1, warmup_steps=0)
+    return UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(),
+                norm_num_groups=8)
+
+
+def tiny_image_distiller() -> RealUIDModule:
+    return RealUIDModule(teacher=tiny_unet(), process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1,
+                         warmup_steps=0)
+
+
+def count_teacher_sampling(monkeypatch) -> list[int]:
+    """Patches the callback's sample_teacher to record the steps of every call."""
+    calls = []
+    original = fid_module.sample_teacher
+    monkeypatch.setattr(fid_module, "sample_teacher",
+                        lambda *args, **kw: calls.append(args[3]) or original(*args, **kw))
+    return calls
 
 
 def fit(tmp_path, name: str) -> tuple[pl.Trainer, FrechetDistance, CountingDigits]:
@@ -122,15 +141,14 @@ def fit(tmp_path, name: str) -> tuple[pl.Trainer, FrechetDistance, CountingDigit
 
 
 def test_callback_logs_raw_ema_and_teacher_and_reuses_the_cache(tmp_path, monkeypatch):
-    """A fit logs fid/raw, fid/ema_0.9, the teacher reference and KID; a second run loads the cached real statistics."""
-    teacher_samplers = []
-    original = FrechetDistance._teacher_sampler
-    monkeypatch.setattr(FrechetDistance, "_teacher_sampler", lambda self, m: teacher_samplers.append(1) or original(self, m))
+    """A fit logs fid/raw, fid/ema_0.9, the teacher reference and KID; a second run loads the cached real statistics
+    and teacher scores."""
+    teacher_calls = count_teacher_sampling(monkeypatch)
     run, fid, data = fit(tmp_path, "first")
     names = ["fid/raw", "fid/ema_0.9", "fid/teacher_2steps", "kid/raw", "kid/ema_0.9", "kid/teacher_2steps"]
     assert all(torch.isfinite(run.callback_metrics[n]) for n in names)
     assert run.callback_metrics["fid/raw"] > 0
-    assert len(teacher_samplers) == 1, "the frozen teacher is scored once, at the first evaluation"
+    assert teacher_calls == [2, 2], "the frozen teacher is scored once (two batches), at the first evaluation"
     assert data.calls == 2, "the trainer and the real statistics each read the data once"
     assert len(list((tmp_path / "cache").glob("CountingDigits_digits_64_*.pt"))) == 1
     assert fid.num_real == 64 and fid.fid.real_features_num_samples == 64
@@ -141,9 +159,66 @@ def test_callback_logs_raw_ema_and_teacher_and_reuses_the_cache(tmp_path, monkey
 
     run2, fid2, data2 = fit(tmp_path, "second")
     assert data2.calls == 1, "the second run must not read the data for the real statistics"
+    assert teacher_calls == [2, 2], "the second run must not sample the teacher"
     for k in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
         torch.testing.assert_close(getattr(fid2.fid, k), getattr(fid.fid, k))
     assert float(run2.callback_metrics["fid/teacher_2steps"]) == pytest.approx(float(run.callback_metrics["fid/teacher_2steps"]))
+
+
+def test_teacher_scores_are_cached_by_teacher_and_protocol(tmp_path, monkeypatch):
+    """A frozen teacher's FD at each of teacher_steps is read from cache_dir by a run with the same teacher and protocol
+    (no teacher sampling); another teacher weight or seed samples it again."""
+    calls = count_teacher_sampling(monkeypatch)
+
+    def teacher_scores(seed: int = 0, nudge: float = 0.0) -> dict[str, float]:
+        module = tiny_image_distiller()
+        with torch.no_grad():
+            next(module.teacher.parameters()).add_(nudge)
+        fid = FrechetDistance(every_n_steps=100, num_samples=32, feature="digits", cache_dir=str(tmp_path),
+                              batch_size=32, teacher_steps=[1, 2], seed=seed, summary=False)
+        trainer(1, callbacks=[fid]).fit(module, datamodule=CountingDigits())
+        return fid.teacher_scores
+
+    first = teacher_scores()
+    assert calls == [1, 2] and set(first) == {"fid/teacher_1steps", "fid/teacher_2steps"}
+    assert teacher_scores() == first and calls == [1, 2]
+    assert teacher_scores(seed=1) != first and calls == [1, 2] * 2
+    assert teacher_scores(nudge=1e-3) != first and calls == [1, 2] * 3
+    assert len(list(tmp_path.glob("teacher_*steps_*.pt"))) == 6
+
+
+def test_matching_module_teacher_is_scored_at_every_evaluation_and_never_cached(tmp_path, monkeypatch):
+    """A MatchingModule's network trains: its teacher FD is sampled at every evaluation and never cached."""
+    module = MatchingModule(tiny_unet(), FlowMatching(), sample_steps=2)
+    sampled = []
+    original = module.sample
+    monkeypatch.setattr(module, "sample", lambda n, generator=None, cond=None, steps=None: sampled.append(steps) or
+                        original(n, generator, cond, steps=steps))
+    fid = FrechetDistance(every_n_steps=1, num_samples=32, feature="digits", cache_dir=str(tmp_path), batch_size=32,
+                          teacher_steps=3, summary=False)
+    trainer(2, callbacks=[fid]).fit(module, datamodule=CountingDigits())
+    assert sampled.count(3) == 2 and not list(tmp_path.glob("teacher_*"))
+
+
+@pytest.mark.parametrize("summary", [True, False])
+def test_fit_ends_with_one_line_of_the_logged_scores(summary, tmp_path, capsys, caplog):
+    """The end of fit prints one line, even with Lightning's logging lowered: the last EMA decay's and the raw FD beside
+    the teacher's at each step count, equal to the logged metrics; summary=False prints none."""
+    caplog.set_level(logging.ERROR, logger="lightning.pytorch")
+    fid = FrechetDistance(every_n_steps=100, num_samples=32, feature="digits", cache_dir=str(tmp_path), batch_size=32,
+                          teacher_steps=[1, 2], summary=summary)
+    run = trainer(1, callbacks=[EMA([0.5, 0.9]), fid])
+    run.fit(tiny_image_distiller(), datamodule=CountingDigits())
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("FD-digits")]
+    assert len(lines) == int(summary)
+    if summary:
+        assert out[-1] == lines[0]
+        match = re.fullmatch(r"FD-digits \(32 samples, seed 0\): student EMA 0\.9 = (\S+), raw = (\S+) "
+                             r"\| teacher 1 / 2 steps = (\S+) / (\S+)", lines[0])
+        assert match, lines[0]
+        for printed, name in zip(match.groups(), ("ema_0.9", "raw", "teacher_1steps", "teacher_2steps")):
+            assert float(printed) == pytest.approx(float(run.callback_metrics[f"fid/{name}"]), abs=0.05)  # rounded
 
 
 def test_inception_features_match_torchmetrics_on_grey_images(tmp_path, monkeypatch):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from realuid_lightning.modules.distill import RealUIDModule
 from realuid_lightning.modules.teacher import MatchingModule
 from realuid_lightning.nets.torchcfm import TorchCFMUNet
 from realuid_lightning.processes.flow import FlowMatching
+from realuid_lightning.reliability import save_atomic
 
 # role -> (EMA dict of RealUID, single EMA of torchcfm, raw weights)
 ROLES: dict[str, tuple[str, str | None, str]] = {"teacher": ("ema_models", "ema_model", "net_model"),
@@ -129,20 +129,6 @@ def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, sourc
     if decay is not None:
         checkpoint["callbacks"] = {"EMA": {"decays": [float(decay)], "version": 0, "averages": {str(float(decay)): state}}}
     return checkpoint
-
-
-def save_atomic(obj: Any, out: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``out``, then os.replace: readers never see a partial file."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def import_parser() -> argparse.ArgumentParser:

@@ -8,16 +8,19 @@ from typing import Any, Callable
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.checkpoint import spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.reference import real_batches
 from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
+from realuid_lightning.reliability import save_atomic
 from realuid_lightning.sampling import sample_teacher
 
 Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
@@ -43,6 +46,7 @@ class FrechetDistance(Callback):
     every time) from the raw weights and from each decay of an :class:`EMA` callback, and logs
     ``{prefix}/raw`` and ``{prefix}/ema_{decay}`` (KID: ``kid/...``, or ``{prefix}_kid/...`` for another
     prefix) into ``callback_metrics`` and the loggers, so ``ModelCheckpoint(monitor="fid/ema_0.999")`` works.
+    At the end of fit rank 0 prints the last scores on one line (:meth:`summary_line`).
 
     Args:
         every_n_steps: evaluate when ``trainer.global_step`` is a multiple of this (and at the end of fit).
@@ -56,11 +60,13 @@ class FrechetDistance(Callback):
         batch_size: images generated per call of ``pl_module.sample``, per rank.
         num_classes: class-conditional generation: ``cond`` cycles the labels 0, …, num_classes − 1 (default: the
             module's ``num_classes``, read from its network).
-        teacher_steps: also score the teacher sampled with this many Euler steps, logged as
-            ``{prefix}/teacher_{steps}steps``: once for a frozen ``pl_module.teacher`` (RealUIDModule), at every
-            evaluation for a module whose ``sample`` takes ``steps`` (MatchingModule: its network is the teacher).
+        teacher_steps: also score the teacher sampled with this many Euler steps (an int or a list, e.g. [1, 10, 100]),
+            logged as ``{prefix}/teacher_{steps}steps``: once for a frozen ``pl_module.teacher`` (RealUIDModule), cached
+            in ``cache_dir`` under a hash of the teacher's weights and the protocol, so that later runs read it; at
+            every evaluation for a module whose ``sample`` takes ``steps`` (MatchingModule: its network is the teacher).
         prefix: name prefix of the logged FIDs.
         seed: seed of the generation noise (plus the rank).
+        summary: print the one-line summary at the end of fit.
     """
 
     def __init__(
@@ -73,13 +79,15 @@ class FrechetDistance(Callback):
         cache_dir: str = ".cache/realuid_fid",
         batch_size: int = 500,
         num_classes: int | None = None,
-        teacher_steps: int | None = None,
+        teacher_steps: int | list[int] | None = None,
         prefix: str = "fid",
         seed: int = 0,
+        summary: bool = True,
     ) -> None:
+        steps = [teacher_steps] if isinstance(teacher_steps, int) else list(teacher_steps or [])
         for name, value, least in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2),
                                    ("batch_size", batch_size, 1), ("num_classes", num_classes, 1),
-                                   ("teacher_steps", teacher_steps, 1)):
+                                   *(("teacher_steps", k, 1) for k in steps)):
             if value is not None and value < least:
                 raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
         if not isinstance(feature, nn.Module) and feature not in FEATURES:
@@ -88,11 +96,12 @@ class FrechetDistance(Callback):
             raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
         self.every_n_steps, self.num_samples, self.feature, self.inception_weights = every_n_steps, num_samples, feature, inception_weights
         self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
-        self.teacher_steps, self.prefix, self.seed = teacher_steps, prefix, seed
+        self.teacher_steps, self.prefix, self.seed, self.summary = steps, prefix, seed, summary
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
         self.extractor: nn.Module | None = None
         self.distances: FeatureDistances | None = None  # the FD / KID code realuid evaluate uses
         self.teacher_scores: dict[str, float] = {}  # computed once for a frozen teacher, saved with checkpoints
+        self.last_scores: dict[str, float] = {}
         self.num_real = 0
         self.real_ready = False
         self.last_step = -1
@@ -101,7 +110,7 @@ class FrechetDistance(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or self.extractor is not None:
             return
-        if self.teacher_steps is not None and not self._has_frozen_teacher(pl_module) \
+        if self.teacher_steps and not self._has_frozen_teacher(pl_module) \
                 and "steps" not in inspect.signature(pl_module.sample).parameters:
             raise ConfigError(f"teacher_steps={self.teacher_steps} needs a module with a `teacher` and `process` "
                               f"(RealUIDModule) or whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}")
@@ -131,6 +140,27 @@ class FrechetDistance(Callback):
             scores = self.evaluate(trainer, pl_module)
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scores.items()})  # self.log is not allowed here
             self._write_to_loggers(trainer, scores)
+        if self.summary:  # print, not logging: shown whatever Lightning's log level
+            rank_zero_only(print)(self.summary_line(trainer), flush=True)
+
+    def summary_line(self, trainer: Trainer) -> str:
+        """The last evaluation's FD of the last EMA decay and the raw weights beside the teacher's at each step count
+        (2 decimals, 1 from 100 on), e.g. ``FD-digits (1797 samples, seed 0): student EMA 0.995 = 3.41, raw = 5.20 |
+        teacher 1 / 10 / 100 steps = 966.3 / 3.73 / 1.04``."""
+        fd = {k.removeprefix(f"{self.prefix}/"): f"{v:.{2 if abs(v) < 100 else 1}f}"
+              for k, v in self.last_scores.items()}
+        ema = self._ema(trainer)
+        student = f"EMA {ema.decays[-1]} = {fd[f'ema_{ema.decays[-1]}']}, raw" if ema is not None else "raw"
+        steps = " / ".join(str(k) for k in self.teacher_steps)
+        teacher = " / ".join(fd[f"teacher_{k}steps"] for k in self.teacher_steps)
+        num = self.num_samples // trainer.world_size * trainer.world_size
+        return (f"{self.metric_name()} ({num} samples, seed {self.seed}): student {student} = {fd['raw']}"
+                + (f" | teacher {steps} steps = {teacher}" if self.teacher_steps else ""))
+
+    def metric_name(self) -> str:
+        """'FID' (Inception), 'FD-<the network's feature_name>' ('FD-digits') or 'FD' (another feature network)."""
+        name = getattr(self.extractor, "feature_name", self.feature if isinstance(self.feature, str) else None)
+        return "FID" if name == "inception" else f"FD-{name}" if name else "FD"
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher_scores": self.teacher_scores}
@@ -144,7 +174,7 @@ class FrechetDistance(Callback):
         """Score the raw weights, every EMA decay and (with ``teacher_steps``) the teacher; returns {name: value}."""
         self.last_step = trainer.global_step
         self._prepare_real(trainer, pl_module)
-        ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
+        ema = self._ema(trainer)
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -152,20 +182,48 @@ class FrechetDistance(Callback):
             for decay in ema.decays if ema is not None else []:
                 with ema.swapped(pl_module, decay):
                     scores |= self._score(f"ema_{decay}", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
-            if self.teacher_steps is not None:
-                name = f"teacher_{self.teacher_steps}steps"
-                if not (self._has_frozen_teacher(pl_module) and f"{self.prefix}/{name}" in self.teacher_scores):
-                    self.teacher_scores = self._score(name, self._teacher_sampler(pl_module), trainer, pl_module)
-                scores |= self.teacher_scores
+            for steps in self.teacher_steps:
+                scores |= self._teacher_scores(steps, trainer, pl_module)
         finally:
             pl_module.train(was_training)
+        self.last_scores = scores
         return scores
+
+    def _teacher_scores(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """The teacher's scores at ``steps`` steps: a MatchingModule's at every evaluation (its network trains), a
+        frozen teacher's once, read from ``cache_dir`` if a run with the same teacher and protocol wrote them."""
+        name = f"teacher_{steps}steps"
+        if not self._has_frozen_teacher(pl_module):
+            return self._score(name, self._teacher_sampler(pl_module, steps), trainer, pl_module)
+        if f"{self.prefix}/{name}" not in self.teacher_scores:
+            path = self.teacher_cache_file(steps, trainer, pl_module) if trainer.global_rank == 0 else None
+            cached = torch.load(path, weights_only=True) if path is not None and path.exists() else None
+            scores = trainer.strategy.broadcast(cached, src=0)  # all ranks sample the teacher, or none does
+            if scores is None:
+                scores = self._score(name, self._teacher_sampler(pl_module, steps), trainer, pl_module)
+                if path is not None:
+                    save_atomic(scores, path)
+            self.teacher_scores |= scores
+        return {k: v for k, v in self.teacher_scores.items() if k.endswith(f"/{name}")}
+
+    def teacher_cache_file(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> Path | None:
+        """``cache_dir/teacher_<steps>steps_<hash of all that fixes a frozen teacher's scores>.pt``; None for a process
+        without a spec, which cannot be told from another (docs/fid.md lists what the hash covers)."""
+        process = spec_of(pl_module.process)
+        if process is None:
+            return None
+        sources = getattr(pl_module, "remembered_sources", None)
+        key = fingerprint((pl_module.teacher_fingerprint(), process, steps, self._teacher_method(pl_module),
+                           fingerprint(self.extractor), self.num_samples, self.batch_size, self.seed,
+                           trainer.world_size, self._classes(pl_module), pl_module.data_shape, pl_module.device.type,
+                           self.cache_file(trainer.datamodule).name, None if sources is None else fingerprint(sources)))
+        return Path(self.cache_dir) / f"teacher_{steps}steps_{key[:16]}.pt"
 
     def _score(self, name: str, sampler: Sampler, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""
         self.distances.reset()
         share, device = self.num_samples // trainer.world_size, pl_module.device
-        classes = self.num_classes or getattr(pl_module, "num_classes", None)
+        classes = self._classes(pl_module)
         generator = torch.Generator(device).manual_seed(self.seed + trainer.global_rank)
         for start in range(0, share, self.batch_size):
             n = min(self.batch_size, share - start)
@@ -176,16 +234,27 @@ class FrechetDistance(Callback):
         prefixes = {"fd": self.prefix, "kid": self.kid_prefix}
         return {f"{prefixes[metric]}/{name}": value for metric, value in scores.items()}
 
+    def _classes(self, pl_module: LightningModule) -> int | None:
+        return self.num_classes or getattr(pl_module, "num_classes", None)
+
+    @staticmethod
+    def _ema(trainer: Trainer) -> EMA | None:
+        return next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
+
     @staticmethod
     def _has_frozen_teacher(pl_module: LightningModule) -> bool:
         return isinstance(getattr(pl_module, "teacher", None), nn.Module) and hasattr(pl_module, "process")
 
-    def _teacher_sampler(self, pl_module: LightningModule) -> Sampler:
-        steps = self.teacher_steps
-        if self._has_frozen_teacher(pl_module):  # a coupling teacher samples its SDE from the sources the student sees
-            method = "sde" if pl_module.process.conditional_source else "euler"
-            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g), steps, method,
-                                                  cond=pl_module.sampling_cond(n, c), generator=g)
+    @staticmethod
+    def _teacher_method(pl_module: LightningModule) -> str:
+        """A coupling teacher samples its SDE from the sources the student sees; the others Euler on the ODE."""
+        return "sde" if pl_module.process.conditional_source else "euler"
+
+    def _teacher_sampler(self, pl_module: LightningModule, steps: int) -> Sampler:
+        if self._has_frozen_teacher(pl_module):
+            method = self._teacher_method(pl_module)
+            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g),
+                                                  steps, method, cond=pl_module.sampling_cond(n, c), generator=g)
         return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
 
     # ---- real statistics -----------------------------------------------------------------------
@@ -211,9 +280,7 @@ class FrechetDistance(Callback):
                 stats = torch.load(path, map_location=device, weights_only=True)
             else:
                 stats = self._real_statistics(trainer.datamodule, device)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({k: v.cpu() for k, v in stats.items()}, path.with_suffix(".tmp"))
-                path.with_suffix(".tmp").replace(path)
+                save_atomic({k: v.cpu() for k, v in stats.items()}, path)
         self.distances.load_real(stats)
         self.num_real = int(trainer.strategy.broadcast(int(stats.get("real_features_num_samples", 0)), src=0))
         self.real_ready = True

@@ -15,15 +15,19 @@ REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_
 
 
 def fingerprint(obj: Any) -> str:
-    """SHA-256 of an object's repr, or of a module's class name and weights."""
+    """SHA-256 of a module's class name and weights, a tensor's dtype, shape and values, or another object's repr."""
     digest = hashlib.sha256()
     if isinstance(obj, nn.Module):
         digest.update(type(obj).__qualname__.encode())
-        for name, tensor in sorted(obj.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        named = sorted(obj.state_dict().items())
+    elif isinstance(obj, Tensor):
+        named = [(f"{obj.dtype}{tuple(obj.shape)}", obj)]
     else:
         digest.update(repr(obj).encode())
+        named = []
+    for name, tensor in named:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
