@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import lightning.pytorch as pl
@@ -137,6 +138,7 @@ def test_resume_is_bit_identical(tmp_path):
     ({"fake_init": "random"}, r"fake_init='random'"),
     ({"dropout": 1.0}, r"dropout=1.0 is out of range; it must lie in \[0, 1\)"),
     ({"dropout": -0.1}, r"dropout=-0.1 is out of range"),
+    ({"final_lr_ratio": 1.5}, r"final_lr_ratio=1.5 must lie in \[0, 1\]"),
 ])
 def test_bad_hyperparameters(kwargs, match):
     """Out-of-range hyperparameters raise one clear error naming the value and the allowed range."""
@@ -259,3 +261,27 @@ def test_singular_generator_time_is_refused(prediction, time):
     z = torch.randn(5, 2)
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 0.5)(z)).all()
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(), time)(z)).all()
+
+
+def test_final_lr_ratio_decays_both_learning_rates_by_a_cosine_to_the_ratio():
+    """After the warm-up each optimiser's lr follows r + (1 − r)(1 + cos πu)/2 over its own updates, ending at r·lr."""
+    module = tiny_distiller(fake_updates=2, warmup_steps=2, final_lr_ratio=0.1, generator_lr=1e-3, fake_lr=2e-3)
+    seen = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *unused):
+            seen.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
+
+    trainer(24, callbacks=[Record()]).fit(module, tiny_data())
+    fake_total, gen_total = 16, 8  # 24 iterations at K = 2: 16 fake and 8 generator updates
+    factor = lambda k, total: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (k - 2) / (total - 2)))) if k >= 2 else (k + 1) / 2
+    fake_lrs = [lrs[0] for i, lrs in enumerate(seen) if i % 3 != 2]
+    gen_lrs = [lrs[1] for i, lrs in enumerate(seen) if i % 3 == 2]
+    assert fake_lrs == pytest.approx([2e-3 * factor(k + 1, fake_total) for k in range(fake_total)])
+    assert gen_lrs == pytest.approx([1e-3 * factor(k + 1, gen_total) for k in range(gen_total)])
+    assert gen_lrs[-1] == pytest.approx(1e-4) and fake_lrs[-1] == pytest.approx(2e-4)
+
+
+def test_final_lr_ratio_needs_max_steps():
+    with pytest.raises(ValueError, match=r"final_lr_ratio=0.5 decays over the run: set the Trainer's max_steps"):
+        trainer(-1, max_epochs=1).fit(tiny_distiller(final_lr_ratio=0.5), tiny_data())

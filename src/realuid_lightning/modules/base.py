@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,9 +24,19 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     return x1, cond
 
 
-def warmup(steps: int):
-    """Linear warm-up factor (k + 1)/steps for update k, then 1 (the official code starts at 0/steps)."""
-    return lambda k: min(1.0, (k + 1) / steps) if steps > 0 else 1.0
+def warmup(steps: int, total: int | None = None, final_ratio: float = 1.0):
+    """Learning-rate factor of update k: linear warm-up (k + 1)/steps (the official code starts at 0/steps), then 1, or
+    with ``total`` a cosine decay r + (1 − r)·(1 + cos(π·u))/2, u = (k − steps)/(total − steps), to r = ``final_ratio``."""
+
+    def factor(k: int) -> float:
+        if k < steps:
+            return (k + 1) / steps
+        if total is None or final_ratio == 1.0:
+            return 1.0
+        u = min(1.0, (k - steps) / max(1, total - steps))
+        return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * u))
+
+    return factor
 
 
 def total_grad_norm(parameters: Any) -> Tensor:

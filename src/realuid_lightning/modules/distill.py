@@ -85,7 +85,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     training from scratch) or from the teacher (fine-tuning). ``dropout`` is the dropout of the generator and
     fake model (every dropout layer; the saved network spec says so too); the official code uses 0, whatever
     dropout the teacher trained with.
-    ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
+    ``final_lr_ratio`` < 1 decays both learning rates after the warm-up by a cosine to that fraction at the Trainer's
+    ``max_steps`` (1, the paper's choice, keeps them constant). ``max_steps`` of the Trainer counts iterations: each is one fake or one generator update.
     The generator evaluates its network once at ``generator_time`` t_G (0 = pure noise for flows), or at
     the time where the noise level b_t/a_t equals ``generator_sigma`` (SiD uses σ_init = 2.5).
 
@@ -112,6 +113,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         fake_lr: float = 3e-5,
         adam_betas: tuple[float, float] = (0.0, 0.999),
         warmup_steps: int = 500,
+        final_lr_ratio: float = 1.0,
         grad_clip: float = 1.0,
         fake_init: Literal["scratch", "teacher"] = "scratch",
         dropout: float = 0.0,
@@ -139,6 +141,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
             raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout={dropout} is out of range; it must lie in [0, 1) (the official code uses 0)")
+        if not 0.0 <= final_lr_ratio <= 1.0:
+            raise ConfigError(f"final_lr_ratio={final_lr_ratio} must lie in [0, 1] (1 keeps the learning rates constant)")
         if fake_updates < 1:
             raise ConfigError(f"fake_updates={fake_updates} must be >= 1 (the paper uses K = 5)")
         if min(gan_generator_weight, gan_discriminator_weight) < 0 or not 0 <= gan_time_min < 1:
@@ -276,6 +280,10 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         fake_params = [*self.fake_model.parameters(), *(self.gan_head.parameters() if self.gan_head is not None else [])]
         opts = [torch.optim.Adam(params, lr=lr, betas=tuple(hp.adam_betas), **self.adam_options())
                 for params, lr in ((fake_params, hp.fake_lr), (self.generator.parameters(), hp.generator_lr))]
-        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps)), "name": f"lr/{n}"}
-                  for o, n in zip(opts, ("fake", "generator"))]
+        k, iterations = hp.fake_updates, self.trainer.max_steps if self._trainer is not None else -1
+        totals = (iterations * k // (k + 1), iterations // (k + 1)) if iterations > 0 else (None, None)
+        if totals[0] is None and hp.final_lr_ratio < 1:
+            raise ConfigError(f"final_lr_ratio={hp.final_lr_ratio} decays over the run: set the Trainer's max_steps")
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps, total, hp.final_lr_ratio)),
+                   "name": f"lr/{n}"} for o, n, total in zip(opts, ("fake", "generator"), totals)]
         return opts, scheds

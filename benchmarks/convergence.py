@@ -1,0 +1,176 @@
+"""Convergence study: FD of one-step students against generator updates, per setting and seed, with the recipe as options.
+
+    python benchmarks/convergence.py --settings uid realuid0.98 realuid1.02 --seeds 0 1 2 --iterations 18000 \
+        --out benchmarks/results/convergence_digits.json
+    python benchmarks/convergence.py --iterations 1800 --final-lr-ratio 0.1 --settings realuid0.98 --seeds 0   # a recipe probe
+
+Each run distils the teacher with ``RealUIDModule`` in a plain Lightning Trainer (one CPU thread is the protocol) and
+scores the raw generator and each EMA decay every ``--eval-every`` generator updates: FD-digits of ``--num-samples``
+samples from fixed noise against the real digits (for 8×8 digits: the 1 797 sklearn digits; for MNIST: the held-out
+split of the data module). Per run it reports the final FDs, the settle figure (largest relative deviation of the EMA
+FD from its mean over the last third of the curve), and the updates needed to reach the thresholds (the teacher's 10-
+and 100-step FD, the real-vs-real floor); per setting the mean ± std over seeds and the update ratio to UID's final
+quality. Prints a table and one JSON line; writes the curves to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.metrics import feature_frechet_distance
+from realuid_lightning.nets import DigitsFeatures
+from realuid_lightning.sampling import sample_teacher
+
+SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
+
+
+class Curve(pl.Callback):
+    """FD of the raw generator and each EMA decay every ``every`` generator updates (and wall time, excluding scoring)."""
+
+    def __init__(self, every: int, score, ema: EMA, noise: torch.Tensor) -> None:
+        self.every, self.score, self.ema, self.noise, self.points = every, score, ema, noise, []
+        self.scoring = 0.0
+
+    def _evaluate(self, trainer: pl.Trainer, module: RealUIDModule) -> None:
+        start = time.perf_counter()
+        point = {"updates": int(module.generator_updates), "iteration": trainer.global_step,
+                 "seconds": round(start - self.t0 - self.scoring, 1)}
+        with torch.no_grad():
+            point["raw"] = round(self.score(module.generator(self.noise)), 3)
+            for decay in self.ema.decays:
+                with self.ema.swapped(module, decay):
+                    point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
+        self.points.append(point)
+        self.scoring += time.perf_counter() - start
+        print(point, flush=True)
+
+    def on_train_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        updates = int(pl_module.generator_updates)
+        if updates % self.every == 0 and updates > 0 and (not self.points or self.points[-1]["updates"] != updates):
+            self._evaluate(trainer, pl_module)
+
+
+def settle(values: list[float]) -> float:
+    """Largest |v − mean|/mean over the last third of a curve (0.2 = within ±20%)."""
+    tail = values[len(values) - max(2, len(values) // 3):]
+    mean = statistics.fmean(tail)
+    return max(abs(v - mean) for v in tail) / mean
+
+
+def first_reach(points: list[dict], key: str, threshold: float) -> int | None:
+    """Generator updates at the first evaluation with FD ≤ threshold (None if never)."""
+    return next((p["updates"] for p in points if p[key] <= threshold), None)
+
+
+def spread(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
+    parser.add_argument("--data", default="sklearn", choices=["sklearn", "mnist5k"])
+    parser.add_argument("--settings", nargs="+", default=["uid", "realuid0.98", "realuid1.02"], choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--iterations", type=int, default=1800)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-4, help="generator learning rate")
+    parser.add_argument("--fake-lr", type=float, default=None, help="fake-model learning rate (default: --lr)")
+    parser.add_argument("--fake-updates", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--final-lr-ratio", type=float, default=1.0)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"])
+    parser.add_argument("--adam-beta1", type=float, default=0.0)
+    parser.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.995])
+    parser.add_argument("--eval-every", type=int, default=50, help="generator updates between evaluations")
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--out", default="benchmarks/results/convergence.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    start = time.perf_counter()
+    data = DigitsDataModule(source=args.data, batch_size=args.batch_size)
+    real, features = data.real_images(), DigitsFeatures.pretrained()
+    score = lambda samples: feature_frechet_distance(samples, real, features)
+    net, process, meta = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+    noise = torch.randn(args.num_samples, *meta["data_shape"], generator=torch.Generator().manual_seed(1))
+    half = min(args.num_samples, len(real) // 2)
+    teacher = {"real_floor": feature_frechet_distance(real[::2], real[1::2], features)}  # interleaved halves
+    for steps in (1, 10, 100):
+        teacher[f"{steps}"] = score(sample_teacher(net, process, noise, steps))
+    print("teacher / floor:", {k: round(v, 3) for k, v in teacher.items()}, flush=True)
+
+    runs = []
+    for setting in args.settings:
+        alpha, beta = SETTINGS[setting]
+        for seed in args.seeds:
+            pl.seed_everything(seed, verbose=False)
+            student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr,
+                                    fake_lr=args.fake_lr or args.lr, fake_updates=args.fake_updates,
+                                    adam_betas=(args.adam_beta1, 0.999), warmup_steps=args.warmup,
+                                    final_lr_ratio=args.final_lr_ratio, grad_clip=args.grad_clip, fake_init=args.fake_init)
+            ema = EMA(args.decays)
+            curve = Curve(args.eval_every, score, ema, noise)
+            t0 = time.perf_counter()
+            pl.Trainer(max_steps=args.iterations, accelerator="cpu", logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False, callbacks=[ema, curve],
+                       limit_val_batches=0).fit(student, data)
+            key = f"ema_{args.decays[-1]}"
+            values = [p[key] for p in curve.points]
+            run = {"setting": setting, "seed": seed, "seconds": time.perf_counter() - t0 - curve.scoring,
+                   "final": curve.points[-1], "settle": settle(values),
+                   "reach": {name: first_reach(curve.points, key, teacher[name]) for name in ("10", "100", "real_floor")},
+                   "curve": curve.points}
+            runs.append(run)
+            print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+
+    key = f"ema_{args.decays[-1]}"
+    summary = {}
+    for setting in args.settings:
+        mine = [r for r in runs if r["setting"] == setting]
+        summary[setting] = {"final_" + k: spread([r["final"][k] for r in mine]) for k in ("raw", *[f"ema_{d}" for d in args.decays])}
+        summary[setting]["settle"] = spread([r["settle"] for r in mine])
+        summary[setting]["reach"] = {name: spread([r["reach"][name] for r in mine]) for name in ("10", "100", "real_floor")}
+        summary[setting]["seconds"] = spread([r["seconds"] for r in mine])
+    if "uid" in summary:  # updates each setting needs to reach UID's final EMA quality (mean over UID seeds)
+        target = summary["uid"][f"final_{key}"]["mean"]
+        for setting in args.settings:
+            reach = [first_reach(r["curve"], key, target) for r in runs if r["setting"] == setting]
+            uid_final = args.iterations // (args.fake_updates + 1)
+            summary[setting]["updates_to_uid_final"] = spread(reach)
+            summary[setting]["ratio_to_uid"] = spread([u / uid_final for u in reach if u is not None])
+    print(f"\nteacher FD 1/10/100 steps: {teacher['1']:.2f} / {teacher['10']:.2f} / {teacher['100']:.2f}; "
+          f"real floor {teacher['real_floor']:.2f}")
+    print(f"| setting | seeds | final raw | final {key} | settle (last third) | updates to teacher-10 | to teacher-100 |")
+    print("|---|---|---|---|---|---|---|")
+    fmt = lambda s: "—" if s["mean"] is None else f"{s['mean']:.2f} ± {s['std']:.2f}" + (f" ({s['n']})" if s["n"] < len(args.seeds) else "")
+    for setting, s in summary.items():
+        print(f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
+              f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |")
+    result = {"benchmark": "convergence", "teacher": args.teacher, "data": args.data, "recipe": vars(args), "teacher_fd": teacher,
+              "summary": summary, "threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - start}
+    print(json.dumps(result))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({**result, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
