@@ -6,8 +6,8 @@
 
 Each run distils the teacher with ``RealUIDModule`` in a plain Lightning Trainer (one CPU thread is the protocol) and
 scores the raw generator and each EMA decay every ``--eval-every`` generator updates: FD-digits of ``--num-samples``
-samples from fixed noise against the real digits (for 8×8 digits: the 1 797 sklearn digits; for MNIST: the held-out
-split of the data module). Per run it reports the final FDs, the settle figure (largest relative deviation of the EMA
+samples from fixed noise against the real digits (8×8: the 1 797 sklearn digits, floor = FD of interleaved halves;
+MNIST: the 1 000 held-out images in MNIST features, floor = FD of 1 000 training images to them). Per run it reports the final FDs, the settle figure (largest relative deviation of the EMA
 FD from its mean over the last third of the curve), and the updates needed to reach the thresholds (the teacher's 10-
 and 100-step FD, the real-vs-real floor); per setting the mean ± std over seeds and the update ratio to UID's final
 quality. Prints a table and one JSON line; writes the curves to ``--out``.
@@ -29,7 +29,7 @@ import torch
 from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance
-from realuid_lightning.nets import DigitsFeatures
+from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
 from realuid_lightning.sampling import sample_teacher
 
 SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"])
     parser.add_argument("--adam-beta1", type=float, default=0.0)
     parser.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.995])
+    parser.add_argument("--ema-warmup", action="store_true", help="EMA(warmup=True): d_n = min(d, (1 + n)/(10 + n))")
     parser.add_argument("--eval-every", type=int, default=50, help="generator updates between evaluations")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/convergence.json")
@@ -107,13 +108,16 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start = time.perf_counter()
-    data = DigitsDataModule(source=args.data, batch_size=args.batch_size)
-    real, features = data.real_images(), DigitsFeatures.pretrained()
+    mnist = args.data == "mnist5k"  # MNIST: 1 000 images held out, scored against them in MNIST features
+    data = DigitsDataModule(source=args.data, batch_size=args.batch_size, heldout=1000 if mnist else 0)
+    data.setup("fit")
+    real = data.heldout_images() if mnist else data.real_images()
+    features = (MNISTFeatures if mnist else DigitsFeatures).pretrained()
     score = lambda samples: feature_frechet_distance(samples, real, features)
     net, process, meta = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
     noise = torch.randn(args.num_samples, *meta["data_shape"], generator=torch.Generator().manual_seed(1))
-    half = min(args.num_samples, len(real) // 2)
-    teacher = {"real_floor": feature_frechet_distance(real[::2], real[1::2], features)}  # interleaved halves
+    train = data.real_images()[: len(real)] if mnist else real[::2]  # MNIST: as many training images as held out
+    teacher = {"real_floor": feature_frechet_distance(train, real if mnist else real[1::2], features)}
     for steps in (1, 10, 100):
         teacher[f"{steps}"] = score(sample_teacher(net, process, noise, steps))
     print("teacher / floor:", {k: round(v, 3) for k, v in teacher.items()}, flush=True)
@@ -127,7 +131,7 @@ def main() -> None:
                                     fake_lr=args.fake_lr or args.lr, fake_updates=args.fake_updates,
                                     adam_betas=(args.adam_beta1, 0.999), warmup_steps=args.warmup,
                                     final_lr_ratio=args.final_lr_ratio, grad_clip=args.grad_clip, fake_init=args.fake_init)
-            ema = EMA(args.decays)
+            ema = EMA(args.decays, warmup=args.ema_warmup)
             curve = Curve(args.eval_every, score, ema, noise)
             t0 = time.perf_counter()
             pl.Trainer(max_steps=args.iterations, accelerator="cpu", logger=False, enable_checkpointing=False,
