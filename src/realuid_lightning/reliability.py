@@ -7,7 +7,8 @@
 * :class:`NonFiniteGuard` skips an update whose loss or gradient is not finite and stops the run after
   ``max_in_row`` such updates in a row; :func:`check_finite_state` refuses to checkpoint NaN weights.
 * :class:`FinalCheckpoint` writes ``last.ckpt`` at the end of fit when the last save is older than the final step.
-* :func:`save_atomic` writes any object the same way (without the fsync): the FD caches, imported checkpoints.
+* :func:`save_atomic` writes any object the same way (without the fsync): the FD caches, imported checkpoints,
+  evaluation statistics files.
 * :func:`check_writable` names an output directory that cannot be written before training starts.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -46,14 +47,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(obj: Any, out: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``out``, then os.replace: readers never see a partial file."""
+def save_atomic(obj: Any, out: str | os.PathLike, write: Callable[[Any, BinaryIO], None] = torch.save) -> None:
+    """``write(obj, file)`` (torch.save by default) into a temporary file beside ``out``, then os.replace: readers
+    never see a partial file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as file:
+            write(obj, file)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from realuid_lightning.data.folder import read_images
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import REAL_STATES, FeatureDistances, image_features
 from realuid_lightning.modules.base import split_batch
+from realuid_lightning.reliability import save_atomic
 
 SPLITS = ("train", "heldout")
 STATS_VERSION = 1
@@ -120,16 +121,12 @@ class ReferenceStats:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (.npz, no pickles); :func:`load_stats` reads it back bit for bit."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: v.numpy() for k, v in self.state.items()} | {"features": self.features.numpy()}
         if self.heldout is not None:
             arrays["heldout_features"] = self.heldout.numpy()
         meta = {"version": STATS_VERSION, "feature": self.feature, "fingerprint": self.fingerprint,
                 "shape": list(self.shape), "protocol": self.protocol}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(path)
+        save_atomic(arrays, path, lambda entries, file: np.savez(file, meta=np.array(json.dumps(meta)), **entries))
         return path
 
 
