@@ -17,7 +17,7 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.checkpoint import spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.reference import real_batches
-from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
+from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.reliability import save_atomic
@@ -159,8 +159,7 @@ class FrechetDistance(Callback):
 
     def metric_name(self) -> str:
         """'FID' (Inception), 'FD-<the network's feature_name>' ('FD-digits') or 'FD' (another feature network)."""
-        name = getattr(self.extractor, "feature_name", self.feature if isinstance(self.feature, str) else None)
-        return "FID" if name == "inception" else f"FD-{name}" if name else "FD"
+        return fd_label(getattr(self.extractor, "feature_name", self.feature if isinstance(self.feature, str) else None))
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher_scores": self.teacher_scores}

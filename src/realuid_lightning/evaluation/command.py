@@ -20,7 +20,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.reference import (SPLITS, ReferenceStats, folder_reference, load_datamodule,
                                                    load_stats, real_batches)
 from realuid_lightning.evaluation.sampler import CheckpointSampler, write_pngs
-from realuid_lightning.evaluation.scores import FeatureDistances, fingerprint, image_features
+from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.sampling import COUPLING_SOLVERS
@@ -137,7 +137,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     """A markdown table: metric, mean ± std, the value of each repeat."""
-    fd = "FID" if feature == "inception" else f"FD-{feature}" if feature in PRETRAINED_FEATURES else f"FD ({feature})"
+    fd = fd_label(feature) if feature == "inception" or feature in PRETRAINED_FEATURES else f"FD ({feature})"
     rows = ["| metric | mean ± std | per repeat |", "|---|---|---|"]
     for name, m in metrics.items():
         spread = "" if m["std"] is None else f" ± {m['std']:.4g}"

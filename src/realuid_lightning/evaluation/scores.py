@@ -31,6 +31,12 @@ def fingerprint(obj: Any) -> str:
     return digest.hexdigest()
 
 
+def fd_label(name: str | None) -> str:
+    """How a Fréchet distance in the features called ``name`` is reported: 'FID' for 'inception', 'FD-<name>' for a
+    named feature network ('FD-digits'), 'FD' for an unnamed one."""
+    return "FID" if name == "inception" else f"FD-{name}" if name else "FD"
+
+
 @torch.no_grad()
 def image_features(extractor: nn.Module, images: Tensor) -> Tensor:
     """φ(x) (B, D) float32 of images x ∈ [−1, 1] (B, C, H, W); φ takes (x + 1)/2 ∈ [0, 1], on its own device."""
