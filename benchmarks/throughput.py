@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 from realuid_lightning import EMA, FlowMatching, RealUIDModule
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.losses import realuid_generator_loss, realum_loss
-from realuid_lightning.modules.base import warmup
+from realuid_lightning.modules.base import lr_factor
 from realuid_lightning.nets import UNet
 
 K, ALPHA, BETA, LR, DECAYS = 5, 0.94, 0.9588, 3e-5, (0.999, 0.9996, 0.9999)
@@ -135,7 +135,7 @@ def run_plain(teacher, data, device: str, meter: Meter, iterations: int) -> None
     module = distiller(teacher).to(device)
     gen, fake, teacher = module.generator, module.fake_model, module.teacher
     opts = [torch.optim.Adam(net.parameters(), lr=LR, betas=(0.0, 0.999)) for net in (fake, gen)]
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, warmup(500)) for o in opts]
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor(500)) for o in opts]
     ema = [[p.detach().clone() for p in gen.net.parameters()] for _ in DECAYS]
     for i in range(iterations):
         x1 = data[i % len(data)].to(device)  # (b) and (c) get their batches from a CPU loader too

@@ -24,7 +24,7 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     return x1, cond
 
 
-def warmup(steps: int, total: int | None = None, final_ratio: float = 1.0):
+def lr_factor(steps: int, total: int | None = None, final_ratio: float = 1.0):
     """Learning-rate factor of update k: linear warm-up (k + 1)/steps (the official code starts at 0/steps), then 1, or
     with ``total`` a cosine decay r + (1 − r)·(1 + cos(π·u))/2, u = (k − steps)/(total − steps), to r = ``final_ratio``."""
 

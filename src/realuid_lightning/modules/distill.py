@@ -16,7 +16,7 @@ from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
 from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
                                      realuid_generator_loss, realum_loss)
 from realuid_lightning.nets.unet import GANHead
-from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
 from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
 from realuid_lightning.modules.noise import ChunkedNoise
@@ -284,6 +284,6 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         totals = (iterations * k // (k + 1), iterations // (k + 1)) if iterations > 0 else (None, None)
         if totals[0] is None and hp.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={hp.final_lr_ratio} decays over the run: set the Trainer's max_steps")
-        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, warmup(hp.warmup_steps, total, hp.final_lr_ratio)),
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, lr_factor(hp.warmup_steps, total, hp.final_lr_ratio)),
                    "name": f"lr/{n}"} for o, n, total in zip(opts, ("fake", "generator"), totals)]
         return opts, scheds

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
-from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm, warmup
+from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
 from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.noise import ChunkedNoise, RankNoiseMixin, check_noise_chunks
 from realuid_lightning.processes.base import Process
@@ -105,7 +105,7 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup(hp.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     @torch.no_grad()
