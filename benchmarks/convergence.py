@@ -28,7 +28,7 @@ import torch
 
 from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
-from realuid_lightning.metrics import feature_frechet_distance
+from realuid_lightning.metrics import _nearest, feature_frechet_distance, memorisation, precision_recall, to_unit
 from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
 from realuid_lightning.sampling import sample_teacher
 
@@ -62,6 +62,27 @@ class Curve(pl.Callback):
         updates = int(pl_module.generator_updates)
         if updates % self.every == 0 and updates > 0 and (not self.points or self.points[-1]["updates"] != updates):
             self._evaluate(trainer, pl_module)
+
+
+@torch.no_grad()
+def sample_quality(samples: torch.Tensor, data: DigitsDataModule, features: torch.nn.Module, mnist: bool) -> dict:
+    """Precision / recall (k = 3) against the reference images and the memorisation figure, in the FD features.
+
+    MNIST: d(samples → training set) / d(held-out → training set) (< 1: closer to the training images than fresh
+    images are). 8×8 digits train on all 1 797 images, so the reference distance is each training image's distance
+    to its nearest other training image (leave-one-out); the ratio reads the same way.
+    """
+    phi = lambda x: torch.cat([features(to_unit(b)).double() for b in x.split(1000)])
+    train, fake = phi(data.real_images()), phi(samples)
+    reference = phi(data.heldout_images()) if mnist else train
+    precision, recall = precision_recall(reference, fake)
+    if mnist:
+        d_fake, d_ref, ratio = memorisation(train, fake, reference)
+    else:
+        d_fake, d_ref = float(_nearest(fake, train).mean()), float(_nearest(train, train, exclude_self=True).mean())
+        ratio = d_fake / d_ref
+    return {"precision": precision, "recall": recall, "nn_distance": d_fake, "nn_distance_real": d_ref,
+            "memorisation": ratio}
 
 
 def settle(values: list[float]) -> float:
@@ -120,7 +141,8 @@ def main() -> None:
     teacher = {"real_floor": feature_frechet_distance(train, real if mnist else real[1::2], features)}
     for steps in (1, 10, 100):
         teacher[f"{steps}"] = score(sample_teacher(net, process, noise, steps))
-    print("teacher / floor:", {k: round(v, 3) for k, v in teacher.items()}, flush=True)
+    teacher_quality = sample_quality(sample_teacher(net, process, noise, 100), data, features, mnist)
+    print("teacher / floor:", {k: round(v, 3) for k, v in teacher.items()}, "100 steps:", teacher_quality, flush=True)
 
     runs = []
     for setting in args.settings:
@@ -138,9 +160,11 @@ def main() -> None:
                        enable_progress_bar=False, enable_model_summary=False, callbacks=[ema, curve],
                        limit_val_batches=0).fit(student, data)
             key = f"ema_{args.decays[-1]}"
+            with torch.no_grad(), ema.swapped(student, args.decays[-1]):
+                quality = sample_quality(student.generator(noise), data, features, mnist)
             values = [p[key] for p in curve.points]
             run = {"setting": setting, "seed": seed, "seconds": time.perf_counter() - t0 - curve.scoring,
-                   "final": curve.points[-1], "settle": settle(values),
+                   "final": curve.points[-1], "quality": quality, "settle": settle(values),
                    "reach": {name: first_reach(curve.points, key, teacher[name]) for name in ("10", "100", "real_floor")},
                    "curve": curve.points}
             runs.append(run)
@@ -153,6 +177,7 @@ def main() -> None:
         summary[setting] = {"final_" + k: spread([r["final"][k] for r in mine]) for k in ("raw", *[f"ema_{d}" for d in args.decays])}
         summary[setting]["settle"] = spread([r["settle"] for r in mine])
         summary[setting]["reach"] = {name: spread([r["reach"][name] for r in mine]) for name in ("10", "100", "real_floor")}
+        summary[setting]["quality"] = {k: spread([r["quality"][k] for r in mine]) for k in mine[0]["quality"]}
         summary[setting]["seconds"] = spread([r["seconds"] for r in mine])
     if "uid" in summary:  # updates each setting needs to reach UID's final EMA quality (mean over UID seeds)
         target = summary["uid"][f"final_{key}"]["mean"]
@@ -169,7 +194,15 @@ def main() -> None:
     for setting, s in summary.items():
         print(f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
               f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |")
+    print(f"\nteacher (100 steps): precision {teacher_quality['precision']:.3f}, recall {teacher_quality['recall']:.3f}, "
+          f"memorisation {teacher_quality['memorisation']:.3f}")
+    print("| setting | precision | recall | memorisation (nn distance / real's) |")
+    print("|---|---|---|---|")
+    for setting, s in summary.items():
+        q = s["quality"]
+        print(f"| {setting} | {fmt(q['precision'])} | {fmt(q['recall'])} | {fmt(q['memorisation'])} |")
     result = {"benchmark": "convergence", "teacher": args.teacher, "data": args.data, "recipe": vars(args), "teacher_fd": teacher,
+              "teacher_quality_100_steps": teacher_quality,
               "summary": summary, "threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - start}
     print(json.dumps(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
