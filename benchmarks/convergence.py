@@ -3,14 +3,16 @@
     python benchmarks/convergence.py --settings uid realuid0.98 realuid1.02 --seeds 0 1 2 --iterations 18000 \
         --out benchmarks/results/convergence_digits.json
     python benchmarks/convergence.py --iterations 1800 --final-lr-ratio 0.1 --settings realuid0.98 --seeds 0   # a recipe probe
+    python benchmarks/convergence.py --merge run_a.json run_b.json --out study.json   # one summary of separate runs
 
 Each run distils the teacher with ``RealUIDModule`` in a plain Lightning Trainer (one CPU thread is the protocol) and
 scores the raw generator and each EMA decay every ``--eval-every`` generator updates: FD-digits of ``--num-samples``
 samples from fixed noise against the real digits (8×8: the 1 797 sklearn digits, floor = FD of interleaved halves;
 MNIST: the 1 000 held-out images in MNIST features, floor = FD of 1 000 training images to them). Per run it reports the final FDs, the settle figure (largest relative deviation of the EMA
 FD from its mean over the last third of the curve), and the updates needed to reach the thresholds (the teacher's 10-
-and 100-step FD, the real-vs-real floor); per setting the mean ± std over seeds and the update ratio to UID's final
-quality. Prints a table and one JSON line; writes the curves to ``--out``.
+and 100-step FD, the real-vs-real floor), and of the final EMA student precision / recall and the memorisation figure
+(:func:`sample_quality`); per setting the mean ± std over seeds and the update ratio to UID's final quality. Runs made
+as separate processes (one thread each, in parallel) are summarised together with ``--merge``. Prints a table and one JSON line; writes the curves to ``--out``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from realuid_lightning.metrics import _nearest, feature_frechet_distance, memori
 from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
 from realuid_lightning.sampling import sample_teacher
 
+QUALITY = ("precision", "recall", "nn_distance", "nn_distance_real", "memorisation")
 SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
 
 
@@ -104,7 +107,7 @@ def spread(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
     parser.add_argument("--data", default="sklearn", choices=["sklearn", "mnist5k"])
@@ -125,10 +128,15 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50, help="generator updates between evaluations")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/convergence.json")
-    args = parser.parse_args()
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="summarise the runs of earlier --out files (same recipe but seeds/settings) instead of training")
+    return parser.parse_args()
+
+
+def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
+    """(teacher FDs, teacher quality at 100 steps, runs): trains and scores every setting and seed."""
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    start = time.perf_counter()
     mnist = args.data == "mnist5k"  # MNIST: 1 000 images held out, scored against them in MNIST features
     data = DigitsDataModule(source=args.data, batch_size=args.batch_size, heldout=1000 if mnist else 0)
     data.setup("fit")
@@ -169,7 +177,11 @@ def main() -> None:
                    "curve": curve.points}
             runs.append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+    return teacher, teacher_quality, runs
 
+
+def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, runs: list[dict]) -> None:
+    """Per-setting mean ± std, the update ratio to UID's final quality; a table, one JSON line, the --out file."""
     key = f"ema_{args.decays[-1]}"
     summary = {}
     for setting in args.settings:
@@ -177,7 +189,8 @@ def main() -> None:
         summary[setting] = {"final_" + k: spread([r["final"][k] for r in mine]) for k in ("raw", *[f"ema_{d}" for d in args.decays])}
         summary[setting]["settle"] = spread([r["settle"] for r in mine])
         summary[setting]["reach"] = {name: spread([r["reach"][name] for r in mine]) for name in ("10", "100", "real_floor")}
-        summary[setting]["quality"] = {k: spread([r["quality"][k] for r in mine]) for k in mine[0]["quality"]}
+        scored = [r["quality"] for r in mine if "quality" in r]  # runs made before the quality figures have none
+        summary[setting]["quality"] = {k: spread([q[k] for q in scored]) for k in QUALITY}
         summary[setting]["seconds"] = spread([r["seconds"] for r in mine])
     if "uid" in summary:  # updates each setting needs to reach UID's final EMA quality (mean over UID seeds)
         target = summary["uid"][f"final_{key}"]["mean"]
@@ -194,6 +207,8 @@ def main() -> None:
     for setting, s in summary.items():
         print(f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
               f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |")
+    if teacher_quality is None:
+        teacher_quality = dict.fromkeys(QUALITY, float("nan"))
     print(f"\nteacher (100 steps): precision {teacher_quality['precision']:.3f}, recall {teacher_quality['recall']:.3f}, "
           f"memorisation {teacher_quality['memorisation']:.3f}")
     print("| setting | precision | recall | memorisation (nn distance / real's) |")
@@ -203,10 +218,33 @@ def main() -> None:
         print(f"| {setting} | {fmt(q['precision'])} | {fmt(q['recall'])} | {fmt(q['memorisation'])} |")
     result = {"benchmark": "convergence", "teacher": args.teacher, "data": args.data, "recipe": vars(args), "teacher_fd": teacher,
               "teacher_quality_100_steps": teacher_quality,
-              "summary": summary, "threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - start}
+              "summary": summary, "threads": getattr(args, "threads", torch.get_num_threads()), "train_seconds": sum(r["seconds"] for r in runs)}
     print(json.dumps(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({**result, "runs": runs}, indent=1))
+
+
+def merged(args: argparse.Namespace) -> tuple[argparse.Namespace, dict, dict, list[dict]]:
+    """(recipe, teacher FDs, teacher quality, runs) of several --out files whose recipes differ only in seeds/settings."""
+    files = [json.loads(Path(f).read_text()) for f in args.merge]
+    own = ("settings", "seeds", "out", "merge")
+    recipes = [{k: v for k, v in f["recipe"].items() if k not in own} for f in files]
+    if any(r != recipes[0] for r in recipes):
+        raise SystemExit(f"--merge: the files' recipes differ beyond seeds and settings: {recipes}")
+    runs = [r for f in files for r in f["runs"]]
+    recipe = argparse.Namespace(**{**files[0]["recipe"], "out": args.out, "merge": args.merge, "threads": files[0]["threads"],
+                                   "settings": list(dict.fromkeys(r["setting"] for r in runs)),
+                                   "seeds": sorted({r["seed"] for r in runs})})
+    quality = next((f["teacher_quality_100_steps"] for f in files if "teacher_quality_100_steps" in f), None)
+    return recipe, files[0]["teacher_fd"], quality, runs
+
+
+def main() -> None:
+    args = arguments()
+    if args.merge:
+        summarise(*merged(args))
+    else:
+        summarise(args, *run_study(args))
 
 
 if __name__ == "__main__":
