@@ -139,6 +139,8 @@ def test_resume_is_bit_identical(tmp_path):
     ({"dropout": 1.0}, r"dropout=1.0 is out of range; it must lie in \[0, 1\)"),
     ({"dropout": -0.1}, r"dropout=-0.1 is out of range"),
     ({"final_lr_ratio": 1.5}, r"final_lr_ratio=1.5 must lie in \[0, 1\]"),
+    ({"gan_discriminator_weight": -1.0}, r"GAN weights must be >= 0 \(.*gan_discriminator_weight=-1.0\)"),
+    ({"gan_time_min": 1.0}, r"gan_time_min=1.0 must lie in \[0, 1\)"),
 ])
 def test_bad_hyperparameters(kwargs, match):
     """Out-of-range hyperparameters raise one clear error naming the value and the allowed range."""

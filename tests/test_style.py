@@ -33,7 +33,8 @@ def test_training_step_fits_on_one_screen():
     assert step.end_lineno - step.lineno + 1 <= 40
 
 
-@pytest.mark.parametrize("path", [SRC / "losses.py", *sorted((SRC / "processes").glob("*.py"))], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SRC / "losses.py", SRC / "objective.py", *sorted((SRC / "processes").glob("*.py"))],
+                         ids=lambda p: p.name)
 def test_public_docstrings_state_their_equation(path):
     """Every public function and class in the losses and processes has a docstring with an equation."""
     for node in ast.walk(ast.parse(path.read_text())):

@@ -13,9 +13,9 @@ from realuid_lightning.checkpoint import (describe, instantiate, load_checkpoint
                                          network_from_checkpoint)
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
-from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss, general_realuid_objective,
-                                     realuid_generator_loss, realum_loss)
+from realuid_lightning.losses import Parameterisation
 from realuid_lightning.nets.unet import GANHead
+from realuid_lightning.objective import Objective
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
 from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
@@ -32,15 +32,6 @@ def _stacked(t: Tensor, xs: list[Tensor], cond: Tensor | None) -> tuple[Tensor, 
     """(t, x, cond) for one network call over the concatenated batches ``xs`` that share t and cond."""
     n = len(xs)
     return torch.cat([t] * n), torch.cat(xs), None if cond is None else torch.cat([cond] * n)
-
-
-def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
-    """α, β (and γ) must lie in (0, 1]; α = 1 forces β = 1 (β < α = 1 is unstable, METHOD.md §2.3)."""
-    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        if value is not None and not 0.0 < value <= 1.0:
-            raise ConfigError(f"{name}={value} is out of range; it must lie in (0, 1]")
-    if alpha == 1.0 and beta != 1.0:
-        raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable")
 
 
 def with_dropout(spec: Any, p: float) -> Any:
@@ -73,8 +64,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
     generator update:       min_θ α·E_gen[ ||f* − (β/α)c||² − ||f − (β/α)c||² ]  (f fixed),
     with the same x0 and t for the generated and real branches. α = β = 1 is UID (FGM / SiD) and never
-    reads the real batch. With ``gamma`` or ``parameterisation='beta'`` the General RealUID objective
-    (Def. 3) is used instead: the fake model maximises it, the generator minimises it. A coupling process
+    reads the real batch. ``alpha``, ``beta``, ``gamma``, ``parameterisation`` and the GAN weights configure
+    the :class:`~realuid_lightning.objective.Objective` (General RealUID with ``gamma`` or 'beta'). A coupling process
     (METHOD.md §2.6) trains on pairs [x1, x0]: x0 is the batch's source in both branches, and G_θ(z, x0) sees it.
 
     The teacher comes from ``teacher_ckpt`` (a :class:`MatchingModule` checkpoint; its EMA
@@ -133,10 +124,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     ) -> None:
         super().__init__()
         self.nonfinite = NonFiniteGuard(max_nonfinite)  # skip non-finite updates, stop after max_nonfinite in a row
-        check_coefficients(alpha, beta, gamma)
+        self.objective = Objective(alpha, beta, gamma, parameterisation, gan_generator_weight, gan_discriminator_weight)
         check_scaling_options(noise_chunks, fused_adam)
-        if parameterisation not in ("standard", "beta"):
-            raise ConfigError(f"parameterisation={parameterisation!r} is not supported; choose 'standard' or 'beta'")
         if fake_init not in ("scratch", "teacher"):
             raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if not 0.0 <= dropout < 1.0:
@@ -145,9 +134,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
             raise ConfigError(f"final_lr_ratio={final_lr_ratio} must lie in [0, 1] (1 keeps the learning rates constant)")
         if fake_updates < 1:
             raise ConfigError(f"fake_updates={fake_updates} must be >= 1 (the paper uses K = 5)")
-        if min(gan_generator_weight, gan_discriminator_weight) < 0 or not 0 <= gan_time_min < 1:
-            raise ConfigError(f"GAN weights must be >= 0 and gan_time_min in [0, 1) (got gan_generator_weight={gan_generator_weight}, "
-                              f"gan_discriminator_weight={gan_discriminator_weight}, gan_time_min={gan_time_min})")
+        if not 0 <= gan_time_min < 1:
+            raise ConfigError(f"gan_time_min={gan_time_min} must lie in [0, 1)")
         if min(generator_lr, fake_lr) <= 0 or grad_clip < 0 or warmup_steps < 0:
             raise ConfigError(f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr={generator_lr}, "
                               f"fake_lr={fake_lr}, grad_clip={grad_clip}, warmup_steps={warmup_steps})")
@@ -164,7 +152,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
             distilled = network_from_checkpoint(ckpt, generator_ema, f"generator_ckpt {generator_ckpt!r}")[0]
             load_state_strict(self.generator.net, distilled.state_dict(), f"generator_ckpt {generator_ckpt!r}")
         self.teacher = (BF16Inference(teacher) if teacher_bf16 else teacher).requires_grad_(False).eval()
-        self.gan_head = self._make_gan_head() if max(gan_generator_weight, gan_discriminator_weight) > 0 else None
+        self.gan_head = self._make_gan_head() if self.objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
         self.save_hyperparameters(ignore=["teacher", "process"])
@@ -197,13 +185,8 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     # ---- the game ------------------------------------------------------------------------------
     @property
     def uses_real_data(self) -> bool:
-        hp = self.hparams
-        return hp.alpha < 1.0 or (hp.gamma is not None and hp.gamma < 1.0) or hp.gan_discriminator_weight > 0
-
-    @property
-    def uses_general_objective(self) -> bool:
-        hp = self.hparams
-        return hp.parameterisation != "standard" or (hp.gamma is not None and hp.gamma != hp.alpha)
+        """Whether a fake update reads the real batch (the objective's choice)."""
+        return self.objective.uses_real_data
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x1_real, cond = split_batch(batch)
@@ -228,45 +211,31 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
             self.log_dict({f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()}, prog_bar=True)
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
-        """RealUM loss of the fake model on a fresh generated batch and, when used, the real batch (one forward pass)."""
-        hp, noise = self.hparams, self.noise()
+        """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
+        noise = self.noise()
         with torch.no_grad():
             x1_gen = self.generator(noise.randn_like(x1_real), cond)
         x0 = batch_source(self, x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         branches = [noise.path(self.process, x0, x1, t) for x1 in ([x1_gen, x1_real] if self.uses_real_data else [x1_gen])]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        fake = self.trained("fake_model")(t_all, x_all, cond_all).chunk(len(branches))
-        if self.uses_general_objective:
-            with torch.no_grad():
-                teacher = self.teacher(t_all, x_all, cond_all).chunk(len(branches))
-            gamma = hp.alpha if hp.gamma is None else hp.gamma
-            loss = -sum(general_realuid_objective(teacher[i], fake[i], b.target, b.weight, hp.alpha, hp.beta, gamma,
-                                                  hp.parameterisation, real=i == 1) for i, b in enumerate(branches))
-        else:
-            real = (fake[1], branches[1].target, branches[1].weight) if hp.alpha < 1 else ()
-            loss = realum_loss(fake[0], branches[0].target, branches[0].weight, hp.alpha, hp.beta, *real)
-        if self.gan_head is not None:
-            logits = self._gan_logits([x1_gen, x1_real], x0, cond, noise, self.trained("gan_head"))
-            loss = loss + hp.gan_discriminator_weight * gan_discriminator_loss(*logits.chunk(2))
-        return loss.mean()
+        fake = self.trained("fake_model")(t_all, x_all, cond_all)
+        with torch.no_grad():
+            teacher = self.teacher(t_all, x_all, cond_all) if self.objective.fake_reads_teacher else None
+        head = self.trained("gan_head") if self.gan_head is not None else None
+        logits = None if head is None else self._gan_logits([x1_gen, x1_real], x0, cond, noise, head)
+        return self.objective.fake_loss(branches, fake, teacher, logits).mean()
 
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
-        """RealUID generator loss on one generated batch; the real batch only supplies shape and conditioning."""
-        hp, noise = self.hparams, self.noise()
+        """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
+        noise = self.noise()
         x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond)
         x0 = batch_source(self, x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = noise.path(self.process, x0, x1_gen, t)
         teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
-        if self.uses_general_objective:
-            gamma = hp.alpha if hp.gamma is None else hp.gamma
-            loss = general_realuid_objective(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta, gamma, hp.parameterisation)
-        else:
-            loss = realuid_generator_loss(teacher_gen, fake_gen, gen.target, gen.weight, hp.alpha, hp.beta)
-        if self.gan_head is not None:
-            loss = loss + hp.gan_generator_weight * gan_generator_loss(self._gan_logits([x1_gen], x0, cond, noise, self.gan_head))
-        return loss.mean()
+        logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
+        return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 
     def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: ChunkedNoise, head: nn.Module) -> Tensor:
         """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data, for each batch in x1s."""
