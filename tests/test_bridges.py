@@ -1,5 +1,6 @@
 """Coupling processes (Brownian bridge, stochastic interpolants), their samplers, networks, paired data and RealUID losses."""
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,9 @@ from realuid_lightning import ConfigError, DigitsDataModule, PairedDataModule, T
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.modules import MatchingModule, RealUIDModule
 from realuid_lightning.nets import MLP, UNet
-from realuid_lightning.processes import BrownianBridge, CouplingProcess, Process, StochasticInterpolant
+from realuid_lightning.noise import Noise
+from realuid_lightning.processes import (EDM, BrownianBridge, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching,
+                                         Process, StochasticInterpolant)
 from realuid_lightning.processes.interpolant import GAMMAS, SCHEDULES
 from realuid_lightning.sampling import sample_teacher
 
@@ -37,6 +40,37 @@ def test_every_coupling_class_is_covered():
         todo += cls.__subclasses__()
         found |= set() if getattr(cls, "__abstractmethods__", None) else {cls}
     assert {type(p) for p in COUPLINGS} >= found and all(issubclass(c, Process) for c in found)
+
+
+EVERY_KIND = [FlowMatching(), FlowMatching(0.1, "x1"), DiscreteVP(100, prediction="v"), ContinuousVP(), EDM(),
+              *COUPLINGS]
+
+
+@pytest.mark.parametrize("process", EVERY_KIND, ids=repr)
+def test_one_interface_for_every_process(process, float64):
+    """Noise-sourced or coupling, a process answers the same calls with cond as the data gives it: the batch's
+    source, x_t and target from the caller's Noise, x1 = to_data, the velocity = drift, x_t − a·x1 = start_state."""
+    x1, t, noise = torch.randn(6, 3), inner_times(6), Noise(2).for_update(0)
+    cond = torch.randn(6, 3) if isinstance(process, CouplingProcess) else None  # pairs [x1, x0] for a coupling
+    x0 = process.source(x1, cond, noise)
+    s = process.sample(x0, x1, t, noise)
+    velocity = copy.copy(process)
+    velocity.prediction = "velocity"
+    torch.testing.assert_close(process.to_data(s.target, s.x_t, t, cond), x1)
+    torch.testing.assert_close(process.drift(s.target, s.x_t, t, cond), velocity.sample(x0, x1, t, s.eps).target)
+    own_noise = x0 if s.eps is None else s.eps  # what start_state's z stands for: the source, or a coupling's ε
+    a = process.coefficients(t).a[:, None]
+    torch.testing.assert_close(process.start_state(t, own_noise, cond), s.x_t - a * x1)
+
+
+def test_processes_write_only_their_coefficients():
+    """The path, the source and every conversion are written once, in Process: no subclass defines them again."""
+    shared = {"source", "sample", "to_endpoints", "to_data", "start_state", "drift"}
+    todo = list(Process.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        assert not shared & set(vars(cls)), (cls.__name__, shared & set(vars(cls)))
 
 
 @pytest.mark.parametrize("sigma", [0.25, 1.0, 3.0])

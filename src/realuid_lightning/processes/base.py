@@ -68,11 +68,12 @@ class ProcessSample:
 
 
 class Process(ABC):
-    """A matching process whose conditional path is x_t = a_t·x1 + b_t·x0 (+ c_t·ε) with a noise source x0 ~ N(0, I).
+    """A matching process whose conditional path is x_t = a_t·x1 + b_t·x0 (+ c_t·ε), from a noise source x0 ~ N(0, I)
+    (or, for a coupling, the source its data gives).
 
     The network regresses ``target(x0, x1, t)``, which depends on ``prediction``:
 
-    - ``"velocity"``: v = ȧ_t·x1 + ḃ_t·x0 (the conditional drift, flow matching's target),
+    - ``"velocity"``: v = ȧ_t·x1 + ḃ_t·x0 (+ ċ_t·ε) = ∂_t x_t (the conditional drift, flow matching's target),
     - ``"x1"``: the data x1,
     - ``"x0"``: the source x0 (ε-prediction when the source is Gaussian noise),
     - ``"v"``: v = a_t·x0 − b_t·x1 (diffusers' v-prediction α_t·ε − σ_t·x for a VP path).
@@ -128,8 +129,10 @@ class Process(ABC):
         return {"velocity": (c.da, c.db), "x1": (one, zero), "x0": (zero, one), "v": (-c.b, c.a)}[self.prediction]
 
     def noise_coefficient(self, t: Tensor, c: AffineCoefficients) -> Tensor | None:
-        """pε of prediction = p1·x1 + p0·x0 + pε·ε, shape (B,); None: no noise (c = 0)."""
-        return None
+        """pε of prediction = p1·x1 + p0·x0 + pε·ε, shape (B,): ċ for 'velocity', else 0; None where c = 0."""
+        if c.c is None:
+            return None
+        return c.dc if self.prediction == "velocity" else torch.zeros_like(c.a)
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor, noise: Noise | Tensor | None = None) -> ProcessSample:
         """x_t = a_t·x1 + b_t·x0 + c_t·ε with its conditional target p1·x1 + p0·x0 + pε·ε and weight w(t).
@@ -193,8 +196,8 @@ class Process(ABC):
 
     def drift(self, prediction: Tensor, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Probability-flow ODE drift dx_t/dt = ȧ·x̂1 + ḃ·x̂0 + (ċ/c)·r with r = x_t − a·x̂1 − b·x̂0 = c·ε̂
-        (0 where c = 0); a velocity prediction is this drift itself."""
-        if self.prediction == "velocity":
+        (0 where c = 0); without noise a velocity prediction is this drift itself (a coupling's goes through x̂1)."""
+        if self.prediction == "velocity" and self.coefficients(t).c is None:
             return prediction
         mean, r, c = self._drift_parts(prediction, x_t, t, cond)
         if r is None:

@@ -54,14 +54,12 @@ class CouplingProcess(Process):
         return cond
 
     def prediction_coefficients(self, c: AffineCoefficients) -> tuple[Tensor, Tensor]:
-        """(p1, p0) of prediction = p1·x1 + p0·x0 + pε·ε, each of shape (B,)."""
-        one, zero = torch.ones_like(c.a), torch.zeros_like(c.a)
-        return (one, zero) if self.prediction == "x1" else (c.da, c.db)
+        """(p1, p0) = (ȧ, ḃ) for 'drift' (prediction = p1·x1 + p0·x0 + pε·ε), else those of :class:`Process`."""
+        return (c.da, c.db) if self.prediction == "drift" else super().prediction_coefficients(c)
 
-    def noise_coefficient(self, t: Tensor, c: AffineCoefficients) -> Tensor:
-        """pε = 0 ('x1'), ċ ('velocity') or −c/(1 − t) ('drift', 0 at t = 1 where c = 0), shape (B,)."""
-        return {"x1": lambda: torch.zeros_like(c.a), "velocity": lambda: c.dc,
-                "drift": lambda: -c.c / (1 - t).clamp_min(1e-6)}[self.prediction]()
+    def noise_coefficient(self, t: Tensor, c: AffineCoefficients) -> Tensor | None:
+        """pε = −c/(1 − t) for 'drift' (0 at t = 1 where c = 0), else those of :class:`Process` (ċ, 0), shape (B,)."""
+        return -c.c / (1 - t).clamp_min(1e-6) if self.prediction == "drift" else super().noise_coefficient(t, c)
 
     def weight(self, t: Tensor) -> Tensor:
         """w(t) = 1/(1 + pε(t)²), shape (B,)."""
