@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import AffineCoefficients, Prediction, Process, expand_like
+from realuid_lightning.processes.base import AffineCoefficients, Process, expand_like
 
 COUPLING_PREDICTIONS = ("x1", "velocity", "drift")
 
@@ -36,14 +36,11 @@ class CouplingProcess(Process):
     SDE:  dx = [ȧ·x̂1 + ḃ·x0 − r/(1 − t)] dt + g_t·dW,   g_t² = 2c·(ċ + c/(1 − t)).
 
     The SDE drift is the ODE drift plus (g²/2)·∇log p_t(x | x0) = −(g²/2c)·ε̂, so both keep the marginals of
-    x_t; for the Brownian bridge it is Doob's (x̂1 − x)/(1 − t) with g = σ. ε is drawn per draw by the caller's Noise.
+    x_t; for the Brownian bridge it is Doob's (x̂1 − x)/(1 − t) with g = σ. ε comes from the caller (its Noise).
     """
 
     predictions = COUPLING_PREDICTIONS
     sampling_methods = ("sde", *Process.sampling_methods)
-
-    def __init__(self, prediction: Prediction = "x1") -> None:
-        super().__init__(prediction)
 
     def known_source(self, cond: Tensor | None) -> Tensor:
         """x0 = cond: the source comes with the data (batches are pairs [x1, x0]) and conditions the network."""
