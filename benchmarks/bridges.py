@@ -28,7 +28,7 @@ from torch import Tensor
 from realuid_lightning import EMA, BrownianBridge, DigitsDataModule, MatchingModule, PairedDataModule, RealUIDModule
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
-from realuid_lightning.sampling import sample_coupling
+from realuid_lightning.sampling import sample_teacher
 
 TASKS = {"4× super-resolution": {"degradation": "downsample", "factor": 4}, "inpainting (4×4 box)": {"degradation": "box", "box_size": 4}}
 STUDENTS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID (α=0.94, β/α=1.02)", 0.94, 0.9588)]
@@ -90,7 +90,8 @@ def main() -> None:
         teacher = train_teacher(data, args.teacher_steps, args.sigma, args.prediction)
         rows.append({"task": task, "model": "teacher training", "nfe": "-", "psnr": None, "fd": None, "seconds": time.perf_counter() - t0})
         for steps in (1, 4, 20):
-            out = sample_coupling(teacher.net.eval(), teacher.process, x0, noise, steps, "sde", generator=torch.Generator().manual_seed(2))
+            out = sample_teacher(teacher.net.eval(), teacher.process, noise, steps, "sde", cond=x0,
+                                 generator=torch.Generator().manual_seed(2))
             rows.append({"task": task, "model": f"teacher, {steps} SDE steps", "nfe": steps, **score(out)})
         for name, alpha, beta in STUDENTS:
             student, ema, seconds = distil(teacher, data, alpha, beta, args.iterations, args.generator_time, args.lr)

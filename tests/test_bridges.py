@@ -1,5 +1,6 @@
 """Coupling processes (Brownian bridge, stochastic interpolants), their samplers, networks, paired data and RealUID losses."""
 
+import copy
 import math
 
 import pytest
@@ -9,9 +10,11 @@ from realuid_lightning import ConfigError, DigitsDataModule, PairedDataModule, T
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.modules import MatchingModule, RealUIDModule
 from realuid_lightning.nets import MLP, UNet
-from realuid_lightning.processes import BrownianBridge, CouplingProcess, Process, StochasticInterpolant
+from realuid_lightning.noise import Noise
+from realuid_lightning.processes import (EDM, BrownianBridge, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching,
+                                         Process, StochasticInterpolant)
 from realuid_lightning.processes.interpolant import GAMMAS, SCHEDULES
-from realuid_lightning.sampling import sample_coupling, sample_teacher
+from realuid_lightning.sampling import sample_teacher
 
 INTERPOLANTS = [StochasticInterpolant(s, g, 0.7) for s in SCHEDULES for g in GAMMAS]
 COUPLINGS = [BrownianBridge(), BrownianBridge(sigma=0.3, prediction="x1"), *INTERPOLANTS]
@@ -36,7 +39,38 @@ def test_every_coupling_class_is_covered():
         cls = todo.pop()
         todo += cls.__subclasses__()
         found |= set() if getattr(cls, "__abstractmethods__", None) else {cls}
-    assert {type(p) for p in COUPLINGS} >= found and all(issubclass(c, Process) and c.conditional_source for c in found)
+    assert {type(p) for p in COUPLINGS} >= found and all(issubclass(c, Process) for c in found)
+
+
+EVERY_KIND = [FlowMatching(), FlowMatching(0.1, "x1"), DiscreteVP(100, prediction="v"), ContinuousVP(), EDM(),
+              *COUPLINGS]
+
+
+@pytest.mark.parametrize("process", EVERY_KIND, ids=repr)
+def test_one_interface_for_every_process(process, float64):
+    """Noise-sourced or coupling, a process answers the same calls with cond as the data gives it: the batch's
+    source, x_t and target from the caller's Noise, x1 = to_data, the velocity = drift, x_t − a·x1 = start_state."""
+    x1, t, noise = torch.randn(6, 3), inner_times(6), Noise(2).for_update(0)
+    cond = torch.randn(6, 3) if isinstance(process, CouplingProcess) else None  # pairs [x1, x0] for a coupling
+    x0 = process.source(x1, cond, noise)
+    s = process.sample(x0, x1, t, noise)
+    velocity = copy.copy(process)
+    velocity.prediction = "velocity"
+    torch.testing.assert_close(process.to_data(s.target, s.x_t, t, cond), x1)
+    torch.testing.assert_close(process.drift(s.target, s.x_t, t, cond), velocity.sample(x0, x1, t, s.eps).target)
+    own_noise = x0 if s.eps is None else s.eps  # what start_state's z stands for: the source, or a coupling's ε
+    a = process.coefficients(t).a[:, None]
+    torch.testing.assert_close(process.start_state(t, own_noise, cond), s.x_t - a * x1)
+
+
+def test_processes_write_only_their_coefficients():
+    """The path, the source and every conversion are written once, in Process: no subclass defines them again."""
+    shared = {"source", "sample", "to_endpoints", "to_data", "start_state", "drift"}
+    todo = list(Process.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        assert not shared & set(vars(cls)), (cls.__name__, shared & set(vars(cls)))
 
 
 @pytest.mark.parametrize("sigma", [0.25, 1.0, 3.0])
@@ -128,9 +162,10 @@ def test_sde_sampler_reaches_the_data_distribution(process, float64):
     mu, s, n = 1.5, 0.5, 20000
     x0 = torch.randn(n, 1, generator=torch.Generator().manual_seed(0)) * 2
     z = torch.randn(n, 1, generator=torch.Generator().manual_seed(1))
-    out = sample_coupling(GaussianPosterior(process, mu, s), process, x0, z, 200, "sde", generator=torch.Generator().manual_seed(2))
+    out = sample_teacher(GaussianPosterior(process, mu, s), process, z, 200, "sde", x0,
+                         torch.Generator().manual_seed(2))
     assert abs(out.mean().item() - mu) < 0.03 and abs(out.std().item() - s) < 0.03 * s
-    one_step = sample_coupling(GaussianPosterior(process, mu, s), process, x0, z, 1, "sde")
+    one_step = sample_teacher(GaussianPosterior(process, mu, s), process, z, 1, "sde", x0)
     if not isinstance(process, StochasticInterpolant) or process.schedule == "linear":
         torch.testing.assert_close(one_step, torch.full_like(one_step, mu))  # one step = E[x1 | x0]
 
@@ -140,8 +175,8 @@ def test_ode_sampler_needs_noise_at_the_start(float64):
     process, mu, s = StochasticInterpolant("linear", "sine", 1.0, "x1"), 0.0, 0.5
     x0, z = torch.zeros(20000, 1), torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="point mass"):
-        sample_coupling(GaussianPosterior(process, mu, s), process, x0, z, 10, "euler")
-    out = sample_coupling(GaussianPosterior(process, mu, s), process, x0, z, 200, "heun", t_start=0.02)
+        sample_teacher(GaussianPosterior(process, mu, s), process, z, 10, "euler", x0)
+    out = sample_teacher(GaussianPosterior(process, mu, s), process, z, 200, "heun", x0, t_start=0.02)
     assert abs(out.std().item() - s) < 0.1 * s and abs(out.mean().item()) < 0.02
 
 
@@ -306,7 +341,8 @@ def test_coupling_teacher_samples_from_sources():
     (lambda: StochasticInterpolant(schedule="cubic"), r"schedule='cubic'.*'linear', 'trig'"),
     (lambda: StochasticInterpolant(gamma="cosine"), r"gamma='cosine'.*'sqrt', 'quadratic', 'sine'"),
     (lambda: PairedDataModule(DigitsDataModule(), "box", box_size=0), r"box_size=0"),
-    (lambda: sample_coupling(torch.nn.Identity(), BrownianBridge(), torch.zeros(2, 2), torch.zeros(2, 2), 2, "rk4"), r"method='rk4'.*'sde'"),
+    (lambda: sample_teacher(torch.nn.Identity(), BrownianBridge(), torch.zeros(2, 2), 2, "rk4", torch.zeros(2, 2)),
+     r"method='rk4'.*'sde'"),
 ])
 def test_bad_arguments_name_the_value(make, match):
     """Invalid settings raise one ConfigError naming the value and what is allowed."""

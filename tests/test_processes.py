@@ -3,7 +3,8 @@ import copy
 import pytest
 import torch
 
-from realuid_lightning.processes import EDM, ContinuousVP, DiscreteVP, FlowMatching, Process, expand_like
+from realuid_lightning.processes import (EDM, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching, Process,
+                                         expand_like)
 from realuid_lightning.processes.base import PREDICTIONS
 
 PROCESSES = [FlowMatching(), FlowMatching(sigma_min=0.01), DiscreteVP(), DiscreteVP(beta_schedule="squaredcos_cap_v2", prediction="v"),
@@ -36,7 +37,8 @@ def all_process_classes():
 
 def test_every_process_class_is_covered():
     """The parametrised tests below cover every concrete noise-source process class (coupling ones: tests/test_bridges.py)."""
-    assert {type(p) for p in PROCESSES} >= {cls for cls in all_process_classes() if not cls.conditional_source}
+    noise_sourced = {cls for cls in all_process_classes() if not issubclass(cls, CouplingProcess)}
+    assert {type(p) for p in PROCESSES} >= noise_sourced
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=repr)

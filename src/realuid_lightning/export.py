@@ -111,9 +111,12 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: float
     if checkpoint.get("realuid", {}).get("module") != "RealUIDModule":
         raise ConfigError(f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported")
     net, process, meta = network_from_checkpoint(checkpoint, ema, what)
-    if process.conditional_source:
-        raise ConfigError(f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per sample; the "
-                          "pipeline maps noise to data only: sample it with `realuid sample --sources`")
+    try:
+        process.known_source(None)  # the pipeline gives G no source: a process that reads one from cond refuses
+    except ConfigError:
+        raise ConfigError(f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per "
+                          "sample; the pipeline maps noise to data only: sample it with `realuid sample --sources`"
+                          ) from None
     if isinstance(net, UNet):
         adapter, time_scale, steps = "UNet", float(net.time_scale), 1000
     elif isinstance(net, DiffusersUNet):

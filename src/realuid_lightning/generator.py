@@ -1,4 +1,4 @@
-"""The one-step generator G_θ(z) = process.to_data(g_θ(t_G, z), z, t_G)."""
+"""The one-step generator G_θ(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G) from x_G = process.start_state(t_G, z)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,34 @@ from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.processes.base import Process
+from realuid_lightning.sampling import start_noise
 
 
 class OneStepGenerator(nn.Module):
     """One network evaluation at the fixed time t_G on the noise part of x_t, read as a data estimate:
 
-    x_G = b_{t_G}·z,   G(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G).
+    x_G = process.start_state(t_G, z, cond),   G(z) = process.to_data(g_θ(t_G, x_G, cond), x_G, t_G, cond).
 
-    For flow matching at t_G = 0, x_G = z and G(z) = z + g_θ(0, z), the official code's generator; for a
+    For flow matching at t_G = 0, x_G = b_0·z = z and G(z) = z + g_θ(0, z), the official code's generator; for a
     diffusion process t_G sets the initial noise level (SiD's σ_init). g_θ has the teacher's architecture
-    and is initialised from it. For a coupling process (``process.conditional_source``) ``cond`` is the
-    source x0 and G(z, x0) starts from x_G = b_{t_G}·x0 + c_{t_G}·z (:meth:`~Process.start_state`); t_G needs c > 0
-    for z to matter. A time where that read is singular (e.g. x0-prediction flows at t_G = 0, where a = 0) is refused.
+    and is initialised from it. A coupling process reads its source x0 from ``cond``: G(z, x0) starts from
+    x_G = b_{t_G}·x0 + c_{t_G}·z, so t_G needs c > 0 for z to matter. A time where the read is singular (e.g.
+    x0-prediction flows at t_G = 0, where a = 0) is refused; one where x_G ignores z is warned about.
     """
 
     def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
         super().__init__()
         self.net, self.process, self.time = net, process, time
         check_generator_time(process, time)
-        if process.conditional_source and float(process.coefficients(torch.tensor([float(time)])).c.abs().max()) == 0:
-            warnings.warn(f"generator_time={time}: {type(process).__name__} has no noise there (c = 0), so G(z, x0) ignores z "
-                          "and is deterministic; a time with c > 0 (e.g. 0.1) lets it sample", stacklevel=2)
+        if start_noise(process, time) == 0:
+            warnings.warn(f"generator_time={time}: {type(process).__name__} has no noise there, so G(z) ignores z "
+                          "and is deterministic; a time where x_t is noisy (e.g. 0.1 for a coupling) lets it sample",
+                          stacklevel=2)
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
-        source = cond if self.process.conditional_source else None
-        x = self.process.start_state(t, z, source)
-        return self.process.to_data(self.net(t, x, cond), x, t, source)
+        x = self.process.start_state(t, z, cond)
+        return self.process.to_data(self.net(t, x, cond), x, t, cond)
 
 
 def reads_data_at(process: Process, time: float) -> bool:
@@ -46,7 +47,7 @@ def reads_data_at(process: Process, time: float) -> bool:
     (x0-prediction flows at t = 0: a = 0, p1 = 0) or a coefficient is not finite, the result is ±inf or NaN.
     """
     t, one = torch.tensor([float(time)]), torch.ones(1, 1)
-    return bool(torch.isfinite(process.to_data(one, one, t, one if process.conditional_source else None)).all())
+    return bool(torch.isfinite(process.to_data(one, one, t, one)).all())
 
 
 def check_generator_time(process: Process, time: float) -> None:

@@ -10,23 +10,25 @@ from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.processes.base import Process, expand_like
+from realuid_lightning.processes.coupling import CouplingProcess
 
 Drift = Callable[[Tensor, Tensor], Tensor]
-SOLVERS = ("euler", "heun")
-COUPLING_SOLVERS = ("sde", "euler", "heun")
+SOLVERS = Process.sampling_methods
+COUPLING_SOLVERS = CouplingProcess.sampling_methods  # every method of some process (the CLI's choices)
 
 
 def teacher_drift(net: nn.Module, process: Process, cond: Tensor | None = None) -> Drift:
-    """u(t, x) = process.drift(net(t, x, cond), x, t): the probability-flow drift of a matching model."""
+    """u(t, x) = process.drift(net(t, x, cond), x, t, cond): the probability-flow drift of a matching model."""
 
     def drift(t: Tensor, x: Tensor) -> Tensor:
-        return process.drift(net(t, x, cond), x, t)
+        return process.drift(net(t, x, cond), x, t, cond)
 
     return drift
 
 
 @torch.no_grad()
-def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "heun"] = "euler", t0: float = 0.0, t1: float = 1.0) -> Tensor:
+def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "heun"] = "euler", t0: float = 0.0,
+               t1: float = 1.0) -> Tensor:
     """Integrate dx/dt = u(t, x) from x(t0) = x0 to t1 in ``steps`` uniform steps.
 
     Euler: x ← x + h·u(t, x) (``steps`` evaluations). Heun: x̃ = x + h·u(t, x),
@@ -47,50 +49,49 @@ def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "h
     return x
 
 
-def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int, method: Literal["euler", "heun", "sde"] = "euler",
-                   cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """x1 ≈ ODE-solve(dx/dt = u*(t, x)) from x(t_min) = b_{t_min}·z to t_max, z ~ N(0, I): multi-step teacher sampling.
-
-    For flows b_0 = 1 and the range is [0, 1]; for EDM the start is σ_max·z (a uniform grid in t is
-    the Karras ρ-schedule); for VP processes, Euler on the probability-flow ODE (DDIM's limit). A coupling
-    process goes to :func:`sample_coupling` with ``cond`` as the source x0 (``generator`` draws the SDE noise).
-    """
-    if process.conditional_source:
-        return sample_coupling(net, process, cond, z, steps, method, generator=generator)
-    t_start = torch.full((z.shape[0],), process.t_min, device=z.device, dtype=z.dtype)
-    x_start = expand_like(process.coefficients(t_start).b, z) * z
-    return ode_sample(teacher_drift(net, process, cond), x_start, steps, method, process.t_min, process.t_max)
-
-
 @torch.no_grad()
-def sample_coupling(net: nn.Module, process: Process, source: Tensor | None, z: Tensor, steps: int,
-                    method: Literal["sde", "euler", "heun"] = "sde", t_start: float | None = None,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """x1 from a source x0 with a coupling teacher f*(t, x, x0), from x(t_start) = b·x0 + c·z to t_max (t_start = t_min):
+def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int,
+                   method: Literal["euler", "heun", "sde"] = "euler", cond: Tensor | None = None,
+                   generator: torch.Generator | None = None, t_start: float | None = None) -> Tensor:
+    """x1 from z ~ N(0, I) with a teacher f*(t, x, cond), from x(t_start) = process.start_state(t_start, z, cond) to
+    t_max (t_start = t_min): multi-step teacher sampling.
 
-    'sde': Euler–Maruyama x ← x + h·u_SDE(t, x) + g_t·√h·ξ, with no noise in the last step (for a linear I the
-    drift (x̂1 − x)/(1 − t) then lands on x̂1, so one step gives x̂1 = E[x1 | x0]); 'euler' / 'heun': the
-    probability-flow ODE, which needs noise at the start (c_{t_start} > 0): from the point mass x0 it stays one path.
-    See :class:`~realuid_lightning.processes.coupling.CouplingProcess` for u and g.
+    'euler' / 'heun': the probability-flow ODE dx/dt = process.drift(f*, x, t, cond). For flows b_0 = 1 and the start
+    is z; for EDM it is σ_max·z (a uniform grid in t is the Karras ρ-schedule); for VP processes this is DDIM's limit.
+    A coupling process reads its sources x0 from ``cond``; its ODE needs noise at the start (c_{t_start} > 0), since
+    from the point mass x0 it stays one path. 'sde' (couplings): Euler–Maruyama x ← x + h·u_SDE(t, x) + g_t·√h·ξ with
+    ξ from ``generator`` and no noise in the last step (for a linear I the drift (x̂1 − x)/(1 − t) then lands on x̂1, so
+    one step gives x̂1 = E[x1 | x0]); see :class:`~realuid_lightning.processes.coupling.CouplingProcess` for u and g.
     """
-    if method not in COUPLING_SOLVERS:
-        raise ConfigError(f"method={method!r} is not supported for a coupling process; choose one of {COUPLING_SOLVERS}")
-    if source is None:
-        raise ConfigError(f"{type(process).__name__} samples from a source x0: pass the sources as cond")
+    if method not in process.sampling_methods:
+        raise ConfigError(f"method={method!r} is not supported for {type(process).__name__}; "
+                          f"choose one of {process.sampling_methods}")
     if steps < 1:
         raise ConfigError(f"steps={steps} must be a positive integer")
     t0 = process.t_min if t_start is None else t_start
-    x = process.start_state(torch.full((z.shape[0],), t0, device=z.device, dtype=z.dtype), z, source)
-    if method != "sde":
-        if float(process.coefficients(torch.tensor([t0])).c.abs().max()) == 0:
-            raise ConfigError(f"ODE sampling from t_start={t0} starts at the point mass x0 (c = 0 there); "
-                              "use method='sde' or a t_start with noise, e.g. 0.05")
-        ode_drift = lambda t, x: process.drift(net(t, x, source), x, t, source)
-        return ode_sample(ode_drift, x, steps, method, t0, process.t_max)
-    grid = torch.linspace(t0, process.t_max, steps + 1, device=z.device, dtype=z.dtype)
+    x = process.start_state(torch.full((z.shape[0],), t0, device=z.device, dtype=z.dtype), z, cond)
+    if method == "sde":
+        return _sde_sample(net, process, x, cond, steps, t0, generator)  # a CouplingProcess: only couplings have 'sde'
+    if start_noise(process, t0) == 0:
+        raise ConfigError(f"ODE sampling from t_start={t0} starts at the point mass x0 (no noise there); "
+                          "use method='sde' or a t_start with noise, e.g. 0.05")
+    return ode_sample(teacher_drift(net, process, cond), x, steps, method, t0, process.t_max)
+
+
+def start_noise(process: Process, time: float) -> float:
+    """The scale s of the noise z in the start state at ``time``: process.start_state(t, z, x0 = 0) = s·z
+    (b_t for a noise source, c_t for a coupling); 0 means a sampler or generator starting there ignores z."""
+    t, one = torch.tensor([float(time)]), torch.ones(1, 1)
+    return float(process.start_state(t, one, torch.zeros(1, 1)).abs().max())
+
+
+def _sde_sample(net: nn.Module, process: CouplingProcess, x: Tensor, cond: Tensor | None, steps: int, t0: float,
+                generator: torch.Generator | None) -> Tensor:
+    """Euler–Maruyama from x(t0) to t_max: x ← x + h·u_SDE(t, x) + g_t·√h·ξ, no noise in the last step."""
+    grid = torch.linspace(t0, process.t_max, steps + 1, device=x.device, dtype=x.dtype)
     for k in range(steps):
-        t, h = grid[k].expand(z.shape[0]), grid[k + 1] - grid[k]
-        x = x + h * process.sde_drift(net(t, x, source), x, t, source)
+        t, h = grid[k].expand(x.shape[0]), grid[k + 1] - grid[k]
+        x = x + h * process.sde_drift(net(t, x, cond), x, t, cond)
         if k < steps - 1:
             noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             x = x + expand_like(process.diffusion(t), x) * h.sqrt() * noise

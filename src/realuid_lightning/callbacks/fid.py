@@ -246,8 +246,9 @@ class FrechetDistance(Callback):
 
     @staticmethod
     def _teacher_method(pl_module: LightningModule) -> str:
-        """A coupling teacher samples its SDE from the sources the student sees; the others Euler on the ODE."""
-        return "sde" if pl_module.process.conditional_source else "euler"
+        """The process's first sampling method: a coupling teacher's SDE from the sources the student sees, else Euler
+        on the ODE."""
+        return pl_module.process.sampling_methods[0]
 
     def _teacher_sampler(self, pl_module: LightningModule, steps: int) -> Sampler:
         if self._has_frozen_teacher(pl_module):

@@ -32,8 +32,20 @@ def pick_ema(checkpoint: dict, choice: str) -> float | None:
         raise ConfigError(f"--ema {choice!r} is not a decay; use a number such as 0.999, 'raw' or 'auto'") from None
 
 
-def load_sources(path: str, shape: list[int]) -> Tensor:
-    """The sources x0 of ``--sources``: a folder of images or a .pt tensor, (N, *shape)."""
+def load_sources(path: str, shape: list[int], process: Process) -> Tensor:
+    """The sources x0 of ``--sources`` for ``process``: a folder of images or a .pt tensor, (N, *shape)."""
+    sources = _read_sources(path, shape)
+    if process.known_source(sources) is None:
+        raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples "
+                          "from noise alone")
+    if list(sources.shape[1:]) != list(shape) or len(sources) == 0:
+        raise ConfigError(f"--sources {path!r} holds {tuple(sources.shape)}; it must be a tensor "
+                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+    return sources.float()
+
+
+def _read_sources(path: str, shape: list[int]) -> Tensor:
+    """A folder of images read at ``shape``, or the tensor in a .pt file."""
     if Path(path).is_dir():
         return read_images(path, shape)
     if not Path(path).is_file():
@@ -42,11 +54,10 @@ def load_sources(path: str, shape: list[int]) -> Tensor:
         sources = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or a pickle that is more than tensors
         raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
-    if not isinstance(sources, Tensor) or list(sources.shape[1:]) != list(shape) or len(sources) == 0:
-        found = tuple(sources.shape) if isinstance(sources, Tensor) else type(sources).__name__
-        raise ConfigError(f"--sources {path!r} holds {found}; it must be a tensor (N, {', '.join(map(str, shape))}) "
-                          "of the data shape")
-    return sources.float()
+    if not isinstance(sources, Tensor):
+        raise ConfigError(f"--sources {path!r} holds {type(sources).__name__}; it must be a tensor "
+                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+    return sources
 
 
 @dataclass
@@ -73,12 +84,6 @@ class CheckpointSampler:
         checkpoint = load_checkpoint(ckpt)
         decay = pick_ema(checkpoint, ema)
         net, process, meta = network_from_checkpoint(checkpoint, decay, what=f"checkpoint {ckpt!r}")
-        if process.conditional_source and sources is None:
-            raise ConfigError(f"{type(process).__name__} samples from a source x0: pass --sources (a .pt tensor or an "
-                              "image folder)")
-        if sources is not None and not process.conditional_source:
-            raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples "
-                              "from noise alone")
         classes = class_count(net)
         if label is not None and not (classes and 0 <= label < classes):
             raise ConfigError(f"--label {label} is not a class of this network "
@@ -88,7 +93,8 @@ class CheckpointSampler:
             steps, method = 1, "generator"
         else:
             steps, method = steps or hp.get("sample_steps", 100), method or hp.get("sample_method", "euler")
-        x0 = None if sources is None else load_sources(sources, meta["data_shape"])
+        x0 = None if sources is None else load_sources(sources, meta["data_shape"], process)
+        process.known_source(x0)  # a process whose source comes with the data needs --sources
         return cls(net, process, meta, generator_time(checkpoint), decay, steps, method, label, x0)
 
     @property

@@ -10,10 +10,12 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.coupling import remembered_sources
 from realuid_lightning.nets.labels import class_count, cycled_labels
+from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
 from realuid_lightning.reliability import check_finite_state
+
+REMEMBERED_SOURCES = 512  # per module; only for sampling a coupling without explicit sources
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -48,27 +50,47 @@ def total_grad_norm(parameters: Any) -> Tensor:
 
 
 class GenerativeModule(LightningModule):
-    """Base of the modules: records the data shape, saves RNG state and a ``realuid`` metadata block.
+    """Base of the modules: records the data shape, owns the run's randomness, saves RNG state and a ``realuid``
+    metadata block.
 
-    Subclasses set ``self.process``, implement :meth:`sample` and say which network the EMA callback
-    tracks (``ema_network``) and how many times it has been updated (``ema_version``).
+    It owns ``noise`` (the :class:`~realuid_lightning.noise.Noise` every draw of an update comes from, keyed by the
+    ``iteration`` buffer; ``noise_chunks`` chunks, see there). Subclasses set ``self.process``, implement
+    :meth:`sample` and say which network the EMA callback tracks (``ema_network``) and how many times it has been
+    updated (``ema_version``). The first sources x0 a coupling process reads from its training batches are kept in the
+    ``remembered_sources`` buffer (checkpointed): sampling without explicit sources (previews, FD) cycles through them.
     """
 
     process: Process
     network_prefix: str
+    iteration: Tensor
+    remembered_sources: Tensor | None
 
-    def __init__(self) -> None:
+    def __init__(self, noise_chunks: int | None = None) -> None:
         super().__init__()
         self.data_shape: list[int] | None = None
+        self.noise = Noise(noise_chunks)
+        self.register_buffer("remembered_sources", None)
 
-    def record_data_shape(self, x1: Tensor) -> None:
-        """Remember the per-item shape of the data; a batch of another shape than the teacher's is a ConfigError."""
+    def record_batch(self, x1: Tensor, cond: Tensor | None) -> None:
+        """Remember the per-item shape of the data (a batch of another shape than the teacher's is a ConfigError) and
+        the first ``REMEMBERED_SOURCES`` sources x0 the process reads from ``cond``."""
         shape = list(x1.shape[1:])
         if self.data_shape is None:
             self.data_shape = shape
         elif shape != list(self.data_shape):
             raise ConfigError(f"the data items have shape {shape} but the network was built for shape {list(self.data_shape)}; "
                               "match the data module's resolution and channels to the teacher's")
+        x0, memory = self.process.known_source(cond), self.remembered_sources
+        stored = 0 if memory is None else memory.shape[0]
+        if x0 is not None and stored < REMEMBERED_SOURCES:
+            fresh = x0.detach()[: REMEMBERED_SOURCES - stored]
+            self.remembered_sources = fresh.clone() if memory is None else torch.cat([memory, fresh])
+
+    def update_noise(self) -> Noise:
+        """The draws of this update (number ``iteration``): per-chunk seeded generators under DDP or with noise_chunks,
+        else the global RNG."""
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        return self.noise.for_update(int(self.iteration), world, rank, self.iteration.device)
 
     @property
     def ema_network(self) -> nn.Module:
@@ -88,14 +110,15 @@ class GenerativeModule(LightningModule):
         raise NotImplementedError
 
     def sampling_cond(self, num: int, cond: Tensor | None) -> Tensor | None:
-        """cond for ``sample(num)``: as given; without one, a coupling process's remembered sources, or a
+        """cond for ``sample(num)``: as given; without one, the remembered sources of a coupling process, or a
         class-conditional network's classes 0 … C − 1 in turn (previews, FD)."""
-        if cond is not None:
-            return cond
-        if self.process.conditional_source:
-            return remembered_sources(self, num)
-        classes = self.num_classes
-        return cycled_labels(0, num, classes, self.device) if classes else None
+        memory, classes = self.remembered_sources, self.num_classes
+        if cond is None and memory is not None:
+            cond = memory[torch.arange(num, device=memory.device) % memory.shape[0]]
+        elif cond is None and classes:
+            cond = cycled_labels(0, num, classes, self.device)
+        self.process.known_source(cond)  # a process whose sources come with the data refuses to sample without them
+        return cond
 
     def source_noise(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         if self.data_shape is None:
@@ -106,15 +129,24 @@ class GenerativeModule(LightningModule):
         return {"module": type(self).__name__, "data_shape": self.data_shape, "net": self.hparams.get("net"),
                 "process": self.hparams.get("process"), "network_prefix": self.network_prefix}
 
+    def on_fit_start(self) -> None:
+        self.noise.share_seed(self.trainer.world_size, self.trainer.strategy.broadcast)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite_state(checkpoint["state_dict"])
         checkpoint["realuid"] = self.metadata()
+        if self.noise.seed is not None:
+            checkpoint["realuid"]["noise_seed"] = self.noise.seed
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.data_shape = checkpoint.get("realuid", {}).get("data_shape", self.data_shape)
+        self.noise.seed = checkpoint.get("realuid", {}).get("noise_seed", self.noise.seed)
+        sources = checkpoint.get("state_dict", {}).get("remembered_sources")
+        if sources is not None:  # the buffer is None until a batch was seen: give load_state_dict a tensor to fill
+            self.remembered_sources = torch.empty_like(sources, device=self.device)
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
         if all(state == {} for state in fit_loop.get("combined_loader", [None])):
             # the shipped loaders' states are empty (data.batching.ResumableLoader): dropped, a resume may use any loader

@@ -17,10 +17,9 @@ from realuid_lightning.losses import Parameterisation
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.objective import Objective
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
-from realuid_lightning.modules.coupling import batch_source
 from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
-from realuid_lightning.modules.noise import ChunkedNoise
 from realuid_lightning.modules.scaling import BF16Inference, ScalingMixin, check_scaling_options
+from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
 from realuid_lightning.reliability import NonFiniteGuard
 
@@ -122,10 +121,10 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         fused_adam: bool | None = False,
         teacher_bf16: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_chunks)
         self.nonfinite = NonFiniteGuard(max_nonfinite)  # skip non-finite updates, stop after max_nonfinite in a row
         self.objective = Objective(alpha, beta, gamma, parameterisation, gan_generator_weight, gan_discriminator_weight)
-        check_scaling_options(noise_chunks, fused_adam)
+        check_scaling_options(fused_adam)
         if fake_init not in ("scratch", "teacher"):
             raise ConfigError(f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if not 0.0 <= dropout < 1.0:
@@ -190,7 +189,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x1_real, cond = split_batch(batch)
-        self.record_data_shape(x1_real)
+        self.record_batch(x1_real, cond)
         generator_turn = int(self.iteration) % (self.hparams.fake_updates + 1) == self.hparams.fake_updates
         (opt_fake, opt_gen), (sched_fake, sched_gen) = self.optimizers(), self.lr_schedulers()
         opt, sched, net, name = (opt_gen, sched_gen, self.generator, "generator") if generator_turn else (opt_fake, sched_fake, self.fake_model, "fake")
@@ -212,12 +211,13 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
-        noise = self.noise()
+        noise = self.update_noise()
         with torch.no_grad():
             x1_gen = self.generator(noise.randn_like(x1_real), cond)
-        x0 = batch_source(self, x1_gen, cond, noise)
+        x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
-        branches = [noise.path(self.process, x0, x1, t) for x1 in ([x1_gen, x1_real] if self.uses_real_data else [x1_gen])]
+        x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
+        branches = [self.process.sample(x0, x1, t, noise) for x1 in x1s]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
         fake = self.trained("fake_model")(t_all, x_all, cond_all)
         with torch.no_grad():
@@ -228,20 +228,20 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
 
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
-        noise = self.noise()
+        noise = self.update_noise()
         x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond)
-        x0 = batch_source(self, x1_gen, cond, noise)
+        x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
-        gen = noise.path(self.process, x0, x1_gen, t)
+        gen = self.process.sample(x0, x1_gen, t, noise)
         teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
         logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 
-    def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: ChunkedNoise, head: nn.Module) -> Tensor:
+    def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: Noise, head: nn.Module) -> Tensor:
         """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data, for each batch in x1s."""
         t_min = self.hparams.gan_time_min
         t = t_min + (1 - t_min) * noise.rand(x0.shape[0], x0)
-        t_all, x_all, cond_all = _stacked(t, [self.process.sample(x0, x1, t).x_t for x1 in x1s], cond)
+        t_all, x_all, cond_all = _stacked(t, [self.process.sample(x0, x1, t, noise).x_t for x1 in x1s], cond)
         return head(self.fake_model.bottleneck(t_all, x_all, cond_all))
 
     def configure_optimizers(self) -> Any:

@@ -5,7 +5,7 @@
   trains through its wrapper (:meth:`ScalingMixin.trained`), so a fake update averages only the fake
   model's gradients and a generator update only the generator's. The teacher is never wrapped.
 * Noise: under DDP, or with ``noise_chunks``, every update draws its noise chunk by chunk from seeded
-  generators (:class:`~realuid_lightning.modules.noise.RankNoiseMixin`): ranks draw different noise, and the
+  generators (the module's :class:`~realuid_lightning.noise.Noise`): ranks draw different noise, and the
   result does not depend on how the global batch is split.
 * Speed: ``channels_last`` and ``compile`` act on the generator, fake model and teacher in
   :meth:`configure_model`; ``teacher_bf16`` keeps the teacher's weights in bf16 (:class:`BF16Inference`);
@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.noise import RankNoiseMixin, check_noise_chunks
 
 
 class BF16Inference(nn.Module):
@@ -37,15 +36,14 @@ class BF16Inference(nn.Module):
         return out.to(x.dtype)
 
 
-def check_scaling_options(noise_chunks: int | None, fused_adam: bool | None) -> None:
-    """noise_chunks ≥ 1 (or None); fused_adam True, False or None."""
-    check_noise_chunks(noise_chunks)
+def check_scaling_options(fused_adam: bool | None) -> None:
+    """fused_adam is True, False or None."""
     if fused_adam not in (True, False, None):
         raise ConfigError(f"fused_adam={fused_adam!r} must be true, false or null (fused on CUDA only)")
 
 
-class ScalingMixin(RankNoiseMixin):
-    """DDP wrappers, rank-independent noise (:class:`RankNoiseMixin`) and the speed options of :class:`RealUIDModule`."""
+class ScalingMixin:
+    """DDP wrappers and the speed options of :class:`RealUIDModule` (before GenerativeModule in the MRO)."""
 
     hparams: Any
     generator: nn.Module
@@ -83,7 +81,7 @@ class ScalingMixin(RankNoiseMixin):
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ConfigError(f"precision={self.trainer.precision!r} scales the loss, which the gradient clipping and the "
                               "non-finite guard here do not undo; use precision='bf16-mixed'")
-        super().on_fit_start()
+        super().on_fit_start()  # type: ignore[misc]
 
     def adam_options(self) -> dict[str, Any]:
         """Keyword arguments of torch.optim.Adam: fused=True for fused_adam (None: on CUDA only), else torch's default."""

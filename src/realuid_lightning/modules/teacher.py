@@ -11,15 +11,14 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
-from realuid_lightning.modules.coupling import batch_source
-from realuid_lightning.modules.noise import ChunkedNoise, RankNoiseMixin, check_noise_chunks
+from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.reliability import NonFiniteGuard
 from realuid_lightning.sampling import sample_teacher
 
 
-class MatchingModule(RankNoiseMixin, GenerativeModule):
+class MatchingModule(GenerativeModule):
     """Trains a matching model f* by the UM loss (Eq. 3):
 
     L_UM(f) = E_t E_{x0, x1} w(t)·||f_t(x_t) − c_t(x0, x1)||²,  x_t and c from ``process``.
@@ -32,7 +31,7 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
         sample_steps, sample_method: steps and solver used by :meth:`sample` (previews); 'sde' for coupling processes.
         max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient (each is skipped).
         noise_chunks: draw each training batch's noise (x0, t) in this many seeded chunks; under DDP one chunk per rank
-            by default, so ranks draw different noise (:class:`~realuid_lightning.modules.noise.RankNoiseMixin`).
+            by default, so ranks draw different noise (:class:`~realuid_lightning.noise.Noise`).
     """
 
     network_prefix = "net"
@@ -50,12 +49,11 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
         max_nonfinite: int = 10,
         noise_chunks: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(noise_chunks)
         if lr <= 0:
             raise ConfigError(f"lr={lr} must be positive")
         if warmup_steps < 0:
             raise ConfigError(f"warmup_steps={warmup_steps} must be >= 0")
-        check_noise_chunks(noise_chunks)
         self.nonfinite = NonFiniteGuard(max_nonfinite)
         self.net = net
         self.process = process if process is not None else FlowMatching()
@@ -71,18 +69,19 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
     def ema_version(self) -> int:
         return self.global_step
 
-    def _loss(self, batch: Any, noise: ChunkedNoise | None = None) -> Tensor:
-        """The UM loss of a batch; its x0, t (and a coupling's ε) drawn by ``noise`` (the global RNG by default)."""
-        noise = noise or ChunkedNoise()
+    def _loss(self, batch: Any, noise: Noise | None = None) -> Tensor:
+        """The UM loss of a batch; its x0, t (and a coupling's ε) drawn by ``noise`` (the module's own by default: the
+        global RNG outside an update)."""
+        noise = noise or self.noise
         x1, cond = split_batch(batch)
-        self.record_data_shape(x1)
-        x0 = batch_source(self, x1, cond, noise)  # noise, or the source of a pair [x1, x0] (coupling processes)
+        self.record_batch(x1, cond)
+        x0 = self.process.source(x1, cond, noise)  # noise, or the source of a pair [x1, x0] (coupling processes)
         t = noise.time(self.process, x1.shape[0], x1.device)
-        s = noise.path(self.process, x0, x1, t)
+        s = self.process.sample(x0, x1, t, noise)
         return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self._loss(batch, self.noise())
+        loss = self._loss(batch, self.update_noise())
         self.iteration += 1
         self.log("train/loss", loss, prog_bar=True)
         self._last_loss = loss.detach()
@@ -113,8 +112,8 @@ class MatchingModule(RankNoiseMixin, GenerativeModule):
                steps: int | None = None, method: Literal["euler", "heun", "sde"] | None = None) -> Tensor:
         """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`.
 
-        For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama, see :func:`sample_coupling`); a missing
-        ``cond`` is filled in by :meth:`sampling_cond`.
+        For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama); a missing ``cond`` is filled in
+        by :meth:`sampling_cond`.
         """
         cond = self.sampling_cond(num, cond)
         z = self.source_noise(num, generator)

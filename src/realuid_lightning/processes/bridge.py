@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import AffineCoefficients
+from realuid_lightning.processes.base import AffineCoefficients, Prediction
 from realuid_lightning.processes.coupling import CouplingProcess
 
 
@@ -17,12 +17,12 @@ class BrownianBridge(CouplingProcess):
 
     default target the bridge drift (x1 − x_t)/(1 − t) = x1 − x0 − σ·√(t/(1 − t))·ε (``prediction='drift'``,
     loss weight w = (1 − t)/(1 − t + σ²t)), the drift of Doob's SDE dx = (x1 − x)/(1 − t) dt + σ dW that
-    sampling integrates with x̂1 in place of x1 (:func:`~realuid_lightning.sampling.sample_coupling`, method 'sde').
+    sampling integrates with x̂1 in place of x1 (:func:`~realuid_lightning.sampling.sample_teacher`, method 'sde').
     ``'x1'`` predicts the clean image; ``'velocity'`` ∂_t x_t = x1 − x0 + σ(1 − 2t)/(2√(t(1 − t)))·ε is singular
     at both ends. The network sees x0 as ``cond``; x_0 = x0 and x_1 = x1 exactly.
     """
 
-    def __init__(self, sigma: float = 1.0, prediction: str = "drift") -> None:
+    def __init__(self, sigma: float = 1.0, prediction: Prediction = "drift") -> None:
         super().__init__(prediction)
         if not sigma > 0:
             raise ConfigError(f"sigma={sigma} is out of range; it must be > 0")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import AffineCoefficients
+from realuid_lightning.processes.base import AffineCoefficients, Prediction
 from realuid_lightning.processes.coupling import CouplingProcess
 
 SCHEDULES = ("linear", "trig")
@@ -26,7 +26,8 @@ class StochasticInterpolant(CouplingProcess):
     from the point mass x0 only the noise γ·ε makes samples differ.
     """
 
-    def __init__(self, schedule: str = "linear", gamma: str = "sine", sigma: float = 1.0, prediction: str = "velocity") -> None:
+    def __init__(self, schedule: str = "linear", gamma: str = "sine", sigma: float = 1.0,
+                 prediction: Prediction = "velocity") -> None:
         super().__init__(prediction)
         if schedule not in SCHEDULES:
             raise ConfigError(f"schedule={schedule!r} is not supported; choose one of {SCHEDULES}")
