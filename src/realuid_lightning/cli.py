@@ -107,9 +107,9 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export_command(argv: list[str]) -> None:
+    args = export_parser().parse_args(argv)
     from realuid_lightning.export import export_generator  # diffusers pipelines load only when exporting
 
-    args = export_parser().parse_args(argv)
     checkpoint = load_checkpoint(args.ckpt)
     out = export_generator(args.ckpt, args.out, pick_ema(checkpoint, args.ema))
     print(f"wrote a one-step pipeline to {out}")
