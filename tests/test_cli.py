@@ -179,6 +179,34 @@ def test_sample_command_bad_label(class_conditional_ckpt, which, label, needles,
     one_line_error(code, err, *needles)
 
 
+@pytest.mark.parametrize("steps", ["0", "-2"])
+def test_sample_command_bad_steps(steps, tmp_path, capsys):
+    """--steps 0 (or below) is refused with one line, not taken as "not given" (the checkpoint's sample_steps)."""
+    code, err = run_main(["sample", "--ckpt", str(ROOT / "checkpoints/digits_teacher.ckpt"), "--steps", steps,
+                          "--num", "2", "--out", str(tmp_path / "s.pt")], capsys)
+    one_line_error(code, err, f"--steps {steps}", ">= 1")
+    assert not (tmp_path / "s.pt").exists()
+
+
+@pytest.mark.parametrize("out", ["some_file.yaml/x.pt", "some_file.yaml/pngs/"])
+def test_sample_command_output_folder_cannot_be_made(out, tmp_path, capsys):
+    """An --out whose folder cannot be created (a file stands in its path) is one line naming it, before sampling."""
+    (tmp_path / "some_file.yaml").write_text("trainer: {}\n")
+    code, err = run_main(["sample", "--ckpt", str(ROOT / "checkpoints/digits_teacher.ckpt"), "--num", "2",
+                          "--steps", "1", "--out", str(tmp_path / out)], capsys)
+    one_line_error(code, err, f"--out {str(tmp_path / out)!r}", "some_file.yaml' is not a directory")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.0001, 0.5, 0.999])
+def test_truncated_checkpoint_is_named_so(keep, tmp_path, capsys):
+    """A checkpoint cut short (empty, a header only, half, all but its end) is reported as truncated or corrupt."""
+    data = (ROOT / "checkpoints/digits_teacher.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: int(keep * len(data))])
+    code, err = run_main(["sample", "--ckpt", str(cut), "--out", str(tmp_path / "s.pt")], capsys)
+    one_line_error(code, err, "cut.ckpt' is truncated or corrupt: not a complete checkpoint file")
+
+
 @pytest.mark.parametrize("subcommand,config,step", [
     ("validate", "configs/digits_realuid.yaml", "RealUIDModule.validation_step"),
     ("test", "configs/digits_teacher.yaml", "MatchingModule.test_step"),

@@ -1,6 +1,7 @@
 """diffusers interop: pretrained UNet + scheduler teachers in, one-step pipelines out (offline, tiny networks)."""
 
 import json
+import logging
 import time
 
 import huggingface_hub
@@ -70,6 +71,19 @@ def test_missing_folder_names_the_source(tmp_path):
     DDPMScheduler().save_config(tmp_path)
     with pytest.raises(ConfigError, match="cannot load the UNet weights"):
         load_diffusers_teacher(str(tmp_path))
+
+
+def test_loading_prints_no_accelerate_notice(tmp_path):
+    """Loading a diffusers teacher logs no warning, in particular not diffusers' notice to install accelerate."""
+    save_teacher(tmp_path)
+    records, handler = [], logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)  # diffusers' loggers print through their own handler
+    try:
+        load_diffusers_teacher(str(tmp_path))
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

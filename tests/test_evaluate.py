@@ -203,7 +203,7 @@ def one_line_error(capsys, args: list[str], *needles: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["reference", "stats", "no reference", "data without config", "split", "no heldout",
-                                  "shape", "num", "repeats", "garbage stats"])
+                                  "shape", "num", "repeats", "garbage stats", "steps"])
 def test_user_mistakes_are_one_line(case, tmp_path, capsys):
     """Bad references, a missing statistics file, a split the data module lacks, mismatched shapes and bad counts."""
     (tmp_path / "junk.npz").write_bytes(b"not numpy")
@@ -224,6 +224,7 @@ def test_user_mistakes_are_one_line(case, tmp_path, capsys):
         "repeats": (["--reference", "data", "--data", data_config(tmp_path), "--repeats", "0"],
                     ["--repeats 0", ">= 1"]),
         "garbage stats": (["--stats", str(tmp_path / "junk.npz")], ["junk.npz", "not a realuid statistics file"]),
+        "steps": (["--reference", "data", "--data", data_config(tmp_path), "--steps", "0"], ["--steps 0", ">= 1"]),
     }[case]
     one_line_error(capsys, args, *needles)
 

@@ -1,14 +1,22 @@
 """realuid-lightning: distil matching models into one-step generators with RealUID (Kornilov et al., ICLR 2026)."""
 
-from realuid_lightning.callbacks import EMA, FrechetDistance, SamplePreview
-from realuid_lightning.data import (CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, PairedDataModule,
-                                   Toy2DCouplingDataModule, Toy2DDataModule)
-from realuid_lightning.distributed import RealUIDDDPStrategy
-from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator
-from realuid_lightning.modules import MatchingModule, RealUIDModule
-from realuid_lightning.nets import MLP
-from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
+from typing import TYPE_CHECKING
+
+from realuid_lightning import distributed  # noqa: F401  (registers the 'realuid_ddp' strategy with Lightning)
+from realuid_lightning._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from realuid_lightning.callbacks import EMA, FrechetDistance, SamplePreview
+    from realuid_lightning.data import (CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, PairedDataModule,
+                                       Toy2DCouplingDataModule, Toy2DDataModule)
+    from realuid_lightning.distributed import RealUIDDDPStrategy
+    from realuid_lightning.errors import ConfigError
+    from realuid_lightning.generator import OneStepGenerator
+    from realuid_lightning.modules import MatchingModule, RealUIDModule
+    from realuid_lightning.nets import MLP
+    from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __version__ = "0.1.0"
 __all__ = ["EMA", "MLP", "BrownianBridge", "CIFAR10DataModule", "ConfigError", "DigitsDataModule", "FlowMatching", "FrechetDistance",

@@ -8,6 +8,7 @@ crafted spec cannot call an arbitrary function either.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import os
@@ -103,14 +104,19 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
         raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the fault
-        raise ConfigError(f"{what} {str(path)!r} cannot be read safely (weights only): {load_error_reason(err)}") from None
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, OSError or EOFError depending on the fault
+        raise ConfigError(f"{what} {str(path)!r} {load_error_reason(err)}") from None
 
 
 def load_error_reason(err: BaseException) -> str:
-    """One line of a failed weights-only load: the refused global when code was found, else the first line."""
+    """Why a weights-only load failed, in one line that follows "checkpoint PATH": "is truncated or corrupt" when the
+    file is not a whole torch archive, else "cannot be read safely (weights only)" with the refused global when code
+    was found, or the error's first line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-    return next((line for line in lines if "GLOBAL" in line), lines[0])
+    damaged = isinstance(err, EOFError) or (isinstance(err, OSError) and err.errno == errno.EINVAL)
+    if damaged or lines[0].startswith("PytorchStreamReader failed"):  # torch's zip reader found no complete archive
+        return f"is truncated or corrupt: not a complete checkpoint file ({lines[0].split('. ')[0]})"
+    return f"cannot be read safely (weights only): {next((line for line in lines if 'GLOBAL' in line), lines[0])}"
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -69,6 +69,7 @@ def sample_command(argv: list[str]) -> None:
     args = sample_parser().parse_args(argv)
     if (args.num is not None and args.num < 1) or args.batch_size < 1:
         raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
+    check_writable([(f"--out {args.out!r}", args.out if is_image_folder(args.out) else Path(args.out).parent)])
     sampler = CheckpointSampler.from_checkpoint(args.ckpt, args.ema, args.steps, args.method, args.label, args.sources)
     if is_image_folder(args.out) and len(sampler.shape) != 3:
         raise ConfigError(f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "
@@ -107,9 +108,9 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export_command(argv: list[str]) -> None:
+    args = export_parser().parse_args(argv)
     from realuid_lightning.export import export_generator  # diffusers pipelines load only when exporting
 
-    args = export_parser().parse_args(argv)
     checkpoint = load_checkpoint(args.ckpt)
     out = export_generator(args.ckpt, args.out, pick_ema(checkpoint, args.ema))
     print(f"wrote a one-step pipeline to {out}")

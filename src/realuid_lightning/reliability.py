@@ -101,7 +101,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except FileNotFoundError:
             raise
         except Exception as err:  # UnpicklingError, RuntimeError or EOFError, depending on the fault
-            raise ConfigError(f"checkpoint {str(path)!r} cannot be read safely (weights only): {load_error_reason(err)}") from None
+            raise ConfigError(f"checkpoint {str(path)!r} {load_error_reason(err)}") from None
 
 
 def with_atomic_checkpoints(plugins: Any) -> list[Any]:

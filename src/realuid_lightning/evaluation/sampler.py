@@ -81,6 +81,9 @@ class CheckpointSampler:
     def from_checkpoint(cls, ckpt: str, ema: str = "auto", steps: int | None = None, method: str | None = None,
                         label: int | None = None, sources: str | None = None) -> "CheckpointSampler":
         """Rebuild the sampling network of ``ckpt`` (weights picked by :func:`pick_ema`) and check the conditioning."""
+        if steps is not None and steps < 1:  # 0 is not "not given": only None takes the checkpoint's sample_steps
+            raise ConfigError(f"--steps {steps} is invalid; it must be >= 1 (leave it out for the checkpoint's "
+                              "sample_steps)")
         checkpoint = load_checkpoint(ckpt)
         decay = pick_ema(checkpoint, ema)
         net, process, meta = network_from_checkpoint(checkpoint, decay, what=f"checkpoint {ckpt!r}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import UNet2DModel
+from diffusers.utils import is_accelerate_available
 from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import load_state_strict
@@ -134,9 +135,10 @@ def load_diffusers_teacher(source: str, subfolder: str | None = None) -> tuple[D
     root = str(folder) if Path(source).is_dir() else source
     weights = folder / (unet_folder or "") / "diffusion_pytorch_model.safetensors"
     use_safetensors = True if weights.is_file() else None  # None: safetensors if the hub has them, else .bin
-    try:
+    try:  # low_cpu_mem_usage: diffusers' own default, given so that it prints no notice to install accelerate
         pretrained, info = UNet2DModel.from_pretrained(root, subfolder=unet_folder, use_safetensors=use_safetensors,
-                                                       output_loading_info=True)
+                                                       output_loading_info=True,
+                                                       low_cpu_mem_usage=is_accelerate_available())
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"diffusers teacher {source!r}: cannot load the UNet weights from "
                           f"{unet_folder or 'the root'}: {_one_line(err)}") from None
