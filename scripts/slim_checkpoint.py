@@ -9,12 +9,12 @@ output is written atomically (a temporary file renamed into place).
 from __future__ import annotations
 
 import argparse
-import os
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from realuid_lightning.checkpoint import ema_averages, load_checkpoint
+from realuid_lightning.checkpoint import load_checkpoint, sub_state
+from realuid_lightning.run_record import EMAState, RunMetadata
+from realuid_lightning.saving import save_atomic
 
 
 def main() -> None:
@@ -24,20 +24,19 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=None, help="EMA decay whose weights to keep (default: the raw weights)")
     args = parser.parse_args()
     ckpt = load_checkpoint(args.source)
-    prefix = ckpt["realuid"]["network_prefix"]
+    record = RunMetadata.read(ckpt, args.source)
     if args.ema is None:
-        weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix + ".")}
+        weights = sub_state(ckpt["state_dict"], record.network_prefix)
     else:
-        weights = {f"{prefix}.{k}": v for k, v in ema_averages(ckpt)[str(args.ema)].items()}
-    slim = {"realuid": {**ckpt["realuid"], "weights": f"ema {args.ema}" if args.ema else "raw"},
-            "hyper_parameters": ckpt["hyper_parameters"], "state_dict": weights,
+        weights = EMAState.read(ckpt).weights(args.ema, args.source)
+    slim = {"hyper_parameters": RunMetadata.init_args(ckpt),
+            "state_dict": {f"{record.network_prefix}.{k}": v for k, v in weights.items()},
             "global_step": ckpt.get("global_step"), "pytorch-lightning_version": ckpt.get("pytorch-lightning_version")}
+    replace(record, weights=f"ema {args.ema}" if args.ema else "raw").write(slim)
+    save_atomic(slim, args.target)
     target = Path(args.target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    torch.save(slim, tmp)
-    os.replace(tmp, target)
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB, step {slim['global_step']}, weights: {slim['realuid']['weights']})")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB, step {slim['global_step']}, weights: "
+          f"{slim['realuid']['weights']})")
 
 
 if __name__ == "__main__":

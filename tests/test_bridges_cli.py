@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from realuid_lightning import PairedDataModule, DigitsDataModule
-from realuid_lightning.checkpoint import generator_time, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from helpers import callbacks_yaml
 from PIL import Image
 from test_cli import one_line_error, run_main
@@ -57,9 +57,9 @@ def test_coupling_configs_parse(config, capsys):
 def test_bridge_distillation_through_the_cli(runs):
     """The digits SR student checkpoint alone rebuilds G(z, x0): a bridge generator whose outputs depend on z and x0."""
     ckpt = load_checkpoint(runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt")
-    net, process, meta = network_from_checkpoint(ckpt, ema=0.9)
-    assert isinstance(process, BrownianBridge) and meta["module"] == "RealUIDModule" and meta["data_shape"] == [1, 8, 8]
-    generator = OneStepGenerator(net, process, generator_time(ckpt))
+    net, process, record = network_from_checkpoint(ckpt, ema=0.9)
+    assert isinstance(process, BrownianBridge) and record.module == "RealUIDModule" and record.data_shape == [1, 8, 8]
+    generator = OneStepGenerator(net, process, record.generator_time)
     x1, x0 = PairedDataModule(DigitsDataModule(), "downsample", factor=4).pairs(16)
     with torch.no_grad():
         a, b = generator(torch.randn(16, 1, 8, 8), x0), generator(torch.randn(16, 1, 8, 8), x0)
@@ -81,10 +81,11 @@ def test_bridge_runs_log_fd_of_student_and_teacher(runs, name):
 def test_toy_interpolant_through_the_cli(runs):
     """The toy interpolant teacher and student train; the student's checkpoint holds the interpolant and a one-step G(z, x0)."""
     ckpt = load_checkpoint(runs / "runs/toy2d_interpolant_realuid/checkpoints/last.ckpt")
-    net, process, _ = network_from_checkpoint(ckpt, ema=None)
+    net, process, record = network_from_checkpoint(ckpt, ema=None)
     assert isinstance(process, StochasticInterpolant) and (process.schedule, process.gamma) == ("linear", "sine")
     with torch.no_grad():
-        assert OneStepGenerator(net, process, generator_time(ckpt))(torch.randn(5, 2), torch.randn(5, 2)).shape == (5, 2)
+        generator = OneStepGenerator(net, process, record.generator_time)
+        assert generator(torch.randn(5, 2), torch.randn(5, 2)).shape == (5, 2)
 
 
 def test_sample_command_needs_sources_for_a_coupling(runs, capsys):
@@ -102,10 +103,10 @@ def test_sample_command_with_a_source_tensor(runs, capsys):
     main(["sample", "--ckpt", str(ckpt_path), "--sources", str(runs / "x0.pt"), "--num", "9", "--ema", "raw",
           "--seed", "3", "--out", str(runs / "sr.pt")])
     ckpt = load_checkpoint(ckpt_path)
-    net, process, _ = network_from_checkpoint(ckpt, ema=None)
+    net, process, record = network_from_checkpoint(ckpt, ema=None)
     z = torch.randn((9, 1, 8, 8), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        expected = OneStepGenerator(net, process, generator_time(ckpt))(z, x0[torch.arange(9) % 6])
+        expected = OneStepGenerator(net, process, record.generator_time)(z, x0[torch.arange(9) % 6])
     assert torch.allclose(torch.load(runs / "sr.pt"), expected, atol=1e-6)
     assert (runs / "sr.png").is_file() and "wrote (9, 1, 8, 8) samples" in capsys.readouterr().out
 

@@ -53,11 +53,14 @@ def test_old_checkpoint_resumes_fit(name, more, tmp_path, monkeypatch):
             torch.testing.assert_close(value, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="LightningCLI parses a --ckpt_path file's hyper_parameters "
-                   "as init args, and RealUIDModule's hparams carry 'net', which is not one of them")
 def test_student_resumes_from_a_checkpoint_file(tmp_path, monkeypatch):
-    """`realuid fit --ckpt_path FILE` (not 'last') resumes a distillation as it resumes a teacher."""
+    """`realuid fit --ckpt_path FILE` (not 'last') resumes a distillation as it resumes a teacher: the old file's
+    hyper_parameters (which kept the network and process specs) parse as init args, the step count goes on, and the new
+    checkpoint keeps the specs in its run record only."""
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(FIXTURES / "toy2d_teacher.ckpt", tmp_path / "toy2d_teacher.ckpt")
     main([*make_fixtures.fit_args("toy2d_student", tmp_path), "--trainer.max_steps=18",
           f"--ckpt_path={FIXTURES / 'toy2d_student.ckpt'}"])
+    resumed = torch.load(tmp_path / "ckpt/toy2d_student/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 18 and not {"net", "process"} & set(resumed["hyper_parameters"])
+    assert resumed["realuid"]["version"] == 1 and resumed["realuid"]["net"]["class_path"].endswith("MLP")

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from helpers import trainer
 from realuid_lightning import EMA, ConfigError, MatchingModule, RealUIDModule
-from realuid_lightning.checkpoint import ema_averages, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.export import OneStepPipeline, export_generator
@@ -20,6 +20,7 @@ from realuid_lightning.nets.diffusers import DiffusersUNet, load_diffusers_teach
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.diffusion import DiscreteVP
 from realuid_lightning.processes.flow import FlowMatching
+from realuid_lightning.run_record import EMAState
 
 TINY_UNET = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=4)
@@ -115,8 +116,8 @@ def test_teacher_training_round_trips(tmp_path):
     fit = trainer(2)
     fit.fit(module, images())
     fit.save_checkpoint(tmp_path / "teacher.ckpt")
-    net, process, meta = network_from_checkpoint(load_checkpoint(tmp_path / "teacher.ckpt"), ema=None)
-    assert isinstance(net, DiffusersUNet) and net.config == module.net.config and meta["data_shape"] == [3, 8, 8]
+    net, process, record = network_from_checkpoint(load_checkpoint(tmp_path / "teacher.ckpt"), ema=None)
+    assert isinstance(net, DiffusersUNet) and net.config == module.net.config and record.data_shape == [3, 8, 8]
     assert isinstance(process, DiscreteVP) and process.prediction == "v"
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), module.net.state_dict().values()))
 
@@ -176,14 +177,16 @@ def test_export_cli(tmp_path, capsys):
     _, ckpt = distil_and_checkpoint(tmp_path, "UNet")
     main(["export", "--ckpt", ckpt, "--out", str(tmp_path / "pipe")])
     pipe = OneStepPipeline.from_pretrained(tmp_path / "pipe")
-    averaged = ema_averages(load_checkpoint(ckpt))["0.9"]
+    averaged = EMAState.read(load_checkpoint(ckpt)).weights(0.9, ckpt)
     assert all(torch.equal(v, averaged[f"unet.{k}"]) for k, v in pipe.unet.state_dict().items())
     assert pipe(batch_size=2, output_type="np").images.shape == (2, 8, 8, 3)
     teacher = MatchingModule(UNet(sample_size=8, channels=3, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(),
                                   attention_head_dim=8, norm_num_groups=4))
     teacher.data_shape = [3, 8, 8]
     capsys.readouterr()
-    torch.save({"realuid": teacher.metadata(), "state_dict": teacher.state_dict()}, tmp_path / "teacher.ckpt")
+    saved = {"state_dict": teacher.state_dict()}
+    teacher.run_record().write(saved)
+    torch.save(saved, tmp_path / "teacher.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--ckpt", str(tmp_path / "teacher.ckpt"), "--out", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip()

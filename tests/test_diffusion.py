@@ -272,6 +272,6 @@ def test_generator_sigma_sets_the_generator_time():
         assert abs(float(c.b / c.a) - 2.5) < 1e-6
     module = RealUIDModule(teacher=MLP(), process=EDM(), generator_sigma=2.5)
     assert abs(module.generator.time - EDM().time_of_sigma(torch.tensor(2.5)).item()) < 1e-6
-    assert module.metadata()["generator_time"] == module.generator.time
+    assert module.run_record().generator_time == module.generator.time
     with pytest.raises(ValueError, match="generator_sigma=1000.0 is outside"):
         RealUIDModule(teacher=MLP(), process=EDM(), generator_sigma=1000.0)

@@ -214,7 +214,7 @@ def test_distilled_networks_have_no_dropout_by_default(name):
     teacher, process, shape = trained_teacher(name, dropout=0.1)
     assert 0.1 in dropout_rates(teacher)
     module = RealUIDModule(teacher=teacher, process=process).train()
-    for net in (module.generator, module.fake_model, instantiate(module.hparams["net"])):
+    for net in (module.generator, module.fake_model, instantiate(module.run_record().net)):
         assert dropout_rates(net) and set(dropout_rates(net)) == {0.0}
     z = torch.randn(4, *shape)
     with torch.no_grad():
@@ -226,7 +226,7 @@ def test_dropout_option_is_honoured():
     teacher, process, shape = trained_teacher("UNet")
     module = RealUIDModule(teacher=teacher, process=process, dropout=0.3).train()
     assert set(dropout_rates(module.generator)) == set(dropout_rates(module.fake_model)) == {0.3}
-    assert module.hparams["net"]["init_args"]["dropout"] == 0.3 and set(dropout_rates(teacher)) == {0.0}
+    assert module.run_record().net["init_args"]["dropout"] == 0.3 and set(dropout_rates(teacher)) == {0.0}
     z = torch.randn(4, *shape)
     with torch.no_grad():
         assert not torch.equal(module.generator(z), module.generator(z))

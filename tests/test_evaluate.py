@@ -233,7 +233,7 @@ def test_missing_ema_and_other_feature_are_one_line(ema_ckpt, tmp_path, capsys):
     """--ema with a decay the checkpoint lacks names the saved decays; --stats with another feature network names
     both."""
     one_line_error(capsys, ["--ckpt", str(ema_ckpt), "--ema", "0.99", "--reference", "data",
-                            "--data", data_config(tmp_path)], "no EMA with decay 0.99", "available: ['0.9']")
+                            "--data", data_config(tmp_path)], "no EMA with decay 0.99", "available: [0.9]")
     stats = tmp_path / "digits.npz"
     evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "100",
              "--save-stats", str(stats))

@@ -22,7 +22,7 @@ from realuid_lightning import ImageFolderDataModule, MatchingModule
 from realuid_lightning.cli import RealUIDCLI, main
 from realuid_lightning.errors import ConfigError, DivergenceError
 from realuid_lightning.nets import UNet
-from realuid_lightning.reliability import AtomicCheckpointIO, FinalCheckpoint
+from realuid_lightning.saving import AtomicCheckpointIO, FinalCheckpoint
 from test_cli import one_line_error, run_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-import realuid_lightning.callbacks.fid as fid_module
+import realuid_lightning.sampler as sampler_module
 from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, MatchingModule, RealUIDModule
 from realuid_lightning.metrics import feature_frechet_distance, frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
@@ -121,10 +121,11 @@ def tiny_image_distiller() -> RealUIDModule:
 
 
 def count_teacher_sampling(monkeypatch) -> list[int]:
-    """Patches the callback's sample_teacher to record the steps of every call."""
+    """Patches the Sampler's sample_teacher (which the callback's teacher reference calls) to record the steps of every
+    call."""
     calls = []
-    original = fid_module.sample_teacher
-    monkeypatch.setattr(fid_module, "sample_teacher",
+    original = sampler_module.sample_teacher
+    monkeypatch.setattr(sampler_module, "sample_teacher",
                         lambda *args, **kw: calls.append(args[3]) or original(*args, **kw))
     return calls
 

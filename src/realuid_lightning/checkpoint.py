@@ -9,17 +9,19 @@ crafted spec cannot call an arbitrary function either.
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.processes.base import Process
+from realuid_lightning.run_record import EMAState, RunMetadata
 
 _PLAIN = (bool, int, float, str, type(None))
 
@@ -137,35 +139,30 @@ def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
-def generator_time(checkpoint: dict[str, Any]) -> float:
-    """The generator time t_G of a distillation checkpoint (resolved from generator_sigma when that was set)."""
-    return float(checkpoint.get("realuid", {}).get("generator_time", checkpoint.get("hyper_parameters", {}).get("generator_time", 0.0)))
+def state_sha256(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
+    """SHA-256 of ``salt``, then of each (name, tensor) in name order: the name, then the tensor's bytes."""
+    digest = hashlib.sha256(salt.encode())
+    for name, tensor in sorted(named, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
-def ema_averages(checkpoint: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
-    """The EMA weights saved by the :class:`~realuid_lightning.callbacks.EMA` callback, keyed by decay."""
-    return checkpoint.get("callbacks", {}).get("EMA", {}).get("averages", {})
-
-
-def network_from_checkpoint(checkpoint: dict[str, Any], ema: float | None, what: str = "checkpoint") -> tuple[nn.Module, Process, dict[str, Any]]:
+def network_from_checkpoint(checkpoint: dict[str, Any], ema: float | None,
+                            what: str = "checkpoint") -> tuple[nn.Module, Process, RunMetadata]:
     """Rebuild the checkpoint's sampling network (teacher net or generator net) and its process.
 
     ``ema`` picks the EMA decay whose weights are loaded; None loads the raw weights.
-    Returns (network in eval mode, process, the checkpoint's ``realuid`` metadata).
+    Returns (network in eval mode, process, the checkpoint's :class:`RunMetadata`).
     """
-    meta = checkpoint.get("realuid")
-    if not meta:
-        raise ConfigError(f"{what} was not written by realuid-lightning (no 'realuid' metadata block)")
-    if meta.get("net") is None:
+    record = RunMetadata.read(checkpoint, what)
+    if record.net is None:
         raise ConfigError(f"{what} does not describe its network (it was built from a class whose init args "
                           "are not stored as attributes); rebuild the module in Python and load the state dict")
-    net, process = instantiate(meta["net"]), instantiate(meta["process"])
+    net, process = instantiate(record.net), instantiate(record.process)
     if ema is None:
-        state = sub_state(checkpoint["state_dict"], meta["network_prefix"])
+        state = sub_state(checkpoint["state_dict"], record.network_prefix)
     else:
-        averages = ema_averages(checkpoint)
-        if str(float(ema)) not in averages:
-            raise ConfigError(f"{what} has no EMA with decay {ema}; available: {sorted(averages) or 'none'} (or use raw weights)")
-        state = averages[str(float(ema))]
+        state = EMAState.read(checkpoint).weights(ema, what)
     load_state_strict(net, state, what)
-    return net.eval(), process, meta
+    return net.eval(), process, record

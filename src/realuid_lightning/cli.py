@@ -16,10 +16,11 @@ from torch import Tensor
 
 from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.evaluation.sampler import CheckpointSampler, is_image_folder, pick_ema, write_pngs
-from realuid_lightning.evaluation.sampler import load_sources  # noqa: F401  (its home was this module)
-from realuid_lightning.reliability import FinalCheckpoint, check_writable, with_atomic_checkpoints
+from realuid_lightning.evaluation.images import is_image_folder, write_pngs
+from realuid_lightning.run_record import RunMetadata
+from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import COUPLING_SOLVERS
+from realuid_lightning.saving import FinalCheckpoint, check_writable, with_atomic_checkpoints
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
 
@@ -45,7 +46,8 @@ Distil matching models into one-step generators with RealUID.
 def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realuid sample", description="Sample from a teacher or distillation checkpoint; "
                                 "the checkpoint alone is enough.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit, a diffusers teacher folder or hub "
+                   "id, or a pipeline folder written by realuid export")
     p.add_argument("--num", type=int, default=None, help="number of samples (default: 4000, or one per source with --sources)")
     p.add_argument("--sources", default=None, help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
                    "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
@@ -70,7 +72,7 @@ def sample_command(argv: list[str]) -> None:
     if (args.num is not None and args.num < 1) or args.batch_size < 1:
         raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
     check_writable([(f"--out {args.out!r}", args.out if is_image_folder(args.out) else Path(args.out).parent)])
-    sampler = CheckpointSampler.from_checkpoint(args.ckpt, args.ema, args.steps, args.method, args.label, args.sources)
+    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method).conditioned(args.label, args.sources)
     if is_image_folder(args.out) and len(sampler.shape) != 3:
         raise ConfigError(f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "
                           f"{sampler.shape}; give a .pt file")
@@ -111,8 +113,7 @@ def export_command(argv: list[str]) -> None:
     args = export_parser().parse_args(argv)
     from realuid_lightning.export import export_generator  # diffusers pipelines load only when exporting
 
-    checkpoint = load_checkpoint(args.ckpt)
-    out = export_generator(args.ckpt, args.out, pick_ema(checkpoint, args.ema))
+    out = export_generator(args.ckpt, args.out, args.ema)
     print(f"wrote a one-step pipeline to {out}")
 
 
@@ -121,8 +122,8 @@ class RealUIDCLI(LightningCLI):
 
     Unlike a plain LightningCLI it writes checkpoints atomically (:class:`AtomicCheckpointIO`, unless the
     config gives a CheckpointIO plugin), ends every fit with ``last.ckpt`` at its final step (:class:`FinalCheckpoint`),
-    reads ``--ckpt_path`` with ``weights_only=True`` only, and checks before fitting that the logger and
-    checkpoint directories can be written.
+    reads ``--ckpt_path`` with ``weights_only=True`` only (the hyper_parameters of a checkpoint of any release as init
+    args), and checks before fitting that the logger and checkpoint directories can be written.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
@@ -138,9 +139,24 @@ class RealUIDCLI(LightningCLI):
             raise ConfigError("--weights_only false is not supported: realuid reads checkpoints with weights_only=True so that "
                               "loading one cannot run code")
         config["weights_only"] = True
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path and Path(ckpt_path).is_file():  # LightningCLI reads it before the Trainer does: check it first
-            load_checkpoint(ckpt_path, what="ckpt_path")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's reading of a ``--ckpt_path`` file's hyper_parameters as the model's init args (before the
+        Trainer reads the file), through :func:`load_checkpoint` (weights only, a one-line error) and
+        :meth:`RunMetadata.init_args` (version-0 checkpoints kept run metadata there that is no init arg)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = RunMetadata.init_args(load_checkpoint(ckpt_path, what="ckpt_path"))
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            if hparams:
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         # LightningCLI's (2.x) last step before Trainer(**config): config holds the parsed trainer arguments

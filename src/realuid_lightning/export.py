@@ -8,12 +8,13 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import generator_time, instantiate, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import instantiate, spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.flow import FlowMatching
+from realuid_lightning.sampler import load_sampler
 
 ADAPTERS = ("UNet", "DiffusersUNet")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -70,13 +71,18 @@ class OneStepPipeline(DiffusionPipeline):
         net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
         return OneStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_time)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image: the UNet's (in_channels, sample_size, sample_size)."""
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+
     def noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """z = torch.randn((batch_size, C, H, W), generator=generator, dtype=unet.dtype) on the generator's device
         (CPU if None), then moved to the pipeline's device: the same z as ``torch.randn`` with that generator."""
-        size = self.unet.config.sample_size
-        shape = (batch_size, self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
         device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn(shape, generator=generator, device=device, dtype=self.unet.dtype).to(self.device)
+        return torch.randn((batch_size, *self.sample_shape), generator=generator, device=device,
+                           dtype=self.unet.dtype).to(self.device)
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, generator: torch.Generator | None = None, output_type: str = "pil",
@@ -100,17 +106,19 @@ class OneStepPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
 
-def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: float | None = 0.999) -> Path:
+def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str | float | None = 0.999) -> Path:
     """Write the generator of a distillation checkpoint as a :class:`OneStepPipeline` folder; returns the folder.
 
-    ``ema`` picks the EMA weights (None: the raw weights). The generator's network must be a
-    :class:`~realuid_lightning.nets.UNet` or a :class:`DiffusersUNet` (both wrap a diffusers UNet2DModel).
+    ``ema`` picks the EMA weights as :func:`~realuid_lightning.sampler.load_sampler` reads it (None: the raw weights).
+    The generator's network must be a :class:`~realuid_lightning.nets.UNet` or a :class:`DiffusersUNet` (both wrap a
+    diffusers UNet2DModel).
     """
     what = f"checkpoint {str(ckpt)!r}"
-    checkpoint = load_checkpoint(ckpt)
-    if checkpoint.get("realuid", {}).get("module") != "RealUIDModule":
-        raise ConfigError(f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported")
-    net, process, meta = network_from_checkpoint(checkpoint, ema, what)
+    sampler = load_sampler(ckpt, ema)
+    if not sampler.student:
+        raise ConfigError(f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be "
+                          "exported")
+    net, process = sampler.net, sampler.process
     try:
         process.known_source(None)  # the pipeline gives G no source: a process that reads one from cond refuses
     except ConfigError:
@@ -124,7 +132,7 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: float
     else:
         raise ConfigError(f"{what}: cannot export a generator network of class {type(net).__name__}; "
                           "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)")
-    pipe = OneStepPipeline(unet=net.unet, process=meta["process"], generator_time=generator_time(checkpoint), net_adapter=adapter,
+    pipe = OneStepPipeline(unet=net.unet, process=spec_of(process), generator_time=sampler.time, net_adapter=adapter,
                            time_scale=time_scale, num_train_timesteps=steps)
     pipe.save_pretrained(out)
     return Path(out)

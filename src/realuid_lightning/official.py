@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from realuid_lightning.checkpoint import load_checkpoint, load_state_strict, spec_of
@@ -30,7 +29,9 @@ from realuid_lightning.modules.distill import RealUIDModule
 from realuid_lightning.modules.teacher import MatchingModule
 from realuid_lightning.nets.torchcfm import TorchCFMUNet
 from realuid_lightning.processes.flow import FlowMatching
-from realuid_lightning.reliability import save_atomic
+from realuid_lightning.run_record import EMAState, RunMetadata, choose_ema, pick_decay
+from realuid_lightning.sampler import load_sampler
+from realuid_lightning.saving import save_atomic
 
 # role -> (EMA dict of RealUID, single EMA of torchcfm, raw weights)
 ROLES: dict[str, tuple[str, str | None, str]] = {"teacher": ("ema_models", "ema_model", "net_model"),
@@ -43,12 +44,10 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
-def _pick_decay(averages: dict[Any, Any], decay: float, what: str) -> Any:
-    for key, state in averages.items():
-        if float(key) == float(decay):
-            return state
-    raise ConfigError(f"{what} has no EMA with decay {decay}; available: {sorted(float(k) for k in averages) or 'none'} "
-                      "(or decay=None / --decay raw for the raw weights)")
+def official_decays(checkpoint: dict[str, Any], role: str) -> list[float]:
+    """The decays of the EMA dict of ``role`` (``ema_models`` / ``ema_gens``) in an official checkpoint."""
+    averages = None if _is_state_dict(checkpoint) else checkpoint.get(ROLES[role][0])
+    return sorted(float(k) for k in averages) if isinstance(averages, dict) else []
 
 
 def official_state(checkpoint: dict[str, Any], role: str, decay: float | None, what: str) -> dict[str, Tensor]:
@@ -67,7 +66,7 @@ def official_state(checkpoint: dict[str, Any], role: str, decay: float | None, w
         if decay is None and raw_key in checkpoint:
             state = checkpoint[raw_key]
         elif decay is not None and averages_key in checkpoint:
-            state = _pick_decay(checkpoint[averages_key], decay, what)
+            state = pick_decay(checkpoint[averages_key], decay, what)
         elif decay is not None and single_key in checkpoint:
             state = checkpoint[single_key]
         else:
@@ -88,8 +87,14 @@ def load_official(path: str | os.PathLike, role: str = "teacher", decay: float |
     checkpoint needs ``class_cond=True, num_classes=N``. The teacher is the velocity field v(t, x_t) of
     x_t = t·x1 + (1 − t)·x0 (t = 1 data); the generator's network g gives G(z) = z + g(0, z, y).
     """
-    what = f"official checkpoint {str(path)!r}"
-    state = official_state(load_checkpoint(path, what="official checkpoint"), role, decay, what)
+    return official_network(load_checkpoint(path, what="official checkpoint"), role, decay,
+                            f"official checkpoint {str(path)!r}", **arch)
+
+
+def official_network(checkpoint: dict[str, Any], role: str, decay: float | None, what: str,
+                     **arch: Any) -> TorchCFMUNet:
+    """:func:`load_official` of a loaded official checkpoint (``what`` names it in errors)."""
+    state = official_state(checkpoint, role, decay, what)
     try:
         net = TorchCFMUNet(**arch)
     except TypeError as err:
@@ -118,16 +123,18 @@ def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, sourc
     saved once), so the default ``teacher_ema`` / ``generator_ema`` = 0.999 and ``--ema auto`` find them.
     """
     cls = MatchingModule if role == "teacher" else RealUIDModule
-    net_spec, process_spec = spec_of(net), spec_of(FlowMatching())
+    hparams = _defaults(cls, ("net", "teacher", "process"))
+    record = RunMetadata(cls.role, cls.__name__, cls.network_prefix, spec_of(net), spec_of(FlowMatching()),
+                         list(net.dim), imported_from={"checkpoint": source, "role": role, "decay": decay})
+    if role == "teacher":  # MatchingModule's default sampler
+        record = replace(record, sample_steps=hparams["sample_steps"], sample_method=hparams["sample_method"])
+    else:
+        record = replace(record, generator_time=0.0)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    hparams = {**_defaults(cls, ("net", "teacher", "process")), "net": net_spec, "process": process_spec}
-    if role == "generator":
-        hparams["generator_time"] = 0.0
-    meta = {"module": cls.__name__, "data_shape": list(net.dim), "net": net_spec, "process": process_spec,
-            "network_prefix": cls.network_prefix, "imported_from": {"checkpoint": source, "role": role, "decay": decay}}
-    checkpoint = {"realuid": meta, "state_dict": {f"{cls.network_prefix}.{k}": v for k, v in state.items()}, "hyper_parameters": hparams}
-    if decay is not None:
-        checkpoint["callbacks"] = {"EMA": {"decays": [float(decay)], "version": 0, "averages": {str(float(decay)): state}}}
+    checkpoint = {"state_dict": {f"{cls.network_prefix}.{k}": v for k, v in state.items()}, "hyper_parameters": hparams}
+    record.write(checkpoint)
+    if decay is not None:  # the same tensors as the state dict: saved once
+        EMAState({str(float(decay)): state}, [float(decay)]).write(checkpoint)
     return checkpoint
 
 
@@ -137,7 +144,8 @@ def import_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="official checkpoint (RealUID train_teacher.py / train_distil.py, torchcfm train_cifar10.py)")
     p.add_argument("--role", choices=sorted(ROLES), default="teacher", help="teacher (ema_models) or distilled generator (ema_gens)")
     p.add_argument("--out", required=True, help="realuid-lightning checkpoint to write")
-    p.add_argument("--decay", default="0.999", help="EMA decay to import, or 'raw' for the raw weights (net_model / gen)")
+    p.add_argument("--decay", default="0.999", help="EMA decay to import, 'raw' for the raw weights (net_model / gen), "
+                   "or 'auto' for 0.999 or the first decay of ema_models / ema_gens")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes of a class-conditional checkpoint")
     arch = p.add_argument_group("architecture", "TorchCFMUNet args; default: the official CIFAR-10 U-Net (3×32×32, 128 "
                                 "channels, 2 res blocks, mult 1 2 2 2, 4 heads of 64 channels, attention at 16)")
@@ -152,17 +160,18 @@ def import_parser() -> argparse.ArgumentParser:
 
 
 def import_command(argv: list[str]) -> None:
-    """``realuid import-official``: load_official(...) → official_checkpoint(...) → atomic write."""
+    """``realuid import-official``: official_network(...) → official_checkpoint(...) → atomic write, read back by
+    :func:`~realuid_lightning.sampler.load_sampler`."""
     args = import_parser().parse_args(argv)
-    try:
-        decay = None if args.decay == "raw" else float(args.decay)
-    except ValueError:
-        raise ConfigError(f"--decay {args.decay!r} is not a decay; use a number such as 0.999 or 'raw'") from None
+    checkpoint = load_checkpoint(args.ckpt, what="official checkpoint")
+    decay = choose_ema(args.decay, official_decays(checkpoint, args.role), flag="--decay")
     arch = {name: getattr(args, name) for name in ARCH_ARGS if getattr(args, name) is not None}
     if args.num_classes is not None:
         arch.update(class_cond=True, num_classes=args.num_classes)
-    net = load_official(args.ckpt, args.role, decay, **arch)
+    net = official_network(checkpoint, args.role, decay, f"official checkpoint {str(args.ckpt)!r}", **arch)
     save_atomic(official_checkpoint(net, args.role, decay, str(args.ckpt)), args.out)
+    sampler = load_sampler(args.out, decay)  # what was written rebuilds, as `realuid sample` will read it
     use = "teacher_ckpt" if args.role == "teacher" else "generator_ckpt"
-    print(f"wrote {args.role} checkpoint {args.out} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters); "
-          f"use it as {use} or sample it with 'realuid sample --ckpt {args.out}'")
+    steps = "one step" if sampler.student else f"{sampler.steps} {sampler.method} steps"
+    print(f"wrote {args.role} checkpoint {args.out} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M "
+          f"parameters); use it as {use} or sample it ({steps} by default) with 'realuid sample --ckpt {args.out}'")

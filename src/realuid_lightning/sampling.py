@@ -63,9 +63,7 @@ def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int,
     ξ from ``generator`` and no noise in the last step (for a linear I the drift (x̂1 − x)/(1 − t) then lands on x̂1, so
     one step gives x̂1 = E[x1 | x0]); see :class:`~realuid_lightning.processes.coupling.CouplingProcess` for u and g.
     """
-    if method not in process.sampling_methods:
-        raise ConfigError(f"method={method!r} is not supported for {type(process).__name__}; "
-                          f"choose one of {process.sampling_methods}")
+    check_method(process, method)
     if steps < 1:
         raise ConfigError(f"steps={steps} must be a positive integer")
     t0 = process.t_min if t_start is None else t_start
@@ -76,6 +74,13 @@ def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int,
         raise ConfigError(f"ODE sampling from t_start={t0} starts at the point mass x0 (no noise there); "
                           "use method='sde' or a t_start with noise, e.g. 0.05")
     return ode_sample(teacher_drift(net, process, cond), x, steps, method, t0, process.t_max)
+
+
+def check_method(process: Process, method: str) -> None:
+    """One-line ConfigError unless ``method`` is one of the process's sampling methods."""
+    if method not in process.sampling_methods:
+        raise ConfigError(f"method={method!r} is not supported for {type(process).__name__}; "
+                          f"choose one of {process.sampling_methods}")
 
 
 def start_noise(process: Process, time: float) -> float:

@@ -10,6 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.run_record import EMAState, pick_decay
 
 
 class EMA(Callback):
@@ -23,7 +24,7 @@ class EMA(Callback):
     The tracked network is the teacher's net for :class:`MatchingModule` and the generator's net for
     :class:`RealUIDModule`, which updates it once per K + 1 iterations: the averages advance only when
     ``pl_module.ema_version`` changes, as in the official code. The averages are saved with the
-    checkpoint (``checkpoint["callbacks"]["EMA"]``) and restored on resume; every rank computes the
+    checkpoint (:class:`~realuid_lightning.run_record.EMAState`) and restored on resume; every rank computes the
     same averages from the same synchronised weights.
     """
 
@@ -37,7 +38,7 @@ class EMA(Callback):
 
     @property
     def state_key(self) -> str:
-        return "EMA"
+        return EMAState.KEY
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         state = pl_module.ema_network.state_dict()
@@ -67,18 +68,18 @@ class EMA(Callback):
         """Temporarily load the EMA weights of ``decay`` into ``pl_module.ema_network``."""
         net = pl_module.ema_network
         backup = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(self.averages[str(float(decay))])
+        net.load_state_dict(pick_decay(self.averages, decay, "the EMA callback"))
         try:
             yield
         finally:
             net.load_state_dict(backup)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decays": self.decays, "version": self.version, "averages": self.averages}
+        return EMAState(self.averages, self.decays, self.version).to_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.version = int(state_dict["version"])
-        self.averages = {k: dict(v) for k, v in state_dict["averages"].items()}
-        missing = [d for d in self.decays if str(d) not in self.averages]
+        state = EMAState.from_dict(state_dict)
+        self.version, self.averages = state.version, state.averages
+        missing = [d for d in self.decays if d not in state.saved]
         if missing:
-            raise ConfigError(f"the checkpoint has no EMA for decays {missing}; it has {sorted(self.averages)}")
+            raise ConfigError(f"the checkpoint has no EMA for decays {missing}; it has {state.saved}")

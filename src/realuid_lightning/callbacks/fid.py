@@ -1,39 +1,31 @@
-"""Fréchet distance (FID) and KID of generated images during training, against cached real statistics."""
+"""Fréchet distance (FID) and KID of generated images during training, against cached real statistics.
+
+The callback scores and logs; the cache files are named in :mod:`~realuid_lightning.callbacks.fid_cache`, read and
+written in :mod:`~realuid_lightning.callbacks.fid_stats`; the teacher reference is sampled by
+:mod:`~realuid_lightning.callbacks.fid_teacher`.
+"""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor, nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
+from torch import nn
 
 from realuid_lightning.callbacks.ema import EMA
-from realuid_lightning.checkpoint import spec_of
+from realuid_lightning.callbacks.fid_cache import real_statistics_file, teacher_scores_file
+from realuid_lightning.callbacks.fid_stats import cached_scores, load_real_statistics
+from realuid_lightning.callbacks.fid_teacher import (SampleFn, check_teacher_steps, has_frozen_teacher,
+                                                     teacher_method, teacher_sampler)
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.evaluation.reference import real_batches
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
-from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
-from realuid_lightning.reliability import save_atomic
-from realuid_lightning.sampling import sample_teacher
+from realuid_lightning.nets.labels import cycled_labels
 
-Sampler = Callable[[int, torch.Generator, "Tensor | None"], Tensor]
 FEATURES = ("inception", *PRETRAINED_FEATURES)  # inception, digits, mnist
-
-
-def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
-    """Class and hparams (or, without ``save_hyperparameters()``, plain public attributes): what the cache key hashes."""
-    described = dict(datamodule.hparams)
-    if not described:
-        plain = (bool, int, float, str, tuple, type(None))
-        described = {k: v for k, v in vars(datamodule).items() if not k.startswith("_") and isinstance(v, plain)}
-    return type(datamodule).__module__, type(datamodule).__qualname__, sorted(described.items())
 
 
 class FrechetDistance(Callback):
@@ -110,21 +102,14 @@ class FrechetDistance(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or self.extractor is not None:
             return
-        if self.teacher_steps and not self._has_frozen_teacher(pl_module) \
-                and "steps" not in inspect.signature(pl_module.sample).parameters:
-            raise ConfigError(f"teacher_steps={self.teacher_steps} needs a module with a `teacher` and `process` "
-                              f"(RealUIDModule) or whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}")
+        check_teacher_steps(self.teacher_steps, pl_module)
         self.extractor = feature_network(self.feature, self.inception_weights)
         self.distances = FeatureDistances(self.extractor.num_features, kid=self.kid)
 
     @property
-    def fid(self) -> FrechetInceptionDistance | None:
-        """torchmetrics' FID state (reference sums and generated sums)."""
+    def fid(self) -> Any:
+        """torchmetrics' FrechetInceptionDistance (reference sums and generated sums); None before setup."""
         return None if self.distances is None else self.distances.fid
-
-    @property
-    def kid_metric(self) -> KernelInceptionDistance | None:
-        return None if self.distances is None else self.distances.kid
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -191,34 +176,22 @@ class FrechetDistance(Callback):
     def _teacher_scores(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The teacher's scores at ``steps`` steps: a MatchingModule's at every evaluation (its network trains), a
         frozen teacher's once, read from ``cache_dir`` if a run with the same teacher and protocol wrote them."""
-        name = f"teacher_{steps}steps"
-        if not self._has_frozen_teacher(pl_module):
-            return self._score(name, self._teacher_sampler(pl_module, steps), trainer, pl_module)
+        name, sample = f"teacher_{steps}steps", teacher_sampler(pl_module, steps)
+        if not has_frozen_teacher(pl_module):
+            return self._score(name, sample, trainer, pl_module)
         if f"{self.prefix}/{name}" not in self.teacher_scores:
             path = self.teacher_cache_file(steps, trainer, pl_module) if trainer.global_rank == 0 else None
-            cached = torch.load(path, weights_only=True) if path is not None and path.exists() else None
-            scores = trainer.strategy.broadcast(cached, src=0)  # all ranks sample the teacher, or none does
-            if scores is None:
-                scores = self._score(name, self._teacher_sampler(pl_module, steps), trainer, pl_module)
-                if path is not None:
-                    save_atomic(scores, path)
-            self.teacher_scores |= scores
+            self.teacher_scores |= cached_scores(path, trainer, lambda: self._score(name, sample, trainer, pl_module))
         return {k: v for k, v in self.teacher_scores.items() if k.endswith(f"/{name}")}
 
     def teacher_cache_file(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> Path | None:
-        """``cache_dir/teacher_<steps>steps_<hash of all that fixes a frozen teacher's scores>.pt``; None for a process
-        without a spec, which cannot be told from another (docs/fid.md lists what the hash covers)."""
-        process = spec_of(pl_module.process)
-        if process is None:
-            return None
-        sources = getattr(pl_module, "remembered_sources", None)
-        key = fingerprint((pl_module.teacher_fingerprint(), process, steps, self._teacher_method(pl_module),
-                           fingerprint(self.extractor), self.num_samples, self.batch_size, self.seed,
-                           trainer.world_size, self._classes(pl_module), pl_module.data_shape, pl_module.device.type,
-                           self.cache_file(trainer.datamodule).name, None if sources is None else fingerprint(sources)))
-        return Path(self.cache_dir) / f"teacher_{steps}steps_{key[:16]}.pt"
+        """Where a frozen teacher's scores at ``steps`` steps are cached (:func:`fid_cache.teacher_scores_file`)."""
+        protocol = (fingerprint(self.extractor), self.num_samples, self.batch_size, self.seed, trainer.world_size,
+                    self._classes(pl_module))
+        return teacher_scores_file(self.cache_dir, pl_module, steps, teacher_method(pl_module), protocol,
+                                   self.cache_file(trainer.datamodule))
 
-    def _score(self, name: str, sampler: Sampler, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+    def _score(self, name: str, sampler: SampleFn, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""
         self.distances.reset()
         share, device = self.num_samples // trainer.world_size, pl_module.device
@@ -240,58 +213,24 @@ class FrechetDistance(Callback):
     def _ema(trainer: Trainer) -> EMA | None:
         return next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
 
-    @staticmethod
-    def _has_frozen_teacher(pl_module: LightningModule) -> bool:
-        return isinstance(getattr(pl_module, "teacher", None), nn.Module) and hasattr(pl_module, "process")
-
-    @staticmethod
-    def _teacher_method(pl_module: LightningModule) -> str:
-        """The process's first sampling method: a coupling teacher's SDE from the sources the student sees, else Euler
-        on the ODE."""
-        return pl_module.process.sampling_methods[0]
-
-    def _teacher_sampler(self, pl_module: LightningModule, steps: int) -> Sampler:
-        if self._has_frozen_teacher(pl_module):
-            method = self._teacher_method(pl_module)
-            return lambda n, g, c: sample_teacher(pl_module.teacher, pl_module.process, pl_module.source_noise(n, g),
-                                                  steps, method, cond=pl_module.sampling_cond(n, c), generator=g)
-        return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
-
     # ---- real statistics -----------------------------------------------------------------------
     def cache_file(self, datamodule: LightningDataModule) -> Path:
-        """``cache_dir/<DataModule>_<feature>_<num_samples>_<hash>.pt``; the hash covers the datamodule, φ and n."""
+        """Where the real statistics are cached (:func:`fid_cache.real_statistics_file`)."""
         feature = self.feature if isinstance(self.feature, str) else type(self.feature).__name__
-        key = fingerprint((datamodule_description(datamodule), fingerprint(self.extractor), self.num_samples, self.kid))
-        return Path(self.cache_dir) / f"{type(datamodule).__name__}_{feature}_{self.num_samples}_{key[:16]}.pt"
+        return real_statistics_file(self.cache_dir, datamodule, feature, self.extractor, self.num_samples, self.kid)
 
     def _prepare_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Load (or compute and cache) the real statistics; they live on rank 0 only, as the metrics sum states over ranks."""
+        """Load (or compute and cache) the real statistics once; they live on rank 0 only, as the metrics sum states
+        over ranks."""
         if self.real_ready:
             return
         if trainer.datamodule is None:
             raise ConfigError("FrechetDistance reads real images from trainer.datamodule; pass a LightningDataModule to fit")
-        device = pl_module.device
-        self.extractor.to(device)
-        self.distances.to(device)
-        stats: dict[str, Tensor] = {}
-        if trainer.global_rank == 0:
-            path = self.cache_file(trainer.datamodule)
-            if path.exists():
-                stats = torch.load(path, map_location=device, weights_only=True)
-            else:
-                stats = self._real_statistics(trainer.datamodule, device)
-                save_atomic({k: v.cpu() for k, v in stats.items()}, path)
-        self.distances.load_real(stats)
-        self.num_real = int(trainer.strategy.broadcast(int(stats.get("real_features_num_samples", 0)), src=0))
+        self.extractor.to(pl_module.device)
+        self.distances.to(pl_module.device)
+        self.num_real = load_real_statistics(self.distances, self.extractor, trainer,
+                                             self.cache_file(trainer.datamodule), self.num_samples, self.batch_size)
         self.real_ready = True
-
-    def _real_statistics(self, datamodule: LightningDataModule, device: torch.device) -> dict[str, Tensor]:
-        """Σφ, Σφφᵀ and n (and the features themselves, for KID) over at most ``num_samples`` real images: the
-        data module's ``real_images(num)`` (unaugmented) when it has one, else its training batches
-        (:func:`~realuid_lightning.evaluation.real_batches`)."""
-        for images in real_batches(datamodule, self.num_samples, self.batch_size):
-            self.distances.update(image_features(self.extractor, images.to(device)), real=True)
-        return self.distances.real_state()
 
     @staticmethod
     def _write_to_loggers(trainer: Trainer, scores: dict[str, float]) -> None:

@@ -19,10 +19,11 @@ from torch import Tensor, nn
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.reference import (SPLITS, ReferenceStats, folder_reference, load_datamodule,
                                                    load_stats, real_batches)
-from realuid_lightning.evaluation.sampler import CheckpointSampler, write_pngs
+from realuid_lightning.evaluation.images import write_pngs
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
+from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import COUPLING_SOLVERS
 
 LABELS = {"kid": "KID", "precision": "precision", "recall": "recall",
@@ -35,7 +36,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realuid evaluate", description="Score a teacher or distillation checkpoint: "
                                 "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
                                 "over seeds.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit (teacher or student)")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit (teacher or student), a diffusers "
+                   "teacher folder or hub id, or a pipeline folder written by realuid export")
     p.add_argument("--ema", default="auto", help="EMA decay to score, 'raw' for the raw weights, 'auto' (default) for "
                    "0.999 or the first decay saved")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher (default: its sample_steps)")
@@ -149,7 +151,7 @@ def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
 def evaluate_command(argv: list[str]) -> None:
     args = evaluate_parser().parse_args(argv)
     check_args(args)
-    sampler = CheckpointSampler.from_checkpoint(args.ckpt, args.ema, args.steps, args.method, args.label, args.sources)
+    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method).conditioned(args.label, args.sources)
     reference, extractor = build_reference(args, sampler.shape)
     if args.save_stats:
         print(f"wrote the reference statistics to {reference.save(args.save_stats)}", file=sys.stderr)

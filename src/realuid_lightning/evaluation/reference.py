@@ -18,7 +18,7 @@ from realuid_lightning.data.folder import read_images
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import REAL_STATES, FeatureDistances, image_features
 from realuid_lightning.modules.base import split_batch
-from realuid_lightning.reliability import save_atomic
+from realuid_lightning.saving import save_atomic
 
 SPLITS = ("train", "heldout")
 STATS_VERSION = 1

@@ -13,7 +13,8 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
-from realuid_lightning.reliability import check_finite_state
+from realuid_lightning.nonfinite import check_finite_state
+from realuid_lightning.run_record import Role, RunMetadata
 
 REMEMBERED_SOURCES = 512  # per module; only for sampling a coupling without explicit sources
 
@@ -50,8 +51,9 @@ def total_grad_norm(parameters: Any) -> Tensor:
 
 
 class GenerativeModule(LightningModule):
-    """Base of the modules: records the data shape, owns the run's randomness, saves RNG state and a ``realuid``
-    metadata block.
+    """Base of the modules: records the data shape, owns the run's randomness, saves RNG state and the run record
+    (:class:`~realuid_lightning.run_record.RunMetadata`, from ``role``, ``network_prefix``, ``net_spec`` and
+    ``process_spec``).
 
     It owns ``noise`` (the :class:`~realuid_lightning.noise.Noise` every draw of an update comes from, keyed by the
     ``iteration`` buffer; ``noise_chunks`` chunks, see there). Subclasses set ``self.process``, implement
@@ -61,7 +63,10 @@ class GenerativeModule(LightningModule):
     """
 
     process: Process
+    role: Role
     network_prefix: str
+    net_spec: Any  # the specs of the sampled network and of the process, for the run record
+    process_spec: Any
     iteration: Tensor
     remembered_sources: Tensor | None
 
@@ -125,25 +130,30 @@ class GenerativeModule(LightningModule):
             raise RuntimeError("the data shape is unknown until the module has seen a batch or loaded a checkpoint")
         return torch.randn((num, *self.data_shape), device=self.device, generator=generator)
 
-    def metadata(self) -> dict[str, Any]:
-        return {"module": type(self).__name__, "data_shape": self.data_shape, "net": self.hparams.get("net"),
-                "process": self.hparams.get("process"), "network_prefix": self.network_prefix}
+    def run_record(self) -> RunMetadata:
+        """What a checkpoint of this module records about the run
+        (:class:`~realuid_lightning.run_record.RunMetadata`)."""
+        return RunMetadata(self.role, type(self).__name__, self.network_prefix, self.net_spec, self.process_spec,
+                           self.data_shape, noise_seed=self.noise.seed)
+
+    def restore_run_record(self, record: RunMetadata) -> None:
+        """Take back what :meth:`run_record` saved: the data shape and the run's noise seed."""
+        self.data_shape = record.data_shape or self.data_shape
+        self.noise.seed = self.noise.seed if record.noise_seed is None else record.noise_seed
 
     def on_fit_start(self) -> None:
         self.noise.share_seed(self.trainer.world_size, self.trainer.strategy.broadcast)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite_state(checkpoint["state_dict"])
-        checkpoint["realuid"] = self.metadata()
-        if self.noise.seed is not None:
-            checkpoint["realuid"]["noise_seed"] = self.noise.seed
+        self.run_record().write(checkpoint)
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.data_shape = checkpoint.get("realuid", {}).get("data_shape", self.data_shape)
-        self.noise.seed = checkpoint.get("realuid", {}).get("noise_seed", self.noise.seed)
+        if RunMetadata.KEY in checkpoint:  # every checkpoint this module wrote; not a hand-made one
+            self.restore_run_record(RunMetadata.read(checkpoint))
         sources = checkpoint.get("state_dict", {}).get("remembered_sources")
         if sources is not None:  # the buffer is None until a batch was seen: give load_state_dict a tensor to fill
             self.remembered_sources = torch.empty_like(sources, device=self.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -21,7 +22,8 @@ from realuid_lightning.modules.frozen_teacher import FrozenTeacherMixin
 from realuid_lightning.modules.scaling import BF16Inference, ScalingMixin, check_scaling_options
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
-from realuid_lightning.reliability import NonFiniteGuard
+from realuid_lightning.nonfinite import NonFiniteGuard
+from realuid_lightning.run_record import RunMetadata
 
 # The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -86,6 +88,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     DDP (``strategy='realuid_ddp'``), ``noise_chunks`` and the speed options: :mod:`~realuid_lightning.modules.scaling`.
     """
 
+    role = "student"
     network_prefix = "generator.net"
 
     def __init__(
@@ -155,7 +158,7 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
         self.save_hyperparameters(ignore=["teacher", "process"])
-        self.hparams["net"], self.hparams["process"] = net_spec, describe(process, "process")
+        self.net_spec, self.process_spec = net_spec, describe(process, "process")
         self.automatic_optimization = False
 
     def _make_gan_head(self) -> GANHead:
@@ -173,8 +176,15 @@ class RealUIDModule(ScalingMixin, FrozenTeacherMixin, GenerativeModule):
     def ema_version(self) -> int:
         return int(self.generator_updates)
 
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "generator_time": self.generator.time}
+    def run_record(self) -> RunMetadata:
+        """The base record, with the generator time t_G and the teacher's fingerprint."""
+        return replace(super().run_record(), generator_time=self.generator.time,
+                       teacher_fingerprint=self.teacher_fingerprint())
+
+    def restore_run_record(self, record: RunMetadata) -> None:
+        """The base restore; a checkpoint trained with other teacher weights is refused."""
+        super().restore_run_record(record)
+        self.check_teacher_fingerprint(record.teacher_fingerprint)
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:

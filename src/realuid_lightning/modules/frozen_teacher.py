@@ -7,16 +7,15 @@ and out of checkpoints: they store its SHA-256 fingerprint instead, checked on r
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import torch
 from torch import nn
 
-from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint
+from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint, state_sha256
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
 from realuid_lightning.processes.base import Process
+from realuid_lightning.run_record import RunMetadata
 
 
 class FrozenTeacherMixin:
@@ -40,11 +39,11 @@ class FrozenTeacherMixin:
             self.data_shape = net.data_shape
             return net, process if process is not None else vp, describe(net, "teacher")
         ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
-        if ckpt.get("realuid", {}).get("module") != "MatchingModule":
+        if RunMetadata.read(ckpt, f"teacher_ckpt {ckpt_path!r}").student:
             raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")
-        net, ckpt_process, meta = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")
-        self.data_shape = meta["data_shape"]
-        return net, process if process is not None else ckpt_process, meta["net"]
+        net, ckpt_process, record = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")
+        self.data_shape = record.data_shape
+        return net, process if process is not None else ckpt_process, record.net
 
     def train(self, mode: bool = True) -> Any:
         super().train(mode)  # type: ignore[misc]
@@ -53,21 +52,18 @@ class FrozenTeacherMixin:
 
     def teacher_fingerprint(self) -> str:
         """SHA-256 of the teacher's weights: saved instead of the weights, checked on resume."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.teacher.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return state_sha256(self.teacher.state_dict().items())
+
+    def check_teacher_fingerprint(self, saved: str | None) -> None:
+        """A one-line error when a checkpoint was trained with other teacher weights than ours (``saved`` ≠ ours)."""
+        if saved is not None and saved != self.teacher_fingerprint():
+            raise ConfigError(f"the teacher ({self.hparams.teacher_ckpt or 'passed as a network'}) differs from the "
+                              "one this checkpoint was trained with; resume with the original teacher weights")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
-        checkpoint["realuid"]["teacher_fingerprint"] = self.teacher_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
-        saved = checkpoint.get("realuid", {}).get("teacher_fingerprint")
-        if saved is not None and saved != self.teacher_fingerprint():
-            raise ConfigError(f"the teacher ({self.hparams.teacher_ckpt or 'passed as a network'}) differs from the one "
-                              "this checkpoint was trained with; resume with the original teacher weights")
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]  # checks the fingerprint (restore_run_record)
         checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

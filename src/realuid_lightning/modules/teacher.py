@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -14,8 +15,9 @@ from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_ba
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
-from realuid_lightning.reliability import NonFiniteGuard
-from realuid_lightning.sampling import sample_teacher
+from realuid_lightning.nonfinite import NonFiniteGuard
+from realuid_lightning.run_record import RunMetadata
+from realuid_lightning.sampler import Sampler
 
 
 class MatchingModule(GenerativeModule):
@@ -34,6 +36,7 @@ class MatchingModule(GenerativeModule):
             by default, so ranks draw different noise (:class:`~realuid_lightning.noise.Noise`).
     """
 
+    role = "teacher"
     network_prefix = "net"
 
     def __init__(
@@ -59,7 +62,7 @@ class MatchingModule(GenerativeModule):
         self.process = process if process is not None else FlowMatching()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training batches seen: keys the noise
         self.save_hyperparameters(ignore=["net", "process"])
-        self.hparams["net"], self.hparams["process"] = describe(net, "net"), describe(self.process, "process")
+        self.net_spec, self.process_spec = describe(net, "net"), describe(self.process, "process")
 
     @property
     def ema_network(self) -> nn.Module:
@@ -96,6 +99,11 @@ class MatchingModule(GenerativeModule):
         self.log("train/grad_norm", grad_norm)
         self.nonfinite.check(self, getattr(self, "_last_loss", grad_norm), grad_norm, optimizer, name="teacher")
 
+    def run_record(self) -> RunMetadata:
+        """The base record, with the sampler of :meth:`sample`'s defaults."""
+        return replace(super().run_record(), sample_steps=self.hparams.sample_steps,
+                       sample_method=self.hparams.sample_method)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         # checkpoints written before the iteration counter existed (the shipped teachers among them)
@@ -116,6 +124,6 @@ class MatchingModule(GenerativeModule):
         by :meth:`sampling_cond`.
         """
         cond = self.sampling_cond(num, cond)
-        z = self.source_noise(num, generator)
-        return sample_teacher(self.net, self.process, z, steps or self.hparams.sample_steps, method or self.hparams.sample_method,
-                              cond, generator)
+        sampler = Sampler(self.net, self.process, tuple(self.data_shape or ()), steps or self.hparams.sample_steps,
+                          method or self.hparams.sample_method)
+        return sampler(self.source_noise(num, generator), cond, generator)

@@ -1,14 +1,13 @@
-"""Runs that survive faults: atomic, weights-only checkpoints, a divergence guard and output checks.
+"""Saving that survives faults: files are replaced atomically, never left half-written, and a fit ends with its
+final checkpoint.
 
 * :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file beside it, fsyncs it and
   renames it over the old one, so a crash (even SIGKILL) during a save leaves the previous checkpoint
   intact; it reads checkpoints with ``weights_only=True`` only. The ``realuid`` CLI uses it by default;
   in your own Trainer pass ``plugins=[AtomicCheckpointIO()]``.
-* :class:`NonFiniteGuard` skips an update whose loss or gradient is not finite and stops the run after
-  ``max_in_row`` such updates in a row; :func:`check_finite_state` refuses to checkpoint NaN weights.
 * :class:`FinalCheckpoint` writes ``last.ckpt`` at the end of fit when the last save is older than the final step.
-* :func:`save_atomic` writes any object the same way (without the fsync): the FD caches, imported checkpoints,
-  evaluation statistics files.
+* :func:`save_atomic` is that writer, for any object (without the fsync unless ``durable``): checkpoints, the FD
+  caches, imported checkpoints, evaluation statistics files.
 * :func:`check_writable` names an output directory that cannot be written before training starts.
 """
 
@@ -23,10 +22,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
-from torch import Tensor
 
 from realuid_lightning.checkpoint import load_error_reason
-from realuid_lightning.errors import ConfigError, DivergenceError
+from realuid_lightning.errors import ConfigError
 
 
 def _is_remote(path: Any) -> bool:
@@ -47,20 +45,35 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(obj: Any, out: str | os.PathLike, write: Callable[[Any, BinaryIO], None] = torch.save) -> None:
+def save_atomic(obj: Any, out: str | os.PathLike, write: Callable[[Any, BinaryIO], None] = torch.save,
+                durable: bool = False) -> None:
     """``write(obj, file)`` (torch.save by default) into a temporary file beside ``out``, then os.replace: readers
-    never see a partial file."""
+    never see a partial file.
+
+    ``durable``: the file and then the folder are fsynced, so the new file survives a power cut, and the temporary
+    file is ``.NAME.tmp`` (a save killed midway leaves only it, which the next save overwrites); otherwise it has a
+    unique name, so that concurrent writers of ``out`` do not collide.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
+    if durable:
+        tmp = out.with_name(f".{out.name}.tmp")
+    else:
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
     try:
         with open(tmp, "wb") as file:
             write(obj, file)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync_dir(out.parent)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -77,19 +90,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or _is_remote(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(str(path).removeprefix("file://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        save_atomic(checkpoint, str(path).removeprefix("file://"), durable=True)
 
     def load_checkpoint(self, path: Any, map_location: Callable | None = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -126,48 +127,6 @@ class FinalCheckpoint(Callback):
             if isinstance(callback, ModelCheckpoint) and callback.save_last is True \
                     and not callback._should_skip_saving_checkpoint(trainer):
                 callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
-
-
-class NonFiniteGuard:
-    """Skips updates with a non-finite loss or gradient norm; raises after ``max_in_row`` in a row.
-
-    ``skipped`` counts every skipped update (logged as ``train/skipped_updates``), ``in_row`` the
-    current streak. Neither is checkpointed: after a resume the streak starts again from 0.
-    """
-
-    def __init__(self, max_in_row: int = 10) -> None:
-        if max_in_row < 1:
-            raise ConfigError(f"max_nonfinite={max_in_row} must be >= 1 (the number of non-finite updates in a row "
-                              "that stops the run)")
-        self.max_in_row, self.skipped, self.in_row = max_in_row, 0, 0
-
-    def check(self, module: LightningModule, loss: Tensor, grad_norm: Tensor, optimizer: Any, name: str = "model") -> bool:
-        """True when the update may go ahead; otherwise zero the gradients, count the skip and maybe stop."""
-        finite = bool(torch.isfinite(loss.detach()).all() and torch.isfinite(grad_norm))
-        if module._trainer is not None:  # every rank must take the same decision
-            finite = module.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        self.in_row = 0 if finite else self.in_row + 1
-        self.skipped += int(not finite)
-        if module._trainer is None or not finite or module.trainer.global_step % module.trainer.log_every_n_steps == 0:
-            module.log("train/skipped_updates", float(self.skipped))
-        if finite:
-            return True
-        optimizer.zero_grad(set_to_none=True)
-        if self.in_row >= self.max_in_row:
-            step = module.trainer.global_step if module._trainer is not None else "?"
-            raise DivergenceError(f"training diverged: {self.in_row} updates in a row had a non-finite loss or gradient "
-                                  f"(the {name} update at step {step}: loss={loss.item():.4g}, grad norm={grad_norm.item():.4g}); "
-                                  "no update was applied and the checkpoints written so far are kept; lower the learning "
-                                  "rate or raise max_nonfinite")
-        return False
-
-
-def check_finite_state(state: dict[str, Tensor]) -> None:
-    """Refuse to checkpoint weights holding NaN or ±inf (the previous checkpoints stay the last good ones)."""
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-    if bad is not None:
-        raise DivergenceError(f"refusing to write a checkpoint: {bad} holds non-finite values; the previous checkpoints "
-                              "are kept")
 
 
 def check_writable(paths: Iterable[tuple[str, Any]]) -> None:

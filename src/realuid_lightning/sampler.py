@@ -1,0 +1,203 @@
+"""From anything a user can point at to samples: :func:`load_sampler` and the :class:`Sampler` it returns.
+
+The sources: a teacher or student checkpoint (written by ``realuid fit`` or ``realuid import-official``), a diffusers
+teacher folder or hub id (its UNet, with its scheduler as the process: what ``teacher_ckpt`` accepts), or a folder
+written by ``realuid export`` (a :class:`~realuid_lightning.export.OneStepPipeline`). ``realuid sample``, ``evaluate``
+and ``export`` read them here; the modules and the FD callback sample their networks with the same :class:`Sampler`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.nets.labels import class_count, cycled_labels
+from realuid_lightning.processes.base import Process
+from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
+from realuid_lightning.sampling import check_method, sample_teacher
+
+ONE_STEP = "generator"  # the method of a student's sampler
+
+
+@dataclass
+class Sampler:
+    """x1 from noise z ~ N(0, I) of shape (B, *shape): a teacher's ``steps``-step solve of its process with ``method``
+    (:func:`~realuid_lightning.sampling.sample_teacher`), or a student's one step
+    G(z) = process.to_data(net(t_G, x_G), x_G, t_G) at t_G = ``time`` (``method`` = 'generator',
+    :class:`~realuid_lightning.generator.OneStepGenerator`).
+
+    :meth:`draw` conditions sample i on the source x0 = sources[i mod N] for a bridge / interpolant, else on ``label``,
+    else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing. ``ema`` and ``weights``
+    say which weights were loaded.
+    """
+
+    net: nn.Module
+    process: Process
+    shape: tuple[int, ...]
+    steps: int = 1
+    method: str = ONE_STEP
+    time: float = 0.0
+    ema: float | None = None
+    weights: str | None = None
+    label: int | None = None
+    sources: Tensor | None = None
+
+    @property
+    def student(self) -> bool:
+        """A one-step generator, not a teacher."""
+        return self.method == ONE_STEP
+
+    def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """x1 from z (B, *shape); ``generator`` draws an SDE's noise."""
+        if self.student:
+            return OneStepGenerator(self.net, self.process, self.time)(z, cond)
+        return sample_teacher(self.net, self.process, z, self.steps, self.method, cond, generator)
+
+    def conditioned(self, label: int | None = None, sources: str | None = None) -> Sampler:
+        """This sampler drawing every sample of class ``label``, or from the sources x0 of the file or image folder
+        ``sources``; checks that the network has that class and that the process reads sources iff they are given."""
+        classes = class_count(self.net)
+        if label is not None and not (classes and 0 <= label < classes):
+            raise ConfigError(f"--label {label} is not a class of this network "
+                              f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})")
+        x0 = None if sources is None else load_sources(sources, list(self.shape), self.process)
+        self.process.known_source(x0)  # a process whose source comes with the data needs --sources
+        return dataclasses.replace(self, label=label, sources=x0)
+
+    def protocol(self) -> dict[str, Any]:
+        """What is sampled: model kind, weights, steps, method and conditioning, for a report."""
+        return {"model": "student" if self.student else "teacher", "ema": "raw" if self.ema is None else self.ema,
+                **({"weights": self.weights} if self.weights is not None else {}), "steps": self.steps,
+                "method": self.method, "label": "all" if self.label is None and class_count(self.net) else self.label}
+
+    @torch.no_grad()
+    def draw(self, num: int, seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu") -> Tensor:
+        """``num`` samples (num, *shape) on the CPU; z ~ N(0, I) from ``torch.Generator(device).manual_seed(seed)``."""
+        self.net.to(device)
+        generator, classes, chunks = torch.Generator(device).manual_seed(seed), class_count(self.net), []
+        for start in range(0, num, batch_size):
+            size = min(batch_size, num - start)
+            z = torch.randn((size, *self.shape), device=device, generator=generator)
+            if self.sources is not None:
+                cond = self.sources[torch.arange(start, start + size) % len(self.sources)].to(device)
+            elif self.label is not None:
+                cond = torch.full((size,), self.label, device=device)
+            else:
+                cond = cycled_labels(start, size, classes, device) if classes else None
+            chunks.append(self(z, cond, generator).cpu())
+        return torch.cat(chunks)
+
+
+def load_sampler(source: str | os.PathLike, ema: str | float | None = "auto", steps: int | None = None,
+                 method: str | None = None) -> Sampler:
+    """The sampler of a checkpoint, a diffusers teacher folder or hub id, or an exported pipeline folder.
+
+    ``ema``: a decay (its EMA weights), None or 'raw' (the raw weights), or 'auto' (0.999 if saved, else the smallest
+    decay saved, else the raw weights). ``steps`` and ``method`` replace a teacher's default sampler (a checkpoint's
+    sample_steps and sample_method; 100 Euler steps for a diffusers teacher); a student always takes one step.
+    """
+    if steps is not None and steps < 1:  # 0 is not "not given": only None takes the default
+        raise ConfigError(f"--steps {steps} is invalid; it must be >= 1 (leave it out for the default)")
+    path = Path(source)
+    if path.is_file():
+        sampler = _from_checkpoint(path, ema)
+    elif (path / "model_index.json").is_file() and _pipeline_class(path) == "OneStepPipeline":
+        sampler = _from_pipeline(path, ema)
+    else:
+        sampler = _from_diffusers(str(source), ema)
+    if sampler.student:
+        return sampler
+    sampler = dataclasses.replace(sampler, steps=steps or sampler.steps, method=method or sampler.method)
+    check_method(sampler.process, sampler.method)
+    return sampler
+
+
+def _decay(ema: str | float | None, saved: list[float]) -> float | None:
+    """The decay of an EMA choice: a number or None as given, a string by :func:`choose_ema`."""
+    return choose_ema(ema, saved) if isinstance(ema, str) else ema
+
+
+def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
+    checkpoint = load_checkpoint(path)
+    decay = _decay(ema, EMAState.read(checkpoint).saved)
+    net, process, record = network_from_checkpoint(checkpoint, decay, what=f"checkpoint {str(path)!r}")
+    shape = tuple(record.data_shape or ())
+    if record.student:
+        return Sampler(net, process, shape, time=record.generator_time or 0.0, ema=decay, weights=record.weights)
+    return Sampler(net, process, shape, record.sample_steps or 100, record.sample_method or "euler", ema=decay,
+                   weights=record.weights)
+
+
+def _no_ema(ema: str | float | None, what: str) -> None:
+    """A source without EMA weights: 'auto' and 'raw' take its weights, a decay is an error."""
+    decay = _decay(ema, [])
+    if decay is not None:
+        pick_decay({}, decay, what)
+
+
+def _from_diffusers(source: str, ema: str | float | None) -> Sampler:
+    """A diffusers teacher (folder or hub id, else a missing checkpoint file): its UNet with its scheduler's process."""
+    from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
+
+    if not is_diffusers_source(source):
+        load_checkpoint(source)  # says that the file does not exist
+    _no_ema(ema, f"diffusers teacher {source!r}")
+    net, process = load_diffusers_teacher(source)
+    return Sampler(net, process, tuple(net.data_shape), 100, "euler")
+
+
+def _pipeline_class(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or not an object
+        return None
+
+
+def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
+    """A folder written by ``realuid export``: the generator of its OneStepPipeline."""
+    from realuid_lightning.export import OneStepPipeline
+
+    _no_ema(ema, f"pipeline {str(folder)!r}")
+    pipe = OneStepPipeline.from_pretrained(folder)
+    generator = pipe.one_step_generator()
+    return Sampler(generator.net, generator.process, pipe.sample_shape, time=generator.time)
+
+
+def load_sources(path: str, shape: list[int], process: Process) -> Tensor:
+    """The sources x0 of ``--sources`` for ``process``: a folder of images or a .pt tensor, (N, *shape)."""
+    sources = _read_sources(path, shape)
+    if process.known_source(sources) is None:
+        raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples "
+                          "from noise alone")
+    if list(sources.shape[1:]) != list(shape) or len(sources) == 0:
+        raise ConfigError(f"--sources {path!r} holds {tuple(sources.shape)}; it must be a tensor "
+                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+    return sources.float()
+
+
+def _read_sources(path: str, shape: list[int]) -> Tensor:
+    """A folder of images read at ``shape``, or the tensor in a .pt file."""
+    if Path(path).is_dir():
+        from realuid_lightning.data.folder import read_images
+
+        return read_images(path, shape)
+    if not Path(path).is_file():
+        raise ConfigError(f"--sources {path!r} is neither an image folder nor a tensor file")
+    try:
+        sources = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, or a pickle that is more than tensors
+        raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
+    if not isinstance(sources, Tensor):
+        raise ConfigError(f"--sources {path!r} holds {type(sources).__name__}; it must be a tensor "
+                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+    return sources
