@@ -16,6 +16,7 @@ the rest loads strictly into ``net.unet`` (TorchCFMUNet key = "unet." + official
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -105,7 +106,8 @@ def load_official(path: str | os.PathLike, role: str = "teacher", decay: float |
 
 def _defaults(cls: type, skip: tuple[str, ...]) -> dict[str, Any]:
     params = inspect.signature(cls.__init__).parameters.items()
-    return {name: p.default for name, p in params if name not in ("self", *skip) and p.default is not p.empty}
+    return {name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default  # plain data
+            for name, p in params if name not in ("self", *skip) and p.default is not p.empty}
 
 
 def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, source: str = "") -> dict[str, Any]:

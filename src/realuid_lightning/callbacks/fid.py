@@ -212,7 +212,7 @@ class FrechetDistance(Callback):
         if process is None:
             return None
         sources = getattr(pl_module, "remembered_sources", None)
-        key = fingerprint((pl_module.teacher_fingerprint(), process, steps, self._teacher_method(pl_module),
+        key = fingerprint((pl_module.teacher.fingerprint(), process, steps, self._teacher_method(pl_module),
                            fingerprint(self.extractor), self.num_samples, self.batch_size, self.seed,
                            trainer.world_size, self._classes(pl_module), pl_module.data_shape, pl_module.device.type,
                            self.cache_file(trainer.datamodule).name, None if sources is None else fingerprint(sources)))
