@@ -25,7 +25,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from realuid_lightning import EMA, BrownianBridge, DigitsDataModule, MatchingModule, PairedDataModule, RealUIDModule
+from realuid_lightning import (EMA, BrownianBridge, DigitsDataModule, GeneratorOptions, MatchingModule, Objective,
+                               OptimisationOptions, PairedDataModule, RealUIDModule, TeacherOptions)
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
 from realuid_lightning.sampling import sample_teacher
@@ -57,8 +58,9 @@ def train_teacher(data: PairedDataModule, steps: int, sigma: float, prediction: 
 def distil(teacher: MatchingModule, data: PairedDataModule, alpha: float, beta: float, iterations: int, generator_time: float,
            lr: float) -> tuple[RealUIDModule, EMA, float]:
     pl.seed_everything(0)
-    student = RealUIDModule(teacher=teacher.net, process=teacher.process, alpha=alpha, beta=beta, generator_time=generator_time,
-                            generator_lr=lr, fake_lr=lr, warmup_steps=50)
+    student = RealUIDModule(TeacherOptions(net=teacher.net, process=teacher.process), Objective(alpha, beta),
+                            OptimisationOptions(generator_lr=lr, fake_lr=lr, warmup_steps=50),
+                            GeneratorOptions(generator_time=generator_time))
     ema = EMA([STUDENT_EMA])
     start = time.perf_counter()
     pl.Trainer(max_steps=iterations, callbacks=[ema], **QUIET).fit(student, data)

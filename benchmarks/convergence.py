@@ -28,7 +28,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning import (EMA, DigitsDataModule, GeneratorOptions, Objective, OptimisationOptions, RealUIDModule,
+                               TeacherOptions)
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import _nearest, feature_frechet_distance, memorisation, precision_recall, to_unit
 from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
@@ -157,10 +158,12 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
         alpha, beta = SETTINGS[setting]
         for seed in args.seeds:
             pl.seed_everything(seed, verbose=False)
-            student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr,
-                                    fake_lr=args.fake_lr or args.lr, fake_updates=args.fake_updates,
-                                    adam_betas=(args.adam_beta1, 0.999), warmup_steps=args.warmup,
-                                    final_lr_ratio=args.final_lr_ratio, grad_clip=args.grad_clip, fake_init=args.fake_init)
+            optimisation = OptimisationOptions(fake_updates=args.fake_updates, generator_lr=args.lr,
+                                               fake_lr=args.fake_lr or args.lr, adam_betas=(args.adam_beta1, 0.999),
+                                               warmup_steps=args.warmup, final_lr_ratio=args.final_lr_ratio,
+                                               grad_clip=args.grad_clip)
+            student = RealUIDModule(TeacherOptions(net=net, process=process), Objective(alpha, beta), optimisation,
+                                    GeneratorOptions(fake_init=args.fake_init))
             ema = EMA(args.decays, warmup=args.ema_warmup)
             curve = Curve(args.eval_every, score, ema, noise)
             t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.utils.data import DataLoader
 
-from realuid_lightning import FlowMatching, RealUIDModule
+from realuid_lightning import FlowMatching, Objective, OptimisationOptions, RealUIDModule, TeacherOptions
 from realuid_lightning.nets import UNet
 
 K, BATCH, WARMUP, MEASURED = 2, 16, 3, 36
@@ -50,7 +50,8 @@ class Meter(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         model = trainer.strategy.model
-        wrappers = list(getattr(pl_module, "_ddp_wrappers", {}).values()) or ([model] if model is not pl_module else [])
+        wrappers = list(getattr(trainer.strategy, "wrappers", {}).values())  # RealUIDDDPStrategy: one per network
+        wrappers = wrappers or ([model] if model is not pl_module else [])
         for w in wrappers:
             w.register_comm_hook(self.counted, self._hook)
 
@@ -65,7 +66,8 @@ class Meter(pl.Callback):
 def run(mode: str) -> dict:
     pl.seed_everything(0, verbose=False)
     teacher = small_unet()
-    module = RealUIDModule(teacher=teacher, process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=K, warmup_steps=0)
+    module = RealUIDModule(TeacherOptions(net=teacher, process=FlowMatching()), Objective(0.94, 0.9588),
+                           OptimisationOptions(fake_updates=K, warmup_steps=0))
     if mode in ("static_graph", "ddp"):  # skip RealUIDModule's one-line refusal, to record DDP's own error
         module.on_fit_start = lambda: None
     meter = Meter()

@@ -23,7 +23,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning import (EMA, DigitsDataModule, GeneratorOptions, Objective, OptimisationOptions, RealUIDModule,
+                               TeacherOptions)
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures
@@ -74,8 +75,9 @@ def main() -> None:
     curves = {}
     for name, alpha, beta in (SETTINGS[key] for key in args.settings):
         pl.seed_everything(0)
-        student = RealUIDModule(teacher=net, process=process, alpha=alpha, beta=beta, generator_lr=args.lr, fake_lr=args.lr, warmup_steps=50,
-                                generator_sigma=args.generator_sigma)
+        student = RealUIDModule(TeacherOptions(net=net, process=process), Objective(alpha, beta),
+                                OptimisationOptions(generator_lr=args.lr, fake_lr=args.lr, warmup_steps=50),
+                                GeneratorOptions(generator_sigma=args.generator_sigma))
         ema = EMA(DECAYS, warmup=args.ema_warmup)
         curve = Curve(max(args.iterations // 6, 1), score, ema)
         t0 = time.perf_counter()

@@ -31,7 +31,8 @@ import lightning.pytorch as pl
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from realuid_lightning import EMA, FlowMatching, RealUIDModule
+from realuid_lightning import (EMA, FlowMatching, Objective, OptimisationOptions, RealUIDModule, SpeedOptions,
+                               TeacherOptions)
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.losses import realuid_generator_loss, realum_loss
 from realuid_lightning.modules.base import lr_factor
@@ -50,9 +51,11 @@ def network(device: str) -> UNet:
 
 def distiller(teacher: torch.nn.Module, fast: bool = False) -> RealUIDModule:
     torch.manual_seed(1)
-    extra = dict(channels_last=True, compile=True, teacher_bf16=True, fused_adam=None) if fast else {}
-    return RealUIDModule(teacher=copy.deepcopy(teacher), process=FlowMatching(), alpha=ALPHA, beta=BETA, fake_updates=K,
-                         generator_lr=LR, fake_lr=LR, warmup_steps=500, **extra)
+    fast_options = SpeedOptions(channels_last=True, compile=True, teacher_bf16=True, fused_adam=None)
+    speed = fast_options if fast else SpeedOptions()
+    optimisation = OptimisationOptions(fake_updates=K, generator_lr=LR, fake_lr=LR, warmup_steps=500)
+    return RealUIDModule(TeacherOptions(net=copy.deepcopy(teacher), process=FlowMatching()), Objective(ALPHA, BETA),
+                         optimisation, speed=speed)
 
 
 def sync(device: str) -> None:
@@ -133,7 +136,7 @@ def plain_losses(gen, fake, teacher, process, x1):
 def run_plain(teacher, data, device: str, meter: Meter, iterations: int) -> None:
     """(a): the K:1 loop by hand, with the module's initial weights, warm-up schedule, clipping and EMA."""
     module = distiller(teacher).to(device)
-    gen, fake, teacher = module.generator, module.fake_model, module.teacher
+    gen, fake, teacher = module.generator, module.fake_model, module.teacher.net
     opts = [torch.optim.Adam(net.parameters(), lr=LR, betas=(0.0, 0.999)) for net in (fake, gen)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor(500)) for o in opts]
     ema = [[p.detach().clone() for p in gen.net.parameters()] for _ in DECAYS]

@@ -20,7 +20,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import EMA, MLP, FlowMatching, MatchingModule, RealUIDModule, Toy2DDataModule
+from realuid_lightning import (EMA, MLP, FlowMatching, MatchingModule, Objective, OptimisationOptions, RealUIDModule,
+                               TeacherOptions, Toy2DDataModule)
 from realuid_lightning.data import sample_toy
 from realuid_lightning.losses import realuid_generator_loss, realum_loss
 from realuid_lightning.metrics import energy_distance
@@ -53,8 +54,9 @@ class IterationTimer(pl.Callback):
 
 def plain_loop_per_iteration(module: RealUIDModule, iterations: int, skip: int = 200) -> float:
     """The same K:1 RealUID computation as RealUIDModule, as a hand-written PyTorch loop (the official recipe's shape)."""
-    hp, process = module.hparams, module.process
-    gen, fake, teacher = module.generator, module.fake_model, module.teacher
+    hp, process = module.optimisation, module.process
+    alpha, beta = module.objective.alpha, module.objective.beta
+    gen, fake, teacher = module.generator, module.fake_model, module.teacher.net
     opt_f = torch.optim.Adam(fake.parameters(), lr=hp.fake_lr, betas=tuple(hp.adam_betas))
     opt_g = torch.optim.Adam(gen.parameters(), lr=hp.generator_lr, betas=tuple(hp.adam_betas))
     data = sample_toy("8gaussians", 100_000, 0)
@@ -67,14 +69,14 @@ def plain_loop_per_iteration(module: RealUIDModule, iterations: int, skip: int =
         x0, t = torch.randn_like(x1_real), torch.rand(512)
         if generator_turn:
             s = process.sample(x0, gen(torch.randn_like(x1_real)), t)
-            loss = realuid_generator_loss(teacher(t, s.x_t), fake(t, s.x_t), s.target, s.weight, hp.alpha, hp.beta).mean()
+            loss = realuid_generator_loss(teacher(t, s.x_t), fake(t, s.x_t), s.target, s.weight, alpha, beta).mean()
             opt, params = opt_g, list(gen.parameters())
         else:
             with torch.no_grad():
                 x1_gen = gen(torch.randn_like(x1_real))
             g, r = process.sample(x0, x1_gen, t), process.sample(x0, x1_real, t)
             f_g, f_r = fake(torch.cat([t, t]), torch.cat([g.x_t, r.x_t])).chunk(2)
-            loss = realum_loss(f_g, g.target, g.weight, hp.alpha, hp.beta, f_r, r.target, r.weight).mean()
+            loss = realum_loss(f_g, g.target, g.weight, alpha, beta, f_r, r.target, r.weight).mean()
             opt, params = opt_f, list(fake.parameters())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,8 +112,8 @@ def main() -> None:
     timing = {}
     for name, alpha, beta in SETTINGS:
         pl.seed_everything(0)
-        student = RealUIDModule(teacher=teacher.net, process=teacher.process, alpha=alpha, beta=beta, generator_lr=args.lr,
-                                fake_lr=args.lr, warmup_steps=100)
+        student = RealUIDModule(TeacherOptions(net=teacher.net, process=teacher.process), Objective(alpha, beta),
+                                OptimisationOptions(generator_lr=args.lr, fake_lr=args.lr, warmup_steps=100))
         ema, timer = EMA([STUDENT_EMA]), IterationTimer()
         seconds = fit(student, args.iterations, [ema, timer])
         timing[name] = timer.per_iteration

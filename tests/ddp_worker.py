@@ -36,9 +36,10 @@ class Record(pl.Callback):
     """What DDP wrapped, the first noise batch the generator saw on this rank, and every real batch it trained on."""
 
     def on_train_start(self, trainer, pl_module):
-        self.wrapped = sorted(pl_module._ddp_wrappers)
+        wrappers = getattr(trainer.strategy, "wrappers", {})  # RealUIDDDPStrategy's, one per trained network
+        self.wrapped = sorted(wrappers)
         teacher = {id(p) for p in pl_module.teacher.parameters()}
-        self.teacher_wrapped = any(id(p) in teacher for w in pl_module._ddp_wrappers.values() for p in w.parameters())
+        self.teacher_wrapped = any(id(p) in teacher for w in wrappers.values() for p in w.parameters())
         self.z, self.batches = None, []
         pl_module.generator.net.register_forward_pre_hook(lambda net, args: setattr(self, "z", args[1].clone()) if self.z is None else None)
 

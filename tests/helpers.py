@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import EMA, MLP, FlowMatching, MatchingModule, RealUIDModule, Toy2DDataModule
+from realuid_lightning import (EMA, MLP, FlowMatching, GeneratorOptions, MatchingModule, Objective, OptimisationOptions,
+                               RealUIDModule, SpeedOptions, TeacherOptions, Toy2DDataModule)
+
+SECTIONS = {"teacher": TeacherOptions, "objective": Objective, "optimisation": OptimisationOptions,
+            "generator": GeneratorOptions, "speed": SpeedOptions}
 
 
 def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:
@@ -17,10 +23,20 @@ def tiny_teacher(seed: int = 0) -> MatchingModule:
     return MatchingModule(MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), lr=1e-3)
 
 
-def tiny_distiller(seed: int = 0, **kwargs) -> RealUIDModule:
+def sections(**options) -> dict:
+    """RealUIDModule's section arguments from option names (each name belongs to one section), e.g.
+    ``RealUIDModule(**sections(net=net, process=process, alpha=0.9, fake_updates=1))``."""
+    names = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(names))
+    assert not unknown, f"no section has {unknown}"
+    given = {section: {k: v for k, v in options.items() if names[k] == section} for section in SECTIONS}
+    return {section: SECTIONS[section](**values) for section, values in given.items() if values}
+
+
+def tiny_distiller(seed: int = 0, **options) -> RealUIDModule:
     teacher = tiny_teacher(seed)
-    kwargs = {"alpha": 0.94, "beta": 0.9588, "warmup_steps": 3, "generator_lr": 1e-3, "fake_lr": 1e-3, **kwargs}
-    module = RealUIDModule(teacher=teacher.net, process=teacher.process, **kwargs)
+    options = {"alpha": 0.94, "beta": 0.9588, "warmup_steps": 3, "generator_lr": 1e-3, "fake_lr": 1e-3, **options}
+    module = RealUIDModule(**sections(net=teacher.net, process=teacher.process, **options))
     module.data_shape = [2]
     return module
 

@@ -8,7 +8,8 @@ import torch
 
 from realuid_lightning import ConfigError, DigitsDataModule, PairedDataModule, Toy2DCouplingDataModule
 from realuid_lightning.generator import OneStepGenerator
-from realuid_lightning.modules import MatchingModule, RealUIDModule
+from realuid_lightning.modules import GeneratorOptions, MatchingModule, RealUIDModule, TeacherOptions
+from realuid_lightning.objective import Objective
 from realuid_lightning.nets import MLP, UNet
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes import (EDM, BrownianBridge, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching,
@@ -259,8 +260,8 @@ def test_toy_coupling_batches():
 def tiny_coupling_distiller(alpha, beta, prediction="drift"):
     torch.manual_seed(0)
     teacher = MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2)
-    module = RealUIDModule(teacher=teacher, process=BrownianBridge(sigma=0.7, prediction=prediction), alpha=alpha, beta=beta,
-                           generator_time=0.3, fake_init="teacher")
+    module = RealUIDModule(TeacherOptions(net=teacher, process=BrownianBridge(sigma=0.7, prediction=prediction)),
+                           Objective(alpha, beta), generator=GeneratorOptions(generator_time=0.3, fake_init="teacher"))
     for p in module.fake_model.parameters():  # a fake model different from the teacher
         p.data.add_(0.1 * torch.randn_like(p))
     return module

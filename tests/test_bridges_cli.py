@@ -41,7 +41,8 @@ def runs(tmp_path_factory):
             main(["fit", "--config", str(ROOT / f"configs/{name}_teacher.yaml"), "--config", f"{name}_teacher.yaml", *common, *net,
                   "--model.init_args.sample_steps=3"])
             main(["fit", "--config", str(ROOT / f"configs/{name}_realuid.yaml"), "--config", f"{name}_realuid.yaml", *common,
-                  f"--model.teacher_ckpt={tmp}/runs/{name}_teacher/checkpoints/last.ckpt", "--model.teacher_ema=0.9"])
+                  f"--model.teacher.teacher_ckpt={tmp}/runs/{name}_teacher/checkpoints/last.ckpt",
+                  "--model.teacher.teacher_ema=0.9"])
     return tmp
 
 

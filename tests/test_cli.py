@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -5,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from helpers import SECTIONS
 from realuid_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--trainer.max_steps=24", "--trainer.enable_progress_bar=false", "--model.init_args.warmup_steps=2"]
+TINY = ["--trainer.max_steps=24", "--trainer.enable_progress_bar=false"]
+TEACHER_WARMUP, STUDENT_WARMUP = "--model.init_args.warmup_steps=2", "--model.init_args.optimisation.warmup_steps=2"
 
 
 def realuid(*args, cwd):
@@ -23,7 +28,7 @@ def realuid(*args, cwd):
 def teacher_ckpt(tmp_path_factory):
     """A tiny teacher trained by the real CLI from configs/toy2d_teacher.yaml."""
     tmp = tmp_path_factory.mktemp("cli")
-    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_teacher.yaml"), *TINY,
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_teacher.yaml"), *TINY, TEACHER_WARMUP,
                 "--model.init_args.net.init_args.hidden=32", "--trainer.val_check_interval=12",
                 f"--trainer.logger.init_args.save_dir={tmp}", cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -34,7 +39,8 @@ def teacher_ckpt(tmp_path_factory):
 
 def test_teacher_distill_sample(teacher_ckpt, tmp_path):
     """teacher → distil → sample through the console script; the checkpoint alone is enough to sample."""
-    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *TINY, f"--model.teacher_ckpt={teacher_ckpt}",
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *TINY, STUDENT_WARMUP,
+                f"--model.teacher.teacher_ckpt={teacher_ckpt}",
                 f"--trainer.logger.init_args.save_dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     student = tmp_path / "runs/toy2d_realuid/checkpoints/last.ckpt"
@@ -64,20 +70,22 @@ def one_line_error(code, err, *needles):
 
 
 @pytest.mark.parametrize("override,needles", [
-    (["--model.alpha=1.3"], ["alpha=1.3", "(0, 1]"]),
-    (["--model.beta=0"], ["beta=0", "(0, 1]"]),
-    (["--model.alpha=1", "--model.beta=0.9"], ["alpha=1 requires beta=1", "beta=0.9"]),
+    (["--model.objective.alpha=1.3"], ["alpha=1.3", "(0, 1]"]),
+    (["--model.objective.beta=0"], ["beta=0", "(0, 1]"]),
+    (["--model.objective.alpha=1", "--model.objective.beta=0.9"], ["alpha=1 requires beta=1", "beta=0.9"]),
     (["--data.name=spiral"], ["'spiral'", "8gaussians"]),
 ])
 def test_bad_hyperparameters_one_line(override, needles, teacher_ckpt, capsys):
     """Out-of-range values exit with 2 and one line naming the value and what is allowed."""
-    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={teacher_ckpt}", *override], capsys)
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"),
+                          f"--model.teacher.teacher_ckpt={teacher_ckpt}", *override], capsys)
     one_line_error(code, err, *needles)
 
 
 def test_missing_teacher_checkpoint(tmp_path, capsys):
     """A teacher_ckpt path that does not exist is named in the error."""
-    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={tmp_path}/nope.ckpt"], capsys)
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"),
+                          f"--model.teacher.teacher_ckpt={tmp_path}/nope.ckpt"], capsys)
     one_line_error(code, err, "teacher_ckpt", "nope.ckpt", "does not exist")
 
 
@@ -87,7 +95,8 @@ def test_wrong_architecture_teacher(teacher_ckpt, tmp_path, capsys):
     ckpt["realuid"]["net"]["init_args"]["depth"] = 3
     bad = tmp_path / "bad.ckpt"
     torch.save(ckpt, bad)
-    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={bad}"], capsys)
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"),
+                          f"--model.teacher.teacher_ckpt={bad}"], capsys)
     one_line_error(code, err, "does not match the network architecture", "unexpected keys: layers.8.bias, layers.8.weight")
 
 
@@ -95,13 +104,15 @@ def test_student_checkpoint_is_not_a_teacher(tmp_path, capsys):
     """Passing a file that is not a teacher checkpoint (here: garbage bytes) is refused clearly."""
     bad = tmp_path / "junk.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), f"--model.teacher_ckpt={bad}"], capsys)
+    code, err = run_main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"),
+                          f"--model.teacher.teacher_ckpt={bad}"], capsys)
     one_line_error(code, err, "teacher_ckpt", "cannot be read safely")
 
 
 def test_error_from_the_console_script(tmp_path):
     """The installed script itself exits non-zero with one line and no traceback."""
-    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), "--model.teacher_ckpt=missing.ckpt", cwd=tmp_path)
+    r = realuid("fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), "--model.teacher.teacher_ckpt=missing.ckpt",
+                cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == "realuid: error: teacher_ckpt 'missing.ckpt' does not exist or is not a file"
 
@@ -113,6 +124,31 @@ def test_configs_parse(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "class_path" in capsys.readouterr().out
+
+
+# a value other than the default for every option of RealUIDModule's sections (the network and process are Python's)
+OPTIONS = {"teacher": {"teacher_ckpt": "t.ckpt", "teacher_ema": 0.9},
+           "objective": {"alpha": 0.9, "beta": 0.88, "gamma": 0.95, "parameterisation": "beta",
+                         "gan_generator_weight": 0.3, "gan_discriminator_weight": 1.0, "gan_time_min": 0.7},
+           "optimisation": {"fake_updates": 3, "generator_lr": 1e-4, "fake_lr": 2e-4, "adam_betas": [0.5, 0.99],
+                            "warmup_steps": 7, "final_lr_ratio": 0.5, "grad_clip": 2.0, "max_nonfinite": 4},
+           "generator": {"generator_time": 0.1, "generator_sigma": 2.5, "generator_ckpt": "g.ckpt", "generator_ema": 0.99,
+                         "fake_init": "teacher", "dropout": 0.1},
+           "speed": {"noise_chunks": 4, "channels_last": True, "compile": True, "fused_adam": True, "teacher_bf16": True}}
+
+
+def test_every_option_is_set_in_its_section(capsys):
+    """--model.SECTION.OPTION sets each of RealUIDModule's options, and --print_config shows it in its section."""
+    for section, cls in SECTIONS.items():
+        assert set(OPTIONS[section]) == {f.name for f in dataclasses.fields(cls)} - {"net", "process"}, section
+        assert all(getattr(cls(), k) != v for k, v in OPTIONS[section].items()), section
+    flags = [f"--model.{s}.{k}={v if isinstance(v, str) else json.dumps(v)}" for s, values in OPTIONS.items()
+             for k, v in values.items()]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *flags, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert {s: {k: printed[s][k] for k in values} for s, values in OPTIONS.items()} == OPTIONS
 
 
 def test_help_lists_sample(capsys):
@@ -131,7 +167,8 @@ def test_user_network_and_datamodule_by_class_path(tmp_path, capsys, monkeypatch
           "--model.init_args.net.init_args.width=24", "--trainer.limit_val_batches=0"])
     teacher = tmp_path / "runs/toy2d_teacher/checkpoints/last.ckpt"
     assert torch.load(teacher, weights_only=True)["realuid"]["net"]["init_args"]["width"] == 24
-    main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *common, f"--model.teacher_ckpt={teacher}"])
+    main(["fit", "--config", str(ROOT / "configs/toy2d_realuid.yaml"), *common,
+          f"--model.teacher.teacher_ckpt={teacher}"])
     main(["sample", "--ckpt", str(tmp_path / "runs/toy2d_realuid/checkpoints/last.ckpt"), "--num", "10", "--out", str(tmp_path / "s.pt")])
     assert torch.load(tmp_path / "s.pt", weights_only=True).shape == (10, 2)
 
@@ -216,6 +253,6 @@ def test_eval_subcommands_without_their_step_are_one_line(subcommand, config, st
     """validate / test / predict on a module without the step they run end in one line naming it, not Lightning's traceback."""
     monkeypatch.chdir(tmp_path)
     code, err = run_main([subcommand, "--config", str(ROOT / config), "--trainer.logger=false",
-                          f"--model.init_args.teacher_ckpt={ROOT / 'checkpoints/digits_teacher.ckpt'}" if "realuid" in config
-                          else "--trainer.enable_progress_bar=false"], capsys)
+                          f"--model.init_args.teacher.teacher_ckpt={ROOT / 'checkpoints/digits_teacher.ckpt'}"
+                          if "realuid" in config else "--trainer.enable_progress_bar=false"], capsys)
     one_line_error(code, err, f"realuid {subcommand} runs {step}", "realuid sample")

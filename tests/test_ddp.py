@@ -82,6 +82,24 @@ def test_ranks_draw_different_noise_that_one_process_reproduces(ranks, single):
     assert torch.equal(torch.cat([r0["z"], r1["z"]]), single["z"])
 
 
+def test_the_strategy_owns_the_wrappers(monkeypatch):
+    """configure_ddp keeps one wrapper per trained network on its own strategy (never on the module, never shared by
+    the class); the module calls a network through the wrapper its trainer's strategy holds, else the bare network."""
+    from helpers import tiny_distiller
+    from realuid_lightning import RealUIDDDPStrategy
+
+    monkeypatch.setattr(RealUIDDDPStrategy, "_setup_model", lambda self, net: torch.nn.Sequential(net))  # no DDP here
+    module, strategy, other = tiny_distiller(), RealUIDDDPStrategy(), RealUIDDDPStrategy()
+    strategy.model = module
+    strategy.configure_ddp()
+    assert sorted(strategy.wrappers) == ["fake_model", "generator"] and not other.wrappers
+    assert not RealUIDDDPStrategy.wrappers and "_ddp_wrappers" not in vars(module)
+    assert module.trained("generator") is module.generator
+    module._trainer = type("Trainer", (), {"strategy": strategy})()
+    for name in ("generator", "fake_model"):
+        assert module.trained(name) is strategy.wrappers[name] and module.trained(name)[0] is getattr(module, name)
+
+
 def test_only_the_trained_networks_are_wrapped(ranks):
     """RealUIDDDPStrategy wraps the generator and the fake model separately and never the teacher."""
     r0 = ranks["realuid_ddp"][0]
@@ -102,8 +120,9 @@ def test_configs_select_the_strategy_and_options(strategy, capsys):
     config = Path(__file__).resolve().parents[1] / "configs" / "cifar10_flow_uncond.yaml"
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--trainer.strategy", strategy, "--trainer.precision", "bf16-mixed",
-              "--model.init_args.channels_last", "true", "--model.init_args.compile", "true", "--model.init_args.teacher_bf16", "true",
-              "--model.init_args.fused_adam", "null", "--model.init_args.noise_chunks", "8", "--print_config"])
+              "--model.init_args.speed", "{fused_adam: null}",  # a dotted null reaches jsonargparse 4.53 as 'None'
+              "--model.init_args.speed.channels_last", "true", "--model.init_args.speed.compile", "true",
+              "--model.init_args.speed.teacher_bf16", "true", "--model.init_args.speed.noise_chunks", "8", "--print_config"])
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None)
     assert ("realuid_ddp" in out or "RealUIDDDPStrategy" in out) and "noise_chunks: 8" in out and "channels_last: true" in out

@@ -10,8 +10,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import trainer
-from realuid_lightning import EMA, ConfigError, MatchingModule, RealUIDModule
+from helpers import sections, trainer
+from realuid_lightning import EMA, ConfigError, MatchingModule, OptimisationOptions, RealUIDModule, TeacherOptions
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.data.batching import batch_loader
@@ -105,7 +105,7 @@ def test_unreachable_hub_id_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="no-such-owner/no-such-unet.*HF_HUB_OFFLINE"):
         load_diffusers_teacher("no-such-owner/no-such-unet")
     with pytest.raises(ConfigError, match="no-such-owner/no-such-unet"):
-        RealUIDModule(teacher_ckpt="no-such-owner/no-such-unet")
+        RealUIDModule(TeacherOptions(teacher_ckpt="no-such-owner/no-such-unet"))
     assert time.perf_counter() - start < 5
 
 
@@ -125,9 +125,11 @@ def test_teacher_training_round_trips(tmp_path):
 def test_distil_from_diffusers_folder_and_sample(tmp_path, capsys):
     """teacher_ckpt=<diffusers folder> loads the saved weights, trains 4 iterations, and `realuid sample` reads its checkpoint."""
     unet, _ = save_teacher(tmp_path / "teacher")
-    module = RealUIDModule(teacher_ckpt=str(tmp_path / "teacher"), alpha=0.94, beta=0.96, fake_updates=1, warmup_steps=1)
+    module = RealUIDModule(**sections(teacher_ckpt=str(tmp_path / "teacher"), alpha=0.94, beta=0.96, fake_updates=1,
+                                      warmup_steps=1))
     assert module.data_shape == [3, 8, 8] and isinstance(module.process, DiscreteVP)
-    assert all(torch.equal(a, b) for a, b in zip(module.teacher.unet.state_dict().values(), unet.state_dict().values()))
+    teacher = module.teacher.net.unet.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(teacher, unet.state_dict().values()))
     fit = trainer(4)
     fit.fit(module, images())
     assert int(module.generator_updates) == 2
@@ -143,10 +145,12 @@ def distil_and_checkpoint(root, kind):
         torch.manual_seed(0)
         teacher = UNet(sample_size=8, channels=3, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(),
                        attention_head_dim=8, norm_num_groups=4)
-        module = RealUIDModule(teacher=teacher, process=FlowMatching(), generator_time=0.25, fake_updates=1, warmup_steps=1)
+        module = RealUIDModule(**sections(net=teacher, process=FlowMatching(), generator_time=0.25, fake_updates=1,
+                                          warmup_steps=1))
     else:
         save_teacher(root / "teacher")
-        module = RealUIDModule(teacher_ckpt=str(root / "teacher"), fake_updates=1, warmup_steps=1, generator_lr=1e-3)
+        module = RealUIDModule(TeacherOptions(teacher_ckpt=str(root / "teacher")),
+                               optimisation=OptimisationOptions(fake_updates=1, warmup_steps=1, generator_lr=1e-3))
     checkpoints = ModelCheckpoint(dirpath=root / "ckpts", save_last=True)
     trainer(4, root, callbacks=[checkpoints, EMA([0.9])]).fit(module, images())
     return module.eval(), checkpoints.last_model_path

@@ -262,7 +262,7 @@ def test_uid_generator_gradient_is_sids_at_half_alpha(process, float64):
 
 def test_generator_sigma_sets_the_generator_time():
     """generator_sigma = 2.5 (SiD's σ_init) puts the generator where b_t/a_t = 2.5, and sampling uses that time."""
-    from realuid_lightning import RealUIDModule
+    from realuid_lightning import GeneratorOptions, RealUIDModule, TeacherOptions
     from realuid_lightning.generator import time_of_noise_level
     from realuid_lightning.nets import MLP
 
@@ -270,8 +270,8 @@ def test_generator_sigma_sets_the_generator_time():
         t = time_of_noise_level(process, 2.5)
         c = process.coefficients(torch.tensor([t], dtype=torch.float64))
         assert abs(float(c.b / c.a) - 2.5) < 1e-6
-    module = RealUIDModule(teacher=MLP(), process=EDM(), generator_sigma=2.5)
+    module = RealUIDModule(TeacherOptions(net=MLP(), process=EDM()), generator=GeneratorOptions(generator_sigma=2.5))
     assert abs(module.generator.time - EDM().time_of_sigma(torch.tensor(2.5)).item()) < 1e-6
     assert module.run_record().generator_time == module.generator.time
     with pytest.raises(ValueError, match="generator_sigma=1000.0 is outside"):
-        RealUIDModule(teacher=MLP(), process=EDM(), generator_sigma=1000.0)
+        RealUIDModule(TeacherOptions(net=MLP(), process=EDM()), generator=GeneratorOptions(generator_sigma=1000.0))

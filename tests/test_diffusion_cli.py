@@ -31,7 +31,7 @@ def test_celeba_diffusion_structure_on_an_image_folder(tmp_path, monkeypatch):
     teacher = tmp_path / "runs/celeba_diffusion_teacher/checkpoints/last.ckpt"
     assert torch.load(teacher, weights_only=True)["realuid"]["process"]["class_path"].endswith("DiscreteVP")
     main(["fit", "--config", str(ROOT / "configs/celeba_diffusion.yaml"), "--config", "celeba_diffusion.yaml", *common,
-          f"--model.teacher_ckpt={teacher}"])
+          f"--model.teacher.teacher_ckpt={teacher}"])
     student = torch.load(tmp_path / "runs/celeba_diffusion/checkpoints/last.ckpt", weights_only=True)
     assert 0.0 < student["realuid"]["generator_time"] < 1.0 and int(student["state_dict"]["generator_updates"]) == 1
     main(["sample", "--ckpt", str(tmp_path / "runs/celeba_diffusion/checkpoints/last.ckpt"), "--num", "6", "--out", "s.pt"])

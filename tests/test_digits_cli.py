@@ -33,7 +33,7 @@ def digits_run(tmp_path_factory):
         teacher = tmp / "runs/digits_teacher/checkpoints/last.ckpt"
         with contextlib.redirect_stdout(io.StringIO()) as out:
             main(["fit", "--config", str(ROOT / "configs/digits_realuid.yaml"), "--config", "digits_realuid.yaml",
-                  *common, f"--model.teacher_ckpt={teacher}", "--model.teacher_ema=0.9"])
+                  *common, f"--model.teacher.teacher_ckpt={teacher}", "--model.teacher.teacher_ema=0.9"])
         (tmp / "student_stdout.txt").write_text(out.getvalue())
     return tmp
 

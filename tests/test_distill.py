@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
-from realuid_lightning import MLP, FlowMatching, OneStepGenerator, RealUIDModule
+from realuid_lightning import MLP, FlowMatching, GeneratorOptions, OneStepGenerator, RealUIDModule, TeacherOptions
 from realuid_lightning.checkpoint import instantiate
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets import UNet
@@ -153,7 +153,7 @@ def test_teacher_source_must_be_unique():
     with pytest.raises(ValueError, match="exactly one of teacher_ckpt"):
         RealUIDModule()
     with pytest.raises(ValueError, match="needs its process"):
-        RealUIDModule(teacher=tiny_teacher().net)
+        RealUIDModule(TeacherOptions(net=tiny_teacher().net))
 
 
 def test_resume_with_another_teacher_is_refused(tmp_path):
@@ -169,10 +169,12 @@ def test_fine_tuning_starts_from_a_distilled_generator(tmp_path):
     first, averages = tiny_distiller(fake_updates=1), ema()
     trainer(4, tmp_path, callbacks=[averages, ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(first, tiny_data())
     teacher = tiny_teacher()
-    raw = RealUIDModule(teacher=teacher.net, process=teacher.process, generator_ckpt=str(tmp_path / "last.ckpt"), generator_ema=None,
-                        fake_init="teacher")
+    source = TeacherOptions(net=teacher.net, process=teacher.process)
+    ckpt = str(tmp_path / "last.ckpt")
+    raw = RealUIDModule(source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=None,
+                                                           fake_init="teacher"))
     assert same(params(raw.generator), params(first.generator))
-    smooth = RealUIDModule(teacher=teacher.net, process=teacher.process, generator_ckpt=str(tmp_path / "last.ckpt"), generator_ema=0.9)
+    smooth = RealUIDModule(source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=0.9))
     assert all(torch.equal(smooth.generator.net.state_dict()[k], v) for k, v in averages.averages["0.9"].items())
 
 
@@ -213,7 +215,7 @@ def test_distilled_networks_have_no_dropout_by_default(name):
     in train mode G(z) is deterministic."""
     teacher, process, shape = trained_teacher(name, dropout=0.1)
     assert 0.1 in dropout_rates(teacher)
-    module = RealUIDModule(teacher=teacher, process=process).train()
+    module = RealUIDModule(TeacherOptions(net=teacher, process=process)).train()
     for net in (module.generator, module.fake_model, instantiate(module.run_record().net)):
         assert dropout_rates(net) and set(dropout_rates(net)) == {0.0}
     z = torch.randn(4, *shape)
@@ -224,7 +226,8 @@ def test_distilled_networks_have_no_dropout_by_default(name):
 def test_dropout_option_is_honoured():
     """dropout=0.3 sets every dropout layer of both trained networks and the saved spec; G(z) varies in train mode."""
     teacher, process, shape = trained_teacher("UNet")
-    module = RealUIDModule(teacher=teacher, process=process, dropout=0.3).train()
+    module = RealUIDModule(TeacherOptions(net=teacher, process=process), generator=GeneratorOptions(dropout=0.3))
+    module.train()
     assert set(dropout_rates(module.generator)) == set(dropout_rates(module.fake_model)) == {0.3}
     assert module.run_record().net["init_args"]["dropout"] == 0.3 and set(dropout_rates(teacher)) == {0.0}
     z = torch.randn(4, *shape)
@@ -237,7 +240,8 @@ def test_fake_from_scratch_is_a_freshly_built_network(name):
     """fake_init='scratch' is the network as its constructor builds it (torchcfm's outputs 0), not a reset teacher."""
     teacher, process, shape = trained_teacher(name)
     torch.manual_seed(1)
-    module = RealUIDModule(teacher=teacher, process=process, fake_init="scratch")
+    module = RealUIDModule(TeacherOptions(net=teacher, process=process),
+                           generator=GeneratorOptions(fake_init="scratch"))
     torch.manual_seed(1)
     fresh = BACKBONES[name](0.0)[0]
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in module.fake_model.state_dict().items())
@@ -248,8 +252,9 @@ def test_fake_from_scratch_is_a_freshly_built_network(name):
 def test_fake_from_scratch_needs_a_network_spec():
     """A teacher that does not keep its init args cannot be rebuilt from scratch: one line saying what to do."""
     with pytest.raises(ConfigError, match=r"fake_init='scratch' .* UserNet has none .* use fake_init='teacher'"):
-        RealUIDModule(teacher=UserNet(), process=FlowMatching())
-    RealUIDModule(teacher=UserNet(), process=FlowMatching(), fake_init="teacher")
+        RealUIDModule(TeacherOptions(net=UserNet(), process=FlowMatching()))
+    RealUIDModule(TeacherOptions(net=UserNet(), process=FlowMatching()),
+                  generator=GeneratorOptions(fake_init="teacher"))
 
 
 @pytest.mark.parametrize("prediction,time", [("x0", 0.0), ("x1", 1.0)])
@@ -259,7 +264,8 @@ def test_singular_generator_time_is_refused(prediction, time):
     with pytest.raises(ConfigError, match=match):
         OneStepGenerator(MLP(), FlowMatching(prediction=prediction), time)
     with pytest.raises(ConfigError, match=r"or a teacher predicting one of \['velocity', .*'v'\]"):
-        RealUIDModule(teacher=MLP(), process=FlowMatching(prediction=prediction), generator_time=time)
+        RealUIDModule(TeacherOptions(net=MLP(), process=FlowMatching(prediction=prediction)),
+                      generator=GeneratorOptions(generator_time=time))
     z = torch.randn(5, 2)
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 0.5)(z)).all()
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(), time)(z)).all()

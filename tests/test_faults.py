@@ -28,7 +28,7 @@ from test_cli import one_line_error, run_main
 ROOT = Path(__file__).resolve().parents[1]
 TOY_TEACHER, TOY_REALUID = str(ROOT / "configs/toy2d_teacher.yaml"), str(ROOT / "configs/toy2d_realuid.yaml")
 DIGITS_TEACHER, DIGITS_REALUID = str(ROOT / "configs/digits_teacher.yaml"), str(ROOT / "configs/digits_realuid.yaml")
-DIGITS_CKPT = f"--model.teacher_ckpt={ROOT / 'checkpoints/digits_teacher.ckpt'}"
+DIGITS_CKPT = f"--model.teacher.teacher_ckpt={ROOT / 'checkpoints/digits_teacher.ckpt'}"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 # 1000 // 64 = 15 batches per epoch and a checkpoint every 16 steps: the first 14 checkpoints fall mid-epoch
 CHECKPOINTS = """trainer:
@@ -69,7 +69,8 @@ def runs(tmp_path_factory):
 
 def distill_args(root: Path) -> list[str]:
     return ["--config", TOY_REALUID, "--config", str(root / "checkpoints.yaml"), f"--trainer.max_steps={MAX_STEPS}", *QUIET,
-            "--model.init_args.warmup_steps=2", f"--model.teacher_ckpt={root / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
+            "--model.init_args.optimisation.warmup_steps=2",
+            f"--model.teacher.teacher_ckpt={root / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
             "--trainer.logger.init_args.save_dir=.", "--data.init_args.num_train=1000", "--data.init_args.batch_size=64"]
 
 
@@ -152,7 +153,8 @@ def test_crash_during_save_keeps_the_previous_checkpoint(crash, tmp_path, monkey
 
 def test_cli_trainer_writes_atomically_unless_given_a_checkpoint_io(runs):
     """The CLI adds AtomicCheckpointIO to the Trainer's plugins, but keeps a CheckpointIO the user configured."""
-    args = ["--config", TOY_REALUID, f"--model.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"]
+    args = ["--config", TOY_REALUID,
+            f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"]
     assert isinstance(RealUIDCLI(args, run=False).trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     own = RealUIDCLI([*args, "--trainer.plugins=lightning.pytorch.plugins.io.TorchCheckpointIO"], run=False)
     assert type(own.trainer.strategy.checkpoint_io) is TorchCheckpointIO
@@ -173,12 +175,14 @@ def test_crafted_pickle_is_refused(runs, tmp_path, capsys):
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
     torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher_ckpt={teacher}", f"--ckpt_path={evil}"], capsys)
+    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", f"--ckpt_path={evil}"],
+                         capsys)
     one_line_error(code, err, "ckpt_path", "evil.ckpt", "cannot be read safely", "GLOBAL os.makedirs")
     with pytest.raises(ConfigError, match="cannot be read safely .*GLOBAL os.makedirs"):
         AtomicCheckpointIO().load_checkpoint(evil)
     assert not marker.exists()
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher_ckpt={teacher}", "--weights_only=false"], capsys)
+    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", "--weights_only=false"],
+                         capsys)
     one_line_error(code, err, "--weights_only false is not supported")
 
 
@@ -222,9 +226,10 @@ def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypat
     (tmp_path / "every_5.yaml").write_text("trainer:\n  callbacks:\n    - {class_path: lightning.pytorch.callbacks."
                                            f"ModelCheckpoint, init_args: {every_5}}}\n")
     args = ["--config", TOY_TEACHER if config == "teacher" else TOY_REALUID, "--config", "every_5.yaml", *QUIET,
-            "--trainer.logger=false", "--trainer.limit_val_batches=0", "--model.init_args.warmup_steps=2",
-            "--model.init_args.net.init_args.hidden=32" if config == "teacher"
-            else f"--model.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"]
+            "--trainer.logger=false", "--trainer.limit_val_batches=0"]
+    args += (["--model.init_args.warmup_steps=2", "--model.init_args.net.init_args.hidden=32"] if config == "teacher"
+             else ["--model.init_args.optimisation.warmup_steps=2",
+                   f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"])
     monkeypatch.chdir(tmp_path)
     handler = Restored()
     logging.getLogger("lightning.pytorch").addHandler(handler)
@@ -268,14 +273,16 @@ def test_nan_weights_are_never_checkpointed(tmp_path):
 def test_out_of_range_max_nonfinite_one_line(runs, capsys):
     """max_nonfinite must be >= 1: one line naming the value."""
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher_ckpt={teacher}", "--model.max_nonfinite=0"], capsys)
+    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}",
+                          "--model.optimisation.max_nonfinite=0"], capsys)
     one_line_error(code, err, "max_nonfinite=0 must be >= 1")
 
 
 def test_generator_checkpoint_of_another_architecture(runs, capsys):
     """generator_ckpt from a distillation of another teacher architecture names the mismatching keys."""
     generator = runs / "full/runs/toy2d_realuid/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", DIGITS_REALUID, DIGITS_CKPT, f"--model.generator_ckpt={generator}", "--model.generator_ema=0.9"], capsys)
+    code, err = run_main(["fit", "--config", DIGITS_REALUID, DIGITS_CKPT, f"--model.generator.generator_ckpt={generator}",
+                          "--model.generator.generator_ema=0.9"], capsys)
     one_line_error(code, err, "generator_ckpt", "does not match the network architecture", "missing keys")
 
 
@@ -312,7 +319,8 @@ def test_output_directory_not_writable(where, runs, tmp_path, capsys, monkeypatc
     override = (f"--trainer.logger.init_args.save_dir={bad}" if where == "logger"
                 else f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {bad}}}}}]")
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher_ckpt={teacher}", *QUIET, override], capsys)
+    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", *QUIET, override],
+                         capsys)
     one_line_error(code, err, f"output directory {str(bad)!r}", "is not writable", "is not a directory")
     assert not list(tmp_path.glob("runs"))
 
@@ -320,7 +328,8 @@ def test_output_directory_not_writable(where, runs, tmp_path, capsys, monkeypatc
 def test_unknown_config_key(runs, capsys):
     """A config key that does not exist exits non-zero with jsonargparse's message and no traceback."""
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher_ckpt={teacher}", "--model.init_args.alhpa=0.9"], capsys)
+    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}",
+                          "--model.init_args.alhpa=0.9"], capsys)
     assert code == 2 and "Traceback" not in err and "alhpa" in err
 
 

@@ -20,7 +20,7 @@ from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, M
 from realuid_lightning.metrics import feature_frechet_distance, frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
 
-from helpers import trainer
+from helpers import sections, trainer
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -116,8 +116,8 @@ def tiny_unet() -> UNet:
 
 
 def tiny_image_distiller() -> RealUIDModule:
-    return RealUIDModule(teacher=tiny_unet(), process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1,
-                         warmup_steps=0)
+    return RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1,
+                                    warmup_steps=0))
 
 
 def count_teacher_sampling(monkeypatch) -> list[int]:
@@ -256,7 +256,7 @@ def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(num_class
     torch.manual_seed(0)
     net = UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(),
                norm_num_groups=8, num_classes=10)
-    module = RealUIDModule(teacher=net, process=FlowMatching(), fake_updates=1, warmup_steps=0)
+    module = RealUIDModule(**sections(net=net, process=FlowMatching(), fake_updates=1, warmup_steps=0))
     labels = []
     original = module.sample
     monkeypatch.setattr(module, "sample", lambda n, generator=None, cond=None: labels.append(cond) or original(n, generator, cond))
@@ -288,7 +288,8 @@ def test_preview_of_a_class_conditional_module_cycles_the_labels(distil, tmp_pat
     torch.manual_seed(0)
     net = UNet(sample_size=8, channels=1, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8,
                norm_num_groups=8, num_classes=10)
-    module = RealUIDModule(teacher=net, process=FlowMatching(), fake_updates=1, warmup_steps=0) if distil else MatchingModule(net)
+    distiller = sections(net=net, process=FlowMatching(), fake_updates=1, warmup_steps=0)
+    module = RealUIDModule(**distiller) if distil else MatchingModule(net)
     labels = []  # the labels the sampled network gets in the preview (eval mode; training calls run in train mode)
     module.ema_network.register_forward_pre_hook(lambda net, args: None if net.training else labels.append(args[2]))
     logger = TensorBoardLogger(str(tmp_path))

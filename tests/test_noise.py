@@ -4,7 +4,7 @@ what a checkpoint keeps of it (the run seed) and of a coupling's remembered sour
 import pytest
 import torch
 
-from helpers import trainer
+from helpers import sections, trainer
 from realuid_lightning import ConfigError, MatchingModule, RealUIDModule, Toy2DCouplingDataModule
 from realuid_lightning.nets import MLP, UNet
 from realuid_lightning.noise import Noise
@@ -41,8 +41,9 @@ def gan_distiller(process) -> RealUIDModule:
     torch.manual_seed(0)
     source = 1 if isinstance(process, BrownianBridge) else 0
     net = UNet(8, 1, (8, 16), 1, (), 8, norm_num_groups=8, source_channels=source)
-    module = RealUIDModule(teacher=net, process=process, alpha=0.9, beta=0.85, generator_time=0.3 * source,
-                           fake_init="teacher", noise_chunks=2, gan_generator_weight=0.5, gan_discriminator_weight=0.3)
+    module = RealUIDModule(**sections(net=net, process=process, alpha=0.9, beta=0.85, generator_time=0.3 * source,
+                                      fake_init="teacher", noise_chunks=2, gan_generator_weight=0.5,
+                                      gan_discriminator_weight=0.3))
     module.data_shape, module.noise.seed = [1, 8, 8], 3
     return module
 

@@ -3,7 +3,7 @@ import sys
 import pytest
 import torch
 
-from realuid_lightning import ConfigError, FlowMatching, RealUIDModule
+from realuid_lightning import ConfigError, FlowMatching, GeneratorOptions, RealUIDModule, TeacherOptions
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, spec_of
 from realuid_lightning.cli import main
 from realuid_lightning.nets.torchcfm import TorchCFMUNet
@@ -165,7 +165,7 @@ def test_import_teacher_cli(tmp_path, capsys):
     assert samples.shape == (5, 1, 8, 8) and torch.isfinite(samples).all()
     t, x = inputs()
     for ema in (None, 0.999):
-        module = RealUIDModule(teacher_ckpt=str(out), teacher_ema=ema)
+        module = RealUIDModule(TeacherOptions(teacher_ckpt=str(out), teacher_ema=ema))
         assert isinstance(module.process, FlowMatching) and module.data_shape == [1, 8, 8]
         with torch.no_grad():
             assert torch.equal(module.teacher(t, x), nets[0.999](t, x))
@@ -182,7 +182,8 @@ def test_import_generator_samples_z_plus_net(tmp_path, capsys):
     with torch.no_grad():
         expected = z + gens[0.9999](torch.zeros(6), z)
     torch.testing.assert_close(torch.load(tmp_path / "g.pt", weights_only=True), expected)
-    module = RealUIDModule(teacher=TorchCFMUNet(**ARCH), process=FlowMatching(), generator_ckpt=str(out), generator_ema=0.9999)
+    module = RealUIDModule(TeacherOptions(net=TorchCFMUNet(**ARCH), process=FlowMatching()),
+                           generator=GeneratorOptions(generator_ckpt=str(out), generator_ema=0.9999))
     t, x = inputs()
     with torch.no_grad():
         assert torch.equal(module.generator.net.eval()(t, x), gens[0.9999](t, x))

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
-from helpers import tiny_distiller, tiny_data, trainer
+from helpers import sections, tiny_distiller, tiny_data, trainer
 from realuid_lightning import ConfigError, FlowMatching, RealUIDModule
 from realuid_lightning.losses import general_realuid_objective, realuid_generator_loss
 from realuid_lightning.nets import UNet
@@ -21,7 +21,7 @@ def tiny_unet() -> UNet:
 def unet_distiller(**kwargs) -> RealUIDModule:
     torch.manual_seed(0)
     kwargs = {"alpha": 0.94, "beta": 0.9588, "fake_updates": 1, "warmup_steps": 0, "generator_lr": 1e-3, "fake_lr": 1e-3, **kwargs}
-    return RealUIDModule(teacher=tiny_unet(), process=FlowMatching(), **kwargs)
+    return RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), **kwargs))
 
 
 def images(n_batches: int = 4, batch: int = 8) -> DataLoader:
@@ -100,7 +100,7 @@ def test_channels_last_changes_memory_layout_not_results():
     """channels_last puts the conv weights of all three networks in NHWC; the loss and gradients equal NCHW's to round-off."""
     plain, nhwc = unet_distiller(), unet_distiller(channels_last=True)
     trainer(2).fit(nhwc, images())
-    for net in (nhwc.generator.net, nhwc.fake_model, nhwc.teacher):
+    for net in (nhwc.generator.net, nhwc.fake_model, nhwc.teacher.net):
         convs = [p for p in net.parameters() if p.dim() == 4]
         assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     plain.load_state_dict(nhwc.state_dict())
@@ -126,7 +126,7 @@ def test_fused_adam_matches_the_default_adam():
     opt_fused.step(), opt_plain.step()
     for a, b in zip(params(plain.fake_model), params(fused.fake_model)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert tiny_distiller(fused_adam=None).adam_options() == {}  # None: fused only on CUDA
+    assert tiny_distiller(fused_adam=None).speed.adam_options(torch.device("cpu")) == {}  # None: fused only on CUDA
 
 
 def test_bad_options_are_refused():
@@ -147,7 +147,7 @@ def test_compile_compiles_the_three_networks_once(monkeypatch):
     keys = set(module.state_dict())
     trainer(1).fit(module, tiny_data())
     trainer(1).fit(module, tiny_data())
-    assert [id(n) for n in compiled] == [id(module.generator.net), id(module.fake_model), id(module.teacher)]
+    assert [id(n) for n in compiled] == [id(module.generator.net), id(module.fake_model), id(module.teacher.net)]
     assert set(module.state_dict()) == keys
 
 

@@ -65,10 +65,17 @@ def test_record_round_trips_and_refuses_missing_or_newer_blocks():
 
 def test_init_args_drop_the_specs_of_version_0_only():
     """Version 0 kept the network and process specs in the hparams (not init args): dropped, with Lightning's
-    _instantiator; a version-1 checkpoint's hparams are init args as they stand."""
+    _instantiator, and a student's flat options are grouped into RealUIDModule's sections; a version-1 checkpoint's
+    hparams are init args as they stand."""
     hparams = {"_instantiator": "x", "alpha": 0.9, "net": {}, "process": {}}
     v0 = {"realuid": {"module": "RealUIDModule"}, "hyper_parameters": hparams}
-    assert RunMetadata.init_args(v0) == {"alpha": 0.9}
+    assert RunMetadata.init_args(v0) == {"objective": {"alpha": 0.9}}
+    flat = {"teacher_ckpt": "t.ckpt", "alpha": 0.9, "fake_updates": 3, "dropout": 0.0, "noise_chunks": 2}
+    grouped = RunMetadata.init_args({"realuid": {"module": "RealUIDModule"}, "hyper_parameters": flat})
+    assert grouped == {"teacher": {"teacher_ckpt": "t.ckpt"}, "objective": {"alpha": 0.9},
+                       "optimisation": {"fake_updates": 3}, "generator": {"dropout": 0.0}, "speed": {"noise_chunks": 2}}
+    teacher_v0 = {"realuid": {"module": "MatchingModule"}, "hyper_parameters": {"lr": 1e-3, "net": {}}}
+    assert RunMetadata.init_args(teacher_v0) == {"lr": 1e-3}
     v1 = {"realuid": {"version": 1}, "hyper_parameters": hparams}
     assert RunMetadata.init_args(v1) == {"alpha": 0.9, "net": {}, "process": {}}
     assert RunMetadata.init_args({"hyper_parameters": hparams}) == {"alpha": 0.9, "net": {}, "process": {}}

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from helpers import trainer
-from realuid_lightning import FlowMatching, RealUIDModule
+from helpers import sections, trainer
+from realuid_lightning import FlowMatching, Objective, RealUIDModule, TeacherOptions
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.losses import gan_discriminator_loss
 from realuid_lightning.nets import MLP, GANHead, UNet
@@ -63,8 +63,8 @@ def test_bad_unet_configs():
 
 def gan_distiller(**kwargs):
     torch.manual_seed(0)
-    return RealUIDModule(teacher=UNet(**TINY), process=FlowMatching(), alpha=1.0, beta=1.0, warmup_steps=1,
-                         gan_generator_weight=0.3, gan_discriminator_weight=1.0, **kwargs)
+    return RealUIDModule(**sections(net=UNet(**TINY), process=FlowMatching(), alpha=1.0, beta=1.0, warmup_steps=1,
+                                    gan_generator_weight=0.3, gan_discriminator_weight=1.0, **kwargs))
 
 
 def test_gan_distillation_updates_the_head_on_fake_steps_only():
@@ -85,4 +85,4 @@ def test_gan_distillation_updates_the_head_on_fake_steps_only():
 def test_gan_needs_a_bottleneck():
     """Asking for the GAN loss with a network without bottleneck features is a clear error."""
     with pytest.raises(ValueError, match="bottleneck features .* got MLP"):
-        RealUIDModule(teacher=MLP(), process=FlowMatching(), gan_discriminator_weight=1.0)
+        RealUIDModule(TeacherOptions(net=MLP(), process=FlowMatching()), Objective(gan_discriminator_weight=1.0))

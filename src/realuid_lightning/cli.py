@@ -27,7 +27,7 @@ HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,impor
 Distil matching models into one-step generators with RealUID.
 
   realuid fit --config configs/toy2d_teacher.yaml           train a teacher
-  realuid fit --config configs/toy2d_realuid.yaml --model.teacher_ckpt PATH
+  realuid fit --config configs/toy2d_realuid.yaml --model.teacher.teacher_ckpt PATH
                                                             distil it into a one-step generator
   realuid fit --config CONFIG --ckpt_path last              resume the latest run of CONFIG
   realuid sample --ckpt PATH --num 4000 --out samples.pt    sample from any checkpoint (--out DIR/: one PNG per sample)

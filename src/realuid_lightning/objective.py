@@ -38,7 +38,8 @@ class Objective:
     - General RealUID (``gamma`` ≠ α or ``parameterisation='beta'``, Def. 3): f maximises
       L = E_gen[−γ||δ||² + 2α⟨δ, f*⟩ − 2β⟨δ, c^θ⟩] + E_real[−(1 − γ)||δ||² + 2(1 − α)⟨δ, f*⟩ − 2(1 − β)⟨δ, c*⟩],
       δ = f* − f ('standard') or β·(f* − f) ('beta'); the generator minimises the generated branch.
-    - GAN (METHOD.md §2.7): λ_D·L_D^adv joins the fake loss and λ_G·L_G^adv the generator loss.
+    - GAN (METHOD.md §2.7): λ_D·L_D^adv joins the fake loss and λ_G·L_G^adv the generator loss; the discriminator D
+      sees x_t at t ~ U[gan_time_min, 1], near the data.
 
     Example: ``Objective(alpha=0.92, beta=0.94)``, ``Objective(0.94, 0.96, gamma=0.97, parameterisation='beta')``,
     ``Objective(gan_generator_weight=0.3, gan_discriminator_weight=1.0)``.
@@ -50,6 +51,7 @@ class Objective:
     parameterisation: Parameterisation = "standard"
     gan_generator_weight: float = 0.0
     gan_discriminator_weight: float = 0.0
+    gan_time_min: float = 0.8
 
     def __post_init__(self) -> None:
         check_coefficients(self.alpha, self.beta, self.gamma)
@@ -59,6 +61,8 @@ class Objective:
         if min(self.gan_generator_weight, self.gan_discriminator_weight) < 0:
             raise ConfigError(f"GAN weights must be >= 0 (got gan_generator_weight={self.gan_generator_weight}, "
                               f"gan_discriminator_weight={self.gan_discriminator_weight})")
+        if not 0 <= self.gan_time_min < 1:
+            raise ConfigError(f"gan_time_min={self.gan_time_min} must lie in [0, 1)")
 
     @property
     def uses_real_data(self) -> bool:

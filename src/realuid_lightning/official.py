@@ -16,6 +16,7 @@ the rest loads strictly into ``net.unet`` (TorchCFMUNet key = "unet." + official
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import os
 from dataclasses import replace
@@ -110,7 +111,8 @@ def official_network(checkpoint: dict[str, Any], role: str, decay: float | None,
 
 def _defaults(cls: type, skip: tuple[str, ...]) -> dict[str, Any]:
     params = inspect.signature(cls.__init__).parameters.items()
-    return {name: p.default for name, p in params if name not in ("self", *skip) and p.default is not p.empty}
+    return {name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default  # plain data
+            for name, p in params if name not in ("self", *skip) and p.default is not p.empty}
 
 
 def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, source: str = "") -> dict[str, Any]:

@@ -90,7 +90,25 @@ class RunMetadata:
         entry = checkpoint.get(cls.KEY)
         if isinstance(entry, dict) and entry.get("version", 0) == 0:
             hparams = {k: v for k, v in hparams.items() if k not in ("net", "process")}
+            if entry.get("module") == "RealUIDModule":
+                hparams = _sectioned(hparams)
         return hparams
+
+
+def _sectioned(flat: dict[str, Any]) -> dict[str, Any]:
+    """A version-0 student's flat init args grouped into RealUIDModule's sections (each option name is in one)."""
+    import inspect
+
+    from realuid_lightning.modules.distill import RealUIDModule  # here: the modules import this file
+
+    parameters = inspect.signature(RealUIDModule.__init__).parameters.values()
+    sections = {p.name: {f.name for f in dataclasses.fields(p.default)} for p in parameters
+                if dataclasses.is_dataclass(p.default)}
+    if any(name in flat for name in sections):  # already grouped
+        return flat
+    grouped = {name: {k: v for k, v in flat.items() if k in options} for name, options in sections.items()}
+    rest = {k: v for k, v in flat.items() if not any(k in options for options in sections.values())}
+    return {**rest, **{name: options for name, options in grouped.items() if options}}
 
 
 def _upgraded(entry: dict[str, Any], hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,6 @@ def teacher_scores_file(cache_dir: str, pl_module: LightningModule, steps: int, 
     if process is None:
         return None
     sources = getattr(pl_module, "remembered_sources", None)
-    key = fingerprint((pl_module.teacher_fingerprint(), process, steps, method, *protocol, pl_module.data_shape,
+    key = fingerprint((pl_module.teacher.fingerprint(), process, steps, method, *protocol, pl_module.data_shape,
                        pl_module.device.type, real_file.name, None if sources is None else fingerprint(sources)))
     return Path(cache_dir) / f"teacher_{steps}steps_{key[:16]}.pt"

@@ -154,6 +154,8 @@ class GenerativeModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RunMetadata.KEY in checkpoint:  # every checkpoint this module wrote; not a hand-made one
             self.restore_run_record(RunMetadata.read(checkpoint))
+        # checkpoints written before the iteration counter existed (the shipped teachers among them)
+        checkpoint["state_dict"].setdefault("iteration", torch.tensor(checkpoint.get("global_step", 0)))
         sources = checkpoint.get("state_dict", {}).get("remembered_sources")
         if sources is not None:  # the buffer is None until a batch was seen: give load_state_dict a tensor to fill
             self.remembered_sources = torch.empty_like(sources, device=self.device)

@@ -1,15 +1,17 @@
 """The frozen teacher f* of a distillation module: where it comes from, and what checkpoints keep of it.
 
 It is read from a :class:`~realuid_lightning.modules.MatchingModule` checkpoint (its EMA weights by default), a
-diffusers folder or hub id, or passed in as a network with its process. It stays in eval mode, in no optimiser,
-and out of checkpoints: they store its SHA-256 fingerprint instead, checked on resume.
+diffusers folder or hub id, or passed in as a network with its process (:class:`TeacherOptions`). The module holds
+it as a :class:`FrozenTeacher`: in eval mode, in no optimiser, and out of checkpoints, which store its SHA-256
+fingerprint instead, checked on resume.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint, state_sha256
 from realuid_lightning.errors import ConfigError
@@ -18,52 +20,91 @@ from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import RunMetadata
 
 
-class FrozenTeacherMixin:
-    """Loading, eval mode, checkpoint stripping and fingerprinting of ``self.teacher`` (before GenerativeModule in the MRO)."""
+@dataclass(frozen=True)
+class LoadedTeacher:
+    """A teacher network with its process, its spec (None when it cannot be described) and its data shape (None when
+    only the data will tell)."""
 
-    hparams: Any
-    teacher: nn.Module
+    net: nn.Module
+    process: Process
+    spec: Any
     data_shape: list[int] | None
 
-    def resolve_teacher(self, ckpt_path: str | None, teacher: nn.Module | None, process: Process | None,
-                        ema: float | None) -> tuple[nn.Module, Process, Any]:
-        """(network, process, network spec) from exactly one of ``ckpt_path`` or ``teacher`` (+ ``process``); sets data_shape."""
-        if (ckpt_path is None) == (teacher is None):
-            raise ConfigError("give exactly one of teacher_ckpt (a teacher checkpoint path) or teacher (a network)")
-        if teacher is not None:
-            if process is None:
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """Where the frozen teacher f* comes from: a checkpoint, or a network with its process.
+
+    Args:
+        teacher_ckpt: a MatchingModule checkpoint, a diffusers folder or a hub id.
+        teacher_ema: the EMA decay whose weights ``teacher_ckpt`` gives (None: its raw weights).
+        net: the teacher network itself, instead of ``teacher_ckpt`` (give ``process`` with it).
+        process: the teacher's process; overrides the one ``teacher_ckpt`` brings.
+    """
+
+    teacher_ckpt: str | None = None
+    teacher_ema: float | None = 0.999
+    net: nn.Module | None = None
+    process: Process | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the teacher came from, for messages."""
+        return self.teacher_ckpt or "passed as a network"
+
+    def load(self) -> LoadedTeacher:
+        """The teacher from exactly one of ``teacher_ckpt`` or ``net`` (+ ``process``)."""
+        if (self.teacher_ckpt is None) == (self.net is None):
+            raise ConfigError("give exactly one of teacher_ckpt (a teacher checkpoint path) or net (a teacher network)")
+        if self.net is not None:
+            if self.process is None:
                 raise ConfigError("a teacher network needs its process (e.g. FlowMatching())")
-            return teacher, process, describe(teacher, "teacher")
-        if is_diffusers_source(ckpt_path):  # a diffusers folder or hub id: the UNet, its scheduler as the process
-            net, vp = load_diffusers_teacher(ckpt_path)
-            self.data_shape = net.data_shape
-            return net, process if process is not None else vp, describe(net, "teacher")
-        ckpt = load_checkpoint(ckpt_path, what="teacher_ckpt")
-        if RunMetadata.read(ckpt, f"teacher_ckpt {ckpt_path!r}").student:
-            raise ConfigError(f"teacher_ckpt {ckpt_path!r} is not a MatchingModule (teacher) checkpoint")
-        net, ckpt_process, record = network_from_checkpoint(ckpt, ema, what=f"teacher_ckpt {ckpt_path!r}")
-        self.data_shape = record.data_shape
-        return net, process if process is not None else ckpt_process, record.net
+            return LoadedTeacher(self.net, self.process, describe(self.net, "net"), None)
+        if is_diffusers_source(self.teacher_ckpt):  # a diffusers folder or hub id: the UNet, its scheduler as process
+            net, vp = load_diffusers_teacher(self.teacher_ckpt)
+            return LoadedTeacher(net, self._process(vp), describe(net, "teacher"), net.data_shape)
+        ckpt, what = load_checkpoint(self.teacher_ckpt, what="teacher_ckpt"), f"teacher_ckpt {self.teacher_ckpt!r}"
+        if RunMetadata.read(ckpt, what).student:
+            raise ConfigError(f"{what} is not a MatchingModule (teacher) checkpoint")
+        net, process, record = network_from_checkpoint(ckpt, self.teacher_ema, what=what)
+        return LoadedTeacher(net, self._process(process), record.net, record.data_shape)
 
-    def train(self, mode: bool = True) -> Any:
-        super().train(mode)  # type: ignore[misc]
-        self.teacher.eval()  # no dropout, fixed normalisation statistics
-        return self
+    def _process(self, stored: Process) -> Process:
+        return self.process if self.process is not None else stored
 
-    def teacher_fingerprint(self) -> str:
-        """SHA-256 of the teacher's weights: saved instead of the weights, checked on resume."""
-        return state_sha256(self.teacher.state_dict().items())
 
-    def check_teacher_fingerprint(self, saved: str | None) -> None:
-        """A one-line error when a checkpoint was trained with other teacher weights than ours (``saved`` ≠ ours)."""
-        if saved is not None and saved != self.teacher_fingerprint():
-            raise ConfigError(f"the teacher ({self.hparams.teacher_ckpt or 'passed as a network'}) differs from the "
-                              "one this checkpoint was trained with; resume with the original teacher weights")
+class FrozenTeacher(nn.Module):
+    """f*(t, x, cond) of a network that never trains: no gradients, always in eval mode (no dropout, fixed
+    normalisation statistics), and out of checkpoints, whose run record keeps its SHA-256 fingerprint instead.
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+    ``source`` says where it came from, for messages.
+    """
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]  # checks the fingerprint (restore_run_record)
-        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+    def __init__(self, net: nn.Module, source: str) -> None:
+        super().__init__()
+        self.net, self.source = net.requires_grad_(False), source
+        self.eval()
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.net(t, x, cond)
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        return super().train(False)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the network's weights (:func:`~realuid_lightning.checkpoint.state_sha256`)."""
+        return state_sha256(self.net.state_dict().items())
+
+    def check_fingerprint(self, saved: str | None) -> None:
+        """A one-line error when a checkpoint was trained with other teacher weights (``saved`` ≠ ours)."""
+        if saved is not None and saved != self.fingerprint():
+            raise ConfigError(f"the teacher ({self.source}) differs from the one this checkpoint was trained with; "
+                              "resume with the original teacher weights")
+
+    def leave_out(self, checkpoint: dict[str, Any], prefix: str) -> None:
+        """Drop the weights under ``prefix`` from the checkpoint's state_dict."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefix)}
+
+    def put_back(self, checkpoint: dict[str, Any], prefix: str) -> None:
+        """Fill the checkpoint's state_dict with these weights under ``prefix``."""
+        checkpoint["state_dict"].update({prefix + k: v for k, v in self.state_dict().items()})

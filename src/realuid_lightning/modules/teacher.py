@@ -104,11 +104,6 @@ class MatchingModule(GenerativeModule):
         return replace(super().run_record(), sample_steps=self.hparams.sample_steps,
                        sample_method=self.hparams.sample_method)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        # checkpoints written before the iteration counter existed (the shipped teachers among them)
-        checkpoint["state_dict"].setdefault("iteration", torch.tensor(checkpoint.get("global_step", 0)))
-
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
