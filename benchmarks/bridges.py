@@ -25,17 +25,36 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from realuid_lightning import (EMA, BrownianBridge, DigitsDataModule, GeneratorOptions, MatchingModule, Objective,
-                               OptimisationOptions, PairedDataModule, RealUIDModule, TeacherOptions)
+from realuid_lightning import (
+    EMA,
+    BrownianBridge,
+    DigitsDataModule,
+    GeneratorOptions,
+    MatchingModule,
+    Objective,
+    OptimisationOptions,
+    PairedDataModule,
+    RealUIDModule,
+    TeacherOptions,
+)
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
 from realuid_lightning.sampling import sample_teacher
 
-TASKS = {"4× super-resolution": {"degradation": "downsample", "factor": 4}, "inpainting (4×4 box)": {"degradation": "box", "box_size": 4}}
+TASKS = {
+    "4× super-resolution": {"degradation": "downsample", "factor": 4},
+    "inpainting (4×4 box)": {"degradation": "box", "box_size": 4},
+}
 STUDENTS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID (α=0.94, β/α=1.02)", 0.94, 0.9588)]
 STUDENT_EMA = 0.95  # over ~150 generator updates
-QUIET = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-             limit_val_batches=0)
+QUIET = dict(
+    accelerator="cpu",
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    limit_val_batches=0,
+)
 
 
 def psnr(x: Tensor, y: Tensor) -> float:
@@ -47,20 +66,41 @@ def psnr(x: Tensor, y: Tensor) -> float:
 def train_teacher(data: PairedDataModule, steps: int, sigma: float, prediction: str) -> MatchingModule:
     """A small bridge teacher: UNet(32, 64) with the source as a second input channel; returns its EMA-0.995 weights."""
     pl.seed_everything(0)
-    net = UNet(8, 1, (32, 64), layers_per_block=1, attention_levels=(), attention_head_dim=8, norm_num_groups=8, source_channels=1)
-    teacher = MatchingModule(net, BrownianBridge(sigma=sigma, prediction=prediction), lr=5e-4, warmup_steps=100, sample_method="sde")
+    net = UNet(
+        8,
+        1,
+        (32, 64),
+        layers_per_block=1,
+        attention_levels=(),
+        attention_head_dim=8,
+        norm_num_groups=8,
+        source_channels=1,
+    )
+    teacher = MatchingModule(
+        net, BrownianBridge(sigma=sigma, prediction=prediction), lr=5e-4, warmup_steps=100, sample_method="sde"
+    )
     ema = EMA([0.995])
     pl.Trainer(max_steps=steps, gradient_clip_val=1.0, callbacks=[ema], **QUIET).fit(teacher, data)
     teacher.net.load_state_dict(ema.averages["0.995"])
     return teacher.eval()
 
 
-def distil(teacher: MatchingModule, data: PairedDataModule, alpha: float, beta: float, iterations: int, generator_time: float,
-           lr: float) -> tuple[RealUIDModule, EMA, float]:
+def distil(
+    teacher: MatchingModule,
+    data: PairedDataModule,
+    alpha: float,
+    beta: float,
+    iterations: int,
+    generator_time: float,
+    lr: float,
+) -> tuple[RealUIDModule, EMA, float]:
     pl.seed_everything(0)
-    student = RealUIDModule(TeacherOptions(net=teacher.net, process=teacher.process), Objective(alpha, beta),
-                            OptimisationOptions(generator_lr=lr, fake_lr=lr, warmup_steps=50),
-                            GeneratorOptions(generator_time=generator_time))
+    student = RealUIDModule(
+        TeacherOptions(net=teacher.net, process=teacher.process),
+        Objective(alpha, beta),
+        OptimisationOptions(generator_lr=lr, fake_lr=lr, warmup_steps=50),
+        GeneratorOptions(generator_time=generator_time),
+    )
     ema = EMA([STUDENT_EMA])
     start = time.perf_counter()
     pl.Trainer(max_steps=iterations, callbacks=[ema], **QUIET).fit(student, data)
@@ -70,7 +110,9 @@ def distil(teacher: MatchingModule, data: PairedDataModule, alpha: float, beta: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher-steps", type=int, default=1500)
-    parser.add_argument("--iterations", type=int, default=900, help="distillation iterations (K = 5 fake updates per generator update)")
+    parser.add_argument(
+        "--iterations", type=int, default=900, help="distillation iterations (K = 5 fake updates per generator update)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sigma", type=float, default=1.0)
     parser.add_argument("--prediction", default="drift", choices=("drift", "x1", "velocity"))
@@ -90,30 +132,75 @@ def main() -> None:
         rows.append({"task": task, "model": "source x0 (degraded input)", "nfe": "-", **score(x0)})
         t0 = time.perf_counter()
         teacher = train_teacher(data, args.teacher_steps, args.sigma, args.prediction)
-        rows.append({"task": task, "model": "teacher training", "nfe": "-", "psnr": None, "fd": None, "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "task": task,
+                "model": "teacher training",
+                "nfe": "-",
+                "psnr": None,
+                "fd": None,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         for steps in (1, 4, 20):
-            out = sample_teacher(teacher.net.eval(), teacher.process, noise, steps, "sde", cond=x0,
-                                 generator=torch.Generator().manual_seed(2))
+            out = sample_teacher(
+                teacher.net.eval(),
+                teacher.process,
+                noise,
+                steps,
+                "sde",
+                cond=x0,
+                generator=torch.Generator().manual_seed(2),
+            )
             rows.append({"task": task, "model": f"teacher, {steps} SDE steps", "nfe": steps, **score(out)})
         for name, alpha, beta in STUDENTS:
             student, ema, seconds = distil(teacher, data, alpha, beta, args.iterations, args.generator_time, args.lr)
             with torch.no_grad():
-                rows.append({"task": task, "model": f"{name}, raw", "nfe": 1, **score(student.generator(noise, x0)), "seconds": seconds})
+                rows.append(
+                    {
+                        "task": task,
+                        "model": f"{name}, raw",
+                        "nfe": 1,
+                        **score(student.generator(noise, x0)),
+                        "seconds": seconds,
+                    }
+                )
                 with ema.swapped(student, STUDENT_EMA):
-                    rows.append({"task": task, "model": f"{name}, EMA {STUDENT_EMA}", "nfe": 1, **score(student.generator(noise, x0))})
-    summary = {"benchmark": "bridges", "teacher_steps": args.teacher_steps, "iterations": args.iterations,
-               "generator_updates": args.iterations // 6, "prediction": args.prediction, "sigma": args.sigma,
-               "generator_time": args.generator_time, "total_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+                    rows.append(
+                        {
+                            "task": task,
+                            "model": f"{name}, EMA {STUDENT_EMA}",
+                            "nfe": 1,
+                            **score(student.generator(noise, x0)),
+                        }
+                    )
+    summary = {
+        "benchmark": "bridges",
+        "teacher_steps": args.teacher_steps,
+        "iterations": args.iterations,
+        "generator_updates": args.iterations // 6,
+        "prediction": args.prediction,
+        "sigma": args.sigma,
+        "generator_time": args.generator_time,
+        "total_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+    }
     for task in args.tasks:
         fd = {r["model"]: r["fd"] for r in rows if r["task"] == task and r["fd"] is not None}
         students = {k: v for k, v in fd.items() if k.startswith(("UID", "RealUID"))}
         best = min(students, key=students.get)
-        summary[task] = {"fd": fd, "psnr": {r["model"]: r["psnr"] for r in rows if r["task"] == task and r["psnr"] is not None},
-                         "best_one_step": best, "best_over_teacher20": students[best] / fd["teacher, 20 SDE steps"]}
+        summary[task] = {
+            "fd": fd,
+            "psnr": {r["model"]: r["psnr"] for r in rows if r["task"] == task and r["psnr"] is not None},
+            "best_one_step": best,
+            "best_over_teacher20": students[best] / fd["teacher, 20 SDE steps"],
+        }
     print("| task | model | NFE | PSNR (dB) ↑ | FD-digits ↓ | wall time (s) |\n|---|---|---|---|---|---|")
     for r in rows:
         cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("psnr", "fd")]
-        print(f"| {r['task']} | {r['model']} | {r['nfe']} | {cells[0]} | {cells[1]} | {round(r['seconds']) if 'seconds' in r else ''} |")
+        print(
+            f"| {r['task']} | {r['model']} | {r['nfe']} | {cells[0]} | {cells[1]} | {round(r['seconds']) if 'seconds' in r else ''} |"
+        )
     print(json.dumps(summary, ensure_ascii=False))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, **summary}, indent=1, ensure_ascii=False))

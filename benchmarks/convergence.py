@@ -28,8 +28,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import (EMA, DigitsDataModule, GeneratorOptions, Objective, OptimisationOptions, RealUIDModule,
-                               TeacherOptions)
+from realuid_lightning import (
+    EMA,
+    DigitsDataModule,
+    GeneratorOptions,
+    Objective,
+    OptimisationOptions,
+    RealUIDModule,
+    TeacherOptions,
+)
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import _nearest, feature_frechet_distance, memorisation, precision_recall, to_unit
 from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
@@ -48,8 +55,11 @@ class Curve(pl.Callback):
 
     def _evaluate(self, trainer: pl.Trainer, module: RealUIDModule) -> None:
         start = time.perf_counter()
-        point = {"updates": int(module.generator_updates), "iteration": trainer.global_step,
-                 "seconds": round(start - self.t0 - self.scoring, 1)}
+        point = {
+            "updates": int(module.generator_updates),
+            "iteration": trainer.global_step,
+            "seconds": round(start - self.t0 - self.scoring, 1),
+        }
         with torch.no_grad():
             point["raw"] = round(self.score(module.generator(self.noise)), 3)
             for decay in self.ema.decays:
@@ -85,13 +95,18 @@ def sample_quality(samples: torch.Tensor, data: DigitsDataModule, features: torc
     else:
         d_fake, d_ref = float(_nearest(fake, train).mean()), float(_nearest(train, train, exclude_self=True).mean())
         ratio = d_fake / d_ref
-    return {"precision": precision, "recall": recall, "nn_distance": d_fake, "nn_distance_real": d_ref,
-            "memorisation": ratio}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "nn_distance": d_fake,
+        "nn_distance_real": d_ref,
+        "memorisation": ratio,
+    }
 
 
 def settle(values: list[float]) -> float:
     """Largest |v − mean|/mean over the last third of a curve (0.2 = within ±20%)."""
-    tail = values[len(values) - max(2, len(values) // 3):]
+    tail = values[len(values) - max(2, len(values) // 3) :]
     mean = statistics.fmean(tail)
     return max(abs(v - mean) for v in tail) / mean
 
@@ -105,7 +120,11 @@ def spread(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def arguments() -> argparse.Namespace:
@@ -129,8 +148,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=50, help="generator updates between evaluations")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/convergence.json")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="summarise the runs of earlier --out files (same recipe but seeds/settings) instead of training")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="summarise the runs of earlier --out files (same recipe but seeds/settings) instead of training",
+    )
     return parser.parse_args()
 
 
@@ -158,26 +182,48 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
         alpha, beta = SETTINGS[setting]
         for seed in args.seeds:
             pl.seed_everything(seed, verbose=False)
-            optimisation = OptimisationOptions(fake_updates=args.fake_updates, generator_lr=args.lr,
-                                               fake_lr=args.fake_lr or args.lr, adam_betas=(args.adam_beta1, 0.999),
-                                               warmup_steps=args.warmup, final_lr_ratio=args.final_lr_ratio,
-                                               grad_clip=args.grad_clip)
-            student = RealUIDModule(TeacherOptions(net=net, process=process), Objective(alpha, beta), optimisation,
-                                    GeneratorOptions(fake_init=args.fake_init))
+            optimisation = OptimisationOptions(
+                fake_updates=args.fake_updates,
+                generator_lr=args.lr,
+                fake_lr=args.fake_lr or args.lr,
+                adam_betas=(args.adam_beta1, 0.999),
+                warmup_steps=args.warmup,
+                final_lr_ratio=args.final_lr_ratio,
+                grad_clip=args.grad_clip,
+            )
+            student = RealUIDModule(
+                TeacherOptions(net=net, process=process),
+                Objective(alpha, beta),
+                optimisation,
+                GeneratorOptions(fake_init=args.fake_init),
+            )
             ema = EMA(args.decays, warmup=args.ema_warmup)
             curve = Curve(args.eval_every, score, ema, noise)
             t0 = time.perf_counter()
-            pl.Trainer(max_steps=args.iterations, accelerator="cpu", logger=False, enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False, callbacks=[ema, curve],
-                       limit_val_batches=0).fit(student, data)
+            pl.Trainer(
+                max_steps=args.iterations,
+                accelerator="cpu",
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[ema, curve],
+                limit_val_batches=0,
+            ).fit(student, data)
             key = f"ema_{args.decays[-1]}"
             with torch.no_grad(), ema.swapped(student, args.decays[-1]):
                 quality = sample_quality(student.generator(noise), data, features, mnist)
             values = [p[key] for p in curve.points]
-            run = {"setting": setting, "seed": seed, "seconds": time.perf_counter() - t0 - curve.scoring,
-                   "final": curve.points[-1], "quality": quality, "settle": settle(values),
-                   "reach": {name: first_reach(curve.points, key, teacher[name]) for name in ("10", "100", "real_floor")},
-                   "curve": curve.points}
+            run = {
+                "setting": setting,
+                "seed": seed,
+                "seconds": time.perf_counter() - t0 - curve.scoring,
+                "final": curve.points[-1],
+                "quality": quality,
+                "settle": settle(values),
+                "reach": {name: first_reach(curve.points, key, teacher[name]) for name in ("10", "100", "real_floor")},
+                "curve": curve.points,
+            }
             runs.append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
     return teacher, teacher_quality, runs
@@ -189,9 +235,13 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
     summary = {}
     for setting in args.settings:
         mine = [r for r in runs if r["setting"] == setting]
-        summary[setting] = {"final_" + k: spread([r["final"][k] for r in mine]) for k in ("raw", *[f"ema_{d}" for d in args.decays])}
+        summary[setting] = {
+            "final_" + k: spread([r["final"][k] for r in mine]) for k in ("raw", *[f"ema_{d}" for d in args.decays])
+        }
         summary[setting]["settle"] = spread([r["settle"] for r in mine])
-        summary[setting]["reach"] = {name: spread([r["reach"][name] for r in mine]) for name in ("10", "100", "real_floor")}
+        summary[setting]["reach"] = {
+            name: spread([r["reach"][name] for r in mine]) for name in ("10", "100", "real_floor")
+        }
         scored = [r["quality"] for r in mine if "quality" in r]  # runs made before the quality figures have none
         summary[setting]["quality"] = {k: spread([q[k] for q in scored]) for k in QUALITY}
         summary[setting]["seconds"] = spread([r["seconds"] for r in mine])
@@ -202,26 +252,46 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
             uid_final = args.iterations // (args.fake_updates + 1)
             summary[setting]["updates_to_uid_final"] = spread(reach)
             summary[setting]["ratio_to_uid"] = spread([u / uid_final for u in reach if u is not None])
-    print(f"\nteacher FD 1/10/100 steps: {teacher['1']:.2f} / {teacher['10']:.2f} / {teacher['100']:.2f}; "
-          f"real floor {teacher['real_floor']:.2f}")
-    print(f"| setting | seeds | final raw | final {key} | settle (last third) | updates to teacher-10 | to teacher-100 |")
+    print(
+        f"\nteacher FD 1/10/100 steps: {teacher['1']:.2f} / {teacher['10']:.2f} / {teacher['100']:.2f}; "
+        f"real floor {teacher['real_floor']:.2f}"
+    )
+    print(
+        f"| setting | seeds | final raw | final {key} | settle (last third) | updates to teacher-10 | to teacher-100 |"
+    )
     print("|---|---|---|---|---|---|---|")
-    fmt = lambda s: "—" if s["mean"] is None else f"{s['mean']:.2f} ± {s['std']:.2f}" + (f" ({s['n']})" if s["n"] < len(args.seeds) else "")
+    fmt = lambda s: (
+        "—"
+        if s["mean"] is None
+        else f"{s['mean']:.2f} ± {s['std']:.2f}" + (f" ({s['n']})" if s["n"] < len(args.seeds) else "")
+    )
     for setting, s in summary.items():
-        print(f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
-              f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |")
+        print(
+            f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
+            f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |"
+        )
     if teacher_quality is None:
         teacher_quality = dict.fromkeys(QUALITY, float("nan"))
-    print(f"\nteacher (100 steps): precision {teacher_quality['precision']:.3f}, recall {teacher_quality['recall']:.3f}, "
-          f"memorisation {teacher_quality['memorisation']:.3f}")
+    print(
+        f"\nteacher (100 steps): precision {teacher_quality['precision']:.3f}, recall {teacher_quality['recall']:.3f}, "
+        f"memorisation {teacher_quality['memorisation']:.3f}"
+    )
     print("| setting | precision | recall | memorisation (nn distance / real's) |")
     print("|---|---|---|---|")
     for setting, s in summary.items():
         q = s["quality"]
         print(f"| {setting} | {fmt(q['precision'])} | {fmt(q['recall'])} | {fmt(q['memorisation'])} |")
-    result = {"benchmark": "convergence", "teacher": args.teacher, "data": args.data, "recipe": vars(args), "teacher_fd": teacher,
-              "teacher_quality_100_steps": teacher_quality,
-              "summary": summary, "threads": getattr(args, "threads", torch.get_num_threads()), "train_seconds": sum(r["seconds"] for r in runs)}
+    result = {
+        "benchmark": "convergence",
+        "teacher": args.teacher,
+        "data": args.data,
+        "recipe": vars(args),
+        "teacher_fd": teacher,
+        "teacher_quality_100_steps": teacher_quality,
+        "summary": summary,
+        "threads": getattr(args, "threads", torch.get_num_threads()),
+        "train_seconds": sum(r["seconds"] for r in runs),
+    }
     print(json.dumps(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({**result, "runs": runs}, indent=1))
@@ -235,9 +305,16 @@ def merged(args: argparse.Namespace) -> tuple[argparse.Namespace, dict, dict, li
     if any(r != recipes[0] for r in recipes):
         raise SystemExit(f"--merge: the files' recipes differ beyond seeds and settings: {recipes}")
     runs = [r for f in files for r in f["runs"]]
-    recipe = argparse.Namespace(**{**files[0]["recipe"], "out": args.out, "merge": args.merge, "threads": files[0]["threads"],
-                                   "settings": list(dict.fromkeys(r["setting"] for r in runs)),
-                                   "seeds": sorted({r["seed"] for r in runs})})
+    recipe = argparse.Namespace(
+        **{
+            **files[0]["recipe"],
+            "out": args.out,
+            "merge": args.merge,
+            "threads": files[0]["threads"],
+            "settings": list(dict.fromkeys(r["setting"] for r in runs)),
+            "seeds": sorted({r["seed"] for r in runs}),
+        }
+    )
     quality = next((f["teacher_quality_100_steps"] for f in files if "teacher_quality_100_steps" in f), None)
     return recipe, files[0]["teacher_fd"], quality, runs
 

@@ -29,12 +29,23 @@ from realuid_lightning import FlowMatching, Objective, OptimisationOptions, Real
 from realuid_lightning.nets import UNet
 
 K, BATCH, WARMUP, MEASURED = 2, 16, 3, 36
-MODES = {"realuid_ddp": lambda: "realuid_ddp", "find_unused": lambda: DDPStrategy(find_unused_parameters=True),
-         "static_graph": lambda: DDPStrategy(static_graph=True), "ddp": lambda: "ddp"}
+MODES = {
+    "realuid_ddp": lambda: "realuid_ddp",
+    "find_unused": lambda: DDPStrategy(find_unused_parameters=True),
+    "static_graph": lambda: DDPStrategy(static_graph=True),
+    "ddp": lambda: "ddp",
+}
 
 
 def small_unet() -> UNet:
-    return UNet(sample_size=8, channels=1, block_out_channels=(32, 64), attention_levels=(), attention_head_dim=32, norm_num_groups=8)
+    return UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(32, 64),
+        attention_levels=(),
+        attention_head_dim=32,
+        norm_num_groups=8,
+    )
 
 
 class Meter(pl.Callback):
@@ -66,35 +77,60 @@ class Meter(pl.Callback):
 def run(mode: str) -> dict:
     pl.seed_everything(0, verbose=False)
     teacher = small_unet()
-    module = RealUIDModule(TeacherOptions(net=teacher, process=FlowMatching()), Objective(0.94, 0.9588),
-                           OptimisationOptions(fake_updates=K, warmup_steps=0))
+    module = RealUIDModule(
+        TeacherOptions(net=teacher, process=FlowMatching()),
+        Objective(0.94, 0.9588),
+        OptimisationOptions(fake_updates=K, warmup_steps=0),
+    )
     if mode in ("static_graph", "ddp"):  # skip RealUIDModule's one-line refusal, to record DDP's own error
         module.on_fit_start = lambda: None
     meter = Meter()
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=MODES[mode](), max_steps=WARMUP + MEASURED, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[meter],
-                         use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=MODES[mode](),
+        max_steps=WARMUP + MEASURED,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[meter],
+        use_distributed_sampler=False,
+    )
     data = torch.randn(WARMUP + MEASURED, BATCH, 1, 8, 8, generator=torch.Generator().manual_seed(trainer.global_rank))
     try:
         trainer.fit(module, DataLoader(list(data), batch_size=None))
     except Exception as err:  # static_graph or plain DDP
         return {"mode": mode, "error": " ".join(str(err).split())[:200]}
-    weights = torch.cat([p.detach().flatten() for p in [*module.generator.parameters(), *module.fake_model.parameters()]])
+    weights = torch.cat(
+        [p.detach().flatten() for p in [*module.generator.parameters(), *module.fake_model.parameters()]]
+    )
     gathered = trainer.strategy.all_gather(weights)
-    result = {"mode": mode, "ranks_identical": bool(torch.equal(gathered[0], gathered[1])), "checksum": float(weights.double().sum())}
+    result = {
+        "mode": mode,
+        "ranks_identical": bool(torch.equal(gathered[0], gathered[1])),
+        "checksum": float(weights.double().sum()),
+    }
     for kind in ("fake", "generator"):
         rows = [r for r in meter.rows[WARMUP:] if r[0] == kind]
         result[f"{kind}_ms"] = 1e3 * statistics.median(r[1] for r in rows)
         result[f"{kind}_allreduce_values"] = statistics.median(r[2] for r in rows)
-    result["params"] = {"generator": sum(p.numel() for p in module.generator.parameters()),
-                        "fake_model": sum(p.numel() for p in module.fake_model.parameters())}
+    result["params"] = {
+        "generator": sum(p.numel() for p in module.generator.parameters()),
+        "fake_model": sum(p.numel() for p in module.fake_model.parameters()),
+    }
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", nargs="+", default=["realuid_ddp", "find_unused", "static_graph"], choices=list(MODES),
-                        help="at most one failing mechanism (static_graph, ddp), and last")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["realuid_ddp", "find_unused", "static_graph"],
+        choices=list(MODES),
+        help="at most one failing mechanism (static_graph, ddp), and last",
+    )
     parser.add_argument("--out", default="benchmarks/results/ddp_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -106,18 +142,31 @@ def main() -> None:
             allreduce = allreduce_seconds(results[-1]["params"]["generator"])
     if torch.distributed.get_rank() != 0:
         return
-    lines = ["| mechanism | ranks identical | fake update ms | generator update ms | values all-reduced: fake / generator update |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| mechanism | ranks identical | fake update ms | generator update ms | values all-reduced: fake / generator update |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['mode']} | error: {r['error']} | | | |")
         else:
-            lines.append(f"| {r['mode']} | {r['ranks_identical']} | {r['fake_ms']:.1f} | {r['generator_ms']:.1f} | "
-                         f"{int(r['fake_allreduce_values']):,} / {int(r['generator_allreduce_values']):,} |")
+            lines.append(
+                f"| {r['mode']} | {r['ranks_identical']} | {r['fake_ms']:.1f} | {r['generator_ms']:.1f} | "
+                f"{int(r['fake_allreduce_values']):,} / {int(r['generator_allreduce_values']):,} |"
+            )
     if allreduce is not None:
-        lines.append(f"\ngloo all-reduce of one network's gradients ({allreduce['values']:,} fp32 values, 2 ranks): "
-                     f"{1e3 * allreduce['seconds']:.2f} ms, bus bandwidth {allreduce['bus_GBps']:.2f} GB/s")
-    summary = {"benchmark": "ddp_cpu", "world": 2, "batch_per_rank": BATCH, "fake_updates": K, "results": results, "allreduce": allreduce}
+        lines.append(
+            f"\ngloo all-reduce of one network's gradients ({allreduce['values']:,} fp32 values, 2 ranks): "
+            f"{1e3 * allreduce['seconds']:.2f} ms, bus bandwidth {allreduce['bus_GBps']:.2f} GB/s"
+        )
+    summary = {
+        "benchmark": "ddp_cpu",
+        "world": 2,
+        "batch_per_rank": BATCH,
+        "fake_updates": K,
+        "results": results,
+        "allreduce": allreduce,
+    }
     lines.append(json.dumps(summary))
     print("\n".join(lines))
     out = Path(args.out)

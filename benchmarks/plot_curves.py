@@ -34,11 +34,13 @@ def main() -> None:
         for run in result["runs"]:
             name = f"{label or Path(path).stem} {run['setting']} s{run['seed']}"
             updates = [p["updates"] for p in run["curve"]]
-            line, = ax.plot(updates, [p[f"ema_{decay}"] for p in run["curve"]], label=f"{name} EMA", lw=1.5)
+            (line,) = ax.plot(updates, [p[f"ema_{decay}"] for p in run["curve"]], label=f"{name} EMA", lw=1.5)
             ax.plot(updates, [p["raw"] for p in run["curve"]], ":", color=line.get_color(), lw=1)
     if teacher is not None:
         for steps, style in (("10", "--"), ("100", "-.")):
-            ax.axhline(teacher[steps], color="k", ls=style, lw=1, label=f"teacher, {steps} steps ({teacher[steps]:.2f})")
+            ax.axhline(
+                teacher[steps], color="k", ls=style, lw=1, label=f"teacher, {steps} steps ({teacher[steps]:.2f})"
+            )
     ax.set(yscale="log", xlabel="generator updates", ylabel="FD (log scale)", title=args.title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

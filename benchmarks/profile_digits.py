@@ -71,7 +71,11 @@ def main() -> None:
     module, data, callbacks = build(config)
     if not isinstance(module, RealUIDModule):
         raise SystemExit(f"{args.config} does not configure a RealUIDModule")
-    for name, net in (("generator", module.generator.net), ("fake model", module.fake_model), ("teacher", module.teacher)):
+    for name, net in (
+        ("generator", module.generator.net),
+        ("fake model", module.fake_model),
+        ("teacher", module.teacher),
+    ):
         time_forward(net, name)
     module.manual_backward = timed("backward", module.manual_backward)
     module.clip_gradients = timed("gradient clipping", module.clip_gradients)
@@ -98,25 +102,47 @@ def main() -> None:
                 TIMES.clear()
 
     timer = Optimisers()
-    trainer = pl.Trainer(max_steps=args.iterations + 1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         log_every_n_steps=config["trainer"].get("log_every_n_steps", 50), callbacks=[timer, *callbacks])
+    trainer = pl.Trainer(
+        max_steps=args.iterations + 1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        log_every_n_steps=config["trainer"].get("log_every_n_steps", 50),
+        callbacks=[timer, *callbacks],
+    )
     t0 = time.perf_counter()
     trainer.fit(module, data)
     total, end_of_fit = timer.total, {k: round(v, 2) for k, v in TIMES.items() if v > 0.05}
     n = args.iterations
     rows = sorted(((k, 1e3 * v / n) for k, v in timer.window.items()), key=lambda kv: -kv[1])
     rows.append(("Lightning loop and the rest", 1e3 * total / n - sum(v for _, v in rows)))
-    print(f"{args.config}: {n} iterations, {1e3 * total / n:.1f} ms per iteration "
-          f"({torch.get_num_threads()} thread(s)); first iteration {sum(first.values()):.1f} s")
+    print(
+        f"{args.config}: {n} iterations, {1e3 * total / n:.1f} ms per iteration "
+        f"({torch.get_num_threads()} thread(s)); first iteration {sum(first.values()):.1f} s"
+    )
     print("| part | ms per iteration | share |\n|---|---|---|")
     for k, v in rows:
         print(f"| {k} | {v:.1f} | {100 * v / (1e3 * total / n):.0f}% |")
     print("one-time costs in the first iteration (s):", {k: round(v, 2) for k, v in first.items() if v > 0.05})
     print("the end-of-run evaluations (s):", end_of_fit)
-    print(json.dumps({"benchmark": "profile", "config": args.config, "iterations": n, "ms_per_iteration": 1e3 * total / n,
-                      "parts_ms": dict(rows), "first_iteration_s": first, "threads": torch.get_num_threads(),
-                      "wall_s": time.perf_counter() - t0, "end_of_run_s": end_of_fit}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "profile",
+                "config": args.config,
+                "iterations": n,
+                "ms_per_iteration": 1e3 * total / n,
+                "parts_ms": dict(rows),
+                "first_iteration_s": first,
+                "threads": torch.get_num_threads(),
+                "wall_s": time.perf_counter() - t0,
+                "end_of_run_s": end_of_fit,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,10 +51,20 @@ def main() -> None:
     print(f"| command | CPU s (median of {args.repeats}) | CPU s (all) | wall s | × baseline CPU |")
     print("|---|---|---|---|---|")
     for name, values in runs.items():
-        print(f"| `{name}` | {cpu[name]:.2f} | {', '.join(f'{c:.2f}' for c, _ in values)} | {wall[name]:.2f} | "
-              f"{cpu[name] / base:.2f} |")
-    print(json.dumps({"repeats": args.repeats, "cpu_s": cpu, "wall_s": wall,
-                      "ratio_to_baseline": {name: round(cpu[name] / base, 3) for name in cpu}}))
+        print(
+            f"| `{name}` | {cpu[name]:.2f} | {', '.join(f'{c:.2f}' for c, _ in values)} | {wall[name]:.2f} | "
+            f"{cpu[name] / base:.2f} |"
+        )
+    print(
+        json.dumps(
+            {
+                "repeats": args.repeats,
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "ratio_to_baseline": {name: round(cpu[name] / base, 3) for name in cpu},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ import lightning.pytorch as pl
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from realuid_lightning import (EMA, FlowMatching, Objective, OptimisationOptions, RealUIDModule, SpeedOptions,
-                               TeacherOptions)
+from realuid_lightning import (
+    EMA,
+    FlowMatching,
+    Objective,
+    OptimisationOptions,
+    RealUIDModule,
+    SpeedOptions,
+    TeacherOptions,
+)
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.losses import realuid_generator_loss, realum_loss
 from realuid_lightning.modules.base import lr_factor
@@ -46,7 +53,14 @@ def network(device: str) -> UNet:
     torch.manual_seed(0)
     if device == "cuda":
         return UNet()
-    return UNet(sample_size=16, channels=3, block_out_channels=(32, 64), attention_levels=(1,), attention_head_dim=32, norm_num_groups=8)
+    return UNet(
+        sample_size=16,
+        channels=3,
+        block_out_channels=(32, 64),
+        attention_levels=(1,),
+        attention_head_dim=32,
+        norm_num_groups=8,
+    )
 
 
 def distiller(teacher: torch.nn.Module, fast: bool = False) -> RealUIDModule:
@@ -54,8 +68,12 @@ def distiller(teacher: torch.nn.Module, fast: bool = False) -> RealUIDModule:
     fast_options = SpeedOptions(channels_last=True, compile=True, teacher_bf16=True, fused_adam=None)
     speed = fast_options if fast else SpeedOptions()
     optimisation = OptimisationOptions(fake_updates=K, generator_lr=LR, fake_lr=LR, warmup_steps=500)
-    return RealUIDModule(TeacherOptions(net=copy.deepcopy(teacher), process=FlowMatching()), Objective(ALPHA, BETA),
-                         optimisation, speed=speed)
+    return RealUIDModule(
+        TeacherOptions(net=copy.deepcopy(teacher), process=FlowMatching()),
+        Objective(ALPHA, BETA),
+        optimisation,
+        speed=speed,
+    )
 
 
 def sync(device: str) -> None:
@@ -117,6 +135,7 @@ class LightningMeter(pl.Callback):
 
 def plain_losses(gen, fake, teacher, process, x1):
     """The fake loss (two forward passes of f) and the generator loss of the official recipe, z, x0, t drawn in the module's order."""
+
     def fake_loss():
         with torch.no_grad():
             x1_gen = gen(torch.randn_like(x1))
@@ -162,9 +181,19 @@ def run_plain(teacher, data, device: str, meter: Meter, iterations: int) -> None
 def run_module(teacher, data, device: str, meter: Meter, iterations: int, fast: bool) -> None:
     """(b) / (c): RealUIDModule through a Lightning Trainer."""
     module = distiller(teacher, fast)
-    trainer = pl.Trainer(accelerator=device, devices=1, max_steps=iterations, precision="bf16-mixed" if fast else "32-true",
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[EMA(DECAYS), LightningMeter(meter)])
+    trainer = pl.Trainer(
+        accelerator=device,
+        devices=1,
+        max_steps=iterations,
+        precision="bf16-mixed" if fast else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[EMA(DECAYS), LightningMeter(meter)],
+    )
     trainer.fit(module, batch_loader(data.flatten(0, 1).cpu(), batch_size=data.shape[1], seed=0))
 
 
@@ -194,8 +223,11 @@ def measure(config: str, teacher, data, device: str, warm: int, timed: int) -> d
     batch = data.shape[1]
     t = {kind: statistics.median(s) for kind, s in meter.seconds.items()}
     t["average"] = (K * t["fake"] + t["generator"]) / (K + 1)
-    return {"seconds": t, "images_per_s": {k: batch / v for k, v in t.items()},
-            "peak_mib": {**{k: v / 2**20 for k, v in meter.peak.items()}, "average": max(meter.peak.values()) / 2**20}}
+    return {
+        "seconds": t,
+        "images_per_s": {k: batch / v for k, v in t.items()},
+        "peak_mib": {**{k: v / 2**20 for k, v in meter.peak.items()}, "average": max(meter.peak.values()) / 2**20},
+    }
 
 
 def ddp_model(params: dict, seconds_at_batch: dict, world_sizes: list[int], bus_gbps: list[float]) -> list[dict]:
@@ -204,8 +236,10 @@ def ddp_model(params: dict, seconds_at_batch: dict, world_sizes: list[int], bus_
     Ring all-reduce of n bytes over W ranks moves 2(W − 1)/W·n bytes per rank. Values all-reduced per iteration on
     average: realuid_ddp (K·P_fake + P_gen)/(K + 1); find_unused_parameters (P_fake + P_gen) on every update.
     """
-    per_iteration = {"realuid_ddp": (K * params["fake_model"] + params["generator"]) / (K + 1),
-                     "find_unused": params["fake_model"] + params["generator"]}
+    per_iteration = {
+        "realuid_ddp": (K * params["fake_model"] + params["generator"]) / (K + 1),
+        "find_unused": params["fake_model"] + params["generator"],
+    }
     rows = []
     for batch, seconds in seconds_at_batch.items():
         for world in world_sizes:
@@ -218,30 +252,57 @@ def ddp_model(params: dict, seconds_at_batch: dict, world_sizes: list[int], bus_
     return rows
 
 
-def report(results: dict, machine: str, batch: int, params: dict, scaling: dict, ddp: list, agreement: dict) -> list[str]:
-    names = {"a": "(a) plain PyTorch, fp32", "b": "(b) RealUIDModule, fp32", "c": "(c) RealUIDModule, bf16 + channels_last + compile"}
-    lines = [f"RealUID throughput on {machine}; UNet {params['generator'] / 1e6:.2f}M parameters, batch {batch}, K = {K}", "",
-             "| setting | fake update img/s | generator update img/s | K:1 average img/s | peak MiB fake / generator |",
-             "|---|---|---|---|---|"]
+def report(
+    results: dict, machine: str, batch: int, params: dict, scaling: dict, ddp: list, agreement: dict
+) -> list[str]:
+    names = {
+        "a": "(a) plain PyTorch, fp32",
+        "b": "(b) RealUIDModule, fp32",
+        "c": "(c) RealUIDModule, bf16 + channels_last + compile",
+    }
+    lines = [
+        f"RealUID throughput on {machine}; UNet {params['generator'] / 1e6:.2f}M parameters, batch {batch}, K = {K}",
+        "",
+        "| setting | fake update img/s | generator update img/s | K:1 average img/s | peak MiB fake / generator |",
+        "|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         ips, peak = r["images_per_s"], r["peak_mib"]
-        lines.append(f"| {names[key]} | {ips['fake']:.1f} | {ips['generator']:.1f} | {ips['average']:.1f} | "
-                     f"{peak['fake']:.0f} / {peak['generator']:.0f} |")
+        lines.append(
+            f"| {names[key]} | {ips['fake']:.1f} | {ips['generator']:.1f} | {ips['average']:.1f} | "
+            f"{peak['fake']:.0f} / {peak['generator']:.0f} |"
+        )
     a, b, c = (results[k]["images_per_s"]["average"] for k in "abc")
-    lines += ["", f"ratios of K:1 images/s: (b)/(a) = {b / a:.3f}, (c)/(a) = {c / a:.3f}, (c)/(b) = {c / b:.3f}",
-              "loss agreement on a fixed batch, (a) fp32 vs (c) bf16: " + ", ".join(
-                  f"{k} {v['fp32']:.4g} vs {v['bf16']:.4g} (relative {v['relative_difference']:.2e})" for k, v in agreement.items()),
-              "", "scaling, (b) fp32: seconds per iteration (K:1 average) vs batch",
-              "| batch | s / iteration | images/s |", "|---|---|---|"]
+    lines += [
+        "",
+        f"ratios of K:1 images/s: (b)/(a) = {b / a:.3f}, (c)/(a) = {c / a:.3f}, (c)/(b) = {c / b:.3f}",
+        "loss agreement on a fixed batch, (a) fp32 vs (c) bf16: "
+        + ", ".join(
+            f"{k} {v['fp32']:.4g} vs {v['bf16']:.4g} (relative {v['relative_difference']:.2e})"
+            for k, v in agreement.items()
+        ),
+        "",
+        "scaling, (b) fp32: seconds per iteration (K:1 average) vs batch",
+        "| batch | s / iteration | images/s |",
+        "|---|---|---|",
+    ]
     lines += [f"| {bs} | {s:.4f} | {bs / s:.1f} |" for bs, s in scaling.items()]
     fit = linear_fit(scaling)
-    lines += [f"T(B) ≈ {fit[0]:.4f} s + {fit[1] * 1e3:.3f} ms·B", "",
-              f"DDP all-reduce per update (fp32 gradients): realuid_ddp fake {4 * params['fake_model'] / 2**20:.1f} MiB, generator "
-              f"{4 * params['generator'] / 2**20:.1f} MiB; find_unused_parameters {4 * (params['fake_model'] + params['generator']) / 2**20:.1f} "
-              "MiB on every update", "", "| batch per rank | ranks | bus GB/s | compute s | efficiency realuid_ddp | efficiency find_unused |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch_per_rank']} | {r['world']} | {r['bus_GBps']:g} | {r['compute_s']:.4f} | {r['realuid_ddp_efficiency']:.3f} | "
-              f"{r['find_unused_efficiency']:.3f} |" for r in ddp]
+    lines += [
+        f"T(B) ≈ {fit[0]:.4f} s + {fit[1] * 1e3:.3f} ms·B",
+        "",
+        f"DDP all-reduce per update (fp32 gradients): realuid_ddp fake {4 * params['fake_model'] / 2**20:.1f} MiB, generator "
+        f"{4 * params['generator'] / 2**20:.1f} MiB; find_unused_parameters {4 * (params['fake_model'] + params['generator']) / 2**20:.1f} "
+        "MiB on every update",
+        "",
+        "| batch per rank | ranks | bus GB/s | compute s | efficiency realuid_ddp | efficiency find_unused |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['batch_per_rank']} | {r['world']} | {r['bus_GBps']:g} | {r['compute_s']:.4f} | {r['realuid_ddp_efficiency']:.3f} | "
+        f"{r['find_unused_efficiency']:.3f} |"
+        for r in ddp
+    ]
     return lines
 
 
@@ -258,10 +319,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=None, help="default: 256 on a GPU, 32 on a CPU")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
-    parser.add_argument("--rounds", type=int, default=None, help="(a), (b) alternations, medians pooled (default: 2 on a CPU, 1 on a GPU)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="(a), (b) alternations, medians pooled (default: 2 on a CPU, 1 on a GPU)",
+    )
     parser.add_argument("--timed-cycles", type=int, default=2, help="K + 1 iterations each, after one warm-up cycle")
-    parser.add_argument("--bus-gbps", type=float, nargs="+", default=[300.0, 25.0], help="all-reduce bus bandwidths for the DDP model")
-    parser.add_argument("--out", default=None, help="report .txt (default benchmarks/results/throughput_{cpu,gpu}.txt); JSON beside it")
+    parser.add_argument(
+        "--bus-gbps", type=float, nargs="+", default=[300.0, 25.0], help="all-reduce bus bandwidths for the DDP model"
+    )
+    parser.add_argument(
+        "--out", default=None, help="report .txt (default benchmarks/results/throughput_{cpu,gpu}.txt); JSON beside it"
+    )
     args = parser.parse_args()
     device, gpu = args.device, args.device == "cuda"
     batch, rounds = args.batch or (256 if gpu else 32), args.rounds or (1 if gpu else 2)
@@ -270,8 +340,11 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    machine = (torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()}, {args.threads} thread(s)") + \
-        f", torch {torch.__version__}"
+    machine = (
+        torch.cuda.get_device_name()
+        if gpu
+        else f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
+    ) + f", torch {torch.__version__}"
     start = time.perf_counter()
     teacher = network(device)
     shape = (teacher.channels, teacher.sample_size, teacher.sample_size)
@@ -283,16 +356,32 @@ def main() -> None:
             runs[key].append(measure(key, teacher, images(batch), device, warm, timed))
     results = {key: pooled(r) for key, r in runs.items()}
     results["c"] = measure("c", teacher, images(batch), device, warm, timed)
-    scaling = {bs: measure("b", teacher, images(bs), device, warm, timed)["seconds"]["average"] for bs in (batch // 4, batch // 2)}
+    scaling = {
+        bs: measure("b", teacher, images(bs), device, warm, timed)["seconds"]["average"]
+        for bs in (batch // 4, batch // 2)
+    }
     scaling[batch] = results["b"]["seconds"]["average"]
-    params = {"generator": sum(p.numel() for p in teacher.parameters()), "fake_model": sum(p.numel() for p in teacher.parameters())}
+    params = {
+        "generator": sum(p.numel() for p in teacher.parameters()),
+        "fake_model": sum(p.numel() for p in teacher.parameters()),
+    }
     ddp = ddp_model(params, {bs: s for bs, s in scaling.items() if bs >= batch // 2}, [8, 64], args.bus_gbps)
     agreement = loss_agreement(teacher, images(batch)[0].to(device), device)
     lines = report(results, machine, batch, params, dict(sorted(scaling.items())), ddp, agreement)
-    summary = {"benchmark": "throughput", "machine": machine, "batch": batch, "fake_updates": K, "params": params, "results": results,
-               "ratio_b_over_a": results["b"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
-               "ratio_c_over_a": results["c"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
-               "scaling_seconds": scaling, "loss_agreement": agreement, "ddp_model": ddp, "total_seconds": time.perf_counter() - start}
+    summary = {
+        "benchmark": "throughput",
+        "machine": machine,
+        "batch": batch,
+        "fake_updates": K,
+        "params": params,
+        "results": results,
+        "ratio_b_over_a": results["b"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
+        "ratio_c_over_a": results["c"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
+        "scaling_seconds": scaling,
+        "loss_agreement": agreement,
+        "ddp_model": ddp,
+        "total_seconds": time.perf_counter() - start,
+    }
     lines += ["", f"total {summary['total_seconds']:.0f} s", json.dumps(summary)]
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -305,8 +394,12 @@ def pooled(runs: list[dict]) -> dict:
     seconds = {k: statistics.mean(r["seconds"][k] for r in runs) for k in ("fake", "generator")}
     seconds["average"] = (K * seconds["fake"] + seconds["generator"]) / (K + 1)
     batch = runs[0]["images_per_s"]["fake"] * runs[0]["seconds"]["fake"]
-    return {"seconds": seconds, "images_per_s": {k: batch / v for k, v in seconds.items()},
-            "peak_mib": {k: max(r["peak_mib"][k] for r in runs) for k in runs[0]["peak_mib"]}, "runs": runs}
+    return {
+        "seconds": seconds,
+        "images_per_s": {k: batch / v for k, v in seconds.items()},
+        "peak_mib": {k: max(r["peak_mib"][k] for r in runs) for k in runs[0]["peak_mib"]},
+        "runs": runs,
+    }
 
 
 if __name__ == "__main__":

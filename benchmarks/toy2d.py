@@ -20,19 +20,41 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import (EMA, MLP, FlowMatching, MatchingModule, Objective, OptimisationOptions, RealUIDModule,
-                               TeacherOptions, Toy2DDataModule)
+from realuid_lightning import (
+    EMA,
+    MLP,
+    FlowMatching,
+    MatchingModule,
+    Objective,
+    OptimisationOptions,
+    RealUIDModule,
+    TeacherOptions,
+    Toy2DDataModule,
+)
 from realuid_lightning.data import sample_toy
 from realuid_lightning.losses import realuid_generator_loss, realum_loss
 from realuid_lightning.metrics import energy_distance
 
-SETTINGS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID β/α=1.02 (α=0.94)", 0.94, 0.9588), ("RealUID β/α=0.98 (α=0.94)", 0.94, 0.9212)]
+SETTINGS = [
+    ("UID (α=β=1)", 1.0, 1.0),
+    ("RealUID β/α=1.02 (α=0.94)", 0.94, 0.9588),
+    ("RealUID β/α=0.98 (α=0.94)", 0.94, 0.9212),
+]
 STUDENT_EMA = 0.99
 
 
 def fit(module: pl.LightningModule, steps: int, callbacks: list) -> float:
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     start = time.perf_counter()
     trainer.fit(module, Toy2DDataModule("8gaussians", batch_size=512))
     return time.perf_counter() - start
@@ -80,7 +102,7 @@ def plain_loop_per_iteration(module: RealUIDModule, iterations: int, skip: int =
             opt, params = opt_f, list(fake.parameters())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        for p in (fake.parameters() if generator_turn else []):
+        for p in fake.parameters() if generator_turn else []:
             p.grad = None  # the fake model's stray gradients from the generator loss
         torch.nn.utils.clip_grad_norm_(params, hp.grad_clip)
         opt.step()
@@ -104,41 +126,81 @@ def main() -> None:
 
     pl.seed_everything(0)
     teacher, teacher_ema = MatchingModule(MLP(2, 256, 4), FlowMatching(), lr=1e-3, warmup_steps=100), EMA([0.999])
-    rows = [{"model": "teacher (training)", "steps": "-", "energy_distance": None, "seconds": fit(teacher, args.teacher_steps, [teacher_ema])}]
+    rows = [
+        {
+            "model": "teacher (training)",
+            "steps": "-",
+            "energy_distance": None,
+            "seconds": fit(teacher, args.teacher_steps, [teacher_ema]),
+        }
+    ]
     teacher.load_state_dict({f"net.{k}": v for k, v in teacher_ema.averages["0.999"].items()})
     for steps in (1, 4, 100):
-        rows.append({"model": f"teacher, {steps} Euler steps", "steps": steps, "energy_distance": score(teacher.sample(10_000, noise.manual_seed(1), steps=steps)), "seconds": None})
+        rows.append(
+            {
+                "model": f"teacher, {steps} Euler steps",
+                "steps": steps,
+                "energy_distance": score(teacher.sample(10_000, noise.manual_seed(1), steps=steps)),
+                "seconds": None,
+            }
+        )
 
     timing = {}
     for name, alpha, beta in SETTINGS:
         pl.seed_everything(0)
-        student = RealUIDModule(TeacherOptions(net=teacher.net, process=teacher.process), Objective(alpha, beta),
-                                OptimisationOptions(generator_lr=args.lr, fake_lr=args.lr, warmup_steps=100))
+        student = RealUIDModule(
+            TeacherOptions(net=teacher.net, process=teacher.process),
+            Objective(alpha, beta),
+            OptimisationOptions(generator_lr=args.lr, fake_lr=args.lr, warmup_steps=100),
+        )
         ema, timer = EMA([STUDENT_EMA]), IterationTimer()
         seconds = fit(student, args.iterations, [ema, timer])
         timing[name] = timer.per_iteration
-        rows.append({"model": f"{name}, raw", "steps": 1, "energy_distance": score(student.sample(10_000, noise.manual_seed(1))), "seconds": seconds})
+        rows.append(
+            {
+                "model": f"{name}, raw",
+                "steps": 1,
+                "energy_distance": score(student.sample(10_000, noise.manual_seed(1))),
+                "seconds": seconds,
+            }
+        )
         with ema.swapped(student, STUDENT_EMA):
-            rows.append({"model": f"{name}, EMA {STUDENT_EMA}", "steps": 1, "energy_distance": score(student.sample(10_000, noise.manual_seed(1))), "seconds": None})
+            rows.append(
+                {
+                    "model": f"{name}, EMA {STUDENT_EMA}",
+                    "steps": 1,
+                    "energy_distance": score(student.sample(10_000, noise.manual_seed(1))),
+                    "seconds": None,
+                }
+            )
 
     lightning_s = timing[SETTINGS[1][0]]
     plain_s = plain_loop_per_iteration(student, 1200)
     teacher_100 = rows[3]["energy_distance"]
     best = min(r["energy_distance"] for r in rows[4:])
-    summary = {"benchmark": "toy2d", "machine": f"{platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}",
-               "iterations": args.iterations, "teacher_ed": {str(r["steps"]): r["energy_distance"] for r in rows[1:4]},
-               "students": {r["model"]: r["energy_distance"] for r in rows[4:]},
-               "best_student_over_teacher100": best / teacher_100, "teacher1_over_best_student": rows[1]["energy_distance"] / best,
-               "lightning_ms_per_iteration": 1e3 * lightning_s, "plain_ms_per_iteration": 1e3 * plain_s,
-               "lightning_overhead": lightning_s / plain_s - 1, "total_seconds": time.perf_counter() - total_start}
+    summary = {
+        "benchmark": "toy2d",
+        "machine": f"{platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}",
+        "iterations": args.iterations,
+        "teacher_ed": {str(r["steps"]): r["energy_distance"] for r in rows[1:4]},
+        "students": {r["model"]: r["energy_distance"] for r in rows[4:]},
+        "best_student_over_teacher100": best / teacher_100,
+        "teacher1_over_best_student": rows[1]["energy_distance"] / best,
+        "lightning_ms_per_iteration": 1e3 * lightning_s,
+        "plain_ms_per_iteration": 1e3 * plain_s,
+        "lightning_overhead": lightning_s / plain_s - 1,
+        "total_seconds": time.perf_counter() - total_start,
+    }
     print("| model | steps | energy distance ↓ | wall time (s) |\n|---|---|---|---|")
     for r in rows:
         ed = "-" if r["energy_distance"] is None else f"{r['energy_distance']:.4f}"
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
         print(f"| {r['model']} | {r['steps']} | {ed} | {seconds} |")
-    print(f"\nbest one-step / teacher 100 steps: {summary['best_student_over_teacher100']:.2f}×; teacher 1 step / best one-step: "
-          f"{summary['teacher1_over_best_student']:.0f}×; Lightning {1e3 * lightning_s:.2f} ms/iteration vs plain PyTorch "
-          f"{1e3 * plain_s:.2f} ms ({100 * summary['lightning_overhead']:+.0f}%); total {summary['total_seconds']:.0f} s")
+    print(
+        f"\nbest one-step / teacher 100 steps: {summary['best_student_over_teacher100']:.2f}×; teacher 1 step / best one-step: "
+        f"{summary['teacher1_over_best_student']:.0f}×; Lightning {1e3 * lightning_s:.2f} ms/iteration vs plain PyTorch "
+        f"{1e3 * plain_s:.2f} ms ({100 * summary['lightning_overhead']:+.0f}%); total {summary['total_seconds']:.0f} s"
+    )
     print(json.dumps(summary))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, **summary}, indent=1))

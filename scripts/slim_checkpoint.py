@@ -21,7 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source")
     parser.add_argument("target")
-    parser.add_argument("--ema", type=float, default=None, help="EMA decay whose weights to keep (default: the raw weights)")
+    parser.add_argument(
+        "--ema", type=float, default=None, help="EMA decay whose weights to keep (default: the raw weights)"
+    )
     args = parser.parse_args()
     ckpt = load_checkpoint(args.source)
     record = RunMetadata.read(ckpt, args.source)
@@ -29,14 +31,19 @@ def main() -> None:
         weights = sub_state(ckpt["state_dict"], record.network_prefix)
     else:
         weights = EMAState.read(ckpt).weights(args.ema, args.source)
-    slim = {"hyper_parameters": RunMetadata.init_args(ckpt),
-            "state_dict": {f"{record.network_prefix}.{k}": v for k, v in weights.items()},
-            "global_step": ckpt.get("global_step"), "pytorch-lightning_version": ckpt.get("pytorch-lightning_version")}
+    slim = {
+        "hyper_parameters": RunMetadata.init_args(ckpt),
+        "state_dict": {f"{record.network_prefix}.{k}": v for k, v in weights.items()},
+        "global_step": ckpt.get("global_step"),
+        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
+    }
     replace(record, weights=f"ema {args.ema}" if args.ema else "raw").write(slim)
     save_atomic(slim, args.target)
     target = Path(args.target)
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB, step {slim['global_step']}, weights: "
-          f"{slim['realuid']['weights']})")
+    print(
+        f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB, step {slim['global_step']}, weights: "
+        f"{slim['realuid']['weights']})"
+    )
 
 
 if __name__ == "__main__":

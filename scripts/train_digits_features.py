@@ -96,9 +96,13 @@ def main() -> None:
         test_acc = (net.logits(x_test).argmax(1) == y_test).float().mean().item()
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(out))  # no metadata: safetensors writes it in random order, and reruns must give the same bytes
-    print(f"{net_class.__name__} on {args.source}: train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f} "
-          f"({len(x_test)} held-out images), {time.perf_counter() - start:.1f} s, {out.stat().st_size / 1024:.0f} KB -> {out}")
+    save_file(
+        state, str(out)
+    )  # no metadata: safetensors writes it in random order, and reruns must give the same bytes
+    print(
+        f"{net_class.__name__} on {args.source}: train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f} "
+        f"({len(x_test)} held-out images), {time.perf_counter() - start:.1f} s, {out.stat().st_size / 1024:.0f} KB -> {out}"
+    )
 
 
 if __name__ == "__main__":

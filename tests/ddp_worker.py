@@ -21,9 +21,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import ema, tiny_distiller, trainer  # noqa: E402
+
 from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, Toy2DDataModule  # noqa: E402
 
-STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320  # 5 iterations an epoch: the run crosses an epoch;
+STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = (
+    6,
+    3,
+    2,
+    64,
+    320,
+)  # 5 iterations an epoch: the run crosses an epoch;
 # the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
 
 
@@ -41,7 +48,9 @@ class Record(pl.Callback):
         teacher = {id(p) for p in pl_module.teacher.parameters()}
         self.teacher_wrapped = any(id(p) in teacher for w in wrappers.values() for p in w.parameters())
         self.z, self.batches = None, []
-        pl_module.generator.net.register_forward_pre_hook(lambda net, args: setattr(self, "z", args[1].clone()) if self.z is None else None)
+        pl_module.generator.net.register_forward_pre_hook(
+            lambda net, args: setattr(self, "z", args[1].clone()) if self.z is None else None
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.batches.append(batch[0].clone())
@@ -52,20 +61,38 @@ def run(strategy: str, devices: int, noise_chunks: int | None = None, out: Path 
     pl.seed_everything(0, verbose=False)
     module, averages, record = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), ema(), Record()
     if strategy == "resume":
-        save = ModelCheckpoint(dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT)  # saved on the batch's end
+        save = ModelCheckpoint(
+            dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT
+        )  # saved on the batch's end
         first = trainer(RESUME_AT, out, callbacks=[ema(), save], strategy="realuid_ddp", devices=devices)
         first.fit(tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), data(devices))
-    fit = trainer(STEPS, callbacks=[averages, record], strategy="realuid_ddp" if strategy == "resume" else strategy, devices=devices)
+    fit = trainer(
+        STEPS,
+        callbacks=[averages, record],
+        strategy="realuid_ddp" if strategy == "resume" else strategy,
+        devices=devices,
+    )
     fit.fit(module, data(fit.world_size), ckpt_path=out / "mid_epoch.ckpt" if strategy == "resume" else None)
-    return {"generator": module.generator.state_dict(), "fake_model": module.fake_model.state_dict(), "ema": averages.averages,
-            "z": record.z, "batches": torch.stack(record.batches), "wrapped": record.wrapped, "teacher_wrapped": record.teacher_wrapped,
-            "generator_updates": int(module.generator_updates), "rank": fit.global_rank, "world": fit.world_size}
+    return {
+        "generator": module.generator.state_dict(),
+        "fake_model": module.fake_model.state_dict(),
+        "ema": averages.averages,
+        "z": record.z,
+        "batches": torch.stack(record.batches),
+        "wrapped": record.wrapped,
+        "teacher_wrapped": record.teacher_wrapped,
+        "generator_updates": int(module.generator_updates),
+        "rank": fit.global_rank,
+        "world": fit.world_size,
+    }
 
 
 def run_teacher(devices: int, noise_chunks: int | None = None) -> dict:
     """STEPS steps of MatchingModule (plain 'ddp' on several devices): its weights and each rank's first times t."""
     pl.seed_everything(0, verbose=False)
-    module = MatchingModule(MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), lr=1e-3, noise_chunks=noise_chunks)
+    module = MatchingModule(
+        MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), lr=1e-3, noise_chunks=noise_chunks
+    )
     seen = []
     module.net.register_forward_pre_hook(lambda net, args: seen.append(args[0].clone()) if not seen else None)
     fit = trainer(STEPS, strategy="ddp" if devices > 1 else "auto", devices=devices)
@@ -80,6 +107,8 @@ if __name__ == "__main__":
     for strategy in sys.argv[3:]:
         try:
             state = run_teacher(devices) if strategy == "teacher" else run(strategy, devices, out=out)
-        except ConfigError as err:  # plain 'ddp' is refused before the first update (Lightning then stops the other ranks)
+        except (
+            ConfigError
+        ) as err:  # plain 'ddp' is refused before the first update (Lightning then stops the other ranks)
             state = {"error": str(err), "rank": int(os.environ.get("LOCAL_RANK", 0))}
         torch.save(state, out / f"{strategy}_rank{state['rank']}.pt")

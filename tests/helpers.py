@@ -7,11 +7,27 @@ import dataclasses
 import lightning.pytorch as pl
 import torch
 
-from realuid_lightning import (EMA, MLP, FlowMatching, GeneratorOptions, MatchingModule, Objective, OptimisationOptions,
-                               RealUIDModule, SpeedOptions, TeacherOptions, Toy2DDataModule)
+from realuid_lightning import (
+    EMA,
+    MLP,
+    FlowMatching,
+    GeneratorOptions,
+    MatchingModule,
+    Objective,
+    OptimisationOptions,
+    RealUIDModule,
+    SpeedOptions,
+    TeacherOptions,
+    Toy2DDataModule,
+)
 
-SECTIONS = {"teacher": TeacherOptions, "objective": Objective, "optimisation": OptimisationOptions,
-            "generator": GeneratorOptions, "speed": SpeedOptions}
+SECTIONS = {
+    "teacher": TeacherOptions,
+    "objective": Objective,
+    "optimisation": OptimisationOptions,
+    "generator": GeneratorOptions,
+    "speed": SpeedOptions,
+}
 
 
 def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:
@@ -42,9 +58,17 @@ def tiny_distiller(seed: int = 0, **options) -> RealUIDModule:
 
 
 def trainer(max_steps: int, tmp_path=None, callbacks=(), **kwargs) -> pl.Trainer:
-    defaults = dict(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                    enable_model_summary=False, enable_checkpointing=tmp_path is not None, default_root_dir=tmp_path,
-                    num_sanity_val_steps=0, limit_val_batches=0)
+    defaults = dict(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=tmp_path is not None,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     return pl.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
 
 
@@ -78,9 +102,16 @@ class UserData(pl.LightningDataModule):
 
 def callbacks_yaml(run: str, *extra: str, decays: str = "[0.9]", preview: bool = True) -> str:
     """A config overriding trainer.callbacks: checkpoints under runs/<run>/checkpoints, EMA, previews, plus ``extra`` entries."""
-    entries = [f"{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: runs/{run}/checkpoints, save_last: true}}}}",
-               f"{{class_path: realuid_lightning.EMA, init_args: {{decays: {decays}}}}}",
-               *(["{class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}"] if preview else []), *extra]
+    entries = [
+        f"{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: runs/{run}/checkpoints, save_last: true}}}}",
+        f"{{class_path: realuid_lightning.EMA, init_args: {{decays: {decays}}}}}",
+        *(
+            ["{class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}"]
+            if preview
+            else []
+        ),
+        *extra,
+    ]
     return "trainer:\n  callbacks:\n" + "".join(f"    - {e}\n" for e in entries)
 
 

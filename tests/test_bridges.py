@@ -9,11 +9,19 @@ import torch
 from realuid_lightning import ConfigError, DigitsDataModule, PairedDataModule, Toy2DCouplingDataModule
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.modules import GeneratorOptions, MatchingModule, RealUIDModule, TeacherOptions
-from realuid_lightning.objective import Objective
 from realuid_lightning.nets import MLP, UNet
 from realuid_lightning.noise import Noise
-from realuid_lightning.processes import (EDM, BrownianBridge, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching,
-                                         Process, StochasticInterpolant)
+from realuid_lightning.objective import Objective
+from realuid_lightning.processes import (
+    EDM,
+    BrownianBridge,
+    ContinuousVP,
+    CouplingProcess,
+    DiscreteVP,
+    FlowMatching,
+    Process,
+    StochasticInterpolant,
+)
 from realuid_lightning.processes.interpolant import GAMMAS, SCHEDULES
 from realuid_lightning.sampling import sample_teacher
 
@@ -24,8 +32,11 @@ SHAPES = [(4, 3, 5, 5), (6, 6)]  # NCHW, and (B, B) with B = D to catch silent b
 
 def with_prediction(process, prediction):
     """A process of the same class and settings that predicts ``prediction``."""
-    kwargs = {"sigma": process.sigma} if isinstance(process, BrownianBridge) else \
-        {"schedule": process.schedule, "gamma": process.gamma, "sigma": process.sigma}
+    kwargs = (
+        {"sigma": process.sigma}
+        if isinstance(process, BrownianBridge)
+        else {"schedule": process.schedule, "gamma": process.gamma, "sigma": process.sigma}
+    )
     return type(process)(prediction=prediction, **kwargs)
 
 
@@ -43,8 +54,14 @@ def test_every_coupling_class_is_covered():
     assert {type(p) for p in COUPLINGS} >= found and all(issubclass(c, Process) for c in found)
 
 
-EVERY_KIND = [FlowMatching(), FlowMatching(0.1, "x1"), DiscreteVP(100, prediction="v"), ContinuousVP(), EDM(),
-              *COUPLINGS]
+EVERY_KIND = [
+    FlowMatching(),
+    FlowMatching(0.1, "x1"),
+    DiscreteVP(100, prediction="v"),
+    ContinuousVP(),
+    EDM(),
+    *COUPLINGS,
+]
 
 
 @pytest.mark.parametrize("process", EVERY_KIND, ids=repr)
@@ -109,7 +126,9 @@ def test_bridge_drift_target(float64):
     bridge = BrownianBridge(sigma=0.8)
     x0, x1, eps, t = torch.randn(7, 2, 3), torch.randn(7, 2, 3), torch.randn(7, 2, 3), inner_times(7)
     s = bridge.sample(x0, x1, t, noise=eps)
-    torch.testing.assert_close(s.x_t, t.view(-1, 1, 1) * x1 + (1 - t).view(-1, 1, 1) * x0 + 0.8 * (t * (1 - t)).sqrt().view(-1, 1, 1) * eps)
+    torch.testing.assert_close(
+        s.x_t, t.view(-1, 1, 1) * x1 + (1 - t).view(-1, 1, 1) * x0 + 0.8 * (t * (1 - t)).sqrt().view(-1, 1, 1) * eps
+    )
     torch.testing.assert_close(s.target, (x1 - s.x_t) / (1 - t).view(-1, 1, 1))
     torch.testing.assert_close(s.weight, (1 - t) / (1 - t + 0.64 * t))
 
@@ -123,8 +142,12 @@ def test_conversions_round_trip(process, prediction, shape, float64):
     x0, x1, eps, t = torch.randn(shape), torch.randn(shape), torch.randn(shape), inner_times(shape[0])
     s = process.sample(x0, x1, t, noise=eps)
     torch.testing.assert_close(process.to_data(s.target, s.x_t, t, x0), x1)
-    torch.testing.assert_close(process.drift(s.target, s.x_t, t, x0), with_prediction(process, "velocity").sample(x0, x1, t, eps).target)
-    torch.testing.assert_close(process.sde_drift(s.target, s.x_t, t, x0), with_prediction(process, "drift").sample(x0, x1, t, eps).target)
+    torch.testing.assert_close(
+        process.drift(s.target, s.x_t, t, x0), with_prediction(process, "velocity").sample(x0, x1, t, eps).target
+    )
+    torch.testing.assert_close(
+        process.sde_drift(s.target, s.x_t, t, x0), with_prediction(process, "drift").sample(x0, x1, t, eps).target
+    )
 
 
 @pytest.mark.parametrize("prediction", ["x1", "velocity", "drift"])
@@ -156,15 +179,23 @@ class GaussianPosterior(torch.nn.Module):
         return self.mu + a * self.s**2 / (a**2 * self.s**2 + g**2).clamp_min(1e-300) * (x - b * x0 - a * self.mu)
 
 
-@pytest.mark.parametrize("process", [BrownianBridge(prediction="x1"), StochasticInterpolant("trig", "sine", 0.7, "x1"),
-                                     StochasticInterpolant("linear", "quadratic", 2.0, "x1")], ids=repr)
+@pytest.mark.parametrize(
+    "process",
+    [
+        BrownianBridge(prediction="x1"),
+        StochasticInterpolant("trig", "sine", 0.7, "x1"),
+        StochasticInterpolant("linear", "quadratic", 2.0, "x1"),
+    ],
+    ids=repr,
+)
 def test_sde_sampler_reaches_the_data_distribution(process, float64):
     """Euler–Maruyama with the exact posterior mean maps any source to N(μ, s²) (mean and std within 3 %)."""
     mu, s, n = 1.5, 0.5, 20000
     x0 = torch.randn(n, 1, generator=torch.Generator().manual_seed(0)) * 2
     z = torch.randn(n, 1, generator=torch.Generator().manual_seed(1))
-    out = sample_teacher(GaussianPosterior(process, mu, s), process, z, 200, "sde", x0,
-                         torch.Generator().manual_seed(2))
+    out = sample_teacher(
+        GaussianPosterior(process, mu, s), process, z, 200, "sde", x0, torch.Generator().manual_seed(2)
+    )
     assert abs(out.mean().item() - mu) < 0.03 and abs(out.std().item() - s) < 0.03 * s
     one_step = sample_teacher(GaussianPosterior(process, mu, s), process, z, 1, "sde", x0)
     if not isinstance(process, StochasticInterpolant) or process.schedule == "linear":
@@ -226,7 +257,9 @@ def test_paired_degradations():
     assert sr.shape == x1.shape and torch.allclose(sr[..., ::4, ::4], torch.nn.functional.avg_pool2d(x1, 4))
     assert torch.equal(sr, torch.nn.functional.avg_pool2d(sr, 4).repeat_interleave(4, -1).repeat_interleave(4, -2))
     x1_box = x1 + 3.0  # no pixel equals the fill value
-    box = PairedDataModule(DigitsDataModule(), "box", box_size=3, fill=0.0).degrade(x1_box, torch.Generator().manual_seed(0))
+    box = PairedDataModule(DigitsDataModule(), "box", box_size=3, fill=0.0).degrade(
+        x1_box, torch.Generator().manual_seed(0)
+    )
     assert ((box == 0).flatten(1).sum(1) == 9).all() and torch.equal(box[box != 0], x1_box[box != 0])
     noisy = PairedDataModule(DigitsDataModule(), "noise", noise_std=0.3).degrade(torch.zeros(4000, 1, 8, 8))
     assert abs(noisy.std().item() - 0.3) < 0.005
@@ -260,8 +293,11 @@ def test_toy_coupling_batches():
 def tiny_coupling_distiller(alpha, beta, prediction="drift"):
     torch.manual_seed(0)
     teacher = MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2)
-    module = RealUIDModule(TeacherOptions(net=teacher, process=BrownianBridge(sigma=0.7, prediction=prediction)),
-                           Objective(alpha, beta), generator=GeneratorOptions(generator_time=0.3, fake_init="teacher"))
+    module = RealUIDModule(
+        TeacherOptions(net=teacher, process=BrownianBridge(sigma=0.7, prediction=prediction)),
+        Objective(alpha, beta),
+        generator=GeneratorOptions(generator_time=0.3, fake_init="teacher"),
+    )
     for p in module.fake_model.parameters():  # a fake model different from the teacher
         p.data.add_(0.1 * torch.randn_like(p))
     return module
@@ -325,26 +361,36 @@ def test_uid_on_a_coupling_reads_only_the_sources():
 def test_coupling_teacher_samples_from_sources():
     """A coupling teacher samples from given sources, or from the sources it remembers from training batches."""
     torch.manual_seed(0)
-    teacher = MatchingModule(MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2), BrownianBridge(), sample_method="sde",
-                             sample_steps=3)
+    teacher = MatchingModule(
+        MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2), BrownianBridge(), sample_method="sde", sample_steps=3
+    )
     with pytest.raises(ConfigError, match="sources"):
         teacher.sample(4)
     x1, x0 = torch.randn(16, 2), torch.randn(16, 2)
     assert torch.isfinite(teacher._loss([x1, x0]))
     assert teacher.sample(20).shape == (20, 2) and torch.equal(teacher.remembered_sources, x0)
     out = sample_teacher(teacher.net, teacher.process, torch.zeros(4, 2), 1, "sde", cond=x0[:4])
-    torch.testing.assert_close(out, teacher.process.to_data(teacher.net(torch.zeros(4), x0[:4], x0[:4]), x0[:4], torch.zeros(4), x0[:4]))
+    torch.testing.assert_close(
+        out, teacher.process.to_data(teacher.net(torch.zeros(4), x0[:4], x0[:4]), x0[:4], torch.zeros(4), x0[:4])
+    )
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: BrownianBridge(sigma=0.0), r"sigma=0.0 .* > 0"),
-    (lambda: BrownianBridge(prediction="x0"), r"prediction='x0'.*'drift'"),
-    (lambda: StochasticInterpolant(schedule="cubic"), r"schedule='cubic'.*'linear', 'trig'"),
-    (lambda: StochasticInterpolant(gamma="cosine"), r"gamma='cosine'.*'sqrt', 'quadratic', 'sine'"),
-    (lambda: PairedDataModule(DigitsDataModule(), "box", box_size=0), r"box_size=0"),
-    (lambda: sample_teacher(torch.nn.Identity(), BrownianBridge(), torch.zeros(2, 2), 2, "rk4", torch.zeros(2, 2)),
-     r"method='rk4'.*'sde'"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: BrownianBridge(sigma=0.0), r"sigma=0.0 .* > 0"),
+        (lambda: BrownianBridge(prediction="x0"), r"prediction='x0'.*'drift'"),
+        (lambda: StochasticInterpolant(schedule="cubic"), r"schedule='cubic'.*'linear', 'trig'"),
+        (lambda: StochasticInterpolant(gamma="cosine"), r"gamma='cosine'.*'sqrt', 'quadratic', 'sine'"),
+        (lambda: PairedDataModule(DigitsDataModule(), "box", box_size=0), r"box_size=0"),
+        (
+            lambda: sample_teacher(
+                torch.nn.Identity(), BrownianBridge(), torch.zeros(2, 2), 2, "rk4", torch.zeros(2, 2)
+            ),
+            r"method='rk4'.*'sde'",
+        ),
+    ],
+)
 def test_bad_arguments_name_the_value(make, match):
     """Invalid settings raise one ConfigError naming the value and what is allowed."""
     with pytest.raises(ConfigError, match=match):
@@ -357,7 +403,16 @@ def test_paired_data_without_a_validation_loader_trains():
     from helpers import UserData
 
     torch.manual_seed(0)
-    teacher = MatchingModule(MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2), BrownianBridge(), sample_method="sde")
-    pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, val_check_interval=2).fit(teacher, PairedDataModule(UserData(batch_size=32), "noise"))
+    teacher = MatchingModule(
+        MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2), BrownianBridge(), sample_method="sde"
+    )
+    pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=2,
+    ).fit(teacher, PairedDataModule(UserData(batch_size=32), "noise"))
     assert teacher.remembered_sources.shape == (96, 2) and torch.isfinite(teacher.sample(5, steps=2)).all()

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from realuid_lightning import PairedDataModule, DigitsDataModule
-from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from helpers import callbacks_yaml
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_cli import one_line_error, run_main
+
+from realuid_lightning import DigitsDataModule, PairedDataModule
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.data.folder import read_images
 from realuid_lightning.generator import OneStepGenerator
@@ -22,9 +22,11 @@ CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "bridge" in p.n
 TINY_UNET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]"]
 TINY_MLP = ["--model.init_args.net.init_args.hidden=32", "--model.init_args.net.init_args.depth=2"]
 FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache, teacher_steps: 2}}"
-RUNS = {"digits_sr_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
-        "digits_inpaint_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
-        "toy2d_interpolant": (TINY_MLP, ["--data.init_args.batch_size=64", "--data.init_args.num_train=640"])}
+RUNS = {
+    "digits_sr_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
+    "digits_inpaint_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
+    "toy2d_interpolant": (TINY_MLP, ["--data.init_args.batch_size=64", "--data.init_args.num_train=640"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +37,41 @@ def runs(tmp_path_factory):
         mp.chdir(tmp)
         for name, (net, data) in RUNS.items():
             for role in ("teacher", "realuid"):
-                (tmp / f"{name}_{role}.yaml").write_text(callbacks_yaml(f"{name}_{role}", *([FD] if "digits" in name else [])))
-            common = ["--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
-                      f"--trainer.logger.init_args.save_dir={tmp}/runs", "--trainer.log_every_n_steps=2", *data]
-            main(["fit", "--config", str(ROOT / f"configs/{name}_teacher.yaml"), "--config", f"{name}_teacher.yaml", *common, *net,
-                  "--model.init_args.sample_steps=3"])
-            main(["fit", "--config", str(ROOT / f"configs/{name}_realuid.yaml"), "--config", f"{name}_realuid.yaml", *common,
-                  f"--model.teacher.teacher_ckpt={tmp}/runs/{name}_teacher/checkpoints/last.ckpt",
-                  "--model.teacher.teacher_ema=0.9"])
+                (tmp / f"{name}_{role}.yaml").write_text(
+                    callbacks_yaml(f"{name}_{role}", *([FD] if "digits" in name else []))
+                )
+            common = [
+                "--trainer.max_steps=6",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.accelerator=cpu",
+                f"--trainer.logger.init_args.save_dir={tmp}/runs",
+                "--trainer.log_every_n_steps=2",
+                *data,
+            ]
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(ROOT / f"configs/{name}_teacher.yaml"),
+                    "--config",
+                    f"{name}_teacher.yaml",
+                    *common,
+                    *net,
+                    "--model.init_args.sample_steps=3",
+                ]
+            )
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(ROOT / f"configs/{name}_realuid.yaml"),
+                    "--config",
+                    f"{name}_realuid.yaml",
+                    *common,
+                    f"--model.teacher.teacher_ckpt={tmp}/runs/{name}_teacher/checkpoints/last.ckpt",
+                    "--model.teacher.teacher_ema=0.9",
+                ]
+            )
     return tmp
 
 
@@ -91,8 +120,18 @@ def test_toy_interpolant_through_the_cli(runs):
 
 def test_sample_command_needs_sources_for_a_coupling(runs, capsys):
     """`realuid sample` cannot invent sources for a coupling checkpoint: one ConfigError line naming --sources, exit code 2."""
-    code, err = run_main(["sample", "--ckpt", str(runs / "runs/digits_inpaint_bridge_realuid/checkpoints/last.ckpt"), "--num", "4",
-                          "--out", str(runs / "s.pt")], capsys)
+    code, err = run_main(
+        [
+            "sample",
+            "--ckpt",
+            str(runs / "runs/digits_inpaint_bridge_realuid/checkpoints/last.ckpt"),
+            "--num",
+            "4",
+            "--out",
+            str(runs / "s.pt"),
+        ],
+        capsys,
+    )
     one_line_error(code, err, "source x0", "--sources")
 
 
@@ -101,8 +140,23 @@ def test_sample_command_with_a_source_tensor(runs, capsys):
     ckpt_path = runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"
     _, x0 = PairedDataModule(DigitsDataModule(), "downsample", factor=4).pairs(6)
     torch.save(x0, runs / "x0.pt")
-    main(["sample", "--ckpt", str(ckpt_path), "--sources", str(runs / "x0.pt"), "--num", "9", "--ema", "raw",
-          "--seed", "3", "--out", str(runs / "sr.pt")])
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(ckpt_path),
+            "--sources",
+            str(runs / "x0.pt"),
+            "--num",
+            "9",
+            "--ema",
+            "raw",
+            "--seed",
+            "3",
+            "--out",
+            str(runs / "sr.pt"),
+        ]
+    )
     ckpt = load_checkpoint(ckpt_path)
     net, process, record = network_from_checkpoint(ckpt, ema=None)
     z = torch.randn((9, 1, 8, 8), generator=torch.Generator().manual_seed(3))
@@ -117,31 +171,75 @@ def test_sample_command_with_an_image_folder_for_a_teacher(runs, tmp_path):
     (tmp_path / "sources").mkdir()
     for i, value in enumerate((0, 128, 255)):
         Image.new("RGB", (16, 16), (value, value, value)).save(tmp_path / "sources" / f"{i}.png")
-    main(["sample", "--ckpt", str(runs / "runs/digits_inpaint_bridge_teacher/checkpoints/last.ckpt"), "--sources",
-          str(tmp_path / "sources"), "--steps", "2", "--method", "sde", "--out", str(tmp_path / "out.pt")])
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(runs / "runs/digits_inpaint_bridge_teacher/checkpoints/last.ckpt"),
+            "--sources",
+            str(tmp_path / "sources"),
+            "--steps",
+            "2",
+            "--method",
+            "sde",
+            "--out",
+            str(tmp_path / "out.pt"),
+        ]
+    )
     grey = read_images(tmp_path / "sources", [1, 8, 8])
-    assert grey.shape == (3, 1, 8, 8) and grey.flatten(1).mean(1).tolist() == pytest.approx([-1.0, 128 / 127.5 - 1, 1.0], abs=1e-6)
+    assert grey.shape == (3, 1, 8, 8) and grey.flatten(1).mean(1).tolist() == pytest.approx(
+        [-1.0, 128 / 127.5 - 1, 1.0], abs=1e-6
+    )
     samples = torch.load(tmp_path / "out.pt")
     assert samples.shape == (3, 1, 8, 8) and torch.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("ckpt,sources,needles", [
-    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "wrong_shape.pt", ["wrong_shape.pt", "(4, 3, 8, 8)", "(N, 1, 8, 8)"]),
-    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "missing", ["'missing'", "neither an image folder nor a tensor file"]),
-    ("runs/digits_sr_bridge_realuid/checkpoints/last.ckpt", "not_a_tensor.pt", ["not_a_tensor.pt", "cannot be read as a tensor file"]),
-    (str(ROOT / "checkpoints/digits_teacher.ckpt"), "wrong_shape.pt", ["--sources is for bridge / interpolant", "FlowMatching"]),
-])
+@pytest.mark.parametrize(
+    "ckpt,sources,needles",
+    [
+        (
+            "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt",
+            "wrong_shape.pt",
+            ["wrong_shape.pt", "(4, 3, 8, 8)", "(N, 1, 8, 8)"],
+        ),
+        (
+            "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt",
+            "missing",
+            ["'missing'", "neither an image folder nor a tensor file"],
+        ),
+        (
+            "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt",
+            "not_a_tensor.pt",
+            ["not_a_tensor.pt", "cannot be read as a tensor file"],
+        ),
+        (
+            str(ROOT / "checkpoints/digits_teacher.ckpt"),
+            "wrong_shape.pt",
+            ["--sources is for bridge / interpolant", "FlowMatching"],
+        ),
+    ],
+)
 def test_sample_command_bad_sources(ckpt, sources, needles, runs, capsys, monkeypatch):
     """Sources of the wrong shape, a missing path, an unreadable file, or sources for a noise-only checkpoint: one line each."""
     monkeypatch.chdir(runs)
     torch.save(torch.zeros(4, 3, 8, 8), runs / "wrong_shape.pt")
     (runs / "not_a_tensor.pt").write_text("hello")
-    code, err = run_main(["sample", "--ckpt", str(runs / ckpt), "--sources", sources, "--out", str(runs / "bad.pt")], capsys)
+    code, err = run_main(
+        ["sample", "--ckpt", str(runs / ckpt), "--sources", sources, "--out", str(runs / "bad.pt")], capsys
+    )
     one_line_error(code, err, *needles)
 
 
 def test_export_refuses_a_bridge_generator(runs, capsys):
     """A one-step G(z, x0) cannot become a noise-to-image pipeline: one line naming realuid sample --sources."""
-    code, err = run_main(["export", "--ckpt", str(runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"),
-                          "--out", str(runs / "pipe")], capsys)
+    code, err = run_main(
+        [
+            "export",
+            "--ckpt",
+            str(runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"),
+            "--out",
+            str(runs / "pipe"),
+        ],
+        capsys,
+    )
     one_line_error(code, err, "BrownianBridge generator G(z, x0)", "realuid sample --sources")

@@ -16,8 +16,9 @@ make_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_fixtures)
 
 
-@pytest.mark.parametrize("name,sample,args", make_fixtures.SAMPLES, ids=[f"{n}.{s}" for n, s, _ in
-                                                                       make_fixtures.SAMPLES])
+@pytest.mark.parametrize(
+    "name,sample,args", make_fixtures.SAMPLES, ids=[f"{n}.{s}" for n, s, _ in make_fixtures.SAMPLES]
+)
 def test_old_checkpoint_samples_identically(name, sample, args, tmp_path):
     """`realuid sample` on an old checkpoint gives the samples the old release gave for the same arguments and seed."""
     main(make_fixtures.sample_args(name, sample, args, tmp_path / "s.pt"))
@@ -29,7 +30,7 @@ def ema_and_weights(ckpt: Path) -> tuple[dict, dict]:
     """The EMA averages (by decay) and the raw weights of the network they track."""
     checkpoint = torch.load(ckpt, weights_only=True)
     prefix = checkpoint["realuid"]["network_prefix"] + "."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     return checkpoint["callbacks"]["EMA"]["averages"], weights, checkpoint["global_step"]
 
 
@@ -59,8 +60,13 @@ def test_student_resumes_from_a_checkpoint_file(tmp_path, monkeypatch):
     checkpoint keeps the specs in its run record only."""
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(FIXTURES / "toy2d_teacher.ckpt", tmp_path / "toy2d_teacher.ckpt")
-    main([*make_fixtures.fit_args("toy2d_student", tmp_path), "--trainer.max_steps=18",
-          f"--ckpt_path={FIXTURES / 'toy2d_student.ckpt'}"])
+    main(
+        [
+            *make_fixtures.fit_args("toy2d_student", tmp_path),
+            "--trainer.max_steps=18",
+            f"--ckpt_path={FIXTURES / 'toy2d_student.ckpt'}",
+        ]
+    )
     resumed = torch.load(tmp_path / "ckpt/toy2d_student/last.ckpt", weights_only=True)
     assert resumed["global_step"] == 18 and not {"net", "process"} & set(resumed["hyper_parameters"])
     assert resumed["realuid"]["version"] == 1 and resumed["realuid"]["net"]["class_path"].endswith("MLP")

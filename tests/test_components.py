@@ -2,13 +2,13 @@ import pickle
 
 import pytest
 import torch
+from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
 from realuid_lightning import EMA, MLP, ConfigError, FlowMatching, SamplePreview
 from realuid_lightning.callbacks import render_scatter
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, spec_of
-from realuid_lightning.data import sample_toy, TOY_DATASETS
+from realuid_lightning.data import TOY_DATASETS, sample_toy
 from realuid_lightning.metrics import energy_distance
 from realuid_lightning.sampling import ode_sample
 
@@ -18,7 +18,9 @@ def test_ode_solver_convergence_order(method, order, float64):
     """dx/dt = x·cos(t) has x(1) = x(0)·exp(sin 1); doubling the steps divides the error by 2^order."""
     x0 = torch.randn(8, 3)
     exact = x0 * torch.exp(torch.sin(torch.tensor(1.0)))
-    errors = [(ode_sample(lambda t, x: x * torch.cos(t)[:, None], x0, n, method) - exact).abs().max() for n in (50, 100)]
+    errors = [
+        (ode_sample(lambda t, x: x * torch.cos(t)[:, None], x0, n, method) - exact).abs().max() for n in (50, 100)
+    ]
     assert 0.9 * 2**order < errors[0] / errors[1] < 1.1 * 2**order
 
 
@@ -115,7 +117,10 @@ def test_toy_datasets_are_seeded(name):
 def test_spec_round_trip():
     """Networks and processes are described by plain data and rebuilt identically."""
     spec = spec_of(MLP(dim=2, hidden=16, depth=3, time_dim=8))
-    assert spec == {"class_path": "realuid_lightning.nets.mlp.MLP", "init_args": {"dim": 2, "hidden": 16, "depth": 3, "time_dim": 8, "source_dim": 0}}
+    assert spec == {
+        "class_path": "realuid_lightning.nets.mlp.MLP",
+        "init_args": {"dim": 2, "hidden": 16, "depth": 3, "time_dim": 8, "source_dim": 0},
+    }
     assert instantiate(spec).hidden == 16
     assert instantiate(spec_of(FlowMatching(0.01, "x1"))).sigma_min == 0.01
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from ddp_worker import run, run_teacher
 
 STRATEGIES = ("realuid_ddp", "ddp_find_unused_parameters_true")
@@ -27,10 +26,18 @@ def ranks(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     worker = Path(__file__).with_name("ddp_worker.py")
-    proc = subprocess.run([sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "teacher", "ddp"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "teacher", "ddp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    states = {s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in (*STRATEGIES, "resume", "teacher")}
+    states = {
+        s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)]
+        for s in (*STRATEGIES, "resume", "teacher")
+    }
     states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
     return states
 
@@ -61,17 +68,27 @@ def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
     """2 ranks at batch 32 of the shipped toy data module = 1 process at batch 64 (weights and EMA within 1e-5): every global
     batch is split across the ranks (data.batching.GlobalBatches), and the run crosses an epoch."""
     r0 = ranks[strategy][0]
-    assert max_diff(r0["generator"], single["generator"]) < 1e-5 and max_diff(r0["fake_model"], single["fake_model"]) < 1e-5
+    assert (
+        max_diff(r0["generator"], single["generator"]) < 1e-5
+        and max_diff(r0["fake_model"], single["fake_model"]) < 1e-5
+    )
     assert all(max_diff(r0["ema"][d], single["ema"][d]) < 1e-5 for d in single["ema"])
-    assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4  # global-RNG noise differs: the check has teeth
+    assert (
+        max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4
+    )  # global-RNG noise differs: the check has teeth
 
 
 def test_ranks_split_every_global_batch_and_reshuffle_each_epoch(ranks, single):
     """Rank r trains on rows [32r, 32r + 32) of the global batch one process at batch 64 trains on; epoch 2's batches
     are not epoch 1's (Lightning's own sampler wrapper would only reorder whole batches)."""
     r0, r1 = ranks["realuid_ddp"]
-    assert r0["batches"].shape == (6, 32, 2) and torch.equal(torch.cat([r0["batches"], r1["batches"]], dim=1), single["batches"])
-    def rows(batch): return frozenset(tuple(row.tolist()) for row in batch)
+    assert r0["batches"].shape == (6, 32, 2) and torch.equal(
+        torch.cat([r0["batches"], r1["batches"]], dim=1), single["batches"]
+    )
+
+    def rows(batch):
+        return frozenset(tuple(row.tolist()) for row in batch)
+
     assert rows(single["batches"][5]) not in {rows(batch) for batch in single["batches"][:5]}
 
 
@@ -86,6 +103,7 @@ def test_the_strategy_owns_the_wrappers(monkeypatch):
     """configure_ddp keeps one wrapper per trained network on its own strategy (never on the module, never shared by
     the class); the module calls a network through the wrapper its trainer's strategy holds, else the bare network."""
     from helpers import tiny_distiller
+
     from realuid_lightning import RealUIDDDPStrategy
 
     monkeypatch.setattr(RealUIDDDPStrategy, "_setup_model", lambda self, net: torch.nn.Sequential(net))  # no DDP here
@@ -119,13 +137,35 @@ def test_configs_select_the_strategy_and_options(strategy, capsys):
 
     config = Path(__file__).resolve().parents[1] / "configs" / "cifar10_flow_uncond.yaml"
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--trainer.strategy", strategy, "--trainer.precision", "bf16-mixed",
-              "--model.init_args.speed", "{fused_adam: null}",  # a dotted null reaches jsonargparse 4.53 as 'None'
-              "--model.init_args.speed.channels_last", "true", "--model.init_args.speed.compile", "true",
-              "--model.init_args.speed.teacher_bf16", "true", "--model.init_args.speed.noise_chunks", "8", "--print_config"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.strategy",
+                strategy,
+                "--trainer.precision",
+                "bf16-mixed",
+                "--model.init_args.speed",
+                "{fused_adam: null}",  # a dotted null reaches jsonargparse 4.53 as 'None'
+                "--model.init_args.speed.channels_last",
+                "true",
+                "--model.init_args.speed.compile",
+                "true",
+                "--model.init_args.speed.teacher_bf16",
+                "true",
+                "--model.init_args.speed.noise_chunks",
+                "8",
+                "--print_config",
+            ]
+        )
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None)
-    assert ("realuid_ddp" in out or "RealUIDDDPStrategy" in out) and "noise_chunks: 8" in out and "channels_last: true" in out
+    assert (
+        ("realuid_ddp" in out or "RealUIDDDPStrategy" in out)
+        and "noise_chunks: 8" in out
+        and "channels_last: true" in out
+    )
 
 
 def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):

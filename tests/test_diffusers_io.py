@@ -8,9 +8,9 @@ import huggingface_hub
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from helpers import sections, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import sections, trainer
 from realuid_lightning import EMA, ConfigError, MatchingModule, OptimisationOptions, RealUIDModule, TeacherOptions
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.cli import main
@@ -22,8 +22,17 @@ from realuid_lightning.processes.diffusion import DiscreteVP
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.run_record import EMAState
 
-TINY_UNET = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=4)
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=4,
+)
 OURS = {"epsilon": "x0", "v_prediction": "v", "sample": "x1"}
 
 
@@ -39,7 +48,9 @@ def save_teacher(root, layout="pipeline", prediction_type="epsilon", seed=0):
 
 def images(n=16, seed=0):
     """An in-memory loader of n random (3, 8, 8) images in [−1, 1], batch 4."""
-    return batch_loader(torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1, batch_size=4, seed=seed)
+    return batch_loader(
+        torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1, batch_size=4, seed=seed
+    )
 
 
 @pytest.mark.parametrize("layout", ["pipeline", "flat"])
@@ -54,8 +65,12 @@ def test_teacher_matches_scheduler_at_integer_timesteps(tmp_path, layout, predic
     x_t = torch.randn(len(k), 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = process.to_data(net(t.float(), x_t), x_t, t.float())
-        ref = torch.cat([scheduler.step(unet(x_t[i:i + 1], int(k[i])).sample, int(k[i]), x_t[i:i + 1]).pred_original_sample
-                         for i in range(len(k))])
+        ref = torch.cat(
+            [
+                scheduler.step(unet(x_t[i : i + 1], int(k[i])).sample, int(k[i]), x_t[i : i + 1]).pred_original_sample
+                for i in range(len(k))
+            ]
+        )
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -125,8 +140,9 @@ def test_teacher_training_round_trips(tmp_path):
 def test_distil_from_diffusers_folder_and_sample(tmp_path, capsys):
     """teacher_ckpt=<diffusers folder> loads the saved weights, trains 4 iterations, and `realuid sample` reads its checkpoint."""
     unet, _ = save_teacher(tmp_path / "teacher")
-    module = RealUIDModule(**sections(teacher_ckpt=str(tmp_path / "teacher"), alpha=0.94, beta=0.96, fake_updates=1,
-                                      warmup_steps=1))
+    module = RealUIDModule(
+        **sections(teacher_ckpt=str(tmp_path / "teacher"), alpha=0.94, beta=0.96, fake_updates=1, warmup_steps=1)
+    )
     assert module.data_shape == [3, 8, 8] and isinstance(module.process, DiscreteVP)
     teacher = module.teacher.net.unet.state_dict().values()
     assert all(torch.equal(a, b) for a, b in zip(teacher, unet.state_dict().values()))
@@ -134,7 +150,19 @@ def test_distil_from_diffusers_folder_and_sample(tmp_path, capsys):
     fit.fit(module, images())
     assert int(module.generator_updates) == 2
     fit.save_checkpoint(tmp_path / "distil.ckpt")
-    main(["sample", "--ckpt", str(tmp_path / "distil.ckpt"), "--num", "3", "--out", str(tmp_path / "s.pt"), "--device", "cpu"])
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(tmp_path / "distil.ckpt"),
+            "--num",
+            "3",
+            "--out",
+            str(tmp_path / "s.pt"),
+            "--device",
+            "cpu",
+        ]
+    )
     samples = torch.load(tmp_path / "s.pt", weights_only=True)
     assert samples.shape == (3, 3, 8, 8) and samples.isfinite().all()
 
@@ -143,14 +171,24 @@ def distil_and_checkpoint(root, kind):
     """Distil a UNet (flow matching, t_G = 0.25) or DiffusersUNet (DDPM ε, t_G = 0) teacher for 4 iterations; returns (module, ckpt)."""
     if kind == "UNet":
         torch.manual_seed(0)
-        teacher = UNet(sample_size=8, channels=3, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(),
-                       attention_head_dim=8, norm_num_groups=4)
-        module = RealUIDModule(**sections(net=teacher, process=FlowMatching(), generator_time=0.25, fake_updates=1,
-                                          warmup_steps=1))
+        teacher = UNet(
+            sample_size=8,
+            channels=3,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            attention_levels=(),
+            attention_head_dim=8,
+            norm_num_groups=4,
+        )
+        module = RealUIDModule(
+            **sections(net=teacher, process=FlowMatching(), generator_time=0.25, fake_updates=1, warmup_steps=1)
+        )
     else:
         save_teacher(root / "teacher")
-        module = RealUIDModule(TeacherOptions(teacher_ckpt=str(root / "teacher")),
-                               optimisation=OptimisationOptions(fake_updates=1, warmup_steps=1, generator_lr=1e-3))
+        module = RealUIDModule(
+            TeacherOptions(teacher_ckpt=str(root / "teacher")),
+            optimisation=OptimisationOptions(fake_updates=1, warmup_steps=1, generator_lr=1e-3),
+        )
     checkpoints = ModelCheckpoint(dirpath=root / "ckpts", save_last=True)
     trainer(4, root, callbacks=[checkpoints, EMA([0.9])]).fit(module, images())
     return module.eval(), checkpoints.last_model_path
@@ -184,8 +222,17 @@ def test_export_cli(tmp_path, capsys):
     averaged = EMAState.read(load_checkpoint(ckpt)).weights(0.9, ckpt)
     assert all(torch.equal(v, averaged[f"unet.{k}"]) for k, v in pipe.unet.state_dict().items())
     assert pipe(batch_size=2, output_type="np").images.shape == (2, 8, 8, 3)
-    teacher = MatchingModule(UNet(sample_size=8, channels=3, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(),
-                                  attention_head_dim=8, norm_num_groups=4))
+    teacher = MatchingModule(
+        UNet(
+            sample_size=8,
+            channels=3,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            attention_levels=(),
+            attention_head_dim=8,
+            norm_num_groups=4,
+        )
+    )
     teacher.data_shape = [3, 8, 8]
     capsys.readouterr()
     saved = {"state_dict": teacher.state_dict()}

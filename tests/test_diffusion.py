@@ -15,10 +15,21 @@ from realuid_lightning.processes import EDM, ContinuousVP, DiscreteVP
 from realuid_lightning.processes.base import PREDICTIONS, expand_like
 from realuid_lightning.processes.diffusion import diffusers_timestep
 
-SCHEDULES = [{"beta_schedule": "linear"}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-             {"beta_schedule": "squaredcos_cap_v2"}]
-NEW_PROCESSES = [DiscreteVP(), DiscreteVP(**SCHEDULES[1]), DiscreteVP(**SCHEDULES[2]), DiscreteVP(num_train_timesteps=10),
-                 ContinuousVP(), ContinuousVP(beta_min=0.0, beta_max=5.0), EDM(), EDM(sigma_min=0.01, sigma_max=10.0, rho=3.0)]
+SCHEDULES = [
+    {"beta_schedule": "linear"},
+    {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    {"beta_schedule": "squaredcos_cap_v2"},
+]
+NEW_PROCESSES = [
+    DiscreteVP(),
+    DiscreteVP(**SCHEDULES[1]),
+    DiscreteVP(**SCHEDULES[2]),
+    DiscreteVP(num_train_timesteps=10),
+    ContinuousVP(),
+    ContinuousVP(beta_min=0.0, beta_max=5.0),
+    EDM(),
+    EDM(sigma_min=0.01, sigma_max=10.0, rho=3.0),
+]
 
 
 def with_prediction(process, prediction):
@@ -52,10 +63,15 @@ def test_scheduler_prediction_converts_to_our_data_estimate(schedule, prediction
     process = DiscreteVP.from_scheduler_config(scheduler.config)
     g = torch.Generator().manual_seed(0)
     for k in (0, 1, 250, 500, 998, 999):
-        x1, eps = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64), torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+        x1, eps = (
+            torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64),
+            torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64),
+        )
         timesteps = torch.full((3,), k)
         x_t = scheduler.add_noise(x1, eps, timesteps)
-        output = {"epsilon": eps, "v_prediction": scheduler.get_velocity(x1, eps, timesteps), "sample": x1}[prediction_type]
+        output = {"epsilon": eps, "v_prediction": scheduler.get_velocity(x1, eps, timesteps), "sample": x1}[
+            prediction_type
+        ]
         t = integer_times(1000)[timesteps]
         torch.testing.assert_close(process.sample(eps, x1, t).x_t, x_t, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(process.to_data(output, x_t, t), x1, rtol=1e-8, atol=1e-8)
@@ -65,9 +81,17 @@ def test_scheduler_prediction_converts_to_our_data_estimate(schedule, prediction
 
 def test_from_scheduler_config_maps_fields_and_rejects_unsupported():
     """prediction_type epsilon → x0, v_prediction → v, sample → x1; other schedules and trained betas are errors."""
-    config = DDPMScheduler(num_train_timesteps=500, beta_start=2e-4, beta_end=0.03, prediction_type="v_prediction").config
+    config = DDPMScheduler(
+        num_train_timesteps=500, beta_start=2e-4, beta_end=0.03, prediction_type="v_prediction"
+    ).config
     p = DiscreteVP.from_scheduler_config(config)
-    assert (p.num_train_timesteps, p.beta_schedule, p.beta_start, p.beta_end, p.prediction) == (500, "linear", 2e-4, 0.03, "v")
+    assert (p.num_train_timesteps, p.beta_schedule, p.beta_start, p.beta_end, p.prediction) == (
+        500,
+        "linear",
+        2e-4,
+        0.03,
+        "v",
+    )
     assert DiscreteVP.from_scheduler_config({"prediction_type": "sample"}).prediction == "x1"
     assert DiscreteVP.from_scheduler_config({}).prediction == "x0"
     with pytest.raises(ConfigError, match=r"beta_schedule='sigmoid'.*'squaredcos_cap_v2'"):
@@ -101,7 +125,11 @@ def test_velocity_target_is_time_derivative(process, float64):
     torch.testing.assert_close(process.sample(x0, x1, t).target, fd, rtol=1e-6, atol=1e-6)
 
 
-WEIGHTED = [(p, w) for p in NEW_PROCESSES for w in ("snr", "min_snr_5", "min_snr_0.5", *(("edm",) if isinstance(p, EDM) else ()))]
+WEIGHTED = [
+    (p, w)
+    for p in NEW_PROCESSES
+    for w in ("snr", "min_snr_5", "min_snr_0.5", *(("edm",) if isinstance(p, EDM) else ()))
+]
 
 
 @pytest.mark.parametrize("process,weighting", WEIGHTED, ids=lambda v: v if isinstance(v, str) else type(v).__name__)
@@ -116,7 +144,12 @@ def test_weighting_is_a_data_space_weight(process, weighting, prediction, float6
     c = process.coefficients(t)
     snr = (c.a / c.b) ** 2
     sigma = c.b / c.a
-    lam = {"snr": snr, "min_snr_5": snr.clamp(max=5.0), "min_snr_0.5": snr.clamp(max=0.5), "edm": (sigma**2 + 0.25) / (0.5 * sigma) ** 2}[weighting]
+    lam = {
+        "snr": snr,
+        "min_snr_5": snr.clamp(max=5.0),
+        "min_snr_0.5": snr.clamp(max=0.5),
+        "edm": (sigma**2 + 0.25) / (0.5 * sigma) ** 2,
+    }[weighting]
     lhs = process.weight(t) * ((wrong - s.target) ** 2).sum(1)
     torch.testing.assert_close(lhs, lam * ((process.to_data(wrong, s.x_t, t) - x1) ** 2).sum(1))
 
@@ -127,8 +160,14 @@ def test_min_snr_matches_hang_et_al_table(float64):
     for process in (DiscreteVP(weighting="min_snr_5"), ContinuousVP(weighting="min_snr_5")):
         c = process.coefficients(t.clamp(max=process.t_max))
         snr = c.a**2 / c.b**2
-        for prediction, expected in (("x1", snr.clamp(max=5)), ("x0", snr.clamp(max=5) / snr), ("v", snr.clamp(max=5) / (snr + 1))):
-            torch.testing.assert_close(with_prediction(process, prediction).weight(t.clamp(max=process.t_max)), expected)
+        for prediction, expected in (
+            ("x1", snr.clamp(max=5)),
+            ("x0", snr.clamp(max=5) / snr),
+            ("v", snr.clamp(max=5) / (snr + 1)),
+        ):
+            torch.testing.assert_close(
+                with_prediction(process, prediction).weight(t.clamp(max=process.t_max)), expected
+            )
     assert torch.equal(DiscreteVP().weight(t), torch.ones_like(t))
 
 
@@ -142,15 +181,17 @@ def test_process_specs_round_trip(process, float64):
 
 def test_bad_diffusion_arguments():
     """Every bad argument is a one-line ConfigError naming the value and the allowed set."""
-    cases = [(lambda: DiscreteVP(beta_schedule="cosine"), r"beta_schedule='cosine'.*'linear'"),
-             (lambda: DiscreteVP(num_train_timesteps=1), r"num_train_timesteps=1 .*>= 2"),
-             (lambda: DiscreteVP(beta_start=0.1, beta_end=0.01), r"beta_start=0.1, beta_end=0.01"),
-             (lambda: DiscreteVP(weighting="min_snr_0"), r"weighting='min_snr_0'.*'uniform'"),
-             (lambda: ContinuousVP(weighting="edm"), r"weighting='edm'.*'snr'"),
-             (lambda: ContinuousVP(beta_min=5.0, beta_max=1.0), r"beta_min=5.0, beta_max=1.0"),
-             (lambda: EDM(sigma_min=1.0, sigma_max=0.5), r"sigma_min=1.0, sigma_max=0.5"),
-             (lambda: EDM(prediction="eps"), r"prediction='eps'.*'velocity'"),
-             (lambda: EDMPrecond(MLP(), EDM(prediction="x0")), r"EDM\(prediction='x0'\).*prediction='x1'")]
+    cases = [
+        (lambda: DiscreteVP(beta_schedule="cosine"), r"beta_schedule='cosine'.*'linear'"),
+        (lambda: DiscreteVP(num_train_timesteps=1), r"num_train_timesteps=1 .*>= 2"),
+        (lambda: DiscreteVP(beta_start=0.1, beta_end=0.01), r"beta_start=0.1, beta_end=0.01"),
+        (lambda: DiscreteVP(weighting="min_snr_0"), r"weighting='min_snr_0'.*'uniform'"),
+        (lambda: ContinuousVP(weighting="edm"), r"weighting='edm'.*'snr'"),
+        (lambda: ContinuousVP(beta_min=5.0, beta_max=1.0), r"beta_min=5.0, beta_max=1.0"),
+        (lambda: EDM(sigma_min=1.0, sigma_max=0.5), r"sigma_min=1.0, sigma_max=0.5"),
+        (lambda: EDM(prediction="eps"), r"prediction='eps'.*'velocity'"),
+        (lambda: EDMPrecond(MLP(), EDM(prediction="x0")), r"EDM\(prediction='x0'\).*prediction='x1'"),
+    ]
     for build, match in cases:
         with pytest.raises(ConfigError, match=match):
             build()
@@ -194,7 +235,9 @@ def test_edm_precond_coefficients(float64):
     """At σ = σ_d: c_skip = ½, c_out = σ_d/√2, c_in = 1/(σ_d√2), c_noise = ¼·ln σ_d; unit-variance identities hold for all σ."""
     precond = EDMPrecond(Recorder(), EDM(sigma_data=0.5))
     c = precond.coefficients(torch.tensor([0.5]))
-    torch.testing.assert_close(torch.cat(list(c)), torch.tensor([0.5, 0.5 / math.sqrt(2), math.sqrt(2), math.log(0.5) / 4]))
+    torch.testing.assert_close(
+        torch.cat(list(c)), torch.tensor([0.5, 0.5 / math.sqrt(2), math.sqrt(2), math.log(0.5) / 4])
+    )
     sigma = torch.logspace(-3, 2, 20)
     c = precond.coefficients(sigma)
     torch.testing.assert_close(c.c_in**2 * (sigma**2 + 0.25), torch.ones(20))  # Var[c_in·x_t] = 1
@@ -220,8 +263,13 @@ def test_edm_precond_spec_round_trips():
 
 
 # ---- SiD equivalence (METHOD.md §2.5) ------------------------------------------------------------------
-SID_PROCESSES = [DiscreteVP(prediction="x1"), DiscreteVP(prediction="x0"), ContinuousVP(prediction="x1"),
-                 ContinuousVP(prediction="x0"), EDM(prediction="x1")]
+SID_PROCESSES = [
+    DiscreteVP(prediction="x1"),
+    DiscreteVP(prediction="x0"),
+    ContinuousVP(prediction="x1"),
+    ContinuousVP(prediction="x0"),
+    EDM(prediction="x1"),
+]
 
 
 @pytest.mark.parametrize("process", SID_PROCESSES, ids=lambda p: f"{type(p).__name__}-{p.prediction}")

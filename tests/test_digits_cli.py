@@ -7,16 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import callbacks_yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import callbacks_yaml
 from realuid_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_NET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]", "--model.init_args.net.init_args.norm_num_groups=8",
-            "--model.init_args.net.init_args.attention_head_dim=8"]
-FD = ("{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 200, batch_size: 100, "
-      "feature: digits, teacher_steps: [1, 2], cache_dir: fid_cache}}")
+TINY_NET = [
+    "--model.init_args.net.init_args.block_out_channels=[8, 16]",
+    "--model.init_args.net.init_args.norm_num_groups=8",
+    "--model.init_args.net.init_args.attention_head_dim=8",
+]
+FD = (
+    "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 200, batch_size: 100, "
+    "feature: digits, teacher_steps: [1, 2], cache_dir: fid_cache}}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +32,39 @@ def digits_run(tmp_path_factory):
         mp.chdir(tmp)
         for name in ("digits_teacher", "digits_realuid"):
             (tmp / f"{name}.yaml").write_text(callbacks_yaml(name, FD))
-        common = ["--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
-                  f"--trainer.logger.init_args.save_dir={tmp}/runs", "--data.init_args.batch_size=32", "--trainer.log_every_n_steps=2"]
-        main(["fit", "--config", str(ROOT / "configs/digits_teacher.yaml"), "--config", "digits_teacher.yaml", *common, *TINY_NET])
+        common = [
+            "--trainer.max_steps=6",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            f"--trainer.logger.init_args.save_dir={tmp}/runs",
+            "--data.init_args.batch_size=32",
+            "--trainer.log_every_n_steps=2",
+        ]
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/digits_teacher.yaml"),
+                "--config",
+                "digits_teacher.yaml",
+                *common,
+                *TINY_NET,
+            ]
+        )
         teacher = tmp / "runs/digits_teacher/checkpoints/last.ckpt"
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            main(["fit", "--config", str(ROOT / "configs/digits_realuid.yaml"), "--config", "digits_realuid.yaml",
-                  *common, f"--model.teacher.teacher_ckpt={teacher}", "--model.teacher.teacher_ema=0.9"])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(ROOT / "configs/digits_realuid.yaml"),
+                    "--config",
+                    "digits_realuid.yaml",
+                    *common,
+                    f"--model.teacher.teacher_ckpt={teacher}",
+                    "--model.teacher.teacher_ema=0.9",
+                ]
+            )
         (tmp / "student_stdout.txt").write_text(out.getvalue())
     return tmp
 
@@ -44,8 +75,14 @@ def test_student_logs_grids_and_fd(digits_run):
     events.Reload()
     assert {"samples/raw", "samples/ema_0.9"} <= set(events.Tags()["images"])
     scalars = set(events.Tags()["scalars"])
-    assert {"fid/raw", "fid/ema_0.9", "fid/teacher_1steps", "fid/teacher_2steps", "train/fake_loss",
-            "train/generator_loss"} <= scalars
+    assert {
+        "fid/raw",
+        "fid/ema_0.9",
+        "fid/teacher_1steps",
+        "fid/teacher_2steps",
+        "train/fake_loss",
+        "train/generator_loss",
+    } <= scalars
     assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("fid/raw"))
     assert list((digits_run / "fid_cache").glob("*.pt"))
     assert len(list((digits_run / "fid_cache").glob("teacher_*.pt"))) == 2, "the frozen teacher's, not the trainee's"
@@ -54,14 +91,27 @@ def test_student_logs_grids_and_fd(digits_run):
 def test_student_fit_ends_with_the_fd_line(digits_run):
     """The distillation run's last line on stdout is FD-digits of the EMA and raw student beside the teacher's."""
     last = (digits_run / "student_stdout.txt").read_text().splitlines()[-1]
-    assert re.fullmatch(r"FD-digits \(200 samples, seed 0\): student EMA 0\.9 = [\d.]+, raw = [\d.]+ "
-                        r"\| teacher 1 / 2 steps = [\d.]+ / [\d.]+", last), last
+    assert re.fullmatch(
+        r"FD-digits \(200 samples, seed 0\): student EMA 0\.9 = [\d.]+, raw = [\d.]+ "
+        r"\| teacher 1 / 2 steps = [\d.]+ / [\d.]+",
+        last,
+    ), last
 
 
 def test_sample_image_checkpoint(digits_run):
     """`realuid sample` on an image checkpoint writes an (N, 1, 8, 8) tensor and a PNG grid."""
     out = digits_run / "samples.pt"
-    main(["sample", "--ckpt", str(digits_run / "runs/digits_realuid/checkpoints/last.ckpt"), "--num", "20", "--out", str(out)])
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(digits_run / "runs/digits_realuid/checkpoints/last.ckpt"),
+            "--num",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
     samples = torch.load(out, weights_only=True)
     assert samples.shape == (20, 1, 8, 8) and torch.isfinite(samples).all()
     assert out.with_suffix(".png").stat().st_size > 100

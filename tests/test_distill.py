@@ -4,9 +4,9 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
 from realuid_lightning import MLP, FlowMatching, GeneratorOptions, OneStepGenerator, RealUIDModule, TeacherOptions
 from realuid_lightning.checkpoint import instantiate
 from realuid_lightning.errors import ConfigError
@@ -118,30 +118,37 @@ def test_resume_is_bit_identical(tmp_path):
     resumed = tiny_distiller(fake_updates=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer(14, tmp_path, callbacks=[resumed_ema]).fit(resumed, tiny_data(num_train=512), ckpt_path=str(tmp_path / "epoch=0-step=6.ckpt"))
+        trainer(14, tmp_path, callbacks=[resumed_ema]).fit(
+            resumed, tiny_data(num_train=512), ckpt_path=str(tmp_path / "epoch=0-step=6.ckpt")
+        )
     assert not [w for w in caught if "not resumable" in str(w.message)]  # the loader resumes exactly, and says so
 
     assert same(params(resumed.generator), params(full.generator))
     assert same(params(resumed.fake_model), params(full.fake_model))
     assert int(resumed.generator_updates) == int(full.generator_updates) == 4
     for decay in full_ema.decays:
-        assert all(torch.equal(resumed_ema.averages[str(decay)][k], v) for k, v in full_ema.averages[str(decay)].items())
+        assert all(
+            torch.equal(resumed_ema.averages[str(decay)][k], v) for k, v in full_ema.averages[str(decay)].items()
+        )
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"alpha": 1.2}, r"alpha=1.2 is out of range; it must lie in \(0, 1\]"),
-    ({"beta": 0.0}, r"beta=0.0 is out of range"),
-    ({"alpha": 1.0, "beta": 0.98}, r"alpha=1 requires beta=1"),
-    ({"gamma": 1.5}, r"gamma=1.5 is out of range"),
-    ({"parameterisation": "gamma"}, r"parameterisation='gamma' .*'standard' or 'beta'"),
-    ({"fake_updates": 0}, r"fake_updates=0 must be >= 1"),
-    ({"fake_init": "random"}, r"fake_init='random'"),
-    ({"dropout": 1.0}, r"dropout=1.0 is out of range; it must lie in \[0, 1\)"),
-    ({"dropout": -0.1}, r"dropout=-0.1 is out of range"),
-    ({"final_lr_ratio": 1.5}, r"final_lr_ratio=1.5 must lie in \[0, 1\]"),
-    ({"gan_discriminator_weight": -1.0}, r"GAN weights must be >= 0 \(.*gan_discriminator_weight=-1.0\)"),
-    ({"gan_time_min": 1.0}, r"gan_time_min=1.0 must lie in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"alpha": 1.2}, r"alpha=1.2 is out of range; it must lie in \(0, 1\]"),
+        ({"beta": 0.0}, r"beta=0.0 is out of range"),
+        ({"alpha": 1.0, "beta": 0.98}, r"alpha=1 requires beta=1"),
+        ({"gamma": 1.5}, r"gamma=1.5 is out of range"),
+        ({"parameterisation": "gamma"}, r"parameterisation='gamma' .*'standard' or 'beta'"),
+        ({"fake_updates": 0}, r"fake_updates=0 must be >= 1"),
+        ({"fake_init": "random"}, r"fake_init='random'"),
+        ({"dropout": 1.0}, r"dropout=1.0 is out of range; it must lie in \[0, 1\)"),
+        ({"dropout": -0.1}, r"dropout=-0.1 is out of range"),
+        ({"final_lr_ratio": 1.5}, r"final_lr_ratio=1.5 must lie in \[0, 1\]"),
+        ({"gan_discriminator_weight": -1.0}, r"GAN weights must be >= 0 \(.*gan_discriminator_weight=-1.0\)"),
+        ({"gan_time_min": 1.0}, r"gan_time_min=1.0 must lie in \[0, 1\)"),
+    ],
+)
 def test_bad_hyperparameters(kwargs, match):
     """Out-of-range hyperparameters raise one clear error naming the value and the allowed range."""
     with pytest.raises(ValueError, match=match):
@@ -167,30 +174,55 @@ def test_resume_with_another_teacher_is_refused(tmp_path):
 def test_fine_tuning_starts_from_a_distilled_generator(tmp_path):
     """generator_ckpt loads a distillation checkpoint's generator (raw or EMA weights) into a new run."""
     first, averages = tiny_distiller(fake_updates=1), ema()
-    trainer(4, tmp_path, callbacks=[averages, ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(first, tiny_data())
+    trainer(4, tmp_path, callbacks=[averages, ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(
+        first, tiny_data()
+    )
     teacher = tiny_teacher()
     source = TeacherOptions(net=teacher.net, process=teacher.process)
     ckpt = str(tmp_path / "last.ckpt")
-    raw = RealUIDModule(source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=None,
-                                                           fake_init="teacher"))
+    raw = RealUIDModule(
+        source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=None, fake_init="teacher")
+    )
     assert same(params(raw.generator), params(first.generator))
     smooth = RealUIDModule(source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=0.9))
     assert all(torch.equal(smooth.generator.net.state_dict()[k], v) for k, v in averages.averages["0.9"].items())
 
 
 # ---- the networks RealUID builds from the teacher ---------------------------------------------------------
-DIFFUSERS_CONFIG = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                        norm_num_groups=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=4)
+DIFFUSERS_CONFIG = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=4,
+)
 BACKBONES = {  # name: dropout -> (network, its process, its data shape)
     "MLP": lambda p: (MLP(dim=2, hidden=32, depth=2, time_dim=8), FlowMatching(), (2,)),
     "UNet": lambda p: (UNet(8, 1, (8, 16), 1, (), 8, dropout=p, norm_num_groups=8), FlowMatching(), (1, 8, 8)),
-    "TorchCFMUNet": lambda p: (TorchCFMUNet(dim=(1, 8, 8), num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
-                                            attention_resolutions="4", num_heads=2, num_head_channels=16, dropout=p),
-                               FlowMatching(), (1, 8, 8)),
+    "TorchCFMUNet": lambda p: (
+        TorchCFMUNet(
+            dim=(1, 8, 8),
+            num_channels=32,
+            num_res_blocks=1,
+            channel_mult=(1, 2),
+            attention_resolutions="4",
+            num_heads=2,
+            num_head_channels=16,
+            dropout=p,
+        ),
+        FlowMatching(),
+        (1, 8, 8),
+    ),
     "DiffusersUNet": lambda p: (DiffusersUNet({**DIFFUSERS_CONFIG, "dropout": p}), FlowMatching(), (1, 8, 8)),
-    "EDMPrecond": lambda p: (EDMPrecond(UNet(8, 1, (8, 16), 1, (), 8, dropout=p, norm_num_groups=8), EDM()), EDM(),
-                             (1, 8, 8)),
+    "EDMPrecond": lambda p: (
+        EDMPrecond(UNet(8, 1, (8, 16), 1, (), 8, dropout=p, norm_num_groups=8), EDM()),
+        EDM(),
+        (1, 8, 8),
+    ),
 }
 WITH_DROPOUT = [name for name in BACKBONES if name != "MLP"]
 
@@ -240,8 +272,9 @@ def test_fake_from_scratch_is_a_freshly_built_network(name):
     """fake_init='scratch' is the network as its constructor builds it (torchcfm's outputs 0), not a reset teacher."""
     teacher, process, shape = trained_teacher(name)
     torch.manual_seed(1)
-    module = RealUIDModule(TeacherOptions(net=teacher, process=process),
-                           generator=GeneratorOptions(fake_init="scratch"))
+    module = RealUIDModule(
+        TeacherOptions(net=teacher, process=process), generator=GeneratorOptions(fake_init="scratch")
+    )
     torch.manual_seed(1)
     fresh = BACKBONES[name](0.0)[0]
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in module.fake_model.state_dict().items())
@@ -253,8 +286,9 @@ def test_fake_from_scratch_needs_a_network_spec():
     """A teacher that does not keep its init args cannot be rebuilt from scratch: one line saying what to do."""
     with pytest.raises(ConfigError, match=r"fake_init='scratch' .* UserNet has none .* use fake_init='teacher'"):
         RealUIDModule(TeacherOptions(net=UserNet(), process=FlowMatching()))
-    RealUIDModule(TeacherOptions(net=UserNet(), process=FlowMatching()),
-                  generator=GeneratorOptions(fake_init="teacher"))
+    RealUIDModule(
+        TeacherOptions(net=UserNet(), process=FlowMatching()), generator=GeneratorOptions(fake_init="teacher")
+    )
 
 
 @pytest.mark.parametrize("prediction,time", [("x0", 0.0), ("x1", 1.0)])
@@ -264,8 +298,10 @@ def test_singular_generator_time_is_refused(prediction, time):
     with pytest.raises(ConfigError, match=match):
         OneStepGenerator(MLP(), FlowMatching(prediction=prediction), time)
     with pytest.raises(ConfigError, match=r"or a teacher predicting one of \['velocity', .*'v'\]"):
-        RealUIDModule(TeacherOptions(net=MLP(), process=FlowMatching(prediction=prediction)),
-                      generator=GeneratorOptions(generator_time=time))
+        RealUIDModule(
+            TeacherOptions(net=MLP(), process=FlowMatching(prediction=prediction)),
+            generator=GeneratorOptions(generator_time=time),
+        )
     z = torch.randn(5, 2)
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 0.5)(z)).all()
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(), time)(z)).all()
@@ -282,7 +318,9 @@ def test_final_lr_ratio_decays_both_learning_rates_by_a_cosine_to_the_ratio():
 
     trainer(24, callbacks=[Record()]).fit(module, tiny_data())
     fake_total, gen_total = 16, 8  # 24 iterations at K = 2: 16 fake and 8 generator updates
-    factor = lambda k, total: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (k - 2) / (total - 2)))) if k >= 2 else (k + 1) / 2
+    factor = lambda k, total: (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (k - 2) / (total - 2)))) if k >= 2 else (k + 1) / 2
+    )
     fake_lrs = [lrs[0] for i, lrs in enumerate(seen) if i % 3 != 2]
     gen_lrs = [lrs[1] for i, lrs in enumerate(seen) if i % 3 == 2]
     assert fake_lrs == pytest.approx([2e-3 * factor(k + 1, fake_total) for k in range(fake_total)])

@@ -4,7 +4,6 @@ PNG files."""
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,10 @@ FAST = ["--steps", "2", "--num", "48", "--feature", "digits", "--batch-size", "2
 def data_config(tmp_path: Path, **init_args) -> str:
     """A LightningCLI-style config whose data section is a DigitsDataModule with ``init_args``."""
     path = tmp_path / f"data_{'_'.join(f'{k}{v}' for k, v in init_args.items()) or 'plain'}.yaml"
-    path.write_text("data:\n  class_path: realuid_lightning.DigitsDataModule\n"
-                    f"  init_args: {json.dumps({'batch_size': 64, **init_args})}\n")
+    path.write_text(
+        "data:\n  class_path: realuid_lightning.DigitsDataModule\n"
+        f"  init_args: {json.dumps({'batch_size': 64, **init_args})}\n"
+    )
     return str(path)
 
 
@@ -66,16 +67,30 @@ def test_fd_and_kid_equal_torchmetrics_fed_the_same_images(tmp_path, capsys):
     torch.manual_seed(3)  # evaluate draws KID's subsets with seed --seed + r
     assert out["metrics"]["fd"]["values"][0] == pytest.approx(float(fid.compute()), rel=1e-5)
     assert out["metrics"]["kid"]["values"][0] == pytest.approx(float(kid.compute()[0]), rel=1e-4)
-    assert out["protocol"]["reference"] == {"source": "data", "data": data_config(tmp_path),
-                                            "datamodule": "DigitsDataModule", "split": "train", "num": 300}
+    assert out["protocol"]["reference"] == {
+        "source": "data",
+        "data": data_config(tmp_path),
+        "datamodule": "DigitsDataModule",
+        "split": "train",
+        "num": 300,
+    }
     assert out["protocol"]["features"] == "digits" and out["protocol"]["steps"] == 2 and out["protocol"]["ema"] == "raw"
 
 
 def test_statistics_file_round_trips(tmp_path, capsys):
     """--save-stats then --stats gives the same statistics, bit for bit, and the same scores as the images did."""
     stats = tmp_path / "ref.npz"
-    first = evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path, heldout=200), "--num-real", "300",
-                     "--save-stats", str(stats))
+    first = evaluate(
+        capsys,
+        "--reference",
+        "data",
+        "--data",
+        data_config(tmp_path, heldout=200),
+        "--num-real",
+        "300",
+        "--save-stats",
+        str(stats),
+    )
     loaded = load_stats(stats)
     features = DigitsFeatures.pretrained()
     with torch.no_grad():
@@ -85,16 +100,24 @@ def test_statistics_file_round_trips(tmp_path, capsys):
     assert loaded.heldout.shape == (200, 64)
     second = evaluate(capsys, "--stats", str(stats))
     assert second["metrics"] == first["metrics"] and second["protocol"]["reference"] == first["protocol"]["reference"]
-    assert set(first["metrics"]) == {"fd", "kid", "precision", "recall", "memorisation", "nn_distance_samples",
-                                     "nn_distance_heldout"}
+    assert set(first["metrics"]) == {
+        "fd",
+        "kid",
+        "precision",
+        "recall",
+        "memorisation",
+        "nn_distance_samples",
+        "nn_distance_heldout",
+    }
 
 
 def test_repeats_give_mean_and_std_over_seeds(tmp_path, capsys):
     """--repeats 3 --seed 5 scores seeds 5, 6, 7: the values of three single runs, their mean and sample std
     (ddof 1)."""
     stats = tmp_path / "ref.npz"
-    evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "300",
-             "--save-stats", str(stats))
+    evaluate(
+        capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "300", "--save-stats", str(stats)
+    )
     repeated = evaluate(capsys, "--stats", str(stats), "--repeats", "3", "--seed", "5")
     singles = [evaluate(capsys, "--stats", str(stats), "--seed", str(s))["metrics"] for s in (5, 6, 7)]
     assert repeated["protocol"]["seeds"] == [5, 6, 7] and singles[0]["fd"]["std"] is None
@@ -147,20 +170,46 @@ def test_memorisation_against_the_held_out_digits(tmp_path, capsys):
     metrics = out["metrics"]
     assert metrics["nn_distance_heldout"]["values"][0] == pytest.approx(float(expected), rel=1e-6)
     assert metrics["memorisation"]["values"][0] == pytest.approx(
-        metrics["nn_distance_samples"]["values"][0] / metrics["nn_distance_heldout"]["values"][0])
+        metrics["nn_distance_samples"]["values"][0] / metrics["nn_distance_heldout"]["values"][0]
+    )
     assert out["protocol"]["reference"]["num"] == 1597 and out["protocol"]["reference"]["heldout"] == 200
-    held_out = evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path, heldout=200),
-                        "--split", "heldout")
+    held_out = evaluate(
+        capsys, "--reference", "data", "--data", data_config(tmp_path, heldout=200), "--split", "heldout"
+    )
     assert held_out["protocol"]["reference"]["num"] == 200 and "memorisation" not in held_out["metrics"]
 
 
 def test_pngs_of_evaluate_and_sample_hold_the_samples(tmp_path, capsys):
     """--save-images and `realuid sample --out DIR/` write one PNG per sample, equal to the samples up to 8-bit
     rounding; an image folder as --reference scores like the same images from the data module."""
-    evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "300", "--save-images",
-             str(tmp_path / "eval"), "--repeats", "2")
-    main(["sample", "--ckpt", str(TEACHER), "--steps", "2", "--num", "48", "--seed", "1",
-          "--out", f"{tmp_path / 'sample'}/"])
+    evaluate(
+        capsys,
+        "--reference",
+        "data",
+        "--data",
+        data_config(tmp_path),
+        "--num-real",
+        "300",
+        "--save-images",
+        str(tmp_path / "eval"),
+        "--repeats",
+        "2",
+    )
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(TEACHER),
+            "--steps",
+            "2",
+            "--num",
+            "48",
+            "--seed",
+            "1",
+            "--out",
+            f"{tmp_path / 'sample'}/",
+        ]
+    )
     assert capsys.readouterr().out.startswith("wrote 48 PNG files")
     for folder, seed in ((tmp_path / "eval/seed_1", 1), (tmp_path / "sample", 1), (tmp_path / "eval/seed_0", 0)):
         assert len(list(folder.glob("*.png"))) == 48
@@ -202,8 +251,22 @@ def one_line_error(capsys, args: list[str], *needles: str) -> None:
         assert needle in lines[-1], lines[-1]
 
 
-@pytest.mark.parametrize("case", ["reference", "stats", "no reference", "data without config", "split", "no heldout",
-                                  "shape", "num", "repeats", "garbage stats", "steps"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "reference",
+        "stats",
+        "no reference",
+        "data without config",
+        "split",
+        "no heldout",
+        "shape",
+        "num",
+        "repeats",
+        "garbage stats",
+        "steps",
+    ],
+)
 def test_user_mistakes_are_one_line(case, tmp_path, capsys):
     """Bad references, a missing statistics file, a split the data module lacks, mismatched shapes and bad counts."""
     (tmp_path / "junk.npz").write_bytes(b"not numpy")
@@ -214,15 +277,23 @@ def test_user_mistakes_are_one_line(case, tmp_path, capsys):
         "stats": (["--stats", str(tmp_path / "missing.npz")], ["missing.npz", "does not exist", "--save-stats"]),
         "no reference": ([], ["--reference data", "--stats FILE.npz"]),
         "data without config": (["--reference", "data"], ["--data CONFIG"]),
-        "split": (["--reference", "data", "--data", str(user_data), "--split", "heldout"],
-                  ["UserData offers no held-out split"]),
-        "no heldout": (["--reference", "data", "--data", data_config(tmp_path), "--split", "heldout"],
-                       ["DigitsDataModule holds no images out", "heldout"]),
-        "shape": (["--reference", "data", "--data", data_config(tmp_path, resolution=16)],
-                  ["samples have shape (1, 8, 8)", "have shape (1, 16, 16)"]),
+        "split": (
+            ["--reference", "data", "--data", str(user_data), "--split", "heldout"],
+            ["UserData offers no held-out split"],
+        ),
+        "no heldout": (
+            ["--reference", "data", "--data", data_config(tmp_path), "--split", "heldout"],
+            ["DigitsDataModule holds no images out", "heldout"],
+        ),
+        "shape": (
+            ["--reference", "data", "--data", data_config(tmp_path, resolution=16)],
+            ["samples have shape (1, 8, 8)", "have shape (1, 16, 16)"],
+        ),
         "num": (["--reference", "data", "--data", data_config(tmp_path), "--num", "1"], ["--num 1", ">= 4"]),
-        "repeats": (["--reference", "data", "--data", data_config(tmp_path), "--repeats", "0"],
-                    ["--repeats 0", ">= 1"]),
+        "repeats": (
+            ["--reference", "data", "--data", data_config(tmp_path), "--repeats", "0"],
+            ["--repeats 0", ">= 1"],
+        ),
         "garbage stats": (["--stats", str(tmp_path / "junk.npz")], ["junk.npz", "not a realuid statistics file"]),
         "steps": (["--reference", "data", "--data", data_config(tmp_path), "--steps", "0"], ["--steps 0", ">= 1"]),
     }[case]
@@ -232,13 +303,22 @@ def test_user_mistakes_are_one_line(case, tmp_path, capsys):
 def test_missing_ema_and_other_feature_are_one_line(ema_ckpt, tmp_path, capsys):
     """--ema with a decay the checkpoint lacks names the saved decays; --stats with another feature network names
     both."""
-    one_line_error(capsys, ["--ckpt", str(ema_ckpt), "--ema", "0.99", "--reference", "data",
-                            "--data", data_config(tmp_path)], "no EMA with decay 0.99", "available: [0.9]")
+    one_line_error(
+        capsys,
+        ["--ckpt", str(ema_ckpt), "--ema", "0.99", "--reference", "data", "--data", data_config(tmp_path)],
+        "no EMA with decay 0.99",
+        "available: [0.9]",
+    )
     stats = tmp_path / "digits.npz"
-    evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "100",
-             "--save-stats", str(stats))
-    one_line_error(capsys, ["--stats", str(stats), "--feature", "helpers.TinyFeatures"],
-                   "computed with feature 'digits'", "not 'helpers.TinyFeatures'")
+    evaluate(
+        capsys, "--reference", "data", "--data", data_config(tmp_path), "--num-real", "100", "--save-stats", str(stats)
+    )
+    one_line_error(
+        capsys,
+        ["--stats", str(stats), "--feature", "helpers.TinyFeatures"],
+        "computed with feature 'digits'",
+        "not 'helpers.TinyFeatures'",
+    )
 
 
 def test_help_lists_evaluate(capsys):

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from PIL import Image
+from test_cli import one_line_error, run_main
 
-from helpers import tiny_data, tiny_distiller, tiny_teacher, trainer
 from realuid_lightning import ImageFolderDataModule, MatchingModule
 from realuid_lightning.cli import RealUIDCLI, main
 from realuid_lightning.errors import ConfigError, DivergenceError
 from realuid_lightning.nets import UNet
 from realuid_lightning.saving import AtomicCheckpointIO, FinalCheckpoint
-from test_cli import one_line_error, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_TEACHER, TOY_REALUID = str(ROOT / "configs/toy2d_teacher.yaml"), str(ROOT / "configs/toy2d_realuid.yaml")
@@ -59,8 +59,19 @@ def runs(tmp_path_factory):
     (root / "no_output.yaml").write_text(NO_OUTPUT)
     with pytest.MonkeyPatch.context() as mp, one_thread():
         mp.chdir(root)
-        main(["fit", "--config", TOY_TEACHER, "--trainer.max_steps=24", "--trainer.val_check_interval=12", *QUIET,
-              "--model.init_args.warmup_steps=2", "--model.init_args.net.init_args.hidden=32", f"--trainer.logger.init_args.save_dir={root}"])
+        main(
+            [
+                "fit",
+                "--config",
+                TOY_TEACHER,
+                "--trainer.max_steps=24",
+                "--trainer.val_check_interval=12",
+                *QUIET,
+                "--model.init_args.warmup_steps=2",
+                "--model.init_args.net.init_args.hidden=32",
+                f"--trainer.logger.init_args.save_dir={root}",
+            ]
+        )
         (root / "full").mkdir()
         mp.chdir(root / "full")
         main(["fit", *distill_args(root)])
@@ -68,10 +79,19 @@ def runs(tmp_path_factory):
 
 
 def distill_args(root: Path) -> list[str]:
-    return ["--config", TOY_REALUID, "--config", str(root / "checkpoints.yaml"), f"--trainer.max_steps={MAX_STEPS}", *QUIET,
-            "--model.init_args.optimisation.warmup_steps=2",
-            f"--model.teacher.teacher_ckpt={root / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
-            "--trainer.logger.init_args.save_dir=.", "--data.init_args.num_train=1000", "--data.init_args.batch_size=64"]
+    return [
+        "--config",
+        TOY_REALUID,
+        "--config",
+        str(root / "checkpoints.yaml"),
+        f"--trainer.max_steps={MAX_STEPS}",
+        *QUIET,
+        "--model.init_args.optimisation.warmup_steps=2",
+        f"--model.teacher.teacher_ckpt={root / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
+        "--trainer.logger.init_args.save_dir=.",
+        "--data.init_args.num_train=1000",
+        "--data.init_args.batch_size=64",
+    ]
 
 
 def assert_same(a, b, where="checkpoint"):
@@ -109,8 +129,13 @@ def test_sigkill_and_resume_is_bit_identical(runs, monkeypatch):
     killed.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with open(killed / "stderr.txt", "w") as err:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("realuid")), "fit", *distill_args(runs)], cwd=killed,
-                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("realuid")), "fit", *distill_args(runs)],
+            cwd=killed,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         deadline = time.monotonic() + 120
         while proc.poll() is None and not (ckpts / "last.ckpt").exists() and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -153,8 +178,11 @@ def test_crash_during_save_keeps_the_previous_checkpoint(crash, tmp_path, monkey
 
 def test_cli_trainer_writes_atomically_unless_given_a_checkpoint_io(runs):
     """The CLI adds AtomicCheckpointIO to the Trainer's plugins, but keeps a CheckpointIO the user configured."""
-    args = ["--config", TOY_REALUID,
-            f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"]
+    args = [
+        "--config",
+        TOY_REALUID,
+        f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
+    ]
     assert isinstance(RealUIDCLI(args, run=False).trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     own = RealUIDCLI([*args, "--trainer.plugins=lightning.pytorch.plugins.io.TorchCheckpointIO"], run=False)
     assert type(own.trainer.strategy.checkpoint_io) is TorchCheckpointIO
@@ -175,14 +203,16 @@ def test_crafted_pickle_is_refused(runs, tmp_path, capsys):
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
     torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", f"--ckpt_path={evil}"],
-                         capsys)
+    code, err = run_main(
+        ["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", f"--ckpt_path={evil}"], capsys
+    )
     one_line_error(code, err, "ckpt_path", "evil.ckpt", "cannot be read safely", "GLOBAL os.makedirs")
     with pytest.raises(ConfigError, match="cannot be read safely .*GLOBAL os.makedirs"):
         AtomicCheckpointIO().load_checkpoint(evil)
     assert not marker.exists()
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", "--weights_only=false"],
-                         capsys)
+    code, err = run_main(
+        ["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", "--weights_only=false"], capsys
+    )
     one_line_error(code, err, "--weights_only false is not supported")
 
 
@@ -209,27 +239,45 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     module = tiny_distiller(fake_updates=1, max_nonfinite=3)
     nan_after(module, "_fake_loss", 4)
     nan_after(module, "_generator_loss", 4)
-    with pytest.raises(DivergenceError, match=r"^training diverged: 3 updates in a row .* checkpoints written so far are kept") as err:
+    with pytest.raises(
+        DivergenceError, match=r"^training diverged: 3 updates in a row .* checkpoints written so far are kept"
+    ) as err:
         checkpoints = [ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2), FinalCheckpoint()]
         trainer(50, tmp_path, callbacks=checkpoints).fit(module, tiny_data())
     assert "\n" not in str(err.value)
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4 and int(module.iteration) == 6
     weights = {k: v for k, v in last["state_dict"].items() if k.startswith(("generator.", "fake_model."))}
-    assert weights and all(torch.equal(v, module.state_dict()[k]) and torch.isfinite(v).all() for k, v in weights.items())
+    assert weights and all(
+        torch.equal(v, module.state_dict()[k]) and torch.isfinite(v).all() for k, v in weights.items()
+    )
 
 
 @pytest.mark.parametrize("config", ["teacher", "realuid"])
 def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypatch):
     """7 steps with checkpoints every 5 leave last.ckpt at step 7 (Lightning alone leaves it at 5); it resumes to 9."""
     every_5 = "{dirpath: ckpts, save_last: true, every_n_train_steps: 5}"
-    (tmp_path / "every_5.yaml").write_text("trainer:\n  callbacks:\n    - {class_path: lightning.pytorch.callbacks."
-                                           f"ModelCheckpoint, init_args: {every_5}}}\n")
-    args = ["--config", TOY_TEACHER if config == "teacher" else TOY_REALUID, "--config", "every_5.yaml", *QUIET,
-            "--trainer.logger=false", "--trainer.limit_val_batches=0"]
-    args += (["--model.init_args.warmup_steps=2", "--model.init_args.net.init_args.hidden=32"] if config == "teacher"
-             else ["--model.init_args.optimisation.warmup_steps=2",
-                   f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}"])
+    (tmp_path / "every_5.yaml").write_text(
+        "trainer:\n  callbacks:\n    - {class_path: lightning.pytorch.callbacks."
+        f"ModelCheckpoint, init_args: {every_5}}}\n"
+    )
+    args = [
+        "--config",
+        TOY_TEACHER if config == "teacher" else TOY_REALUID,
+        "--config",
+        "every_5.yaml",
+        *QUIET,
+        "--trainer.logger=false",
+        "--trainer.limit_val_batches=0",
+    ]
+    args += (
+        ["--model.init_args.warmup_steps=2", "--model.init_args.net.init_args.hidden=32"]
+        if config == "teacher"
+        else [
+            "--model.init_args.optimisation.warmup_steps=2",
+            f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
+        ]
+    )
     monkeypatch.chdir(tmp_path)
     handler = Restored()
     logging.getLogger("lightning.pytorch").addHandler(handler)
@@ -273,29 +321,77 @@ def test_nan_weights_are_never_checkpointed(tmp_path):
 def test_out_of_range_max_nonfinite_one_line(runs, capsys):
     """max_nonfinite must be >= 1: one line naming the value."""
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}",
-                          "--model.optimisation.max_nonfinite=0"], capsys)
+    code, err = run_main(
+        [
+            "fit",
+            "--config",
+            TOY_REALUID,
+            f"--model.teacher.teacher_ckpt={teacher}",
+            "--model.optimisation.max_nonfinite=0",
+        ],
+        capsys,
+    )
     one_line_error(code, err, "max_nonfinite=0 must be >= 1")
 
 
 def test_generator_checkpoint_of_another_architecture(runs, capsys):
     """generator_ckpt from a distillation of another teacher architecture names the mismatching keys."""
     generator = runs / "full/runs/toy2d_realuid/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", DIGITS_REALUID, DIGITS_CKPT, f"--model.generator.generator_ckpt={generator}",
-                          "--model.generator.generator_ema=0.9"], capsys)
+    code, err = run_main(
+        [
+            "fit",
+            "--config",
+            DIGITS_REALUID,
+            DIGITS_CKPT,
+            f"--model.generator.generator_ckpt={generator}",
+            "--model.generator.generator_ema=0.9",
+        ],
+        capsys,
+    )
     one_line_error(code, err, "generator_ckpt", "does not match the network architecture", "missing keys")
 
 
-@pytest.mark.parametrize("config,args,needles", [
-    (DIGITS_REALUID, [DIGITS_CKPT, "--data.init_args.resolution=16"], ["data items have shape [1, 16, 16]", "built for shape [1, 8, 8]"]),
-    (DIGITS_REALUID, [DIGITS_CKPT, "--data.init_args.conditional=true"], ["network is unconditional", "conditional: false", "num_classes"]),
-    (DIGITS_TEACHER, ["--model.init_args.net.init_args.num_classes=10", "--model.init_args.net.init_args.block_out_channels=[8, 16]",
-                      "--model.init_args.net.init_args.attention_head_dim=8"], ["class-conditional (num_classes=10)", "conditional: true"]),
-], ids=["image_size", "labels_for_unconditional_teacher", "no_labels_for_conditional_teacher"])
+@pytest.mark.parametrize(
+    "config,args,needles",
+    [
+        (
+            DIGITS_REALUID,
+            [DIGITS_CKPT, "--data.init_args.resolution=16"],
+            ["data items have shape [1, 16, 16]", "built for shape [1, 8, 8]"],
+        ),
+        (
+            DIGITS_REALUID,
+            [DIGITS_CKPT, "--data.init_args.conditional=true"],
+            ["network is unconditional", "conditional: false", "num_classes"],
+        ),
+        (
+            DIGITS_TEACHER,
+            [
+                "--model.init_args.net.init_args.num_classes=10",
+                "--model.init_args.net.init_args.block_out_channels=[8, 16]",
+                "--model.init_args.net.init_args.attention_head_dim=8",
+            ],
+            ["class-conditional (num_classes=10)", "conditional: true"],
+        ),
+    ],
+    ids=["image_size", "labels_for_unconditional_teacher", "no_labels_for_conditional_teacher"],
+)
 def test_data_that_does_not_fit_the_teacher(config, args, needles, runs, capsys, monkeypatch):
     """Data of another shape than the teacher's, or labels that do not match its conditioning, stop the run in one line."""
     monkeypatch.chdir(runs)
-    code, err = run_main(["fit", "--config", config, "--config", str(runs / "no_output.yaml"), "--trainer.accelerator=cpu", *QUIET, *args], capsys)
+    code, err = run_main(
+        [
+            "fit",
+            "--config",
+            config,
+            "--config",
+            str(runs / "no_output.yaml"),
+            "--trainer.accelerator=cpu",
+            *QUIET,
+            *args,
+        ],
+        capsys,
+    )
     one_line_error(code, err, *needles)
 
 
@@ -304,8 +400,13 @@ def test_empty_or_missing_image_folder(folder, runs, tmp_path, capsys):
     """An image folder that is empty or missing is named in one line."""
     (tmp_path / "empty").mkdir()
     data = tmp_path / "data.yaml"
-    data.write_text(f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / folder}, num_workers: 0}}}}\n")
-    code, err = run_main(["fit", "--config", TOY_TEACHER, "--config", str(runs / "no_output.yaml"), "--config", str(data), *QUIET], capsys)
+    data.write_text(
+        f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / folder}, num_workers: 0}}}}\n"
+    )
+    code, err = run_main(
+        ["fit", "--config", TOY_TEACHER, "--config", str(runs / "no_output.yaml"), "--config", str(data), *QUIET],
+        capsys,
+    )
     one_line_error(code, err, str(tmp_path / folder), "holds no image files" if folder == "empty" else "does not exist")
 
 
@@ -316,11 +417,15 @@ def test_output_directory_not_writable(where, runs, tmp_path, capsys, monkeypatc
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     bad = blocker / "runs"
-    override = (f"--trainer.logger.init_args.save_dir={bad}" if where == "logger"
-                else f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {bad}}}}}]")
+    override = (
+        f"--trainer.logger.init_args.save_dir={bad}"
+        if where == "logger"
+        else f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {bad}}}}}]"
+    )
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", *QUIET, override],
-                         capsys)
+    code, err = run_main(
+        ["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", *QUIET, override], capsys
+    )
     one_line_error(code, err, f"output directory {str(bad)!r}", "is not writable", "is not a directory")
     assert not list(tmp_path.glob("runs"))
 
@@ -328,8 +433,10 @@ def test_output_directory_not_writable(where, runs, tmp_path, capsys, monkeypatc
 def test_unknown_config_key(runs, capsys):
     """A config key that does not exist exits non-zero with jsonargparse's message and no traceback."""
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
-    code, err = run_main(["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}",
-                          "--model.init_args.alhpa=0.9"], capsys)
+    code, err = run_main(
+        ["fit", "--config", TOY_REALUID, f"--model.teacher.teacher_ckpt={teacher}", "--model.init_args.alhpa=0.9"],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err and "alhpa" in err
 
 
@@ -342,7 +449,9 @@ def image_folder(root: Path) -> Path:
 
 
 def tiny_image_teacher() -> MatchingModule:
-    return MatchingModule(UNet(8, 3, (8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8, norm_num_groups=8))
+    return MatchingModule(
+        UNet(8, 3, (8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8, norm_num_groups=8)
+    )
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
@@ -352,14 +461,19 @@ def test_corrupt_image_through_the_cli(num_workers, runs, tmp_path, capsys, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "images").mkdir()
     broken = image_folder(tmp_path / "images")
-    net = "{sample_size: 8, channels: 3, block_out_channels: [8, 16], layers_per_block: 1, attention_levels: [], " \
-          "attention_head_dim: 8, norm_num_groups: 8}"
+    net = (
+        "{sample_size: 8, channels: 3, block_out_channels: [8, 16], layers_per_block: 1, attention_levels: [], "
+        "attention_head_dim: 8, norm_num_groups: 8}"
+    )
     (tmp_path / "run.yaml").write_text(
         f"model: {{class_path: realuid_lightning.MatchingModule, init_args: {{net: {{class_path: realuid_lightning.nets.UNet, "
         f"init_args: {net}}}}}}}\n"
         f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / 'images'}, resolution: 8, "
-        f"batch_size: 9, num_workers: {num_workers}}}}}\n")
-    code, err = run_main(["fit", "--config", str(tmp_path / "run.yaml"), "--config", str(runs / "no_output.yaml"), *QUIET], capsys)
+        f"batch_size: 9, num_workers: {num_workers}}}}}\n"
+    )
+    code, err = run_main(
+        ["fit", "--config", str(tmp_path / "run.yaml"), "--config", str(runs / "no_output.yaml"), *QUIET], capsys
+    )
     one_line_error(code, err, f"cannot decode image file {str(broken)!r}", "on_corrupt='skip'")
 
 
@@ -368,7 +482,9 @@ def test_corrupt_image_in_a_worker(on_corrupt, tmp_path, capfd):
     """With a worker process a corrupt image is skipped with a warning naming it, or fails fast naming it; nothing hangs."""
     broken = image_folder(tmp_path)
     dm = ImageFolderDataModule(str(tmp_path), resolution=8, batch_size=4, num_workers=1, on_corrupt=on_corrupt)
-    show = lambda message, category, filename, lineno, file=None, line=None: os.write(2, f"{category.__name__}: {message}\n".encode())
+    show = lambda message, category, filename, lineno, file=None, line=None: os.write(
+        2, f"{category.__name__}: {message}\n".encode()
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show  # the worker writes to file descriptor 2, which capfd reads

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers import sections, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
@@ -19,8 +20,6 @@ import realuid_lightning.sampler as sampler_module
 from realuid_lightning import EMA, ConfigError, FlowMatching, FrechetDistance, MatchingModule, RealUIDModule
 from realuid_lightning.metrics import feature_frechet_distance, frechet_distance
 from realuid_lightning.nets import DigitsFeatures, UNet
-
-from helpers import sections, trainer
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -111,13 +110,20 @@ class CountingDigits(pl.LightningDataModule):
 
 def tiny_unet() -> UNet:
     torch.manual_seed(0)
-    return UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(),
-                norm_num_groups=8)
+    return UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_levels=(),
+        norm_num_groups=8,
+    )
 
 
 def tiny_image_distiller() -> RealUIDModule:
-    return RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1,
-                                    warmup_steps=0))
+    return RealUIDModule(
+        **sections(net=tiny_unet(), process=FlowMatching(), alpha=0.94, beta=0.9588, fake_updates=1, warmup_steps=0)
+    )
 
 
 def count_teacher_sampling(monkeypatch) -> list[int]:
@@ -125,18 +131,31 @@ def count_teacher_sampling(monkeypatch) -> list[int]:
     call."""
     calls = []
     original = sampler_module.sample_teacher
-    monkeypatch.setattr(sampler_module, "sample_teacher",
-                        lambda *args, **kw: calls.append(args[3]) or original(*args, **kw))
+    monkeypatch.setattr(
+        sampler_module, "sample_teacher", lambda *args, **kw: calls.append(args[3]) or original(*args, **kw)
+    )
     return calls
 
 
 def fit(tmp_path, name: str) -> tuple[pl.Trainer, FrechetDistance, CountingDigits]:
     data = CountingDigits()
-    fid = FrechetDistance(every_n_steps=3, num_samples=64, feature="digits", kid=True, cache_dir=str(tmp_path / "cache"),
-                          batch_size=32, teacher_steps=2)
+    fid = FrechetDistance(
+        every_n_steps=3,
+        num_samples=64,
+        feature="digits",
+        kid=True,
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=32,
+        teacher_steps=2,
+    )
     checkpoint = ModelCheckpoint(dirpath=tmp_path / name, monitor="fid/ema_0.9", every_n_train_steps=3)
-    run = trainer(6, callbacks=[EMA([0.9]), fid, checkpoint], logger=CSVLogger(tmp_path, name=name), log_every_n_steps=50,
-                  enable_checkpointing=True)
+    run = trainer(
+        6,
+        callbacks=[EMA([0.9]), fid, checkpoint],
+        logger=CSVLogger(tmp_path, name=name),
+        log_every_n_steps=50,
+        enable_checkpointing=True,
+    )
     run.fit(tiny_image_distiller(), datamodule=data)
     return run, fid, data
 
@@ -163,7 +182,9 @@ def test_callback_logs_raw_ema_and_teacher_and_reuses_the_cache(tmp_path, monkey
     assert teacher_calls == [2, 2], "the second run must not sample the teacher"
     for k in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
         torch.testing.assert_close(getattr(fid2.fid, k), getattr(fid.fid, k))
-    assert float(run2.callback_metrics["fid/teacher_2steps"]) == pytest.approx(float(run.callback_metrics["fid/teacher_2steps"]))
+    assert float(run2.callback_metrics["fid/teacher_2steps"]) == pytest.approx(
+        float(run.callback_metrics["fid/teacher_2steps"])
+    )
 
 
 def test_teacher_scores_are_cached_by_teacher_and_protocol(tmp_path, monkeypatch):
@@ -175,8 +196,16 @@ def test_teacher_scores_are_cached_by_teacher_and_protocol(tmp_path, monkeypatch
         module = tiny_image_distiller()
         with torch.no_grad():
             next(module.teacher.parameters()).add_(nudge)
-        fid = FrechetDistance(every_n_steps=100, num_samples=32, feature="digits", cache_dir=str(tmp_path),
-                              batch_size=32, teacher_steps=[1, 2], seed=seed, summary=False)
+        fid = FrechetDistance(
+            every_n_steps=100,
+            num_samples=32,
+            feature="digits",
+            cache_dir=str(tmp_path),
+            batch_size=32,
+            teacher_steps=[1, 2],
+            seed=seed,
+            summary=False,
+        )
         trainer(1, callbacks=[fid]).fit(module, datamodule=CountingDigits())
         return fid.teacher_scores
 
@@ -193,10 +222,22 @@ def test_matching_module_teacher_is_scored_at_every_evaluation_and_never_cached(
     module = MatchingModule(tiny_unet(), FlowMatching(), sample_steps=2)
     sampled = []
     original = module.sample
-    monkeypatch.setattr(module, "sample", lambda n, generator=None, cond=None, steps=None: sampled.append(steps) or
-                        original(n, generator, cond, steps=steps))
-    fid = FrechetDistance(every_n_steps=1, num_samples=32, feature="digits", cache_dir=str(tmp_path), batch_size=32,
-                          teacher_steps=3, summary=False)
+    monkeypatch.setattr(
+        module,
+        "sample",
+        lambda n, generator=None, cond=None, steps=None: (
+            sampled.append(steps) or original(n, generator, cond, steps=steps)
+        ),
+    )
+    fid = FrechetDistance(
+        every_n_steps=1,
+        num_samples=32,
+        feature="digits",
+        cache_dir=str(tmp_path),
+        batch_size=32,
+        teacher_steps=3,
+        summary=False,
+    )
     trainer(2, callbacks=[fid]).fit(module, datamodule=CountingDigits())
     assert sampled.count(3) == 2 and not list(tmp_path.glob("teacher_*"))
 
@@ -206,8 +247,15 @@ def test_fit_ends_with_one_line_of_the_logged_scores(summary, tmp_path, capsys, 
     """The end of fit prints one line, even with Lightning's logging lowered: the last EMA decay's and the raw FD beside
     the teacher's at each step count, equal to the logged metrics; summary=False prints none."""
     caplog.set_level(logging.ERROR, logger="lightning.pytorch")
-    fid = FrechetDistance(every_n_steps=100, num_samples=32, feature="digits", cache_dir=str(tmp_path), batch_size=32,
-                          teacher_steps=[1, 2], summary=summary)
+    fid = FrechetDistance(
+        every_n_steps=100,
+        num_samples=32,
+        feature="digits",
+        cache_dir=str(tmp_path),
+        batch_size=32,
+        teacher_steps=[1, 2],
+        summary=summary,
+    )
     run = trainer(1, callbacks=[EMA([0.5, 0.9]), fid])
     run.fit(tiny_image_distiller(), datamodule=CountingDigits())
     out = capsys.readouterr().out.splitlines()
@@ -215,8 +263,11 @@ def test_fit_ends_with_one_line_of_the_logged_scores(summary, tmp_path, capsys, 
     assert len(lines) == int(summary)
     if summary:
         assert out[-1] == lines[0]
-        match = re.fullmatch(r"FD-digits \(32 samples, seed 0\): student EMA 0\.9 = (\S+), raw = (\S+) "
-                             r"\| teacher 1 / 2 steps = (\S+) / (\S+)", lines[0])
+        match = re.fullmatch(
+            r"FD-digits \(32 samples, seed 0\): student EMA 0\.9 = (\S+), raw = (\S+) "
+            r"\| teacher 1 / 2 steps = (\S+) / (\S+)",
+            lines[0],
+        )
         assert match, lines[0]
         for printed, name in zip(match.groups(), ("ema_0.9", "raw", "teacher_1steps", "teacher_2steps")):
             assert float(printed) == pytest.approx(float(run.callback_metrics[f"fid/{name}"]), abs=0.05)  # rounded
@@ -233,7 +284,9 @@ def test_inception_features_match_torchmetrics_on_grey_images(tmp_path, monkeypa
         m.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
         m.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: {})
         torch.manual_seed(0)
-        torch.save(NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).state_dict(), tmp_path / "w.pth")
+        torch.save(
+            NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).state_dict(), tmp_path / "w.pth"
+        )
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     reference = FrechetInceptionDistance(normalize=True, feature_extractor_weights_path=str(tmp_path / "w.pth"))
     ours = feature_network("inception", str(tmp_path / "w.pth"))
@@ -254,14 +307,29 @@ def test_fit_stopped_by_epochs_is_scored_at_the_end_with_cycled_labels(num_class
     """With max_epochs and no step on the grid, on_train_end scores the final weights; labels cycle 0..C−1, with C given
     or read from the class-conditional network."""
     torch.manual_seed(0)
-    net = UNet(sample_size=8, channels=1, block_out_channels=(32, 64), layers_per_block=1, attention_levels=(),
-               norm_num_groups=8, num_classes=10)
+    net = UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_levels=(),
+        norm_num_groups=8,
+        num_classes=10,
+    )
     module = RealUIDModule(**sections(net=net, process=FlowMatching(), fake_updates=1, warmup_steps=0))
     labels = []
     original = module.sample
-    monkeypatch.setattr(module, "sample", lambda n, generator=None, cond=None: labels.append(cond) or original(n, generator, cond))
-    fid = FrechetDistance(every_n_steps=1000, num_samples=24, feature="digits", cache_dir=str(tmp_path), batch_size=16,
-                          num_classes=num_classes)
+    monkeypatch.setattr(
+        module, "sample", lambda n, generator=None, cond=None: labels.append(cond) or original(n, generator, cond)
+    )
+    fid = FrechetDistance(
+        every_n_steps=1000,
+        num_samples=24,
+        feature="digits",
+        cache_dir=str(tmp_path),
+        batch_size=16,
+        num_classes=num_classes,
+    )
     run = trainer(-1, callbacks=[fid], max_epochs=1)
     run.fit(module, datamodule=LabelledDigits())
     assert fid.last_step == run.global_step == 4 and torch.isfinite(run.callback_metrics["fid/raw"])
@@ -286,13 +354,23 @@ def test_preview_of_a_class_conditional_module_cycles_the_labels(distil, tmp_pat
     from realuid_lightning import MatchingModule, SamplePreview
 
     torch.manual_seed(0)
-    net = UNet(sample_size=8, channels=1, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), attention_head_dim=8,
-               norm_num_groups=8, num_classes=10)
+    net = UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(),
+        attention_head_dim=8,
+        norm_num_groups=8,
+        num_classes=10,
+    )
     distiller = sections(net=net, process=FlowMatching(), fake_updates=1, warmup_steps=0)
     module = RealUIDModule(**distiller) if distil else MatchingModule(net)
     labels = []  # the labels the sampled network gets in the preview (eval mode; training calls run in train mode)
     module.ema_network.register_forward_pre_hook(lambda net, args: None if net.training else labels.append(args[2]))
     logger = TensorBoardLogger(str(tmp_path))
-    trainer(2, callbacks=[SamplePreview(every_n_steps=2, num_samples=12)], logger=logger).fit(module, datamodule=LabelledDigits())
+    trainer(2, callbacks=[SamplePreview(every_n_steps=2, num_samples=12)], logger=logger).fit(
+        module, datamodule=LabelledDigits()
+    )
     assert module.num_classes == 10 and labels and all(c.tolist() == [i % 10 for i in range(12)] for c in labels)
     assert list(Path(logger.log_dir).glob("events.*"))

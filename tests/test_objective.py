@@ -24,11 +24,19 @@ def descend(loss, params, steps: int = 400, lr: float = 0.1) -> None:
         opt.step()
 
 
-@pytest.mark.parametrize("alpha,beta,gamma,parameterisation", [
-    (0.92, 0.94, None, "standard"), (1.0, 1.0, None, "standard"), (0.98, 0.96, None, "standard"),
-    (0.94, 0.9588, 0.97, "standard"), (0.92, 0.94, 0.88, "standard"), (1.0, 1.0, 0.95, "standard"),
-    (0.92, 0.94, None, "beta"), (0.9, 0.95, 0.99, "beta"),
-])
+@pytest.mark.parametrize(
+    "alpha,beta,gamma,parameterisation",
+    [
+        (0.92, 0.94, None, "standard"),
+        (1.0, 1.0, None, "standard"),
+        (0.98, 0.96, None, "standard"),
+        (0.94, 0.9588, 0.97, "standard"),
+        (0.92, 0.94, 0.88, "standard"),
+        (1.0, 1.0, 0.95, "standard"),
+        (0.92, 0.94, None, "beta"),
+        (0.9, 0.95, 0.99, "beta"),
+    ],
+)
 def test_fake_model_descends_to_the_maximiser_of_the_objective(alpha, beta, gamma, parameterisation):
     """Gradient descent on fake_loss over a free prediction f lands on the closed-form maximiser of Def. 3.
 
@@ -103,16 +111,18 @@ def test_configurations_need_what_they_read():
     assert not Objective(gan_generator_weight=0.1).uses_real_data
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"alpha": 0.0}, r"alpha=0.0 is out of range; it must lie in \(0, 1\]"),
-    ({"alpha": 1.0, "beta": 0.9}, r"alpha=1 requires beta=1 \(got beta=0.9\)"),
-    ({"gamma": -0.5}, r"gamma=-0.5 is out of range"),
-    ({"parameterisation": "delta"}, r"parameterisation='delta' is not supported; choose 'standard' or 'beta'"),
-    ({"gan_generator_weight": -1.0}, r"GAN weights must be >= 0 \(got gan_generator_weight=-1.0, "),
-    ({"gan_discriminator_weight": -0.1}, r"gan_discriminator_weight=-0.1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"alpha": 0.0}, r"alpha=0.0 is out of range; it must lie in \(0, 1\]"),
+        ({"alpha": 1.0, "beta": 0.9}, r"alpha=1 requires beta=1 \(got beta=0.9\)"),
+        ({"gamma": -0.5}, r"gamma=-0.5 is out of range"),
+        ({"parameterisation": "delta"}, r"parameterisation='delta' is not supported; choose 'standard' or 'beta'"),
+        ({"gan_generator_weight": -1.0}, r"GAN weights must be >= 0 \(got gan_generator_weight=-1.0, "),
+        ({"gan_discriminator_weight": -0.1}, r"gan_discriminator_weight=-0.1\)"),
+    ],
+)
 def test_bad_configuration_is_one_clear_error(kwargs, match):
     """Each bad coefficient, parameterisation or GAN weight raises one ConfigError naming the value."""
     with pytest.raises(ConfigError, match=match):
         Objective(**kwargs)
-

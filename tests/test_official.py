@@ -9,10 +9,34 @@ from realuid_lightning.cli import main
 from realuid_lightning.nets.torchcfm import TorchCFMUNet
 from realuid_lightning.official import load_official
 
-ARCH = dict(dim=(1, 8, 8), num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions="4",
-            num_heads=2, num_head_channels=16)
-FLAGS = ["--dim", "1", "8", "8", "--num-channels", "32", "--num-res-blocks", "1", "--channel-mult", "1", "2",
-         "--attention-resolutions", "4", "--num-heads", "2", "--num-head-channels", "16"]
+ARCH = dict(
+    dim=(1, 8, 8),
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult=(1, 2),
+    attention_resolutions="4",
+    num_heads=2,
+    num_head_channels=16,
+)
+FLAGS = [
+    "--dim",
+    "1",
+    "8",
+    "8",
+    "--num-channels",
+    "32",
+    "--num-res-blocks",
+    "1",
+    "--channel-mult",
+    "1",
+    "2",
+    "--attention-resolutions",
+    "4",
+    "--num-heads",
+    "2",
+    "--num-head-channels",
+    "16",
+]
 DECAYS = (0.999, 0.9996, 0.9999)
 
 
@@ -49,9 +73,18 @@ def write_official(path, key=str, **extra):
     raw(torch.rand(2), torch.randn(2, 1, 8, 8), *([torch.tensor([0, 1])] if extra else [])).square().mean().backward()
     optim.step()
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: min(k, 5) / 5)
-    torch.save({"net_model": raw.state_dict(), "ema_models": {key(d): with_gan_head(n.state_dict()) for d, n in nets.items()},
-                "gen": raw.state_dict(), "ema_gens": {key(d): with_gan_head(g.state_dict()) for d, g in gens.items()},
-                "sched": sched.state_dict(), "optim": optim.state_dict(), "step": 7}, path)
+    torch.save(
+        {
+            "net_model": raw.state_dict(),
+            "ema_models": {key(d): with_gan_head(n.state_dict()) for d, n in nets.items()},
+            "gen": raw.state_dict(),
+            "ema_gens": {key(d): with_gan_head(g.state_dict()) for d, g in gens.items()},
+            "sched": sched.state_dict(),
+            "optim": optim.state_dict(),
+            "step": 7,
+        },
+        path,
+    )
     return nets, gens, raw
 
 
@@ -77,8 +110,14 @@ def test_raw_weights_and_torchcfm_layouts(tmp_path):
     _, _, raw = write_official(tmp_path / "official.pt")
     ema = official_net(5)
     t, x = inputs()
-    torch.save({"net_model": {f"module.{k}": v for k, v in raw.state_dict().items()}, "ema_model": ema.state_dict(), "step": 3},
-               tmp_path / "torchcfm.pt")
+    torch.save(
+        {
+            "net_model": {f"module.{k}": v for k, v in raw.state_dict().items()},
+            "ema_model": ema.state_dict(),
+            "step": 3,
+        },
+        tmp_path / "torchcfm.pt",
+    )
     torch.save({f"module.{k}": v for k, v in ema.state_dict().items()}, tmp_path / "plain.pt")
     with torch.no_grad():
         assert torch.equal(load_official(tmp_path / "official.pt", "teacher", None, **ARCH)(t, x), raw(t, x))
@@ -101,7 +140,9 @@ def test_mismatches_fail_with_one_line_naming_the_cause(tmp_path):
     torch.save({"ema_gens": {"0.999": official_net(0).state_dict()}}, tmp_path / "gen.pt")
     with pytest.raises(ConfigError, match=r"no teacher weights.*role='generator'"):
         load_official(tmp_path / "gen.pt", "teacher", 0.999, **ARCH)
-    torch.save({"ema_models": {"0.999": official_net(0, class_cond=True, num_classes=3).state_dict()}}, tmp_path / "cond.pt")
+    torch.save(
+        {"ema_models": {"0.999": official_net(0, class_cond=True, num_classes=3).state_dict()}}, tmp_path / "cond.pt"
+    )
     with pytest.raises(ConfigError, match=r"class-conditional \(3 classes\).*num_classes=3"):
         load_official(tmp_path / "cond.pt", "teacher", 0.999, **ARCH)
     with pytest.raises(ConfigError, match="role='student' is not supported"):
@@ -112,7 +153,9 @@ def test_mismatches_fail_with_one_line_naming_the_cause(tmp_path):
 
 def test_file_with_code_is_refused(tmp_path):
     """A pickle that holds a code object is refused by the weights-only loader, never unpickled."""
-    torch.save({"ema_models": {"0.999": official_net(0).state_dict()}, "args": torch.nn.Identity()}, tmp_path / "code.pt")
+    torch.save(
+        {"ema_models": {"0.999": official_net(0).state_dict()}, "args": torch.nn.Identity()}, tmp_path / "code.pt"
+    )
     with pytest.raises(ConfigError, match="cannot be read safely"):
         load_official(tmp_path / "code.pt", "teacher", 0.999, **ARCH)
 
@@ -175,15 +218,29 @@ def test_import_generator_samples_z_plus_net(tmp_path, capsys):
     """An imported generator samples G(z) = z + g(0, z) and initialises fine-tuning through generator_ckpt."""
     _, gens, _ = write_official(tmp_path / "official.pt")
     out = tmp_path / "generator.ckpt"
-    main(["import-official", "--ckpt", str(tmp_path / "official.pt"), "--role", "generator", "--decay", "0.9999",
-          "--out", str(out), *FLAGS])
+    main(
+        [
+            "import-official",
+            "--ckpt",
+            str(tmp_path / "official.pt"),
+            "--role",
+            "generator",
+            "--decay",
+            "0.9999",
+            "--out",
+            str(out),
+            *FLAGS,
+        ]
+    )
     main(["sample", "--ckpt", str(out), "--ema", "raw", "--num", "6", "--seed", "3", "--out", str(tmp_path / "g.pt")])
     z = torch.randn((6, 1, 8, 8), generator=torch.Generator("cpu").manual_seed(3))
     with torch.no_grad():
         expected = z + gens[0.9999](torch.zeros(6), z)
     torch.testing.assert_close(torch.load(tmp_path / "g.pt", weights_only=True), expected)
-    module = RealUIDModule(TeacherOptions(net=TorchCFMUNet(**ARCH), process=FlowMatching()),
-                           generator=GeneratorOptions(generator_ckpt=str(out), generator_ema=0.9999))
+    module = RealUIDModule(
+        TeacherOptions(net=TorchCFMUNet(**ARCH), process=FlowMatching()),
+        generator=GeneratorOptions(generator_ckpt=str(out), generator_ema=0.9999),
+    )
     t, x = inputs()
     with torch.no_grad():
         assert torch.equal(module.generator.net.eval()(t, x), gens[0.9999](t, x))

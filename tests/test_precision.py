@@ -4,28 +4,45 @@ import os
 
 import pytest
 import torch
+from helpers import sections, tiny_data, tiny_distiller, trainer
 from lightning.pytorch import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
-from helpers import sections, tiny_distiller, tiny_data, trainer
 from realuid_lightning import ConfigError, FlowMatching, RealUIDModule
 from realuid_lightning.losses import general_realuid_objective, realuid_generator_loss
 from realuid_lightning.nets import UNet
 
 
 def tiny_unet() -> UNet:
-    return UNet(sample_size=8, channels=1, block_out_channels=(16, 32), attention_levels=(), attention_head_dim=16, norm_num_groups=8)
+    return UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(16, 32),
+        attention_levels=(),
+        attention_head_dim=16,
+        norm_num_groups=8,
+    )
 
 
 def unet_distiller(**kwargs) -> RealUIDModule:
     torch.manual_seed(0)
-    kwargs = {"alpha": 0.94, "beta": 0.9588, "fake_updates": 1, "warmup_steps": 0, "generator_lr": 1e-3, "fake_lr": 1e-3, **kwargs}
+    kwargs = {
+        "alpha": 0.94,
+        "beta": 0.9588,
+        "fake_updates": 1,
+        "warmup_steps": 0,
+        "generator_lr": 1e-3,
+        "fake_lr": 1e-3,
+        **kwargs,
+    }
     return RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), **kwargs))
 
 
 def images(n_batches: int = 4, batch: int = 8) -> DataLoader:
-    return DataLoader(list(torch.randn(n_batches, batch, 1, 8, 8, generator=torch.Generator().manual_seed(0)).tanh()), batch_size=None)
+    return DataLoader(
+        list(torch.randn(n_batches, batch, 1, 8, 8, generator=torch.Generator().manual_seed(0)).tanh()), batch_size=None
+    )
 
 
 class Losses(Callback):
@@ -62,7 +79,10 @@ def test_losses_are_fp32_under_autocast(kwargs):
     x1 = torch.randn(4, 1, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert module.fake_model(torch.rand(4), x1).dtype == torch.bfloat16
-        assert module._fake_loss(x1, None).dtype == torch.float32 and module._generator_loss(x1, None).dtype == torch.float32
+        assert (
+            module._fake_loss(x1, None).dtype == torch.float32
+            and module._generator_loss(x1, None).dtype == torch.float32
+        )
 
 
 def test_loss_reductions_upcast_16_bit_inputs():
@@ -70,8 +90,10 @@ def test_loss_reductions_upcast_16_bit_inputs():
     g = torch.Generator().manual_seed(0)
     teacher, fake = (torch.randn(6, 3, 4, 4, generator=g).bfloat16() for _ in range(2))
     target, weight = torch.randn(6, 3, 4, 4, generator=g), torch.rand(6, generator=g)
-    for loss in (lambda f, h: general_realuid_objective(f, h, target, weight, 0.94, 0.96, 0.97),
-                 lambda f, h: realuid_generator_loss(f, h, target, weight, 0.94, 0.96)):
+    for loss in (
+        lambda f, h: general_realuid_objective(f, h, target, weight, 0.94, 0.96, 0.97),
+        lambda f, h: realuid_generator_loss(f, h, target, weight, 0.94, 0.96),
+    ):
         low, high = loss(teacher, fake), loss(teacher.float(), fake.float())
         assert low.dtype == torch.float32 and torch.equal(low, high)
 
@@ -142,7 +164,11 @@ def test_bad_options_are_refused():
 def test_compile_compiles_the_three_networks_once(monkeypatch):
     """compile=True compiles generator, fake model and teacher in place (state_dict keys unchanged), and not again on a second fit."""
     compiled = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda net: (compiled.append(net), setattr(net, "_compiled_call_impl", net._call_impl)))
+    monkeypatch.setattr(
+        torch.nn.Module,
+        "compile",
+        lambda net: (compiled.append(net), setattr(net, "_compiled_call_impl", net._call_impl)),
+    )
     module = tiny_distiller(compile=True, fake_updates=1)
     keys = set(module.state_dict())
     trainer(1).fit(module, tiny_data())
@@ -151,7 +177,10 @@ def test_compile_compiles_the_three_networks_once(monkeypatch):
     assert set(module.state_dict()) == keys
 
 
-@pytest.mark.skipif(not os.environ.get("REALUID_TEST_COMPILE"), reason="torch.compile takes about a minute on a CPU; set REALUID_TEST_COMPILE=1")
+@pytest.mark.skipif(
+    not os.environ.get("REALUID_TEST_COMPILE"),
+    reason="torch.compile takes about a minute on a CPU; set REALUID_TEST_COMPILE=1",
+)
 def test_compiled_networks_train_like_eager():
     """With torch.compile (inductor) two iterations run, and the compiled loss and gradients equal eager mode's to round-off."""
     eager, compiled = tiny_distiller(fake_updates=1), tiny_distiller(fake_updates=1, compile=True)

@@ -3,12 +3,25 @@ import copy
 import pytest
 import torch
 
-from realuid_lightning.processes import (EDM, ContinuousVP, CouplingProcess, DiscreteVP, FlowMatching, Process,
-                                         expand_like)
+from realuid_lightning.processes import (
+    EDM,
+    ContinuousVP,
+    CouplingProcess,
+    DiscreteVP,
+    FlowMatching,
+    Process,
+    expand_like,
+)
 from realuid_lightning.processes.base import PREDICTIONS
 
-PROCESSES = [FlowMatching(), FlowMatching(sigma_min=0.01), DiscreteVP(), DiscreteVP(beta_schedule="squaredcos_cap_v2", prediction="v"),
-             ContinuousVP(), EDM()]
+PROCESSES = [
+    FlowMatching(),
+    FlowMatching(sigma_min=0.01),
+    DiscreteVP(),
+    DiscreteVP(beta_schedule="squaredcos_cap_v2", prediction="v"),
+    ContinuousVP(),
+    EDM(),
+]
 SHAPES = [(4, 3, 5, 5), (6, 6)]  # NCHW, and (B, B) with B = D to catch silent broadcasting
 
 

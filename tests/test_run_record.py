@@ -24,8 +24,12 @@ def test_version_0_teacher_and_student_read_as_version_1():
     assert teacher.network_prefix == "net"
     assert (teacher.sample_steps, teacher.sample_method, teacher.data_shape) == (8, "euler", [2])
     assert teacher.net == teacher_ckpt["realuid"]["net"] and teacher.generator_time is None
-    assert (student.role, student.student, student.network_prefix, student.generator_time) == ("student", True,
-                                                                                            "generator.net", 0.0)
+    assert (student.role, student.student, student.network_prefix, student.generator_time) == (
+        "student",
+        True,
+        "generator.net",
+        0.0,
+    )
     assert student.teacher_fingerprint == student_ckpt["realuid"]["teacher_fingerprint"]
     assert student.sample_steps is None
 
@@ -52,8 +56,17 @@ def test_version_0_student_without_generator_time_takes_it_from_the_hparams():
 def test_record_round_trips_and_refuses_missing_or_newer_blocks():
     """write → read gives the same record, tagged with the current version; a checkpoint without a block, or from a
     newer release, is a one-line error."""
-    record = RunMetadata("student", "RealUIDModule", "generator.net", {"class_path": "m.MLP", "init_args": {}}, None,
-                         [2], generator_time=0.5, noise_seed=7, teacher_fingerprint="ab")
+    record = RunMetadata(
+        "student",
+        "RealUIDModule",
+        "generator.net",
+        {"class_path": "m.MLP", "init_args": {}},
+        None,
+        [2],
+        generator_time=0.5,
+        noise_seed=7,
+        teacher_fingerprint="ab",
+    )
     checkpoint = {}
     record.write(checkpoint)
     assert checkpoint["realuid"]["version"] == VERSION and RunMetadata.read(checkpoint) == record
@@ -72,8 +85,13 @@ def test_init_args_drop_the_specs_of_version_0_only():
     assert RunMetadata.init_args(v0) == {"objective": {"alpha": 0.9}}
     flat = {"teacher_ckpt": "t.ckpt", "alpha": 0.9, "fake_updates": 3, "dropout": 0.0, "noise_chunks": 2}
     grouped = RunMetadata.init_args({"realuid": {"module": "RealUIDModule"}, "hyper_parameters": flat})
-    assert grouped == {"teacher": {"teacher_ckpt": "t.ckpt"}, "objective": {"alpha": 0.9},
-                       "optimisation": {"fake_updates": 3}, "generator": {"dropout": 0.0}, "speed": {"noise_chunks": 2}}
+    assert grouped == {
+        "teacher": {"teacher_ckpt": "t.ckpt"},
+        "objective": {"alpha": 0.9},
+        "optimisation": {"fake_updates": 3},
+        "generator": {"dropout": 0.0},
+        "speed": {"noise_chunks": 2},
+    }
     teacher_v0 = {"realuid": {"module": "MatchingModule"}, "hyper_parameters": {"lr": 1e-3, "net": {}}}
     assert RunMetadata.init_args(teacher_v0) == {"lr": 1e-3}
     v1 = {"realuid": {"version": 1}, "hyper_parameters": hparams}

@@ -17,9 +17,16 @@ from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import sample_teacher
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TINY_UNET = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                 norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "UpBlock2D"))
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    down_block_types=("DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D"),
+)
 
 
 def stored(name: str) -> torch.Tensor:
@@ -42,8 +49,12 @@ def test_student_checkpoint():
     sampler = load_sampler(FIXTURES / "toy2d_student.ckpt", 0.99, steps=50)
     assert (sampler.student, sampler.steps, sampler.method, sampler.time) == (True, 1, "generator", 0.0)
     torch.testing.assert_close(sampler.draw(64, seed=5), stored("toy2d_student.ema099"), atol=1e-6, rtol=0)
-    torch.testing.assert_close(load_sampler(FIXTURES / "toy2d_student.ckpt", "raw").draw(64, seed=6),
-                               stored("toy2d_student.raw"), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        load_sampler(FIXTURES / "toy2d_student.ckpt", "raw").draw(64, seed=6),
+        stored("toy2d_student.raw"),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_inputs_are_checked_once_for_every_source(tmp_path):
@@ -70,7 +81,8 @@ def test_bridge_checkpoint_needs_its_sources():
     with pytest.raises(ConfigError, match="--sources"):
         load_sampler(FIXTURES / "toy2d_bridge_teacher.ckpt").conditioned()
     sampler = load_sampler(FIXTURES / "toy2d_bridge_teacher.ckpt").conditioned(
-        sources=str(FIXTURES / "toy2d_bridge_sources.pt"))
+        sources=str(FIXTURES / "toy2d_bridge_sources.pt")
+    )
     torch.testing.assert_close(sampler.draw(32, seed=7), stored("toy2d_bridge_teacher.ema"), atol=1e-6, rtol=0)
 
 
@@ -87,10 +99,28 @@ def test_diffusers_teacher_folder(tmp_path, capsys):
     EMA weights to pick."""
     save_diffusers_teacher(tmp_path / "teacher")
     sampler = load_sampler(tmp_path / "teacher")
-    assert isinstance(sampler.process, DiscreteVP) and (sampler.steps, sampler.method, sampler.shape) == (100, "euler",
-                                                                                                       (1, 8, 8))
-    main(["sample", "--ckpt", str(tmp_path / "teacher"), "--num", "3", "--steps", "2", "--seed", "1", "--device", "cpu",
-          "--out", str(tmp_path / "s.pt")])
+    assert isinstance(sampler.process, DiscreteVP) and (sampler.steps, sampler.method, sampler.shape) == (
+        100,
+        "euler",
+        (1, 8, 8),
+    )
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(tmp_path / "teacher"),
+            "--num",
+            "3",
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "s.pt"),
+        ]
+    )
     net, process = load_diffusers_teacher(str(tmp_path / "teacher"))
     z = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(torch.load(tmp_path / "s.pt", weights_only=True), sample_teacher(net, process, z, 2))
@@ -101,8 +131,15 @@ def test_diffusers_teacher_folder(tmp_path, capsys):
 def test_exported_pipeline_folder(tmp_path):
     """A folder written by `realuid export` samples its generator in one step: G(z) of the checkpoint it came from."""
     torch.manual_seed(0)
-    teacher = UNet(sample_size=8, channels=1, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(),
-                   attention_head_dim=8, norm_num_groups=4)
+    teacher = UNet(
+        sample_size=8,
+        channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(),
+        attention_head_dim=8,
+        norm_num_groups=4,
+    )
     module = RealUIDModule(teacher=teacher, process=FlowMatching(), generator_time=0.25)
     module.data_shape = [1, 8, 8]
     checkpoint = {"state_dict": module.state_dict()}

@@ -21,8 +21,14 @@ for argv in (["--help"], ["sample", "--help"], ["evaluate", "--help"], ["export"
         pass
 print(" ".join(sorted(set(sys.modules) - before)))
 """
-LAZY_PACKAGES = ["realuid_lightning", "realuid_lightning.callbacks", "realuid_lightning.data",
-                 "realuid_lightning.evaluation", "realuid_lightning.modules", "realuid_lightning.nets"]
+LAZY_PACKAGES = [
+    "realuid_lightning",
+    "realuid_lightning.callbacks",
+    "realuid_lightning.data",
+    "realuid_lightning.evaluation",
+    "realuid_lightning.modules",
+    "realuid_lightning.nets",
+]
 
 
 def test_help_imports_no_heavy_dependency():

@@ -12,7 +12,7 @@ def code_lines(node: ast.AST, source: list[str]) -> int:
     body = node.body[1:] if ast.get_docstring(node) else node.body
     if not body:
         return 0
-    lines = source[body[0].lineno - 1: node.end_lineno]
+    lines = source[body[0].lineno - 1 : node.end_lineno]
     return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
 
 
@@ -33,14 +33,20 @@ def test_training_step_fits_on_one_screen():
     assert step.end_lineno - step.lineno + 1 <= 40
 
 
-@pytest.mark.parametrize("path", [SRC / "losses.py", SRC / "objective.py", *sorted((SRC / "processes").glob("*.py"))],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [SRC / "losses.py", SRC / "objective.py", *sorted((SRC / "processes").glob("*.py"))], ids=lambda p: p.name
+)
 def test_public_docstrings_state_their_equation(path):
     """Every public function and class in the losses and processes has a docstring with an equation."""
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
             doc = ast.get_docstring(node) or ""
-            if isinstance(node, ast.FunctionDef) and node.name in ("sample_t", "sample_source", "weight", "expand_like"):
+            if isinstance(node, ast.FunctionDef) and node.name in (
+                "sample_t",
+                "sample_source",
+                "weight",
+                "expand_like",
+            ):
                 assert doc, f"{path.name}:{node.name} has no docstring"
                 continue
             assert "=" in doc or "math::" in doc, f"{path.name}:{node.name} docstring gives no equation"

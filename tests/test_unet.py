@@ -1,14 +1,21 @@
 import pytest
 import torch
-
 from helpers import sections, trainer
+
 from realuid_lightning import FlowMatching, Objective, RealUIDModule, TeacherOptions
 from realuid_lightning.data.batching import batch_loader
 from realuid_lightning.losses import gan_discriminator_loss
 from realuid_lightning.nets import MLP, GANHead, UNet
 
-TINY = dict(sample_size=8, channels=1, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(1,),
-            attention_head_dim=8, norm_num_groups=8)
+TINY = dict(
+    sample_size=8,
+    channels=1,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention_levels=(1,),
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
 
 
 def test_output_shape_and_time_convention():
@@ -63,8 +70,18 @@ def test_bad_unet_configs():
 
 def gan_distiller(**kwargs):
     torch.manual_seed(0)
-    return RealUIDModule(**sections(net=UNet(**TINY), process=FlowMatching(), alpha=1.0, beta=1.0, warmup_steps=1,
-                                    gan_generator_weight=0.3, gan_discriminator_weight=1.0, **kwargs))
+    return RealUIDModule(
+        **sections(
+            net=UNet(**TINY),
+            process=FlowMatching(),
+            alpha=1.0,
+            beta=1.0,
+            warmup_steps=1,
+            gan_generator_weight=0.3,
+            gan_discriminator_weight=1.0,
+            **kwargs,
+        )
+    )
 
 
 def test_gan_distillation_updates_the_head_on_fake_steps_only():

@@ -7,13 +7,25 @@ from realuid_lightning._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from realuid_lightning.callbacks import EMA, FrechetDistance, SamplePreview
-    from realuid_lightning.data import (CIFAR10DataModule, DigitsDataModule, ImageFolderDataModule, PairedDataModule,
-                                       Toy2DCouplingDataModule, Toy2DDataModule)
+    from realuid_lightning.data import (
+        CIFAR10DataModule,
+        DigitsDataModule,
+        ImageFolderDataModule,
+        PairedDataModule,
+        Toy2DCouplingDataModule,
+        Toy2DDataModule,
+    )
     from realuid_lightning.distributed import RealUIDDDPStrategy
     from realuid_lightning.errors import ConfigError
     from realuid_lightning.generator import OneStepGenerator
-    from realuid_lightning.modules import (GeneratorOptions, MatchingModule, OptimisationOptions, RealUIDModule,
-                                          SpeedOptions, TeacherOptions)
+    from realuid_lightning.modules import (
+        GeneratorOptions,
+        MatchingModule,
+        OptimisationOptions,
+        RealUIDModule,
+        SpeedOptions,
+        TeacherOptions,
+    )
     from realuid_lightning.nets import MLP
     from realuid_lightning.objective import Objective
     from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
@@ -21,8 +33,29 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __version__ = "0.1.0"
-__all__ = ["EMA", "MLP", "BrownianBridge", "CIFAR10DataModule", "ConfigError", "DigitsDataModule", "FlowMatching",
-           "FrechetDistance", "GeneratorOptions", "ImageFolderDataModule", "MatchingModule", "Objective",
-           "OneStepGenerator", "OptimisationOptions", "PairedDataModule", "Process", "RealUIDDDPStrategy",
-           "RealUIDModule", "SamplePreview", "SpeedOptions", "StochasticInterpolant", "TeacherOptions",
-           "Toy2DCouplingDataModule", "Toy2DDataModule"]
+__all__ = [
+    "EMA",
+    "MLP",
+    "BrownianBridge",
+    "CIFAR10DataModule",
+    "ConfigError",
+    "DigitsDataModule",
+    "FlowMatching",
+    "FrechetDistance",
+    "GeneratorOptions",
+    "ImageFolderDataModule",
+    "MatchingModule",
+    "Objective",
+    "OneStepGenerator",
+    "OptimisationOptions",
+    "PairedDataModule",
+    "Process",
+    "RealUIDDDPStrategy",
+    "RealUIDModule",
+    "SamplePreview",
+    "SpeedOptions",
+    "StochasticInterpolant",
+    "TeacherOptions",
+    "Toy2DCouplingDataModule",
+    "Toy2DDataModule",
+]

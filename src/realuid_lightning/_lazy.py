@@ -19,8 +19,9 @@ def lazy_exports(package: str, init_file: str) -> tuple[Callable[[str], Any], Ca
     ``if TYPE_CHECKING:`` block of ``init_file`` (the package's ``__init__.py``)."""
     tree = ast.parse(Path(init_file).read_text(encoding="utf-8"))
     block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
-    origin = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
-              for alias in node.names}
+    origin = {
+        alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
 
     def __getattr__(name: str) -> Any:
         if name not in origin:

@@ -128,15 +128,22 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: s
     unexpected = sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
-        parts = [f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
-                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", sorted(shapes))) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
+            for label, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatch", sorted(shapes)),
+            )
+            if keys
+        ]
         raise ConfigError(f"{what} does not match the network architecture ({'; '.join(parts)})")
     module.load_state_dict(state)
 
 
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of a state dict under ``prefix.``, with the prefix removed."""
-    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+    return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
 def state_sha256(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
@@ -148,8 +155,9 @@ def state_sha256(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> s
     return digest.hexdigest()
 
 
-def network_from_checkpoint(checkpoint: dict[str, Any], ema: float | None,
-                            what: str = "checkpoint") -> tuple[nn.Module, Process, RunMetadata]:
+def network_from_checkpoint(
+    checkpoint: dict[str, Any], ema: float | None, what: str = "checkpoint"
+) -> tuple[nn.Module, Process, RunMetadata]:
     """Rebuild the checkpoint's sampling network (teacher net or generator net) and its process.
 
     ``ema`` picks the EMA decay whose weights are loaded; None loads the raw weights.
@@ -157,8 +165,10 @@ def network_from_checkpoint(checkpoint: dict[str, Any], ema: float | None,
     """
     record = RunMetadata.read(checkpoint, what)
     if record.net is None:
-        raise ConfigError(f"{what} does not describe its network (it was built from a class whose init args "
-                          "are not stored as attributes); rebuild the module in Python and load the state dict")
+        raise ConfigError(
+            f"{what} does not describe its network (it was built from a class whose init args "
+            "are not stored as attributes); rebuild the module in Python and load the state dict"
+        )
     net, process = instantiate(record.net), instantiate(record.process)
     if ema is None:
         state = sub_state(checkpoint["state_dict"], record.network_prefix)

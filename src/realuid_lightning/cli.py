@@ -44,23 +44,53 @@ Distil matching models into one-step generators with RealUID.
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="realuid sample", description="Sample from a teacher or distillation checkpoint; "
-                                "the checkpoint alone is enough.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit, a diffusers teacher folder or hub "
-                   "id, or a pipeline folder written by realuid export")
-    p.add_argument("--num", type=int, default=None, help="number of samples (default: 4000, or one per source with --sources)")
-    p.add_argument("--sources", default=None, help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
-                   "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
-                   "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N")
-    p.add_argument("--label", type=int, default=None, help="class-conditional checkpoints: the class of every sample "
-                   "(default: the classes 0 … C−1 in turn)")
-    p.add_argument("--out", default="samples.pt", help="output tensor file (.pt); image samples also get a .png grid. "
-                   "A folder (a path ending in '/' or an existing directory) gets one PNG per image sample instead")
-    p.add_argument("--ema", default="auto", help="EMA decay to sample from, 'raw' for the raw weights, "
-                   "'auto' (default) for 0.999 or the first decay saved")
-    p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)")
-    p.add_argument("--method", choices=COUPLING_SOLVERS, default=None, help="solver for a teacher checkpoint: euler / heun (ODE), "
-                   "or sde (Euler–Maruyama) for a bridge / interpolant teacher")
+    p = argparse.ArgumentParser(
+        prog="realuid sample",
+        description="Sample from a teacher or distillation checkpoint; the checkpoint alone is enough.",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint written by realuid fit, a diffusers teacher folder or hub "
+        "id, or a pipeline folder written by realuid export",
+    )
+    p.add_argument(
+        "--num", type=int, default=None, help="number of samples (default: 4000, or one per source with --sources)"
+    )
+    p.add_argument(
+        "--sources",
+        default=None,
+        help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
+        "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
+        "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N",
+    )
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class-conditional checkpoints: the class of every sample (default: the classes 0 … C−1 in turn)",
+    )
+    p.add_argument(
+        "--out",
+        default="samples.pt",
+        help="output tensor file (.pt); image samples also get a .png grid. "
+        "A folder (a path ending in '/' or an existing directory) gets one PNG per image sample instead",
+    )
+    p.add_argument(
+        "--ema",
+        default="auto",
+        help="EMA decay to sample from, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)"
+    )
+    p.add_argument(
+        "--method",
+        choices=COUPLING_SOLVERS,
+        default=None,
+        help="solver for a teacher checkpoint: euler / heun (ODE), "
+        "or sde (Euler–Maruyama) for a bridge / interpolant teacher",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -74,8 +104,10 @@ def sample_command(argv: list[str]) -> None:
     check_writable([(f"--out {args.out!r}", args.out if is_image_folder(args.out) else Path(args.out).parent)])
     sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method).conditioned(args.label, args.sources)
     if is_image_folder(args.out) and len(sampler.shape) != 3:
-        raise ConfigError(f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "
-                          f"{sampler.shape}; give a .pt file")
+        raise ConfigError(
+            f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "
+            f"{sampler.shape}; give a .pt file"
+        )
     num = args.num or (4000 if sampler.sources is None else len(sampler.sources))
     samples = sampler.draw(num, args.seed, args.batch_size, args.device)
     if is_image_folder(args.out):
@@ -100,12 +132,18 @@ def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="realuid export", description="Save the generator of a distillation checkpoint as a "
-                                "diffusers pipeline folder; load it with realuid_lightning.export.OneStepPipeline.from_pretrained.")
+    p = argparse.ArgumentParser(
+        prog="realuid export",
+        description="Save the generator of a distillation checkpoint as a "
+        "diffusers pipeline folder; load it with realuid_lightning.export.OneStepPipeline.from_pretrained.",
+    )
     p.add_argument("--ckpt", required=True, help="distillation checkpoint written by realuid fit")
     p.add_argument("--out", required=True, help="output folder (save_pretrained)")
-    p.add_argument("--ema", default="auto", help="EMA decay to export, 'raw' for the raw weights, "
-                   "'auto' (default) for 0.999 or the first decay saved")
+    p.add_argument(
+        "--ema",
+        default="auto",
+        help="EMA decay to export, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
+    )
     return p
 
 
@@ -127,8 +165,15 @@ class RealUIDCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                         save_config_kwargs={"overwrite": True}, args=args, run=run)
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -136,8 +181,10 @@ class RealUIDCLI(LightningCLI):
         if config is None:
             return
         if config.get("weights_only") is False:
-            raise ConfigError("--weights_only false is not supported: realuid reads checkpoints with weights_only=True so that "
-                              "loading one cannot run code")
+            raise ConfigError(
+                "--weights_only false is not supported: realuid reads checkpoints with weights_only=True so that "
+                "loading one cannot run code"
+            )
         config["weights_only"] = True
 
     def _parse_ckpt_path(self) -> None:
@@ -165,16 +212,22 @@ class RealUIDCLI(LightningCLI):
 
     def before_fit(self) -> None:
         dirs = [("logger save_dir", getattr(logger, "save_dir", None)) for logger in self.trainer.loggers]
-        dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        dirs += [
+            ("ModelCheckpoint dirpath", cb.dirpath)
+            for cb in self.trainer.checkpoint_callbacks
+            if getattr(cb, "dirpath", None)
+        ]
         check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
 
     def _check_step(self, step: str) -> None:
         """validate / test / predict run the model's ``{step}_step``: a model without it is one line, not a traceback."""
         if not is_overridden(f"{step}_step", self.model, LightningModule):
             name = type(self.model).__name__
-            raise ConfigError(f"realuid {self.subcommand} runs {name}.{step}_step, which {name} does not define; a teacher "
-                              "(MatchingModule) has `realuid validate` (val/loss), and a distillation is scored during fit "
-                              "(FrechetDistance) and sampled with `realuid sample`")
+            raise ConfigError(
+                f"realuid {self.subcommand} runs {name}.{step}_step, which {name} does not define; a teacher "
+                "(MatchingModule) has `realuid validate` (val/loss), and a distillation is scored during fit "
+                "(FrechetDistance) and sampled with `realuid sample`"
+            )
 
     def before_validate(self) -> None:
         self._check_step("validation")

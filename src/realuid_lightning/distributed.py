@@ -63,11 +63,16 @@ def check_strategy(strategy: Strategy) -> None:
     """Refuse Lightning's plain DDP, whose one wrapper around the whole module fails on alternating updates."""
     wrapper = strategy.model
     if isinstance(wrapper, DistributedDataParallel) and not wrapper.find_unused_parameters:
-        raise ConfigError("strategy='ddp' (also with static_graph) wraps both networks in one DDP, which fails on "
-                          "alternating updates; use --trainer.strategy realuid_ddp "
-                          "(realuid_lightning.RealUIDDDPStrategy), see docs/scaling.md")
+        raise ConfigError(
+            "strategy='ddp' (also with static_graph) wraps both networks in one DDP, which fails on "
+            "alternating updates; use --trainer.strategy realuid_ddp "
+            "(realuid_lightning.RealUIDDDPStrategy), see docs/scaling.md"
+        )
 
 
 if RealUIDDDPStrategy.strategy_name not in StrategyRegistry:
-    StrategyRegistry.register(RealUIDDDPStrategy.strategy_name, RealUIDDDPStrategy,
-                              description="DDP with one wrapper per trained network of a RealUIDModule (the teacher unwrapped)")
+    StrategyRegistry.register(
+        RealUIDDDPStrategy.strategy_name,
+        RealUIDDDPStrategy,
+        description="DDP with one wrapper per trained network of a RealUIDModule (the teacher unwrapped)",
+    )

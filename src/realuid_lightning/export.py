@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from torch import Tensor, nn
@@ -54,16 +55,31 @@ class OneStepPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: UNet2DModel, process: dict | None = None, generator_time: float = 0.0,
-                 net_adapter: str = "UNet", time_scale: float = 1000.0,
-                 num_train_timesteps: int = 1000) -> None:
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        process: dict | None = None,
+        generator_time: float = 0.0,
+        net_adapter: str = "UNet",
+        time_scale: float = 1000.0,
+        num_train_timesteps: int = 1000,
+    ) -> None:
         super().__init__()
         if net_adapter not in ADAPTERS:
             raise ConfigError(f"net_adapter={net_adapter!r} is not supported; choose one of {ADAPTERS}")
-        process = process if process is not None else {"class_path": f"{FlowMatching.__module__}.FlowMatching", "init_args": {}}
+        process = (
+            process
+            if process is not None
+            else {"class_path": f"{FlowMatching.__module__}.FlowMatching", "init_args": {}}
+        )
         self.register_modules(unet=unet)
-        self.register_to_config(process=process, generator_time=generator_time, net_adapter=net_adapter,
-                                time_scale=time_scale, num_train_timesteps=num_train_timesteps)
+        self.register_to_config(
+            process=process,
+            generator_time=generator_time,
+            net_adapter=net_adapter,
+            time_scale=time_scale,
+            num_train_timesteps=num_train_timesteps,
+        )
 
     def one_step_generator(self) -> OneStepGenerator:
         """G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G) around this pipeline's UNet."""
@@ -81,12 +97,19 @@ class OneStepPipeline(DiffusionPipeline):
         """z = torch.randn((batch_size, C, H, W), generator=generator, dtype=unet.dtype) on the generator's device
         (CPU if None), then moved to the pipeline's device: the same z as ``torch.randn`` with that generator."""
         device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn((batch_size, *self.sample_shape), generator=generator, device=device,
-                           dtype=self.unet.dtype).to(self.device)
+        return torch.randn(
+            (batch_size, *self.sample_shape), generator=generator, device=device, dtype=self.unet.dtype
+        ).to(self.device)
 
     @torch.no_grad()
-    def __call__(self, batch_size: int = 1, generator: torch.Generator | None = None, output_type: str = "pil",
-                 class_labels: Tensor | None = None, return_dict: bool = True) -> ImagePipelineOutput | tuple:
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        class_labels: Tensor | None = None,
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
         """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`; ``class_labels`` (B,) for a class-conditional UNet.
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
@@ -116,23 +139,33 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
     what = f"checkpoint {str(ckpt)!r}"
     sampler = load_sampler(ckpt, ema)
     if not sampler.student:
-        raise ConfigError(f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be "
-                          "exported")
+        raise ConfigError(
+            f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported"
+        )
     net, process = sampler.net, sampler.process
     try:
         process.known_source(None)  # the pipeline gives G no source: a process that reads one from cond refuses
     except ConfigError:
-        raise ConfigError(f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per "
-                          "sample; the pipeline maps noise to data only: sample it with `realuid sample --sources`"
-                          ) from None
+        raise ConfigError(
+            f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per "
+            "sample; the pipeline maps noise to data only: sample it with `realuid sample --sources`"
+        ) from None
     if isinstance(net, UNet):
         adapter, time_scale, steps = "UNet", float(net.time_scale), 1000
     elif isinstance(net, DiffusersUNet):
         adapter, time_scale, steps = "DiffusersUNet", 1000.0, net.num_train_timesteps
     else:
-        raise ConfigError(f"{what}: cannot export a generator network of class {type(net).__name__}; "
-                          "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)")
-    pipe = OneStepPipeline(unet=net.unet, process=spec_of(process), generator_time=sampler.time, net_adapter=adapter,
-                           time_scale=time_scale, num_train_timesteps=steps)
+        raise ConfigError(
+            f"{what}: cannot export a generator network of class {type(net).__name__}; "
+            "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)"
+        )
+    pipe = OneStepPipeline(
+        unet=net.unet,
+        process=spec_of(process),
+        generator_time=sampler.time,
+        net_adapter=adapter,
+        time_scale=time_scale,
+        num_train_timesteps=steps,
+    )
     pipe.save_pretrained(out)
     return Path(out)

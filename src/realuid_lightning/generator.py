@@ -30,9 +30,11 @@ class OneStepGenerator(nn.Module):
         self.net, self.process, self.time = net, process, time
         check_generator_time(process, time)
         if start_noise(process, time) == 0:
-            warnings.warn(f"generator_time={time}: {type(process).__name__} has no noise there, so G(z) ignores z "
-                          "and is deterministic; a time where x_t is noisy (e.g. 0.1 for a coupling) lets it sample",
-                          stacklevel=2)
+            warnings.warn(
+                f"generator_time={time}: {type(process).__name__} has no noise there, so G(z) ignores z "
+                "and is deterministic; a time where x_t is noisy (e.g. 0.1 for a coupling) lets it sample",
+                stacklevel=2,
+            )
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
@@ -55,9 +57,11 @@ def check_generator_time(process: Process, time: float) -> None:
     if reads_data_at(process, time):
         return
     regular = [p for p in process.predictions if reads_data_at(_predicting(process, p), time)]
-    raise ConfigError(f"generator_time={time}: {type(process).__name__} with prediction={process.prediction!r} has "
-                      "no data estimate there (the conversion divides by a·p0 − b·p1 = 0); choose a generator_time "
-                      f"where it is regular{f', or a teacher predicting one of {regular}' if regular else ''}")
+    raise ConfigError(
+        f"generator_time={time}: {type(process).__name__} with prediction={process.prediction!r} has "
+        "no data estimate there (the conversion divides by a·p0 − b·p1 = 0); choose a generator_time "
+        f"where it is regular{f', or a teacher predicting one of {regular}' if regular else ''}"
+    )
 
 
 def _predicting(process: Process, prediction: str) -> Process:
@@ -73,13 +77,16 @@ def time_of_noise_level(process: Process, sigma: float) -> float:
     b/a falls from the source to the data end on every process here; SiD's σ_init = 2.5 becomes the
     generator time of a VP or EDM teacher this way.
     """
+
     def ratio(t: float) -> float:
         c = process.coefficients(torch.tensor([t], dtype=torch.float64))
         return float(c.b / c.a) if float(c.a) > 0 else float("inf")
 
     lo, hi = process.t_min, process.t_max
     if not ratio(hi) <= sigma <= ratio(lo):
-        raise ConfigError(f"generator_sigma={sigma} is outside this process's noise range [{ratio(hi):.4g}, {ratio(lo):.4g}]")
+        raise ConfigError(
+            f"generator_sigma={sigma} is outside this process's noise range [{ratio(hi):.4g}, {ratio(lo):.4g}]"
+        )
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ratio(mid) > sigma else (lo, mid)

@@ -61,7 +61,9 @@ def realum_loss(
     return loss + (1 - alpha) * matching_loss(fake_real, real_scale * target_real, weight_real)
 
 
-def realuid_generator_loss(teacher_gen: Tensor, fake_gen: Tensor, target_gen: Tensor, weight: Tensor, alpha: float, beta: float) -> Tensor:
+def realuid_generator_loss(
+    teacher_gen: Tensor, fake_gen: Tensor, target_gen: Tensor, weight: Tensor, alpha: float, beta: float
+) -> Tensor:
     """The generator's RealUID loss (Eq. 17, generated terms only), minimised over θ with f held fixed:
 
     α·w·( ||f*(x_t^θ) − (β/α)·c^θ||² − ||f(x_t^θ) − (β/α)·c^θ||² ).

@@ -51,8 +51,9 @@ def _nearest(x: Tensor, y: Tensor, k: int = 1, exclude_self: bool = False, chunk
     zero distance of a row to itself (x is y)."""
     y = y.double()
     kth = k + int(exclude_self)
-    return torch.cat([torch.cdist(c.double(), y).topk(kth, dim=1, largest=False).values[:, kth - 1]
-                      for c in x.split(chunk)])
+    return torch.cat(
+        [torch.cdist(c.double(), y).topk(kth, dim=1, largest=False).values[:, kth - 1] for c in x.split(chunk)]
+    )
 
 
 def _covered(x: Tensor, centres: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
@@ -70,8 +71,9 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
     points inside the fake manifold.
     """
     if min(len(real), len(fake)) <= k:
-        raise ValueError(f"precision / recall with k={k} needs more than k real and fake points (got {len(real)}, "
-                         f"{len(fake)})")
+        raise ValueError(
+            f"precision / recall with k={k} needs more than k real and fake points (got {len(real)}, {len(fake)})"
+        )
     real_radii, fake_radii = _nearest(real, real, k, exclude_self=True), _nearest(fake, fake, k, exclude_self=True)
     return _covered(fake, real, real_radii), _covered(real, fake, fake_radii)
 

@@ -75,8 +75,10 @@ class Noise:
             self.seed = run_seed()
         k = chunks // world
         draws = copy.copy(self)
-        draws.generators = [torch.Generator(device).manual_seed(chunk_seed(self.seed, iteration, c))
-                            for c in range(rank * k, (rank + 1) * k)]
+        draws.generators = [
+            torch.Generator(device).manual_seed(chunk_seed(self.seed, iteration, c))
+            for c in range(rank * k, (rank + 1) * k)
+        ]
         return draws
 
     def _draw(self, batch: int, draw: Callable[[int, torch.Generator | None], Tensor]) -> Tensor:
@@ -84,14 +86,17 @@ class Noise:
             return draw(batch, None)
         k = len(self.generators)
         if batch % k:
-            raise ConfigError(f"a batch of {batch} cannot be cut into {k} equal noise chunks; "
-                              f"make the per-rank batch a multiple of {k}")
+            raise ConfigError(
+                f"a batch of {batch} cannot be cut into {k} equal noise chunks; "
+                f"make the per-rank batch a multiple of {k}"
+            )
         return torch.cat([draw(batch // k, g) for g in self.generators])
 
     def randn_like(self, x: Tensor) -> Tensor:
         """ε ~ N(0, I) with the shape, dtype and device of x."""
-        return self._draw(x.shape[0], lambda n, g: torch.randn((n, *x.shape[1:]), generator=g, device=x.device,
-                                                               dtype=x.dtype))
+        return self._draw(
+            x.shape[0], lambda n, g: torch.randn((n, *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+        )
 
     def rand(self, batch: int, like: Tensor) -> Tensor:
         """u ~ U[0, 1) of shape (B,), on the device and in the dtype of ``like``."""

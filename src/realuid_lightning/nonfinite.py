@@ -25,12 +25,15 @@ class NonFiniteGuard:
 
     def __init__(self, max_in_row: int = 10) -> None:
         if max_in_row < 1:
-            raise ConfigError(f"max_nonfinite={max_in_row} must be >= 1 (the number of non-finite updates in a row "
-                              "that stops the run)")
+            raise ConfigError(
+                f"max_nonfinite={max_in_row} must be >= 1 (the number of non-finite updates in a row "
+                "that stops the run)"
+            )
         self.max_in_row, self.skipped, self.in_row = max_in_row, 0, 0
 
-    def check(self, module: LightningModule, loss: Tensor, grad_norm: Tensor, optimizer: Any,
-              name: str = "model") -> bool:
+    def check(
+        self, module: LightningModule, loss: Tensor, grad_norm: Tensor, optimizer: Any, name: str = "model"
+    ) -> bool:
         """True when the update may go ahead; otherwise zero the gradients, count the skip and maybe stop."""
         finite = bool(torch.isfinite(loss.detach()).all() and torch.isfinite(grad_norm))
         if module._trainer is not None:  # every rank must take the same decision
@@ -44,10 +47,12 @@ class NonFiniteGuard:
         optimizer.zero_grad(set_to_none=True)
         if self.in_row >= self.max_in_row:
             step = module.trainer.global_step if module._trainer is not None else "?"
-            raise DivergenceError(f"training diverged: {self.in_row} updates in a row had a non-finite loss or "
-                                  f"gradient (the {name} update at step {step}: loss={loss.item():.4g}, grad norm="
-                                  f"{grad_norm.item():.4g}); no update was applied and the checkpoints written so far "
-                                  "are kept; lower the learning rate or raise max_nonfinite")
+            raise DivergenceError(
+                f"training diverged: {self.in_row} updates in a row had a non-finite loss or "
+                f"gradient (the {name} update at step {step}: loss={loss.item():.4g}, grad norm="
+                f"{grad_norm.item():.4g}); no update was applied and the checkpoints written so far "
+                "are kept; lower the learning rate or raise max_nonfinite"
+            )
         return False
 
 
@@ -55,5 +60,6 @@ def check_finite_state(state: dict[str, Tensor]) -> None:
     """Refuse to checkpoint weights holding NaN or ±inf (the previous checkpoints stay the last good ones)."""
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
-        raise DivergenceError(f"refusing to write a checkpoint: {bad} holds non-finite values; the previous "
-                              "checkpoints are kept")
+        raise DivergenceError(
+            f"refusing to write a checkpoint: {bad} holds non-finite values; the previous checkpoints are kept"
+        )

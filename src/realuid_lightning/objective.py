@@ -13,8 +13,14 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.losses import (Parameterisation, gan_discriminator_loss, gan_generator_loss,
-                                      general_realuid_objective, realuid_generator_loss, realum_loss)
+from realuid_lightning.losses import (
+    Parameterisation,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    general_realuid_objective,
+    realuid_generator_loss,
+    realum_loss,
+)
 from realuid_lightning.processes.base import ProcessSample
 
 
@@ -24,8 +30,9 @@ def check_coefficients(alpha: float, beta: float, gamma: float | None) -> None:
         if value is not None and not 0.0 < value <= 1.0:
             raise ConfigError(f"{name}={value} is out of range; it must lie in (0, 1]")
     if alpha == 1.0 and beta != 1.0:
-        raise ConfigError(f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is "
-                          "unstable")
+        raise ConfigError(
+            f"alpha=1 requires beta=1 (got beta={beta}): the real-data term vanishes and the loss is unstable"
+        )
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,14 @@ class Objective:
     def __post_init__(self) -> None:
         check_coefficients(self.alpha, self.beta, self.gamma)
         if self.parameterisation not in ("standard", "beta"):
-            raise ConfigError(f"parameterisation={self.parameterisation!r} is not supported; "
-                              "choose 'standard' or 'beta'")
+            raise ConfigError(
+                f"parameterisation={self.parameterisation!r} is not supported; choose 'standard' or 'beta'"
+            )
         if min(self.gan_generator_weight, self.gan_discriminator_weight) < 0:
-            raise ConfigError(f"GAN weights must be >= 0 (got gan_generator_weight={self.gan_generator_weight}, "
-                              f"gan_discriminator_weight={self.gan_discriminator_weight})")
+            raise ConfigError(
+                f"GAN weights must be >= 0 (got gan_generator_weight={self.gan_generator_weight}, "
+                f"gan_discriminator_weight={self.gan_discriminator_weight})"
+            )
         if not 0 <= self.gan_time_min < 1:
             raise ConfigError(f"gan_time_min={self.gan_time_min} must lie in [0, 1)")
 
@@ -79,8 +89,13 @@ class Objective:
         """fake_reads_teacher = (γ ≠ α or 'beta'): General RealUID's fake loss reads f*, RealUM's does not."""
         return self.parameterisation != "standard" or (self.gamma is not None and self.gamma != self.alpha)
 
-    def fake_loss(self, samples: Sequence[ProcessSample], fake: Tensor, teacher: Tensor | None = None,
-                  logits: Tensor | None = None) -> Tensor:
+    def fake_loss(
+        self,
+        samples: Sequence[ProcessSample],
+        fake: Tensor,
+        teacher: Tensor | None = None,
+        logits: Tensor | None = None,
+    ) -> Tensor:
         """Per-sample loss of f and D, shape (B,): −L(f) + λ_D·L_D^adv(D(x_t^θ), D(x_t*)) (RealUM = −L + const).
 
         ``samples`` are the generated branch, then the real one when ``uses_real_data``; ``fake`` = f,
@@ -90,8 +105,10 @@ class Objective:
         n = len(samples)
         f = fake.chunk(n)
         if self.fake_reads_teacher:
-            loss = -sum(general_realuid_objective(f_star, f[i], s.target, s.weight, *self._general, real=i == 1)
-                        for i, (s, f_star) in enumerate(zip(samples, teacher.chunk(n))))
+            loss = -sum(
+                general_realuid_objective(f_star, f[i], s.target, s.weight, *self._general, real=i == 1)
+                for i, (s, f_star) in enumerate(zip(samples, teacher.chunk(n)))
+            )
         else:
             real = (f[1], samples[1].target, samples[1].weight) if self.alpha < 1 else ()
             loss = realum_loss(f[0], samples[0].target, samples[0].weight, self.alpha, self.beta, *real)
@@ -99,8 +116,9 @@ class Objective:
             return loss
         return loss + self.gan_discriminator_weight * gan_discriminator_loss(*logits.chunk(2))
 
-    def generator_loss(self, sample: ProcessSample, teacher: Tensor, fake: Tensor,
-                       logits: Tensor | None = None) -> Tensor:
+    def generator_loss(
+        self, sample: ProcessSample, teacher: Tensor, fake: Tensor, logits: Tensor | None = None
+    ) -> Tensor:
         """Per-sample loss of G_θ with f fixed, shape (B,): L(θ) on the generated branch + λ_G·L_G^adv(D(x_t^θ)).
 
         ``teacher`` = f* and ``fake`` = f at ``sample.x_t``; ``logits`` = D(x_t^θ) when ``uses_gan``.

@@ -35,10 +35,20 @@ from realuid_lightning.sampler import load_sampler
 from realuid_lightning.saving import save_atomic
 
 # role -> (EMA dict of RealUID, single EMA of torchcfm, raw weights)
-ROLES: dict[str, tuple[str, str | None, str]] = {"teacher": ("ema_models", "ema_model", "net_model"),
-                                                 "generator": ("ema_gens", None, "gen")}
+ROLES: dict[str, tuple[str, str | None, str]] = {
+    "teacher": ("ema_models", "ema_model", "net_model"),
+    "generator": ("ema_gens", None, "gen"),
+}
 GAN_HEAD = "cls_pred_branch."
-ARCH_ARGS = ("dim", "num_channels", "num_res_blocks", "channel_mult", "num_heads", "num_head_channels", "attention_resolutions")
+ARCH_ARGS = (
+    "dim",
+    "num_channels",
+    "num_res_blocks",
+    "channel_mult",
+    "num_heads",
+    "num_head_channels",
+    "attention_resolutions",
+)
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -72,28 +82,38 @@ def official_state(checkpoint: dict[str, Any], role: str, decay: float | None, w
             state = checkpoint[single_key]
         else:
             other = next(r for r in ROLES if r != role)
-            hint = f"; it looks like a {other} checkpoint (role={other!r})" if any(k in checkpoint for k in ROLES[other] if k) else ""
+            hint = (
+                f"; it looks like a {other} checkpoint (role={other!r})"
+                if any(k in checkpoint for k in ROLES[other] if k)
+                else ""
+            )
             wanted = raw_key if decay is None else " or ".join(repr(k) for k in (averages_key, single_key) if k)
-            raise ConfigError(f"{what} holds no {role} weights: no {wanted} among its keys {sorted(map(str, checkpoint))}{hint}")
+            raise ConfigError(
+                f"{what} holds no {role} weights: no {wanted} among its keys {sorted(map(str, checkpoint))}{hint}"
+            )
     if not _is_state_dict(state):
         raise ConfigError(f"{what}: the {role} entry is not a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     return {k: v for k, v in state.items() if not k.startswith(GAN_HEAD)}
 
 
-def load_official(path: str | os.PathLike, role: str = "teacher", decay: float | None = 0.999, **arch: Any) -> TorchCFMUNet:
+def load_official(
+    path: str | os.PathLike, role: str = "teacher", decay: float | None = 0.999, **arch: Any
+) -> TorchCFMUNet:
     """TorchCFMUNet(**arch) holding the ``role`` weights of an official checkpoint, loaded strictly, in eval mode.
 
     ``arch`` are :class:`TorchCFMUNet` init args (default: the official CIFAR-10 U-Net); a class-conditional
     checkpoint needs ``class_cond=True, num_classes=N``. The teacher is the velocity field v(t, x_t) of
     x_t = t·x1 + (1 − t)·x0 (t = 1 data); the generator's network g gives G(z) = z + g(0, z, y).
     """
-    return official_network(load_checkpoint(path, what="official checkpoint"), role, decay,
-                            f"official checkpoint {str(path)!r}", **arch)
+    return official_network(
+        load_checkpoint(path, what="official checkpoint"), role, decay, f"official checkpoint {str(path)!r}", **arch
+    )
 
 
-def official_network(checkpoint: dict[str, Any], role: str, decay: float | None, what: str,
-                     **arch: Any) -> TorchCFMUNet:
+def official_network(
+    checkpoint: dict[str, Any], role: str, decay: float | None, what: str, **arch: Any
+) -> TorchCFMUNet:
     """:func:`load_official` of a loaded official checkpoint (``what`` names it in errors)."""
     state = official_state(checkpoint, role, decay, what)
     try:
@@ -102,7 +122,9 @@ def official_network(checkpoint: dict[str, Any], role: str, decay: float | None,
         raise ConfigError(f"load_official: {err}; the architecture args are TorchCFMUNet's init args") from None
     if "label_emb.weight" in state and not net.class_cond:
         n = state["label_emb.weight"].shape[0]
-        raise ConfigError(f"{what} is class-conditional ({n} classes): pass class_cond=True, num_classes={n} (--num-classes {n})")
+        raise ConfigError(
+            f"{what} is class-conditional ({n} classes): pass class_cond=True, num_classes={n} (--num-classes {n})"
+        )
     if "label_emb.weight" not in state and net.class_cond:
         raise ConfigError(f"{what} is unconditional (no label_emb): drop class_cond / num_classes (--num-classes)")
     load_state_strict(net.unet, state, f"{what} ({role}, decay {decay})")
@@ -111,8 +133,11 @@ def official_network(checkpoint: dict[str, Any], role: str, decay: float | None,
 
 def _defaults(cls: type, skip: tuple[str, ...]) -> dict[str, Any]:
     params = inspect.signature(cls.__init__).parameters.items()
-    return {name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default  # plain data
-            for name, p in params if name not in ("self", *skip) and p.default is not p.empty}
+    return {
+        name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default  # plain data
+        for name, p in params
+        if name not in ("self", *skip) and p.default is not p.empty
+    }
 
 
 def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, source: str = "") -> dict[str, Any]:
@@ -126,8 +151,15 @@ def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, sourc
     """
     cls = MatchingModule if role == "teacher" else RealUIDModule
     hparams = _defaults(cls, ("net", "teacher", "process"))
-    record = RunMetadata(cls.role, cls.__name__, cls.network_prefix, spec_of(net), spec_of(FlowMatching()),
-                         list(net.dim), imported_from={"checkpoint": source, "role": role, "decay": decay})
+    record = RunMetadata(
+        cls.role,
+        cls.__name__,
+        cls.network_prefix,
+        spec_of(net),
+        spec_of(FlowMatching()),
+        list(net.dim),
+        imported_from={"checkpoint": source, "role": role, "decay": decay},
+    )
     if role == "teacher":  # MatchingModule's default sampler
         record = replace(record, sample_steps=hparams["sample_steps"], sample_method=hparams["sample_method"])
     else:
@@ -141,16 +173,35 @@ def official_checkpoint(net: TorchCFMUNet, role: str, decay: float | None, sourc
 
 
 def import_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="realuid import-official", description="Convert an official RealUID / torchcfm checkpoint "
-                                "into a realuid-lightning checkpoint (needs pip install 'realuid-lightning[official]').")
-    p.add_argument("--ckpt", required=True, help="official checkpoint (RealUID train_teacher.py / train_distil.py, torchcfm train_cifar10.py)")
-    p.add_argument("--role", choices=sorted(ROLES), default="teacher", help="teacher (ema_models) or distilled generator (ema_gens)")
+    p = argparse.ArgumentParser(
+        prog="realuid import-official",
+        description="Convert an official RealUID / torchcfm checkpoint "
+        "into a realuid-lightning checkpoint (needs pip install 'realuid-lightning[official]').",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="official checkpoint (RealUID train_teacher.py / train_distil.py, torchcfm train_cifar10.py)",
+    )
+    p.add_argument(
+        "--role",
+        choices=sorted(ROLES),
+        default="teacher",
+        help="teacher (ema_models) or distilled generator (ema_gens)",
+    )
     p.add_argument("--out", required=True, help="realuid-lightning checkpoint to write")
-    p.add_argument("--decay", default="0.999", help="EMA decay to import, 'raw' for the raw weights (net_model / gen), "
-                   "or 'auto' for 0.999 or the first decay of ema_models / ema_gens")
+    p.add_argument(
+        "--decay",
+        default="0.999",
+        help="EMA decay to import, 'raw' for the raw weights (net_model / gen), "
+        "or 'auto' for 0.999 or the first decay of ema_models / ema_gens",
+    )
     p.add_argument("--num-classes", type=int, default=None, help="number of classes of a class-conditional checkpoint")
-    arch = p.add_argument_group("architecture", "TorchCFMUNet args; default: the official CIFAR-10 U-Net (3×32×32, 128 "
-                                "channels, 2 res blocks, mult 1 2 2 2, 4 heads of 64 channels, attention at 16)")
+    arch = p.add_argument_group(
+        "architecture",
+        "TorchCFMUNet args; default: the official CIFAR-10 U-Net (3×32×32, 128 "
+        "channels, 2 res blocks, mult 1 2 2 2, 4 heads of 64 channels, attention at 16)",
+    )
     arch.add_argument("--dim", type=int, nargs=3, metavar=("C", "H", "W"))
     arch.add_argument("--num-channels", type=int)
     arch.add_argument("--num-res-blocks", type=int)
@@ -175,5 +226,7 @@ def import_command(argv: list[str]) -> None:
     sampler = load_sampler(args.out, decay)  # what was written rebuilds, as `realuid sample` will read it
     use = "teacher_ckpt" if args.role == "teacher" else "generator_ckpt"
     steps = "one step" if sampler.student else f"{sampler.steps} {sampler.method} steps"
-    print(f"wrote {args.role} checkpoint {args.out} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M "
-          f"parameters); use it as {use} or sample it ({steps} by default) with 'realuid sample --ckpt {args.out}'")
+    print(
+        f"wrote {args.role} checkpoint {args.out} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M "
+        f"parameters); use it as {use} or sample it ({steps} by default) with 'realuid sample --ckpt {args.out}'"
+    )

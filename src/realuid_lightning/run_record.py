@@ -72,8 +72,10 @@ class RunMetadata:
             raise ConfigError(f"{what} was not written by realuid-lightning (no 'realuid' metadata block)")
         version = entry.get("version", 0)
         if version > VERSION:
-            raise ConfigError(f"{what} was written by a newer realuid-lightning (run record version {version}; this "
-                              f"release reads versions 0 to {VERSION}): upgrade realuid-lightning")
+            raise ConfigError(
+                f"{what} was written by a newer realuid-lightning (run record version {version}; this "
+                f"release reads versions 0 to {VERSION}): upgrade realuid-lightning"
+            )
         if version == 0:
             entry = _upgraded(entry, checkpoint.get("hyper_parameters", {}))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -102,8 +104,11 @@ def _sectioned(flat: dict[str, Any]) -> dict[str, Any]:
     from realuid_lightning.modules.distill import RealUIDModule  # here: the modules import this file
 
     parameters = inspect.signature(RealUIDModule.__init__).parameters.values()
-    sections = {p.name: {f.name for f in dataclasses.fields(p.default)} for p in parameters
-                if dataclasses.is_dataclass(p.default)}
+    sections = {
+        p.name: {f.name for f in dataclasses.fields(p.default)}
+        for p in parameters
+        if dataclasses.is_dataclass(p.default)
+    }
     if any(name in flat for name in sections):  # already grouped
         return flat
     grouped = {name: {k: v for k, v in flat.items() if k in options} for name, options in sections.items()}

@@ -68,17 +68,24 @@ class Sampler:
         ``sources``; checks that the network has that class and that the process reads sources iff they are given."""
         classes = class_count(self.net)
         if label is not None and not (classes and 0 <= label < classes):
-            raise ConfigError(f"--label {label} is not a class of this network "
-                              f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})")
+            raise ConfigError(
+                f"--label {label} is not a class of this network "
+                f"({'unconditional' if not classes else f'classes 0 … {classes - 1}'})"
+            )
         x0 = None if sources is None else load_sources(sources, list(self.shape), self.process)
         self.process.known_source(x0)  # a process whose source comes with the data needs --sources
         return dataclasses.replace(self, label=label, sources=x0)
 
     def protocol(self) -> dict[str, Any]:
         """What is sampled: model kind, weights, steps, method and conditioning, for a report."""
-        return {"model": "student" if self.student else "teacher", "ema": "raw" if self.ema is None else self.ema,
-                **({"weights": self.weights} if self.weights is not None else {}), "steps": self.steps,
-                "method": self.method, "label": "all" if self.label is None and class_count(self.net) else self.label}
+        return {
+            "model": "student" if self.student else "teacher",
+            "ema": "raw" if self.ema is None else self.ema,
+            **({"weights": self.weights} if self.weights is not None else {}),
+            "steps": self.steps,
+            "method": self.method,
+            "label": "all" if self.label is None and class_count(self.net) else self.label,
+        }
 
     @torch.no_grad()
     def draw(self, num: int, seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu") -> Tensor:
@@ -98,8 +105,9 @@ class Sampler:
         return torch.cat(chunks)
 
 
-def load_sampler(source: str | os.PathLike, ema: str | float | None = "auto", steps: int | None = None,
-                 method: str | None = None) -> Sampler:
+def load_sampler(
+    source: str | os.PathLike, ema: str | float | None = "auto", steps: int | None = None, method: str | None = None
+) -> Sampler:
     """The sampler of a checkpoint, a diffusers teacher folder or hub id, or an exported pipeline folder.
 
     ``ema``: a decay (its EMA weights), None or 'raw' (the raw weights), or 'auto' (0.999 if saved, else the smallest
@@ -134,8 +142,15 @@ def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
     shape = tuple(record.data_shape or ())
     if record.student:
         return Sampler(net, process, shape, time=record.generator_time or 0.0, ema=decay, weights=record.weights)
-    return Sampler(net, process, shape, record.sample_steps or 100, record.sample_method or "euler", ema=decay,
-                   weights=record.weights)
+    return Sampler(
+        net,
+        process,
+        shape,
+        record.sample_steps or 100,
+        record.sample_method or "euler",
+        ema=decay,
+        weights=record.weights,
+    )
 
 
 def _no_ema(ema: str | float | None, what: str) -> None:
@@ -177,11 +192,14 @@ def load_sources(path: str, shape: list[int], process: Process) -> Tensor:
     """The sources x0 of ``--sources`` for ``process``: a folder of images or a .pt tensor, (N, *shape)."""
     sources = _read_sources(path, shape)
     if process.known_source(sources) is None:
-        raise ConfigError(f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples "
-                          "from noise alone")
+        raise ConfigError(
+            f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone"
+        )
     if list(sources.shape[1:]) != list(shape) or len(sources) == 0:
-        raise ConfigError(f"--sources {path!r} holds {tuple(sources.shape)}; it must be a tensor "
-                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+        raise ConfigError(
+            f"--sources {path!r} holds {tuple(sources.shape)}; it must be a tensor "
+            f"(N, {', '.join(map(str, shape))}) of the data shape"
+        )
     return sources.float()
 
 
@@ -198,6 +216,8 @@ def _read_sources(path: str, shape: list[int]) -> Tensor:
     except Exception as err:  # not a torch file, or a pickle that is more than tensors
         raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
     if not isinstance(sources, Tensor):
-        raise ConfigError(f"--sources {path!r} holds {type(sources).__name__}; it must be a tensor "
-                          f"(N, {', '.join(map(str, shape))}) of the data shape")
+        raise ConfigError(
+            f"--sources {path!r} holds {type(sources).__name__}; it must be a tensor "
+            f"(N, {', '.join(map(str, shape))}) of the data shape"
+        )
     return sources

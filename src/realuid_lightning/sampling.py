@@ -27,8 +27,9 @@ def teacher_drift(net: nn.Module, process: Process, cond: Tensor | None = None) 
 
 
 @torch.no_grad()
-def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "heun"] = "euler", t0: float = 0.0,
-               t1: float = 1.0) -> Tensor:
+def ode_sample(
+    drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "heun"] = "euler", t0: float = 0.0, t1: float = 1.0
+) -> Tensor:
     """Integrate dx/dt = u(t, x) from x(t0) = x0 to t1 in ``steps`` uniform steps.
 
     Euler: x ← x + h·u(t, x) (``steps`` evaluations). Heun: x̃ = x + h·u(t, x),
@@ -50,9 +51,16 @@ def ode_sample(drift: Drift, x0: Tensor, steps: int, method: Literal["euler", "h
 
 
 @torch.no_grad()
-def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int,
-                   method: Literal["euler", "heun", "sde"] = "euler", cond: Tensor | None = None,
-                   generator: torch.Generator | None = None, t_start: float | None = None) -> Tensor:
+def sample_teacher(
+    net: nn.Module,
+    process: Process,
+    z: Tensor,
+    steps: int,
+    method: Literal["euler", "heun", "sde"] = "euler",
+    cond: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t_start: float | None = None,
+) -> Tensor:
     """x1 from z ~ N(0, I) with a teacher f*(t, x, cond), from x(t_start) = process.start_state(t_start, z, cond) to
     t_max (t_start = t_min): multi-step teacher sampling.
 
@@ -71,16 +79,19 @@ def sample_teacher(net: nn.Module, process: Process, z: Tensor, steps: int,
     if method == "sde":
         return _sde_sample(net, process, x, cond, steps, t0, generator)  # a CouplingProcess: only couplings have 'sde'
     if start_noise(process, t0) == 0:
-        raise ConfigError(f"ODE sampling from t_start={t0} starts at the point mass x0 (no noise there); "
-                          "use method='sde' or a t_start with noise, e.g. 0.05")
+        raise ConfigError(
+            f"ODE sampling from t_start={t0} starts at the point mass x0 (no noise there); "
+            "use method='sde' or a t_start with noise, e.g. 0.05"
+        )
     return ode_sample(teacher_drift(net, process, cond), x, steps, method, t0, process.t_max)
 
 
 def check_method(process: Process, method: str) -> None:
     """One-line ConfigError unless ``method`` is one of the process's sampling methods."""
     if method not in process.sampling_methods:
-        raise ConfigError(f"method={method!r} is not supported for {type(process).__name__}; "
-                          f"choose one of {process.sampling_methods}")
+        raise ConfigError(
+            f"method={method!r} is not supported for {type(process).__name__}; choose one of {process.sampling_methods}"
+        )
 
 
 def start_noise(process: Process, time: float) -> float:
@@ -90,8 +101,15 @@ def start_noise(process: Process, time: float) -> float:
     return float(process.start_state(t, one, torch.zeros(1, 1)).abs().max())
 
 
-def _sde_sample(net: nn.Module, process: CouplingProcess, x: Tensor, cond: Tensor | None, steps: int, t0: float,
-                generator: torch.Generator | None) -> Tensor:
+def _sde_sample(
+    net: nn.Module,
+    process: CouplingProcess,
+    x: Tensor,
+    cond: Tensor | None,
+    steps: int,
+    t0: float,
+    generator: torch.Generator | None,
+) -> Tensor:
     """Euler–Maruyama from x(t0) to t_max: x ← x + h·u_SDE(t, x) + g_t·√h·ξ, no noise in the last step."""
     grid = torch.linspace(t0, process.t_max, steps + 1, device=x.device, dtype=x.dtype)
     for k in range(steps):

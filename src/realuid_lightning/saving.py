@@ -45,8 +45,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(obj: Any, out: str | os.PathLike, write: Callable[[Any, BinaryIO], None] = torch.save,
-                durable: bool = False) -> None:
+def save_atomic(
+    obj: Any, out: str | os.PathLike, write: Callable[[Any, BinaryIO], None] = torch.save, durable: bool = False
+) -> None:
     """``write(obj, file)`` (torch.save by default) into a temporary file beside ``out``, then os.replace: readers
     never see a partial file.
 
@@ -92,11 +93,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         save_atomic(checkpoint, str(path).removeprefix("file://"), durable=True)
 
-    def load_checkpoint(self, path: Any, map_location: Callable | None = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if weights_only is False:
-            raise ConfigError("weights_only=False is not supported: checkpoints are read with weights_only=True so that "
-                              "loading one cannot run code")
+            raise ConfigError(
+                "weights_only=False is not supported: checkpoints are read with weights_only=True so that "
+                "loading one cannot run code"
+            )
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         except FileNotFoundError:
@@ -124,8 +128,11 @@ class FinalCheckpoint(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for callback in trainer.checkpoint_callbacks:
             # the skip test covers fast_dev_run, sanity checks and "already saved at this step"
-            if isinstance(callback, ModelCheckpoint) and callback.save_last is True \
-                    and not callback._should_skip_saving_checkpoint(trainer):
+            if (
+                isinstance(callback, ModelCheckpoint)
+                and callback.save_last is True
+                and not callback._should_skip_saving_checkpoint(trainer)
+            ):
                 callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
@@ -137,9 +144,13 @@ def check_writable(paths: Iterable[tuple[str, Any]]) -> None:
         target = Path(str(path).removeprefix("file://")).absolute()
         existing = next(p for p in (target, *target.parents) if p.exists())
         if not existing.is_dir():
-            raise ConfigError(f"output directory {str(path)!r} ({what}) is not writable: {str(existing)!r} is not a directory")
+            raise ConfigError(
+                f"output directory {str(path)!r} ({what}) is not writable: {str(existing)!r} is not a directory"
+            )
         try:
             with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as err:
-            raise ConfigError(f"output directory {str(path)!r} ({what}) is not writable: {err.strerror or err}") from None
+            raise ConfigError(
+                f"output directory {str(path)!r} ({what}) is not writable: {err.strerror or err}"
+            ) from None

@@ -31,7 +31,9 @@ class EMA(Callback):
     def __init__(self, decays: Sequence[float] = (0.999, 0.9996, 0.9999), warmup: bool = False) -> None:
         bad = [d for d in decays if not 0.0 < d < 1.0]
         if bad or not decays:
-            raise ConfigError(f"EMA decays {list(decays)} are invalid; each must lie in (0, 1) and at least one is needed")
+            raise ConfigError(
+                f"EMA decays {list(decays)} are invalid; each must lie in (0, 1) and at least one is needed"
+            )
         self.decays, self.warmup = [float(d) for d in decays], warmup
         self.averages: dict[str, dict[str, Tensor]] = {}
         self.version = -1
@@ -50,7 +52,9 @@ class EMA(Callback):
                 avg[k] = v.to(state[k].device)
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if pl_module.ema_version == self.version:
             return
         self.version = pl_module.ema_version

@@ -18,8 +18,13 @@ from torch import nn
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.callbacks.fid_cache import real_statistics_file, teacher_scores_file
 from realuid_lightning.callbacks.fid_stats import cached_scores, load_real_statistics
-from realuid_lightning.callbacks.fid_teacher import (SampleFn, check_teacher_steps, has_frozen_teacher,
-                                                     teacher_method, teacher_sampler)
+from realuid_lightning.callbacks.fid_teacher import (
+    SampleFn,
+    check_teacher_steps,
+    has_frozen_teacher,
+    teacher_method,
+    teacher_sampler,
+)
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
@@ -77,16 +82,27 @@ class FrechetDistance(Callback):
         summary: bool = True,
     ) -> None:
         steps = [teacher_steps] if isinstance(teacher_steps, int) else list(teacher_steps or [])
-        for name, value, least in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2),
-                                   ("batch_size", batch_size, 1), ("num_classes", num_classes, 1),
-                                   *(("teacher_steps", k, 1) for k in steps)):
+        for name, value, least in (
+            ("every_n_steps", every_n_steps, 1),
+            ("num_samples", num_samples, 2),
+            ("batch_size", batch_size, 1),
+            ("num_classes", num_classes, 1),
+            *(("teacher_steps", k, 1) for k in steps),
+        ):
             if value is not None and value < least:
                 raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
         if not isinstance(feature, nn.Module) and feature not in FEATURES:
-            raise ConfigError(f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features")
+            raise ConfigError(
+                f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features"
+            )
         if isinstance(feature, nn.Module) and not isinstance(getattr(feature, "num_features", None), int):
             raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
-        self.every_n_steps, self.num_samples, self.feature, self.inception_weights = every_n_steps, num_samples, feature, inception_weights
+        self.every_n_steps, self.num_samples, self.feature, self.inception_weights = (
+            every_n_steps,
+            num_samples,
+            feature,
+            inception_weights,
+        )
         self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
         self.teacher_steps, self.prefix, self.seed, self.summary = steps, prefix, seed, summary
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
@@ -111,7 +127,9 @@ class FrechetDistance(Callback):
         """torchmetrics' FrechetInceptionDistance (reference sums and generated sums); None before setup."""
         return None if self.distances is None else self.distances.fid
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         last = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         if step != self.last_step and (step % self.every_n_steps == 0 or last):
@@ -123,7 +141,9 @@ class FrechetDistance(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.global_step != self.last_step:  # stopped by epochs or early stopping: score the final weights
             scores = self.evaluate(trainer, pl_module)
-            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scores.items()})  # self.log is not allowed here
+            trainer.callback_metrics.update(
+                {k: torch.tensor(v) for k, v in scores.items()}
+            )  # self.log is not allowed here
             self._write_to_loggers(trainer, scores)
         if self.summary:  # print, not logging: shown whatever Lightning's log level
             rank_zero_only(print)(self.summary_line(trainer), flush=True)
@@ -132,19 +152,23 @@ class FrechetDistance(Callback):
         """The last evaluation's FD of the last EMA decay and the raw weights beside the teacher's at each step count
         (2 decimals, 1 from 100 on), e.g. ``FD-digits (1797 samples, seed 0): student EMA 0.995 = 3.41, raw = 5.20 |
         teacher 1 / 10 / 100 steps = 966.3 / 3.73 / 1.04``."""
-        fd = {k.removeprefix(f"{self.prefix}/"): f"{v:.{2 if abs(v) < 100 else 1}f}"
-              for k, v in self.last_scores.items()}
+        fd = {
+            k.removeprefix(f"{self.prefix}/"): f"{v:.{2 if abs(v) < 100 else 1}f}" for k, v in self.last_scores.items()
+        }
         ema = self._ema(trainer)
         student = f"EMA {ema.decays[-1]} = {fd[f'ema_{ema.decays[-1]}']}, raw" if ema is not None else "raw"
         steps = " / ".join(str(k) for k in self.teacher_steps)
         teacher = " / ".join(fd[f"teacher_{k}steps"] for k in self.teacher_steps)
         num = self.num_samples // trainer.world_size * trainer.world_size
-        return (f"{self.metric_name()} ({num} samples, seed {self.seed}): student {student} = {fd['raw']}"
-                + (f" | teacher {steps} steps = {teacher}" if self.teacher_steps else ""))
+        return f"{self.metric_name()} ({num} samples, seed {self.seed}): student {student} = {fd['raw']}" + (
+            f" | teacher {steps} steps = {teacher}" if self.teacher_steps else ""
+        )
 
     def metric_name(self) -> str:
         """'FID' (Inception), 'FD-<the network's feature_name>' ('FD-digits') or 'FD' (another feature network)."""
-        return fd_label(getattr(self.extractor, "feature_name", self.feature if isinstance(self.feature, str) else None))
+        return fd_label(
+            getattr(self.extractor, "feature_name", self.feature if isinstance(self.feature, str) else None)
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher_scores": self.teacher_scores}
@@ -165,7 +189,9 @@ class FrechetDistance(Callback):
             scores = self._score("raw", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
             for decay in ema.decays if ema is not None else []:
                 with ema.swapped(pl_module, decay):
-                    scores |= self._score(f"ema_{decay}", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
+                    scores |= self._score(
+                        f"ema_{decay}", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module
+                    )
             for steps in self.teacher_steps:
                 scores |= self._teacher_scores(steps, trainer, pl_module)
         finally:
@@ -186,10 +212,17 @@ class FrechetDistance(Callback):
 
     def teacher_cache_file(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> Path | None:
         """Where a frozen teacher's scores at ``steps`` steps are cached (:func:`fid_cache.teacher_scores_file`)."""
-        protocol = (fingerprint(self.extractor), self.num_samples, self.batch_size, self.seed, trainer.world_size,
-                    self._classes(pl_module))
-        return teacher_scores_file(self.cache_dir, pl_module, steps, teacher_method(pl_module), protocol,
-                                   self.cache_file(trainer.datamodule))
+        protocol = (
+            fingerprint(self.extractor),
+            self.num_samples,
+            self.batch_size,
+            self.seed,
+            trainer.world_size,
+            self._classes(pl_module),
+        )
+        return teacher_scores_file(
+            self.cache_dir, pl_module, steps, teacher_method(pl_module), protocol, self.cache_file(trainer.datamodule)
+        )
 
     def _score(self, name: str, sampler: SampleFn, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""
@@ -225,11 +258,19 @@ class FrechetDistance(Callback):
         if self.real_ready:
             return
         if trainer.datamodule is None:
-            raise ConfigError("FrechetDistance reads real images from trainer.datamodule; pass a LightningDataModule to fit")
+            raise ConfigError(
+                "FrechetDistance reads real images from trainer.datamodule; pass a LightningDataModule to fit"
+            )
         self.extractor.to(pl_module.device)
         self.distances.to(pl_module.device)
-        self.num_real = load_real_statistics(self.distances, self.extractor, trainer,
-                                             self.cache_file(trainer.datamodule), self.num_samples, self.batch_size)
+        self.num_real = load_real_statistics(
+            self.distances,
+            self.extractor,
+            trainer,
+            self.cache_file(trainer.datamodule),
+            self.num_samples,
+            self.batch_size,
+        )
         self.real_ready = True
 
     @staticmethod

@@ -22,15 +22,17 @@ def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
     return type(datamodule).__module__, type(datamodule).__qualname__, sorted(described.items())
 
 
-def real_statistics_file(cache_dir: str, datamodule: LightningDataModule, feature: str, extractor: nn.Module,
-                         num_samples: int, kid: bool) -> Path:
+def real_statistics_file(
+    cache_dir: str, datamodule: LightningDataModule, feature: str, extractor: nn.Module, num_samples: int, kid: bool
+) -> Path:
     """``cache_dir/<DataModule>_<feature>_<num_samples>_<hash>.pt``; the hash covers the datamodule, φ, n and KID."""
     key = fingerprint((datamodule_description(datamodule), fingerprint(extractor), num_samples, kid))
     return Path(cache_dir) / f"{type(datamodule).__name__}_{feature}_{num_samples}_{key[:16]}.pt"
 
 
-def teacher_scores_file(cache_dir: str, pl_module: LightningModule, steps: int, method: str,
-                        protocol: tuple[Any, ...], real_file: Path) -> Path | None:
+def teacher_scores_file(
+    cache_dir: str, pl_module: LightningModule, steps: int, method: str, protocol: tuple[Any, ...], real_file: Path
+) -> Path | None:
     """``cache_dir/teacher_<steps>steps_<hash>.pt``, the hash covering the teacher's weights, the process, the sampler
     (steps, method), the scoring ``protocol``, the module's data shape, device and remembered sources, and the real
     statistics (their file's name); None for a process without a spec, which cannot be told from another."""
@@ -38,6 +40,17 @@ def teacher_scores_file(cache_dir: str, pl_module: LightningModule, steps: int, 
     if process is None:
         return None
     sources = getattr(pl_module, "remembered_sources", None)
-    key = fingerprint((pl_module.teacher.fingerprint(), process, steps, method, *protocol, pl_module.data_shape,
-                       pl_module.device.type, real_file.name, None if sources is None else fingerprint(sources)))
+    key = fingerprint(
+        (
+            pl_module.teacher.fingerprint(),
+            process,
+            steps,
+            method,
+            *protocol,
+            pl_module.data_shape,
+            pl_module.device.type,
+            real_file.name,
+            None if sources is None else fingerprint(sources),
+        )
+    )
     return Path(cache_dir) / f"teacher_{steps}steps_{key[:16]}.pt"

@@ -17,8 +17,9 @@ from realuid_lightning.evaluation.scores import FeatureDistances, image_features
 from realuid_lightning.saving import save_atomic
 
 
-def load_real_statistics(distances: FeatureDistances, extractor: nn.Module, trainer: Trainer, path: Path,
-                         num_samples: int, batch_size: int) -> int:
+def load_real_statistics(
+    distances: FeatureDistances, extractor: nn.Module, trainer: Trainer, path: Path, num_samples: int, batch_size: int
+) -> int:
     """Put the real statistics into ``distances`` on rank 0 (other ranks hold zeros, as the metrics sum over ranks);
     returns the number of real images on every rank."""
     stats: dict[str, Tensor] = {}
@@ -32,8 +33,13 @@ def load_real_statistics(distances: FeatureDistances, extractor: nn.Module, trai
     return int(trainer.strategy.broadcast(int(stats.get("real_features_num_samples", 0)), src=0))
 
 
-def real_statistics(distances: FeatureDistances, extractor: nn.Module, datamodule: LightningDataModule,
-                    num_samples: int, batch_size: int) -> dict[str, Tensor]:
+def real_statistics(
+    distances: FeatureDistances,
+    extractor: nn.Module,
+    datamodule: LightningDataModule,
+    num_samples: int,
+    batch_size: int,
+) -> dict[str, Tensor]:
     """Σφ, Σφφᵀ and n (and the features themselves, for KID) over at most ``num_samples`` real images: the data
     module's ``real_images(num)`` (unaugmented) when it has one, else its training batches
     (:func:`~realuid_lightning.evaluation.real_batches`)."""

@@ -23,8 +23,10 @@ def has_frozen_teacher(pl_module: LightningModule) -> bool:
 def check_teacher_steps(steps: list[int], pl_module: LightningModule) -> None:
     """``teacher_steps`` need a frozen teacher or a module whose ``sample`` takes ``steps`` (MatchingModule)."""
     if steps and not has_frozen_teacher(pl_module) and "steps" not in inspect.signature(pl_module.sample).parameters:
-        raise ConfigError(f"teacher_steps={steps} needs a module with a `teacher` and `process` (RealUIDModule) or "
-                          f"whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}")
+        raise ConfigError(
+            f"teacher_steps={steps} needs a module with a `teacher` and `process` (RealUIDModule) or "
+            f"whose sample() takes steps (MatchingModule); got {type(pl_module).__name__}"
+        )
 
 
 def teacher_method(pl_module: LightningModule) -> str:

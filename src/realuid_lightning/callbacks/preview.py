@@ -28,7 +28,9 @@ def render_scatter(data: Tensor, samples: Tensor, size: int = 256, limit: float 
     for points, colour in ((data, DATA_COLOUR), (samples, SAMPLE_COLOUR)):
         pix = ((points.float().cpu() / limit + 1) / 2 * (size - 1)).round().long()
         keep = ((pix >= 0) & (pix < size)).all(dim=1)
-        counts = torch.zeros(size * size).index_add_(0, (size - 1 - pix[keep, 1]) * size + pix[keep, 0], torch.ones(int(keep.sum())))
+        counts = torch.zeros(size * size).index_add_(
+            0, (size - 1 - pix[keep, 1]) * size + pix[keep, 0], torch.ones(int(keep.sum()))
+        )
         alpha = (counts / counts.quantile(0.99).clamp_min(1)).clamp(0, 1).view(1, size, size)
         image = image * (1 - alpha) + colour.view(3, 1, 1) * alpha
     return image
@@ -56,7 +58,9 @@ class SamplePreview(Callback):
             raise ConfigError(f"every_n_steps={every_n_steps} and num_samples={num_samples} must be positive")
         self.every_n_steps, self.num_samples, self.seed = every_n_steps, num_samples, seed
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         experiment = getattr(trainer.logger, "experiment", None)
         if step % self.every_n_steps or not trainer.is_global_zero or not hasattr(experiment, "add_image"):
@@ -73,6 +77,8 @@ class SamplePreview(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            return pl_module.sample(self.num_samples, generator=generator)  # labels / sources: GenerativeModule.sampling_cond
+            return pl_module.sample(
+                self.num_samples, generator=generator
+            )  # labels / sources: GenerativeModule.sampling_cond
         finally:
             pl_module.train(was_training)

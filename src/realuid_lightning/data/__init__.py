@@ -13,5 +13,13 @@ if TYPE_CHECKING:
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
-__all__ = ["TOY_DATASETS", "CIFAR10DataModule", "DigitsDataModule", "ImageFolderDataModule", "PairedDataModule",
-           "Toy2DCouplingDataModule", "Toy2DDataModule", "sample_toy"]
+__all__ = [
+    "TOY_DATASETS",
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "PairedDataModule",
+    "Toy2DCouplingDataModule",
+    "Toy2DDataModule",
+    "sample_toy",
+]

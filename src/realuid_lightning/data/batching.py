@@ -45,10 +45,20 @@ class GlobalBatches(DistributedSampler):
     single indices, for a ``DataLoader(batch_size=B)``.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, resume: tuple[int, int] = (0, 0), rank: int = 0, world: int = 1,
-                 batches: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        resume: tuple[int, int] = (0, 0),
+        rank: int = 0,
+        world: int = 1,
+        batches: bool = True,
+    ) -> None:
         if n < world * batch_size:
-            raise ConfigError(f"the global batch {world}×{batch_size} (ranks × batch_size) exceeds the {n} training items; lower batch_size")
+            raise ConfigError(
+                f"the global batch {world}×{batch_size} (ranks × batch_size) exceeds the {n} training items; lower batch_size"
+            )
         super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.n, self.batch_size, self.resume, self.batches = n, batch_size, tuple(resume), batches
         self.epoch = self.resume[0]
@@ -67,7 +77,9 @@ class GlobalBatches(DistributedSampler):
     def __iter__(self) -> Iterator[Any]:
         # a generator, so the order is drawn at the first batch: Lightning may call set_epoch after iter()
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        rows = order[: self.steps * self.num_replicas * self.batch_size].view(self.steps, self.num_replicas, self.batch_size)[:, self.rank]
+        rows = order[: self.steps * self.num_replicas * self.batch_size].view(
+            self.steps, self.num_replicas, self.batch_size
+        )[:, self.rank]
         start = self.resume[1] if self.epoch == self.resume[0] and self.resume[1] < self.steps else 0
         yield from rows[start:].tolist() if self.batches else rows[start:].flatten().tolist()
 
@@ -109,8 +121,12 @@ def batch_loader(*tensors: Tensor, batch_size: int, seed: int, shuffle: bool = T
     dataset = TensorBatches(*tensors)
     generator = torch.Generator().manual_seed(seed)
     if shuffle:
-        return ResumableLoader(dataset, sampler=GlobalBatches.for_trainer(len(dataset), batch_size, seed, trainer), batch_size=None,
-                               generator=generator)
+        return ResumableLoader(
+            dataset,
+            sampler=GlobalBatches.for_trainer(len(dataset), batch_size, seed, trainer),
+            batch_size=None,
+            generator=generator,
+        )
     in_order = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     return DataLoader(dataset, sampler=in_order, batch_size=None, generator=generator)
 
@@ -118,5 +134,12 @@ def batch_loader(*tensors: Tensor, batch_size: int, seed: int, shuffle: bool = T
 def item_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, trainer: Any = None) -> DataLoader:
     """A DataLoader collating ``batch_size`` items decoded one by one (images), in :class:`GlobalBatches` order for ``trainer``."""
     sampler = GlobalBatches.for_trainer(len(dataset), batch_size, seed, trainer, batches=False)
-    return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                           persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    return ResumableLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -35,8 +35,16 @@ class CIFAR10DataModule(LightningDataModule):
 
     num_classes = 10
 
-    def __init__(self, root: str = "data", download: bool = False, conditional: bool = False, hflip: bool = True,
-                 batch_size: int = 256, num_workers: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        conditional: bool = False,
+        hflip: bool = True,
+        batch_size: int = 256,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(f"batch_size must be positive and num_workers ≥ 0 (got {batch_size}, {num_workers})")

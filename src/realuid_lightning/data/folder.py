@@ -43,7 +43,13 @@ class Transformed(Dataset):
 def to_unit_range(hflip: bool) -> list[Callable[[Any], Any]]:
     """Optional random flip, then PIL/uint8 image → float tensor x = 2·(pixel / 255) − 1 in [−1, 1]."""
     flip = [v2.RandomHorizontalFlip()] if hflip else []
-    return [*flip, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3), v2.ToPureTensor()]
+    return [
+        *flip,
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([0.5] * 3, [0.5] * 3),
+        v2.ToPureTensor(),
+    ]
 
 
 def resize_crop(resolution: int, random_crop: bool = False, hflip: bool = False) -> v2.Compose:
@@ -70,12 +76,16 @@ def scan_images(root: Path, labels: bool) -> tuple[list[Path], list[int], list[s
         raise ConfigError(f"image folder {str(root)!r} does not exist or is not a directory")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise ConfigError(f"image folder {str(root)!r} holds no image files (looked recursively for {', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(
+            f"image folder {str(root)!r} holds no image files (looked recursively for {', '.join(IMAGE_SUFFIXES)})"
+        )
     if not labels:
         return paths, [0] * len(paths), []
     loose = [p for p in paths if p.parent == root]
     if loose:
-        raise ConfigError(f"labels=True needs images in class subfolders of {str(root)!r}, but {str(loose[0])!r} lies directly in it")
+        raise ConfigError(
+            f"labels=True needs images in class subfolders of {str(root)!r}, but {str(loose[0])!r} lies directly in it"
+        )
     classes = sorted({p.relative_to(root).parts[0] for p in paths})
     index = {name: i for i, name in enumerate(classes)}
     return paths, [index[p.relative_to(root).parts[0]] for p in paths], classes
@@ -111,12 +121,16 @@ class ImageFiles(Dataset):
                 return self._decode(i), self.targets[i]
             except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
                 if self.on_corrupt == "fail":
-                    raise CorruptImageError(f"cannot decode image file {str(self.paths[i])!r} ({type(err).__name__}: {err}); "
-                                            "set on_corrupt='skip' to skip unreadable files") from err
+                    raise CorruptImageError(
+                        f"cannot decode image file {str(self.paths[i])!r} ({type(err).__name__}: {err}); "
+                        "set on_corrupt='skip' to skip unreadable files"
+                    ) from err
                 self.bad.add(i)
                 warnings.warn(f"skipping unreadable image file {str(self.paths[i])!r} ({type(err).__name__}: {err})")
-        raise CorruptImageError(f"no readable image among {MAX_CONSECUTIVE_CORRUPT} consecutive files from "
-                                f"{str(self.paths[index])!r}; is the folder full of corrupt files?")
+        raise CorruptImageError(
+            f"no readable image among {MAX_CONSECUTIVE_CORRUPT} consecutive files from "
+            f"{str(self.paths[index])!r}; is the folder full of corrupt files?"
+        )
 
 
 class ImageFolderDataModule(LightningDataModule):
@@ -139,16 +153,34 @@ class ImageFolderDataModule(LightningDataModule):
         seed: seeds the shuffling order, which is a function of (seed, epoch).
     """
 
-    def __init__(self, root: str, resolution: int = 64, center_crop: bool = True, hflip: bool = True, labels: bool = False,
-                 on_corrupt: str = "fail", batch_size: int = 64, num_workers: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 64,
+        center_crop: bool = True,
+        hflip: bool = True,
+        labels: bool = False,
+        on_corrupt: str = "fail",
+        batch_size: int = 64,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if on_corrupt not in ON_CORRUPT:
             raise ConfigError(f"on_corrupt={on_corrupt!r} is not allowed; choose one of {list(ON_CORRUPT)}")
         if min(resolution, batch_size) < 1 or num_workers < 0:
-            raise ConfigError(f"resolution and batch_size must be positive and num_workers ≥ 0 "
-                              f"(got {resolution}, {batch_size}, {num_workers})")
+            raise ConfigError(
+                f"resolution and batch_size must be positive and num_workers ≥ 0 "
+                f"(got {resolution}, {batch_size}, {num_workers})"
+            )
         self.save_hyperparameters()
-        self.root, self.resolution, self.center_crop, self.hflip, self.labels = root, resolution, center_crop, hflip, labels
+        self.root, self.resolution, self.center_crop, self.hflip, self.labels = (
+            root,
+            resolution,
+            center_crop,
+            hflip,
+            labels,
+        )
         self.on_corrupt, self.batch_size, self.num_workers, self.seed = on_corrupt, batch_size, num_workers, seed
         self.classes: list[str] = []
 

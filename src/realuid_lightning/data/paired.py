@@ -41,9 +41,16 @@ def box_mask(x: Tensor, size: int, fill: float = 0.0, generator: torch.Generator
     height, width = x.shape[-2:]
     if not 0 < size <= min(height, width):
         raise ConfigError(f"box_size={size} must lie in [1, {min(height, width)}] for images of size {height}×{width}")
-    top, left = (torch.randint(0, n - size + 1, (x.shape[0], 1, 1), generator=generator, device=_device(x, generator)).to(x.device)
-                 for n in (height, width))
-    rows, cols = torch.arange(height, device=x.device).view(1, -1, 1), torch.arange(width, device=x.device).view(1, 1, -1)
+    top, left = (
+        torch.randint(0, n - size + 1, (x.shape[0], 1, 1), generator=generator, device=_device(x, generator)).to(
+            x.device
+        )
+        for n in (height, width)
+    )
+    rows, cols = (
+        torch.arange(height, device=x.device).view(1, -1, 1),
+        torch.arange(width, device=x.device).view(1, 1, -1),
+    )
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)  # (B, H, W)
     return torch.where(inside[:, None], torch.full_like(x, fill), x)
 
@@ -60,7 +67,9 @@ def import_callable(path: str) -> Callable[[Tensor], Tensor]:
     try:
         fn = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"degradation={path!r} is neither one of {DEGRADATIONS} nor an importable function: {err}") from None
+        raise ConfigError(
+            f"degradation={path!r} is neither one of {DEGRADATIONS} nor an importable function: {err}"
+        ) from None
     if not callable(fn):
         raise ConfigError(f"degradation={path!r} is not callable")
     return fn
@@ -84,13 +93,22 @@ class PairedDataModule(LightningDataModule):
         noise_std: standard deviation of the additive noise.
     """
 
-    def __init__(self, data: LightningDataModule, degradation: str = "downsample", factor: int = 4, box_size: int | None = None,
-                 fill: float = 0.0, noise_std: float = 0.2) -> None:
+    def __init__(
+        self,
+        data: LightningDataModule,
+        degradation: str = "downsample",
+        factor: int = 4,
+        box_size: int | None = None,
+        fill: float = 0.0,
+        noise_std: float = 0.2,
+    ) -> None:
         super().__init__()
         if degradation not in DEGRADATIONS:
             import_callable(degradation)  # fail now, with the path named
         if factor < 2 or noise_std <= 0 or (box_size is not None and box_size < 1):
-            raise ConfigError(f"factor={factor} must be >= 2, noise_std={noise_std} > 0 and box_size={box_size} >= 1 (or None)")
+            raise ConfigError(
+                f"factor={factor} must be >= 2, noise_std={noise_std} > 0 and box_size={box_size} >= 1 (or None)"
+            )
         self.data, self.degradation, self.factor, self.box_size = data, degradation, factor, box_size
         self.fill, self.noise_std = fill, noise_std
         self.save_hyperparameters(ignore=["data"])
@@ -118,7 +136,9 @@ class PairedDataModule(LightningDataModule):
             return gaussian_noise(x1, self.noise_std, generator)
         x0 = import_callable(self.degradation)(x1)
         if not isinstance(x0, Tensor) or x0.shape != x1.shape:
-            raise ConfigError(f"degradation {self.degradation!r} must return a tensor of the input's shape {tuple(x1.shape)}")
+            raise ConfigError(
+                f"degradation {self.degradation!r} must return a tensor of the input's shape {tuple(x1.shape)}"
+            )
         return x0
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> list[Tensor]:
@@ -143,21 +163,36 @@ class Toy2DCouplingDataModule(LightningDataModule):
         seed: seeds the data and the shuffling order.
     """
 
-    def __init__(self, source: str = "8gaussians", target: str = "moons", num_train: int = 100_000, num_val: int = 10_000,
-                 batch_size: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: str = "8gaussians",
+        target: str = "moons",
+        num_train: int = 100_000,
+        num_val: int = 10_000,
+        batch_size: int = 512,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         for name in (source, target):
             if name not in TOY_DATASETS:
                 raise ConfigError(f"unknown toy dataset {name!r}; choose one of {sorted(TOY_DATASETS)}")
         if min(num_train, num_val, batch_size) < 1:
-            raise ConfigError(f"num_train, num_val and batch_size must be positive (got {num_train}, {num_val}, {batch_size})")
+            raise ConfigError(
+                f"num_train, num_val and batch_size must be positive (got {num_train}, {num_val}, {batch_size})"
+            )
         self.save_hyperparameters()
         self.source, self.target, self.num_train, self.num_val = source, target, num_train, num_val
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_pairs = (sample_toy(self.target, self.num_train, self.seed), sample_toy(self.source, self.num_train, self.seed + 2))
-        self.val_pairs = (sample_toy(self.target, self.num_val, self.seed + 1), sample_toy(self.source, self.num_val, self.seed + 3))
+        self.train_pairs = (
+            sample_toy(self.target, self.num_train, self.seed),
+            sample_toy(self.source, self.num_train, self.seed + 2),
+        )
+        self.val_pairs = (
+            sample_toy(self.target, self.num_val, self.seed + 1),
+            sample_toy(self.source, self.num_val, self.seed + 3),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return batch_loader(*self.train_pairs, batch_size=self.batch_size, seed=self.seed, trainer=self.trainer)

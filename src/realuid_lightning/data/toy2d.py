@@ -48,7 +48,11 @@ def rings(n: int, g: torch.Generator) -> Tensor:
 
 
 TOY_DATASETS: dict[str, Callable[[int, torch.Generator], Tensor]] = {
-    "8gaussians": eight_gaussians, "moons": two_moons, "checkerboard": checkerboard, "rings": rings}
+    "8gaussians": eight_gaussians,
+    "moons": two_moons,
+    "checkerboard": checkerboard,
+    "rings": rings,
+}
 
 
 def sample_toy(name: str, n: int, seed: int = 0) -> Tensor:
@@ -68,13 +72,21 @@ class Toy2DDataModule(LightningDataModule):
         seed: seeds the data and the shuffling order.
     """
 
-    def __init__(self, name: str = "8gaussians", num_train: int = 100_000, num_val: int = 10_000,
-                 batch_size: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        name: str = "8gaussians",
+        num_train: int = 100_000,
+        num_val: int = 10_000,
+        batch_size: int = 512,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if name not in TOY_DATASETS:
             raise ConfigError(f"unknown toy dataset {name!r}; choose one of {sorted(TOY_DATASETS)}")
         if min(num_train, num_val, batch_size) < 1:
-            raise ConfigError(f"num_train, num_val and batch_size must be positive (got {num_train}, {num_val}, {batch_size})")
+            raise ConfigError(
+                f"num_train, num_val and batch_size must be positive (got {num_train}, {num_val}, {batch_size})"
+            )
         self.save_hyperparameters()
         self.name, self.num_train, self.num_val, self.batch_size, self.seed = name, num_train, num_val, batch_size, seed
 

@@ -11,5 +11,13 @@ if TYPE_CHECKING:
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
-__all__ = ["FeatureDistances", "Precomputed", "ReferenceStats", "fingerprint", "image_features", "load_stats",
-           "real_batches", "write_pngs"]
+__all__ = [
+    "FeatureDistances",
+    "Precomputed",
+    "ReferenceStats",
+    "fingerprint",
+    "image_features",
+    "load_stats",
+    "real_batches",
+    "write_pngs",
+]

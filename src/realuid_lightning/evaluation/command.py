@@ -17,40 +17,71 @@ import torch
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.evaluation.reference import (SPLITS, ReferenceStats, folder_reference, load_datamodule,
-                                                   load_stats, real_batches)
 from realuid_lightning.evaluation.images import write_pngs
+from realuid_lightning.evaluation.reference import (
+    SPLITS,
+    ReferenceStats,
+    folder_reference,
+    load_datamodule,
+    load_stats,
+    real_batches,
+)
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import COUPLING_SOLVERS
 
-LABELS = {"kid": "KID", "precision": "precision", "recall": "recall",
-          "memorisation": "memorisation (d_samples / d_heldout)",
-          "nn_distance_samples": "d_samples (to the nearest training image)",
-          "nn_distance_heldout": "d_heldout (to the nearest training image)"}
+LABELS = {
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "memorisation": "memorisation (d_samples / d_heldout)",
+    "nn_distance_samples": "d_samples (to the nearest training image)",
+    "nn_distance_heldout": "d_heldout (to the nearest training image)",
+}
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="realuid evaluate", description="Score a teacher or distillation checkpoint: "
-                                "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
-                                "over seeds.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by realuid fit (teacher or student), a diffusers "
-                   "teacher folder or hub id, or a pipeline folder written by realuid export")
-    p.add_argument("--ema", default="auto", help="EMA decay to score, 'raw' for the raw weights, 'auto' (default) for "
-                   "0.999 or the first decay saved")
+    p = argparse.ArgumentParser(
+        prog="realuid evaluate",
+        description="Score a teacher or distillation checkpoint: "
+        "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
+        "over seeds.",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint written by realuid fit (teacher or student), a diffusers "
+        "teacher folder or hub id, or a pipeline folder written by realuid export",
+    )
+    p.add_argument(
+        "--ema",
+        default="auto",
+        help="EMA decay to score, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
+    )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher (default: its sample_steps)")
-    p.add_argument("--method", choices=COUPLING_SOLVERS, default=None,
-                   help="solver for a teacher (default: its sample_method)")
-    p.add_argument("--label", type=int, default=None, help="class-conditional checkpoints: score this class only "
-                   "(default: the classes 0 … C−1 in turn)")
-    p.add_argument("--sources", default=None,
-                   help="bridge / interpolant checkpoints: the sources x0 (.pt tensor or image folder)")
-    p.add_argument("--feature", default=None, help="φ: 'inception' (FID), 'digits' or 'mnist' (FD-digits, FD-mnist) or the "
-                   "class_path of an nn.Module with num_features (default: the --stats file's, else inception)")
-    p.add_argument("--inception-weights", default=None,
-                   help="a local torch-fidelity Inception weights file (docs/fid.md)")
+    p.add_argument(
+        "--method", choices=COUPLING_SOLVERS, default=None, help="solver for a teacher (default: its sample_method)"
+    )
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class-conditional checkpoints: score this class only (default: the classes 0 … C−1 in turn)",
+    )
+    p.add_argument(
+        "--sources", default=None, help="bridge / interpolant checkpoints: the sources x0 (.pt tensor or image folder)"
+    )
+    p.add_argument(
+        "--feature",
+        default=None,
+        help="φ: 'inception' (FID), 'digits' or 'mnist' (FD-digits, FD-mnist) or the "
+        "class_path of an nn.Module with num_features (default: the --stats file's, else inception)",
+    )
+    p.add_argument(
+        "--inception-weights", default=None, help="a local torch-fidelity Inception weights file (docs/fid.md)"
+    )
     p.add_argument("--reference", default=None, help="'data' (the real images of --data) or an image folder")
     p.add_argument("--data", default=None, help="with --reference data: a LightningCLI config (its data section)")
     p.add_argument("--split", choices=SPLITS, default="train", help="with --reference data: the data module's split")
@@ -61,10 +92,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="repeats; repeat r samples with seed --seed + r")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=3, help="k of the k-NN radii of precision / recall")
-    p.add_argument("--kid-subset", type=int, default=1000,
-                   help="KID subset size (at most the sample and reference counts)")
-    p.add_argument("--save-images", default=None,
-                   help="write the samples as PNGs here (in DIR/seed_S/ for each repeat when R > 1)")
+    p.add_argument(
+        "--kid-subset", type=int, default=1000, help="KID subset size (at most the sample and reference counts)"
+    )
+    p.add_argument(
+        "--save-images", default=None, help="write the samples as PNGs here (in DIR/seed_S/ for each repeat when R > 1)"
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
@@ -78,13 +111,16 @@ def check_args(args: argparse.Namespace) -> None:
     if args.num_real is not None and args.num_real <= args.k:
         raise ConfigError(f"--num-real {args.num_real} is invalid; it must be > --k {args.k}")
     if (args.stats is None) == (args.reference is None):
-        raise ConfigError("give the reference as --reference data (with --data CONFIG), --reference DIR (an image "
-                          "folder) or --stats FILE.npz: exactly one of --reference and --stats")
+        raise ConfigError(
+            "give the reference as --reference data (with --data CONFIG), --reference DIR (an image "
+            "folder) or --stats FILE.npz: exactly one of --reference and --stats"
+        )
     if args.reference is not None and args.reference != "data" and not Path(args.reference).is_dir():
         raise ConfigError(f"--reference {args.reference!r} is neither 'data' nor an image folder")
     if (args.reference == "data") != (args.data is not None):
-        raise ConfigError("--reference data and --data CONFIG go together: --data names the config whose data module "
-                          "is read")
+        raise ConfigError(
+            "--reference data and --data CONFIG go together: --data names the config whose data module is read"
+        )
 
 
 def build_reference(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[ReferenceStats, nn.Module]:
@@ -95,9 +131,11 @@ def build_reference(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[R
     key = fingerprint(extractor)
     if stats is not None:
         if stats.feature != feature or stats.fingerprint != key:
-            raise ConfigError(f"--stats {args.stats!r} was computed with feature {stats.feature!r} (weights "
-                              f"{stats.fingerprint[:12]}), not {feature!r} (weights {key[:12]}); recompute it with "
-                              "--save-stats")
+            raise ConfigError(
+                f"--stats {args.stats!r} was computed with feature {stats.feature!r} (weights "
+                f"{stats.fingerprint[:12]}), not {feature!r} (weights {key[:12]}); recompute it with "
+                "--save-stats"
+            )
         return stats, extractor
     if args.reference != "data":
         batches = folder_reference(args.reference, shape, args.num_real, args.batch_size)
@@ -113,8 +151,9 @@ def build_reference(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[R
     return ReferenceStats.from_batches(batches, extractor, feature, key, protocol, heldout), extractor
 
 
-def score(samples: Tensor, extractor: nn.Module, reference: ReferenceStats, args: argparse.Namespace,
-          seed: int) -> dict[str, float]:
+def score(
+    samples: Tensor, extractor: nn.Module, reference: ReferenceStats, args: argparse.Namespace, seed: int
+) -> dict[str, float]:
     """FD, KID, precision / recall (against as many reference features as samples, a random subset drawn with
     ``seed``) and, with held-out features, memorisation of one set of samples."""
     fake = torch.cat([image_features(extractor, x) for x in samples.split(args.batch_size)])
@@ -133,8 +172,14 @@ def score(samples: Tensor, extractor: nn.Module, reference: ReferenceStats, args
 
 def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
     """{metric: {'mean', 'std' (over repeats, ddof = 1; None for one repeat), 'values'}}."""
-    return {name: {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-                   "values": values} for name, values in ((n, [run[n] for run in runs]) for n in runs[0])}
+    return {
+        name: {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "values": values,
+        }
+        for name, values in ((n, [run[n] for run in runs]) for n in runs[0])
+    }
 
 
 def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
@@ -143,8 +188,10 @@ def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     rows = ["| metric | mean ± std | per repeat |", "|---|---|---|"]
     for name, m in metrics.items():
         spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
-        rows.append(f"| {fd if name == 'fd' else LABELS.get(name, name)} | {m['mean']:.4g}{spread} | "
-                    f"{', '.join(f'{v:.4g}' for v in m['values'])} |")
+        rows.append(
+            f"| {fd if name == 'fd' else LABELS.get(name, name)} | {m['mean']:.4g}{spread} | "
+            f"{', '.join(f'{v:.4g}' for v in m['values'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -157,8 +204,10 @@ def evaluate_command(argv: list[str]) -> None:
         print(f"wrote the reference statistics to {reference.save(args.save_stats)}", file=sys.stderr)
     source, num_real = reference.protocol.get("source"), len(reference.features)
     if tuple(reference.shape) != sampler.shape:
-        raise ConfigError(f"the samples have shape {sampler.shape} but the reference images ({source}) have shape "
-                          f"{tuple(reference.shape)}; give a reference of the checkpoint's data shape")
+        raise ConfigError(
+            f"the samples have shape {sampler.shape} but the reference images ({source}) have shape "
+            f"{tuple(reference.shape)}; give a reference of the checkpoint's data shape"
+        )
     if num_real <= args.k:
         raise ConfigError(f"the reference holds {num_real} images; precision / recall need more than --k {args.k}")
     runs = []
@@ -169,9 +218,19 @@ def evaluate_command(argv: list[str]) -> None:
             print(f"wrote {len(samples)} PNG files to {folder}", file=sys.stderr)
         runs.append(score(samples, extractor, reference, args, seed))
     metrics = summarise(runs)
-    protocol = {"ckpt": args.ckpt, **sampler.protocol(), "sources": args.sources, "features": reference.feature,
-                "feature_weights": reference.fingerprint[:16], "num": args.num, "repeats": args.repeats,
-                "seeds": list(range(args.seed, args.seed + args.repeats)), "reference": reference.protocol, "k": args.k,
-                "pr_real": min(args.num, num_real), "kid_subset": min(args.kid_subset, args.num, num_real)}
+    protocol = {
+        "ckpt": args.ckpt,
+        **sampler.protocol(),
+        "sources": args.sources,
+        "features": reference.feature,
+        "feature_weights": reference.fingerprint[:16],
+        "num": args.num,
+        "repeats": args.repeats,
+        "seeds": list(range(args.seed, args.seed + args.repeats)),
+        "reference": reference.protocol,
+        "k": args.k,
+        "pr_real": min(args.num, num_real),
+        "kid_subset": min(args.kid_subset, args.num, num_real),
+    }
     print(table(metrics, reference.feature))
     print(json.dumps({"protocol": protocol, "metrics": metrics}))

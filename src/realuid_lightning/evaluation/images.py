@@ -20,8 +20,10 @@ def write_pngs(samples: Tensor, folder: str | Path) -> Path:
     from torchvision.utils import save_image
 
     if samples.dim() != 4 or samples.shape[1] not in (1, 3):
-        raise ConfigError(f"only images can be written as PNG files; these samples have shape "
-                          f"{tuple(samples.shape[1:])} (write a .pt tensor file instead)")
+        raise ConfigError(
+            f"only images can be written as PNG files; these samples have shape "
+            f"{tuple(samples.shape[1:])} (write a .pt tensor file instead)"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(samples):

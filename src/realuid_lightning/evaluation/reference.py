@@ -24,8 +24,9 @@ SPLITS = ("train", "heldout")
 STATS_VERSION = 1
 
 
-def real_batches(datamodule: LightningDataModule, num: int | None, batch_size: int,
-                 split: str = "train") -> Iterator[Tensor]:
+def real_batches(
+    datamodule: LightningDataModule, num: int | None, batch_size: int, split: str = "train"
+) -> Iterator[Tensor]:
     """At most ``num`` real images in [−1, 1], in batches, unaugmented where the data module can tell.
 
     'train': ``datamodule.real_images(num)`` when it has that method (the package's image modules), else its
@@ -34,12 +35,16 @@ def real_batches(datamodule: LightningDataModule, num: int | None, batch_size: i
     name = type(datamodule).__name__
     if split == "heldout":
         if not hasattr(datamodule, "heldout_images"):
-            raise ConfigError(f"--split heldout: {name} offers no held-out split (no heldout_images method); use "
-                              "--split train, an image folder as --reference, or a data module that holds images out")
+            raise ConfigError(
+                f"--split heldout: {name} offers no held-out split (no heldout_images method); use "
+                "--split train, an image folder as --reference, or a data module that holds images out"
+            )
         images = datamodule.heldout_images(num)
         if len(images) == 0:
-            raise ConfigError(f"--split heldout: this {name} holds no images out of training "
-                              "(DigitsDataModule does with init_args.heldout > 0)")
+            raise ConfigError(
+                f"--split heldout: this {name} holds no images out of training "
+                "(DigitsDataModule does with init_args.heldout > 0)"
+            )
     elif split != "train":
         raise ConfigError(f"--split {split!r} is not one of {list(SPLITS)}")
     elif hasattr(datamodule, "real_images"):
@@ -67,8 +72,9 @@ def load_datamodule(config: str) -> LightningDataModule:
     from jsonargparse import ArgumentParser
 
     if not Path(config).is_file():
-        raise ConfigError(f"--data {config!r} does not exist or is not a file (a LightningCLI config with a data "
-                          "section)")
+        raise ConfigError(
+            f"--data {config!r} does not exist or is not a file (a LightningCLI config with a data section)"
+        )
     loaded = yaml.safe_load(Path(config).read_text())
     section = loaded.get("data", loaded) if isinstance(loaded, dict) else None
     if not isinstance(section, dict) or "class_path" not in section:
@@ -100,16 +106,25 @@ class ReferenceStats:
     protocol: dict[str, Any]
 
     @classmethod
-    def from_batches(cls, batches: Iterator[Tensor], extractor: nn.Module, feature: str, fingerprint: str,
-                     protocol: dict[str, Any], heldout: Iterator[Tensor] | None = None) -> "ReferenceStats":
+    def from_batches(
+        cls,
+        batches: Iterator[Tensor],
+        extractor: nn.Module,
+        feature: str,
+        fingerprint: str,
+        protocol: dict[str, Any],
+        heldout: Iterator[Tensor] | None = None,
+    ) -> "ReferenceStats":
         """Features of image batches (and of held-out batches) → the statistics; the images' shapes must agree."""
         shapes, chunks = set(), []
         for images in batches:
             shapes.add(tuple(images.shape[1:]))
             chunks.append(image_features(extractor, images).cpu())
         if len(shapes) != 1 or sum(len(f) for f in chunks) < 2:
-            raise ConfigError(f"the reference ({protocol.get('source')}) must hold at least 2 images of one shape; "
-                              f"found {sum(len(f) for f in chunks)} of shapes {sorted(shapes)}")
+            raise ConfigError(
+                f"the reference ({protocol.get('source')}) must hold at least 2 images of one shape; "
+                f"found {sum(len(f) for f in chunks)} of shapes {sorted(shapes)}"
+            )
         features = torch.cat(chunks)
         distances = FeatureDistances(extractor.num_features)
         distances.update(features, real=True)
@@ -124,8 +139,13 @@ class ReferenceStats:
         arrays = {k: v.numpy() for k, v in self.state.items()} | {"features": self.features.numpy()}
         if self.heldout is not None:
             arrays["heldout_features"] = self.heldout.numpy()
-        meta = {"version": STATS_VERSION, "feature": self.feature, "fingerprint": self.fingerprint,
-                "shape": list(self.shape), "protocol": self.protocol}
+        meta = {
+            "version": STATS_VERSION,
+            "feature": self.feature,
+            "fingerprint": self.fingerprint,
+            "shape": list(self.shape),
+            "protocol": self.protocol,
+        }
         save_atomic(arrays, path, lambda entries, file: np.savez(file, meta=np.array(json.dumps(meta)), **entries))
         return path
 
@@ -143,11 +163,20 @@ def load_stats(path: str | os.PathLike) -> ReferenceStats:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"--stats {str(path)!r} is not a realuid statistics file ({reason})") from None
     if missing or meta.get("version") != STATS_VERSION:
-        raise ConfigError(f"--stats {str(path)!r} is not a realuid statistics file of version {STATS_VERSION} "
-                          f"(missing {missing or 'nothing'}, version {meta.get('version')})")
+        raise ConfigError(
+            f"--stats {str(path)!r} is not a realuid statistics file of version {STATS_VERSION} "
+            f"(missing {missing or 'nothing'}, version {meta.get('version')})"
+        )
     state = {k: arrays[k] for k in REAL_STATES}
-    return ReferenceStats(meta["feature"], meta["fingerprint"], tuple(meta["shape"]), state, arrays["features"],
-                          arrays.get("heldout_features"), meta["protocol"])
+    return ReferenceStats(
+        meta["feature"],
+        meta["fingerprint"],
+        tuple(meta["shape"]),
+        state,
+        arrays["features"],
+        arrays.get("heldout_features"),
+        meta["protocol"],
+    )
 
 
 def folder_reference(folder: str, shape: tuple[int, ...], num: int | None, batch_size: int) -> Iterator[Tensor]:

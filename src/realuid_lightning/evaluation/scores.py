@@ -104,8 +104,10 @@ class FeatureDistances:
         self.fid.merge_state({**self.fid.metric_state, **real})
         if self.kid_features is not None:
             empty = torch.empty(0, self.num_features, device=self.device)
-            self.kid_features = {True: [state["real_features"].to(self.device) if "real_features" in state else empty],
-                                 False: []}
+            self.kid_features = {
+                True: [state["real_features"].to(self.device) if "real_features" in state else empty],
+                False: [],
+            }
 
     def compute(self, seed: int, subset_size: int = 1000) -> dict[str, float]:
         """{'fd': FD} and, with KID, {'kid': KID}; KID's subsets of ``subset_size`` are drawn with seed ``seed``."""

@@ -14,5 +14,12 @@ if TYPE_CHECKING:
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
-__all__ = ["FrozenTeacher", "GeneratorOptions", "MatchingModule", "OptimisationOptions", "RealUIDModule",
-           "SpeedOptions", "TeacherOptions"]
+__all__ = [
+    "FrozenTeacher",
+    "GeneratorOptions",
+    "MatchingModule",
+    "OptimisationOptions",
+    "RealUIDModule",
+    "SpeedOptions",
+    "TeacherOptions",
+]

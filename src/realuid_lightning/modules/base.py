@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.noise import Noise
-from realuid_lightning.processes.base import Process
 from realuid_lightning.nonfinite import check_finite_state
+from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import Role, RunMetadata
 
 REMEMBERED_SOURCES = 512  # per module; only for sampling a coupling without explicit sources
@@ -83,8 +83,10 @@ class GenerativeModule(LightningModule):
         if self.data_shape is None:
             self.data_shape = shape
         elif shape != list(self.data_shape):
-            raise ConfigError(f"the data items have shape {shape} but the network was built for shape {list(self.data_shape)}; "
-                              "match the data module's resolution and channels to the teacher's")
+            raise ConfigError(
+                f"the data items have shape {shape} but the network was built for shape {list(self.data_shape)}; "
+                "match the data module's resolution and channels to the teacher's"
+            )
         x0, memory = self.process.known_source(cond), self.remembered_sources
         stored = 0 if memory is None else memory.shape[0]
         if x0 is not None and stored < REMEMBERED_SOURCES:
@@ -133,8 +135,15 @@ class GenerativeModule(LightningModule):
     def run_record(self) -> RunMetadata:
         """What a checkpoint of this module records about the run
         (:class:`~realuid_lightning.run_record.RunMetadata`)."""
-        return RunMetadata(self.role, type(self).__name__, self.network_prefix, self.net_spec, self.process_spec,
-                           self.data_shape, noise_seed=self.noise.seed)
+        return RunMetadata(
+            self.role,
+            type(self).__name__,
+            self.network_prefix,
+            self.net_spec,
+            self.process_spec,
+            self.data_shape,
+            noise_seed=self.noise.seed,
+        )
 
     def restore_run_record(self, record: RunMetadata) -> None:
         """Take back what :meth:`run_record` saved: the data shape and the run's noise seed."""

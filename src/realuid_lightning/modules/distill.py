@@ -12,16 +12,16 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe
 from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.nets.unet import GANHead
-from realuid_lightning.objective import Objective
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher, TeacherOptions
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
+from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
-from realuid_lightning.processes.base import Process
 from realuid_lightning.nonfinite import NonFiniteGuard
+from realuid_lightning.objective import Objective
+from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import RunMetadata
 
 # The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
@@ -30,8 +30,11 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode a
 
 def _plain(section: Any) -> dict[str, Any]:
     """A section's options as plain data (its hparams); a network or process in it is recorded by its spec instead."""
-    return {f.name: value for f in fields(section)
-            if not isinstance(value := getattr(section, f.name), (nn.Module, Process))}
+    return {
+        f.name: value
+        for f in fields(section)
+        if not isinstance(value := getattr(section, f.name), (nn.Module, Process))
+    }
 
 
 def _stacked(t: Tensor, xs: list[Tensor], cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -67,9 +70,14 @@ class RealUIDModule(GenerativeModule):
     role = "student"
     network_prefix = "generator.net"
 
-    def __init__(self, teacher: TeacherOptions = TeacherOptions(), objective: Objective = Objective(),
-                 optimisation: OptimisationOptions = OptimisationOptions(),
-                 generator: GeneratorOptions = GeneratorOptions(), speed: SpeedOptions = SpeedOptions()) -> None:
+    def __init__(
+        self,
+        teacher: TeacherOptions = TeacherOptions(),
+        objective: Objective = Objective(),
+        optimisation: OptimisationOptions = OptimisationOptions(),
+        generator: GeneratorOptions = GeneratorOptions(),
+        speed: SpeedOptions = SpeedOptions(),
+    ) -> None:
         super().__init__(speed.noise_chunks)
         self.objective, self.optimisation, self.speed = objective, optimisation, speed
         self.nonfinite = NonFiniteGuard(optimisation.max_nonfinite)  # skip non-finite updates, stop after many in a row
@@ -89,8 +97,10 @@ class RealUIDModule(GenerativeModule):
 
     def _make_gan_head(self) -> GANHead:
         if not hasattr(self.fake_model, "bottleneck"):
-            raise ConfigError(f"the GAN loss needs a network with bottleneck features (e.g. realuid_lightning.nets.UNet); "
-                              f"got {type(self.fake_model).__name__}")
+            raise ConfigError(
+                f"the GAN loss needs a network with bottleneck features (e.g. realuid_lightning.nets.UNet); "
+                f"got {type(self.fake_model).__name__}"
+            )
         return GANHead(self.fake_model.bottleneck_channels, getattr(self.fake_model, "norm_num_groups", 32))
 
     # ---- what the EMA callback and sampling see ------------------------------------------------
@@ -104,8 +114,9 @@ class RealUIDModule(GenerativeModule):
 
     def run_record(self) -> RunMetadata:
         """The base record, with the generator time t_G and the teacher's fingerprint."""
-        return replace(super().run_record(), generator_time=self.generator.time,
-                       teacher_fingerprint=self.teacher.fingerprint())
+        return replace(
+            super().run_record(), generator_time=self.generator.time, teacher_fingerprint=self.teacher.fingerprint()
+        )
 
     def restore_run_record(self, record: RunMetadata) -> None:
         """The base restore; a checkpoint trained with other teacher weights is refused."""
@@ -128,7 +139,11 @@ class RealUIDModule(GenerativeModule):
         self.record_batch(x1_real, cond)
         generator_turn = self.optimisation.generator_turn(int(self.iteration))
         (opt_fake, opt_gen), (sched_fake, sched_gen) = self.optimizers(), self.lr_schedulers()
-        opt, sched, net, name = (opt_gen, sched_gen, self.generator, "generator") if generator_turn else (opt_fake, sched_fake, self.fake_model, "fake")
+        opt, sched, net, name = (
+            (opt_gen, sched_gen, self.generator, "generator")
+            if generator_turn
+            else (opt_fake, sched_fake, self.fake_model, "fake")
+        )
         with self.toggled_optimizer(opt):
             loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
             opt.zero_grad(set_to_none=True)
@@ -136,15 +151,21 @@ class RealUIDModule(GenerativeModule):
             grad_norm = total_grad_norm(net.parameters())
             stepped = self.nonfinite.check(self, loss, grad_norm, opt, name=name)
             if stepped:
-                self.clip_gradients(opt, gradient_clip_val=self.optimisation.grad_clip or None,
-                                    gradient_clip_algorithm="norm")
+                self.clip_gradients(
+                    opt, gradient_clip_val=self.optimisation.grad_clip or None, gradient_clip_algorithm="norm"
+                )
                 opt.step()
                 sched.step()
         self.iteration += 1
         self.generator_updates += int(generator_turn and stepped)
         self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # Lightning writes logs only there: skip the cost
-            self.log_dict({f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()}, prog_bar=True)
+        if (
+            self.trainer.global_step % self.trainer.log_every_n_steps == 0
+        ):  # Lightning writes logs only there: skip the cost
+            self.log_dict(
+                {f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()},
+                prog_bar=True,
+            )
 
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
@@ -182,10 +203,14 @@ class RealUIDModule(GenerativeModule):
         return head(self.fake_model.bottleneck(t_all, x_all, cond_all))
 
     def configure_optimizers(self) -> Any:
-        fake_params = [*self.fake_model.parameters(), *(self.gan_head.parameters() if self.gan_head is not None else [])]
+        fake_params = [
+            *self.fake_model.parameters(),
+            *(self.gan_head.parameters() if self.gan_head is not None else []),
+        ]
         iterations = self.trainer.max_steps if self._trainer is not None else -1
-        return self.optimisation.optimisers(fake_params, list(self.generator.parameters()), iterations,
-                                            self.speed.adam_options(self.device))
+        return self.optimisation.optimisers(
+            fake_params, list(self.generator.parameters()), iterations, self.speed.adam_options(self.device)
+        )
 
     # ---- DDP, speed and checkpoints ------------------------------------------------------------
     def ddp_networks(self) -> dict[str, nn.Module]:

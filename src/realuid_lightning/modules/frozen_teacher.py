@@ -98,8 +98,10 @@ class FrozenTeacher(nn.Module):
     def check_fingerprint(self, saved: str | None) -> None:
         """A one-line error when a checkpoint was trained with other teacher weights (``saved`` ≠ ours)."""
         if saved is not None and saved != self.fingerprint():
-            raise ConfigError(f"the teacher ({self.source}) differs from the one this checkpoint was trained with; "
-                              "resume with the original teacher weights")
+            raise ConfigError(
+                f"the teacher ({self.source}) differs from the one this checkpoint was trained with; "
+                "resume with the original teacher weights"
+            )
 
     def leave_out(self, checkpoint: dict[str, Any], prefix: str) -> None:
         """Drop the weights under ``prefix`` from the checkpoint's state_dict."""

@@ -32,9 +32,11 @@ def trainable(net: nn.Module, dropout: float) -> nn.Module:
 def fresh_network(spec: Any, teacher: nn.Module) -> nn.Module:
     """The teacher's architecture as its constructor builds it (``fake_init='scratch'``), from the teacher's spec."""
     if spec is None:
-        raise ConfigError(f"fake_init='scratch' rebuilds the fake model from the teacher's network spec, but "
-                          f"{type(teacher).__name__} has none (its init args are not stored as attributes); use "
-                          "fake_init='teacher', or a network that keeps its init args as attributes")
+        raise ConfigError(
+            f"fake_init='scratch' rebuilds the fake model from the teacher's network spec, but "
+            f"{type(teacher).__name__} has none (its init args are not stored as attributes); use "
+            "fake_init='teacher', or a network that keeps its init args as attributes"
+        )
     return instantiate(spec)
 
 
@@ -62,8 +64,9 @@ class GeneratorOptions:
         if self.fake_init not in ("scratch", "teacher"):
             raise ConfigError(f"fake_init={self.fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout={self.dropout} is out of range; it must lie in [0, 1) "
-                              "(the official code uses 0)")
+            raise ConfigError(
+                f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
+            )
 
     def one_step_generator(self, teacher: nn.Module, process: Process) -> OneStepGenerator:
         """G_θ: a trainable copy of the teacher, read at t_G (from ``generator_sigma`` when given, e.g. SiD's 2.5)."""
@@ -77,14 +80,16 @@ class GeneratorOptions:
 
     def fake_model(self, teacher: nn.Module, spec: Any) -> nn.Module:
         """f: the network of ``spec`` as its constructor builds it ('scratch') or a copy of the teacher, trainable."""
-        return trainable(copy.deepcopy(teacher) if self.fake_init == "teacher" else fresh_network(spec, teacher),
-                         self.dropout)
+        return trainable(
+            copy.deepcopy(teacher) if self.fake_init == "teacher" else fresh_network(spec, teacher), self.dropout
+        )
 
     def load_distilled(self, generator: OneStepGenerator) -> None:
         """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights); nothing without one."""
         if self.generator_ckpt is None:
             return
         what = f"generator_ckpt {self.generator_ckpt!r}"
-        distilled = network_from_checkpoint(load_checkpoint(self.generator_ckpt, what="generator_ckpt"),
-                                            self.generator_ema, what)[0]
+        distilled = network_from_checkpoint(
+            load_checkpoint(self.generator_ckpt, what="generator_ckpt"), self.generator_ema, what
+        )[0]
         load_state_strict(generator.net, distilled.state_dict(), what)

@@ -39,30 +39,42 @@ class OptimisationOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_lr_ratio <= 1.0:
-            raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} must lie in [0, 1] (1 keeps the learning rates "
-                              "constant)")
+            raise ConfigError(
+                f"final_lr_ratio={self.final_lr_ratio} must lie in [0, 1] (1 keeps the learning rates constant)"
+            )
         if self.fake_updates < 1:
             raise ConfigError(f"fake_updates={self.fake_updates} must be >= 1 (the paper uses K = 5)")
         if min(self.generator_lr, self.fake_lr) <= 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise ConfigError(f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr="
-                              f"{self.generator_lr}, fake_lr={self.fake_lr}, grad_clip={self.grad_clip}, "
-                              f"warmup_steps={self.warmup_steps})")
+            raise ConfigError(
+                f"learning rates must be > 0 and grad_clip, warmup_steps >= 0 (got generator_lr="
+                f"{self.generator_lr}, fake_lr={self.fake_lr}, grad_clip={self.grad_clip}, "
+                f"warmup_steps={self.warmup_steps})"
+            )
 
     def generator_turn(self, iteration: int) -> bool:
         """Whether iteration k updates the generator: k mod (K + 1) = K."""
         return iteration % (self.fake_updates + 1) == self.fake_updates
 
-    def optimisers(self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int,
-                   adam_options: dict[str, Any]) -> tuple[list[torch.optim.Adam], list[dict[str, Any]]]:
+    def optimisers(
+        self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int, adam_options: dict[str, Any]
+    ) -> tuple[list[torch.optim.Adam], list[dict[str, Any]]]:
         """Adam for the fake model's and the generator's parameters, each with its warm-up (and decay) schedule over
         its share of ``iterations`` (K/(K + 1) and 1/(K + 1); ≤ 0: unknown, so no decay)."""
-        opts = [torch.optim.Adam(params, lr=lr, betas=tuple(self.adam_betas), **adam_options)
-                for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))]
+        opts = [
+            torch.optim.Adam(params, lr=lr, betas=tuple(self.adam_betas), **adam_options)
+            for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))
+        ]
         k = self.fake_updates
         totals = (iterations * k // (k + 1), iterations // (k + 1)) if iterations > 0 else (None, None)
         if totals[0] is None and self.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} decays over the run: set the Trainer's max_steps")
-        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.warmup_steps, total,
-                                                                                 self.final_lr_ratio)),
-                   "name": f"lr/{name}"} for opt, name, total in zip(opts, ("fake", "generator"), totals)]
+        scheds = [
+            {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(
+                    opt, lr_factor(self.warmup_steps, total, self.final_lr_ratio)
+                ),
+                "name": f"lr/{name}",
+            }
+            for opt, name, total in zip(opts, ("fake", "generator"), totals)
+        ]
         return opts, scheds

@@ -75,5 +75,7 @@ class SpeedOptions:
 def check_precision(trainer: Trainer) -> None:
     """Refuse fp16 loss scaling, which the gradient clipping and the non-finite guard of the game do not undo."""
     if getattr(trainer.precision_plugin, "scaler", None) is not None:
-        raise ConfigError(f"precision={trainer.precision!r} scales the loss, which the gradient clipping and the "
-                          "non-finite guard here do not undo; use precision='bf16-mixed'")
+        raise ConfigError(
+            f"precision={trainer.precision!r} scales the loss, which the gradient clipping and the "
+            "non-finite guard here do not undo; use precision='bf16-mixed'"
+        )

@@ -13,9 +13,9 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
 from realuid_lightning.noise import Noise
+from realuid_lightning.nonfinite import NonFiniteGuard
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
-from realuid_lightning.nonfinite import NonFiniteGuard
 from realuid_lightning.run_record import RunMetadata
 from realuid_lightning.sampler import Sampler
 
@@ -101,8 +101,9 @@ class MatchingModule(GenerativeModule):
 
     def run_record(self) -> RunMetadata:
         """The base record, with the sampler of :meth:`sample`'s defaults."""
-        return replace(super().run_record(), sample_steps=self.hparams.sample_steps,
-                       sample_method=self.hparams.sample_method)
+        return replace(
+            super().run_record(), sample_steps=self.hparams.sample_steps, sample_method=self.hparams.sample_method
+        )
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -111,14 +112,25 @@ class MatchingModule(GenerativeModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None,
-               steps: int | None = None, method: Literal["euler", "heun", "sde"] | None = None) -> Tensor:
+    def sample(
+        self,
+        num: int,
+        generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
+        steps: int | None = None,
+        method: Literal["euler", "heun", "sde"] | None = None,
+    ) -> Tensor:
         """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`.
 
         For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama); a missing ``cond`` is filled in
         by :meth:`sampling_cond`.
         """
         cond = self.sampling_cond(num, cond)
-        sampler = Sampler(self.net, self.process, tuple(self.data_shape or ()), steps or self.hparams.sample_steps,
-                          method or self.hparams.sample_method)
+        sampler = Sampler(
+            self.net,
+            self.process,
+            tuple(self.data_shape or ()),
+            steps or self.hparams.sample_steps,
+            method or self.hparams.sample_method,
+        )
         return sampler(self.source_noise(num, generator), cond, generator)

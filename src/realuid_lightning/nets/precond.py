@@ -34,15 +34,19 @@ class EDMPrecond(nn.Module):
         super().__init__()
         process = EDM() if process is None else process
         if not isinstance(process, EDM) or process.prediction != "x1":
-            raise ConfigError(f"process={type(process).__name__}(prediction={getattr(process, 'prediction', None)!r}) is not supported; EDMPrecond outputs a denoiser D(x; σ), so it needs "
-                              "an EDM process with prediction='x1'")
+            raise ConfigError(
+                f"process={type(process).__name__}(prediction={getattr(process, 'prediction', None)!r}) is not supported; EDMPrecond outputs a denoiser D(x; σ), so it needs "
+                "an EDM process with prediction='x1'"
+            )
         self.net, self.process = net, process
 
     def coefficients(self, sigma: Tensor) -> EDMCoefficients:
         """(c_skip, c_out, c_in, c_noise) at noise levels σ of shape (B,) (EDM Table 1)."""
         sigma_data = self.process.sigma_data
         norm = (sigma**2 + sigma_data**2).sqrt()
-        return EDMCoefficients(c_skip=sigma_data**2 / norm**2, c_out=sigma * sigma_data / norm, c_in=1 / norm, c_noise=sigma.log() / 4)
+        return EDMCoefficients(
+            c_skip=sigma_data**2 / norm**2, c_out=sigma * sigma_data / norm, c_in=1 / norm, c_noise=sigma.log() / 4
+        )
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         c = self.coefficients(self.process.sigma(t))

@@ -51,22 +51,48 @@ class TorchCFMUNet(nn.Module):
         try:
             from torchcfm.models.unet.unet import UNetModelWrapper
         except ImportError as err:
-            raise ConfigError(f"TorchCFMUNet needs the torchcfm package ({err}); install it with {INSTALL_HINT}") from None
+            raise ConfigError(
+                f"TorchCFMUNet needs the torchcfm package ({err}); install it with {INSTALL_HINT}"
+            ) from None
         if len(dim) != 3:
             raise ConfigError(f"dim={list(dim)} must be (channels, height, width)")
         if class_cond and (num_classes is None or num_classes < 1):
             raise ConfigError(f"class_cond=True needs num_classes >= 1 (got num_classes={num_classes})")
-        self.dim, self.num_channels, self.num_res_blocks, self.channel_mult = tuple(dim), num_channels, num_res_blocks, tuple(channel_mult)
+        self.dim, self.num_channels, self.num_res_blocks, self.channel_mult = (
+            tuple(dim),
+            num_channels,
+            num_res_blocks,
+            tuple(channel_mult),
+        )
         self.class_cond, self.num_classes, self.use_checkpoint = class_cond, num_classes, use_checkpoint
-        self.attention_resolutions, self.num_heads, self.num_head_channels = attention_resolutions, num_heads, num_head_channels
-        self.num_heads_upsample, self.use_scale_shift_norm, self.dropout = num_heads_upsample, use_scale_shift_norm, dropout
+        self.attention_resolutions, self.num_heads, self.num_head_channels = (
+            attention_resolutions,
+            num_heads,
+            num_head_channels,
+        )
+        self.num_heads_upsample, self.use_scale_shift_norm, self.dropout = (
+            num_heads_upsample,
+            use_scale_shift_norm,
+            dropout,
+        )
         self.resblock_updown, self.use_new_attention_order = resblock_updown, use_new_attention_order
         self.unet = UNetModelWrapper(
-            dim=self.dim, num_channels=num_channels, num_res_blocks=num_res_blocks, channel_mult=list(channel_mult),
-            class_cond=class_cond, num_classes=num_classes, use_checkpoint=use_checkpoint,
-            attention_resolutions=attention_resolutions, num_heads=num_heads, num_head_channels=num_head_channels,
-            num_heads_upsample=num_heads_upsample, use_scale_shift_norm=use_scale_shift_norm, dropout=dropout,
-            resblock_updown=resblock_updown, use_new_attention_order=use_new_attention_order)
+            dim=self.dim,
+            num_channels=num_channels,
+            num_res_blocks=num_res_blocks,
+            channel_mult=list(channel_mult),
+            class_cond=class_cond,
+            num_classes=num_classes,
+            use_checkpoint=use_checkpoint,
+            attention_resolutions=attention_resolutions,
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
+            num_heads_upsample=num_heads_upsample,
+            use_scale_shift_norm=use_scale_shift_norm,
+            dropout=dropout,
+            resblock_updown=resblock_updown,
+            use_new_attention_order=use_new_attention_order,
+        )
 
     @property
     def bottleneck_channels(self) -> int:
@@ -74,8 +100,11 @@ class TorchCFMUNet(nn.Module):
 
     def _check(self, cond: Tensor | None) -> None:
         if (cond is None) == self.class_cond:
-            raise ValueError("this TorchCFMUNet is class-conditional: pass integer labels as cond" if cond is None
-                             else "this TorchCFMUNet is unconditional (class_cond=False) but got labels")
+            raise ValueError(
+                "this TorchCFMUNet is class-conditional: pass integer labels as cond"
+                if cond is None
+                else "this TorchCFMUNet is unconditional (class_cond=False) but got labels"
+            )
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """v = UNetModelWrapper(t, x, y = cond): t (B,), x (B, C, H, W), cond (B,) labels or None."""

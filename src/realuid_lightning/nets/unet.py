@@ -40,28 +40,58 @@ class UNet(nn.Module):
         super().__init__()
         levels = len(block_out_channels)
         if source_channels < 0 or (source_channels and num_classes is not None):
-            raise ConfigError(f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
-                              "(cond is either class labels or a source image)")
+            raise ConfigError(
+                f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
+                "(cond is either class labels or a source image)"
+            )
         if any(not 0 <= level < levels for level in attention_levels):
-            raise ConfigError(f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})")
+            raise ConfigError(
+                f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})"
+            )
         if any(c % norm_num_groups for c in block_out_channels):
-            raise ConfigError(f"block_out_channels={list(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}")
-        attended = [block_out_channels[i] for i in attention_levels] + [block_out_channels[-1]]  # the mid block attends too
+            raise ConfigError(
+                f"block_out_channels={list(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}"
+            )
+        attended = [block_out_channels[i] for i in attention_levels] + [
+            block_out_channels[-1]
+        ]  # the mid block attends too
         if any(c % attention_head_dim for c in attended):
-            raise ConfigError(f"attention_head_dim={attention_head_dim} must divide the channels of every attention level "
-                              f"and of the bottleneck ({sorted(set(attended))})")
+            raise ConfigError(
+                f"attention_head_dim={attention_head_dim} must divide the channels of every attention level "
+                f"and of the bottleneck ({sorted(set(attended))})"
+            )
         if sample_size % 2 ** (levels - 1):
             raise ConfigError(f"sample_size={sample_size} must be divisible by 2^{levels - 1} for {levels} levels")
         self.sample_size, self.channels, self.block_out_channels = sample_size, channels, list(block_out_channels)
-        self.layers_per_block, self.attention_levels, self.attention_head_dim = layers_per_block, list(attention_levels), attention_head_dim
-        self.num_classes, self.dropout, self.norm_num_groups, self.time_scale = num_classes, dropout, norm_num_groups, time_scale
+        self.layers_per_block, self.attention_levels, self.attention_head_dim = (
+            layers_per_block,
+            list(attention_levels),
+            attention_head_dim,
+        )
+        self.num_classes, self.dropout, self.norm_num_groups, self.time_scale = (
+            num_classes,
+            dropout,
+            norm_num_groups,
+            time_scale,
+        )
         self.source_channels = source_channels
         self.unet = UNet2DModel(
-            sample_size=sample_size, in_channels=channels + source_channels, out_channels=channels, block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block, attention_head_dim=attention_head_dim, num_class_embeds=num_classes,
-            down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)),
-            up_block_types=tuple("AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D" for i in range(levels)),
-            dropout=dropout, norm_num_groups=norm_num_groups)
+            sample_size=sample_size,
+            in_channels=channels + source_channels,
+            out_channels=channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            attention_head_dim=attention_head_dim,
+            num_class_embeds=num_classes,
+            down_block_types=tuple(
+                "AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)
+            ),
+            up_block_types=tuple(
+                "AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D" for i in range(levels)
+            ),
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+        )
 
     @property
     def bottleneck_channels(self) -> int:
@@ -70,13 +100,18 @@ class UNet(nn.Module):
     def _check(self, x: Tensor, cond: Tensor | None) -> None:
         if self.source_channels:
             if cond is None or cond.shape != (x.shape[0], self.source_channels, *x.shape[2:]):
-                raise ValueError(f"this UNet takes a source image of shape (B, {self.source_channels}, H, W) as cond, "
-                                 f"got {None if cond is None else tuple(cond.shape)} for x of shape {tuple(x.shape)}")
+                raise ValueError(
+                    f"this UNet takes a source image of shape (B, {self.source_channels}, H, W) as cond, "
+                    f"got {None if cond is None else tuple(cond.shape)} for x of shape {tuple(x.shape)}"
+                )
         elif (cond is None) != (self.num_classes is None):  # a ConfigError: the CLI prints it as one line
-            raise ConfigError(f"the network is class-conditional (num_classes={self.num_classes}) but the data gives no labels; "
-                              "set conditional: true on the data module (labels: true for an image folder)" if cond is None
-                              else "the network is unconditional (num_classes: null) but the data gives labels; set "
-                              "conditional: false on the data module, or num_classes on the network")
+            raise ConfigError(
+                f"the network is class-conditional (num_classes={self.num_classes}) but the data gives no labels; "
+                "set conditional: true on the data module (labels: true for an image folder)"
+                if cond is None
+                else "the network is unconditional (num_classes: null) but the data gives labels; set "
+                "conditional: false on the data module, or num_classes on the network"
+            )
 
     def _inputs(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """(UNet input, class labels): [x, x0] on the channels for a source image, else (x, labels)."""
@@ -113,5 +148,7 @@ class GANHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         if min(features.shape[-2:]) < 4:
-            raise ValueError(f"the GAN head needs bottleneck features of at least 4×4, got {tuple(features.shape[-2:])}")
+            raise ValueError(
+                f"the GAN head needs bottleneck features of at least 4×4, got {tuple(features.shape[-2:])}"
+            )
         return self.layers(features).mean(dim=(1, 2, 3))

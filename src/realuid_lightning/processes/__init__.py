@@ -7,5 +7,16 @@ from realuid_lightning.processes.diffusion import EDM, ContinuousVP, DiscreteVP
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.processes.interpolant import StochasticInterpolant
 
-__all__ = ["AffineCoefficients", "BrownianBridge", "ContinuousVP", "CouplingProcess", "DiscreteVP", "EDM", "FlowMatching", "Process",
-           "ProcessSample", "StochasticInterpolant", "expand_like"]
+__all__ = [
+    "AffineCoefficients",
+    "BrownianBridge",
+    "ContinuousVP",
+    "CouplingProcess",
+    "DiscreteVP",
+    "EDM",
+    "FlowMatching",
+    "Process",
+    "ProcessSample",
+    "StochasticInterpolant",
+    "expand_like",
+]

@@ -102,7 +102,9 @@ class Process(ABC):
         """Per-time loss weight w(t) of shape (B,); 1 unless a subclass says otherwise."""
         return torch.ones_like(t)
 
-    def sample_t(self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+    def sample_t(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> Tensor:
         """t ~ U[t_min, t_max], shape (B,)."""
         u = torch.rand(batch_size, device=device, generator=generator)
         return self.t_min + (self.t_max - self.t_min) * u
@@ -118,9 +120,11 @@ class Process(ABC):
         if x0 is None:
             return noise.randn_like(x1)
         if x0.shape != x1.shape:
-            raise ConfigError(f"{type(self).__name__} trains on pairs [x1, x0] with x0 of x1's shape "
-                              f"{tuple(x1.shape)}, got {tuple(x0.shape)}; wrap the data in "
-                              "realuid_lightning.data.PairedDataModule")
+            raise ConfigError(
+                f"{type(self).__name__} trains on pairs [x1, x0] with x0 of x1's shape "
+                f"{tuple(x1.shape)}, got {tuple(x0.shape)}; wrap the data in "
+                "realuid_lightning.data.PairedDataModule"
+            )
         return x0
 
     def prediction_coefficients(self, c: AffineCoefficients) -> tuple[Tensor, Tensor]:
@@ -152,8 +156,9 @@ class Process(ABC):
         x_t, target = x_t + expand_like(c.c, x1) * eps, target + pe * eps
         return ProcessSample(x_t=x_t, target=target, weight=self.weight(t), eps=eps)
 
-    def to_endpoints(self, prediction: Tensor, x_t: Tensor, t: Tensor,
-                     cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def to_endpoints(
+        self, prediction: Tensor, x_t: Tensor, t: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(x̂0, x̂1) implied by a prediction at (t, x_t), from one 2×2 system for x1 and the other unknown:
 
         - noise source: [a b; p1 p0]·(x1, x0) = (x_t, pred), so x̂1 = (p0·x_t − b·pred)/D and
@@ -186,8 +191,9 @@ class Process(ABC):
             return expand_like(c.b, z) * z
         return expand_like(c.b, z) * x0 + expand_like(c.c, z) * z
 
-    def _drift_parts(self, prediction: Tensor, x_t: Tensor, t: Tensor, cond: Tensor | None
-                     ) -> tuple[Tensor, Tensor | None, AffineCoefficients]:
+    def _drift_parts(
+        self, prediction: Tensor, x_t: Tensor, t: Tensor, cond: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, AffineCoefficients]:
         """(ȧ·x̂1 + ḃ·x̂0, r = x_t − a·x̂1 − b·x̂0 = c·ε̂ (None where c = 0), coefficients)."""
         x0, x1 = self.to_endpoints(prediction, x_t, t, cond)
         c = self.coefficients(t)

@@ -32,8 +32,9 @@ class BrownianBridge(CouplingProcess):
         """a = t, b = 1 − t, c = σ√(t(1 − t)), ȧ = 1, ḃ = −1, ċ = σ(1 − 2t)/(2√(t(1 − t))) (finite at the ends)."""
         root = (t * (1 - t)).clamp_min(0).sqrt()
         one = torch.ones_like(t)
-        return AffineCoefficients(a=t, b=1 - t, da=one, db=-one, c=self.sigma * root,
-                                  dc=self.sigma * (1 - 2 * t) / (2 * root.clamp_min(1e-6)))
+        return AffineCoefficients(
+            a=t, b=1 - t, da=one, db=-one, c=self.sigma * root, dc=self.sigma * (1 - 2 * t) / (2 * root.clamp_min(1e-6))
+        )
 
     def diffusion(self, t: Tensor) -> Tensor:
         """g_t = σ: the bridge's own noise (2c·(ċ + c/(1 − t)) = σ², exact also at t = 0)."""

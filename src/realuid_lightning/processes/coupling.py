@@ -11,7 +11,6 @@ pε of each prediction, the loss weight and the pieces of the sampling SDE.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
@@ -45,9 +44,11 @@ class CouplingProcess(Process):
     def known_source(self, cond: Tensor | None) -> Tensor:
         """x0 = cond: the source comes with the data (batches are pairs [x1, x0]) and conditions the network."""
         if cond is None:
-            raise ConfigError(f"{type(self).__name__} needs a source x0 per sample: pass the sources as cond (training "
-                              "batches are pairs [x1, x0], e.g. from realuid_lightning.data.PairedDataModule; "
-                              "`realuid sample --sources`)")
+            raise ConfigError(
+                f"{type(self).__name__} needs a source x0 per sample: pass the sources as cond (training "
+                "batches are pairs [x1, x0], e.g. from realuid_lightning.data.PairedDataModule; "
+                "`realuid sample --sources`)"
+            )
         return cond
 
     def prediction_coefficients(self, c: AffineCoefficients) -> tuple[Tensor, Tensor]:

@@ -40,7 +40,9 @@ def ddpm_alphas_cumprod(num_train_timesteps: int, beta_schedule: str, beta_start
         betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float32) ** 2
     else:  # squaredcos_cap_v2: GLIDE's cosine ᾱ(τ) = cos²((τ + 0.008)/1.008·π/2), with β capped at 0.999
         alpha_bar = lambda tau: math.cos((tau + 0.008) / 1.008 * math.pi / 2) ** 2
-        betas = torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=torch.float32)
+        betas = torch.tensor(
+            [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=torch.float32
+        )
     return torch.cumprod(1.0 - betas, dim=0)
 
 
@@ -70,8 +72,10 @@ class _Diffusion(Process):
         super().__init__(prediction)
         match = re.fullmatch(r"min_snr_(\d+(?:\.\d*)?)", weighting)
         if weighting not in ("uniform", "snr", *self.extra_weightings) and not (match and float(match.group(1)) > 0):
-            raise ConfigError(f"weighting={weighting!r} is not supported; choose one of {WEIGHTINGS + self.extra_weightings} "
-                              "(γ > 0, e.g. 'min_snr_5')")
+            raise ConfigError(
+                f"weighting={weighting!r} is not supported; choose one of {WEIGHTINGS + self.extra_weightings} "
+                "(γ > 0, e.g. 'min_snr_5')"
+            )
         self.weighting = weighting
 
     def snr(self, t: Tensor) -> Tensor:
@@ -104,15 +108,24 @@ class DiscreteVP(_Diffusion):
     all of [0, 1]. diffusers' prediction types map as 'epsilon' → 'x0', 'v_prediction' → 'v', 'sample' → 'x1'.
     """
 
-    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4,
-                 beta_end: float = 0.02, prediction: Prediction = "x0", weighting: str = "uniform") -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction: Prediction = "x0",
+        weighting: str = "uniform",
+    ) -> None:
         super().__init__(prediction, weighting)
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps={num_train_timesteps!r} must be an integer >= 2")
         if beta_schedule not in BETA_SCHEDULES:
             raise ConfigError(f"beta_schedule={beta_schedule!r} is not supported; choose one of {BETA_SCHEDULES}")
         if not 0 < beta_start <= beta_end < 1:
-            raise ConfigError(f"beta_start={beta_start}, beta_end={beta_end} must satisfy 0 < beta_start <= beta_end < 1")
+            raise ConfigError(
+                f"beta_start={beta_start}, beta_end={beta_end} must satisfy 0 < beta_start <= beta_end < 1"
+            )
         self.num_train_timesteps, self.beta_schedule = num_train_timesteps, beta_schedule
         self.beta_start, self.beta_end = beta_start, beta_end
         alphas_cumprod = ddpm_alphas_cumprod(num_train_timesteps, beta_schedule, beta_start, beta_end)
@@ -122,15 +135,25 @@ class DiscreteVP(_Diffusion):
     def from_scheduler_config(cls, config: Mapping[str, Any], weighting: str = "uniform") -> "DiscreteVP":
         """The process of a diffusers scheduler config (``DDPMScheduler.config``): same ᾱ_k, prediction = map(prediction_type)."""
         if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr", False):
-            raise ConfigError("trained_betas and rescale_betas_zero_snr=True are not supported; "
-                              f"choose beta_schedule from {BETA_SCHEDULES} with the scheduler's beta_start/beta_end")
+            raise ConfigError(
+                "trained_betas and rescale_betas_zero_snr=True are not supported; "
+                f"choose beta_schedule from {BETA_SCHEDULES} with the scheduler's beta_start/beta_end"
+            )
         schedule, prediction_type = config.get("beta_schedule", "linear"), config.get("prediction_type", "epsilon")
         if schedule not in BETA_SCHEDULES:
             raise ConfigError(f"beta_schedule={schedule!r} is not supported; choose one of {BETA_SCHEDULES}")
         if prediction_type not in DIFFUSERS_PREDICTIONS:
-            raise ConfigError(f"prediction_type={prediction_type!r} is not supported; choose one of {tuple(DIFFUSERS_PREDICTIONS)}")
-        return cls(int(config.get("num_train_timesteps", 1000)), schedule, float(config.get("beta_start", 1e-4)),
-                   float(config.get("beta_end", 0.02)), DIFFUSERS_PREDICTIONS[prediction_type], weighting)
+            raise ConfigError(
+                f"prediction_type={prediction_type!r} is not supported; choose one of {tuple(DIFFUSERS_PREDICTIONS)}"
+            )
+        return cls(
+            int(config.get("num_train_timesteps", 1000)),
+            schedule,
+            float(config.get("beta_start", 1e-4)),
+            float(config.get("beta_end", 0.02)),
+            DIFFUSERS_PREDICTIONS[prediction_type],
+            weighting,
+        )
 
     def coefficients(self, t: Tensor) -> AffineCoefficients:
         """a_t = √ᾱ(k), b_t = √(1 − ᾱ(k)) with log ᾱ(k) linear between integers, k = (1 − t)(N − 1), dk/dt = −(N − 1)."""
@@ -152,7 +175,9 @@ class ContinuousVP(_Diffusion):
 
     t_max = 1.0 - 1e-5
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, prediction: Prediction = "x0", weighting: str = "uniform") -> None:
+    def __init__(
+        self, beta_min: float = 0.1, beta_max: float = 20.0, prediction: Prediction = "x0", weighting: str = "uniform"
+    ) -> None:
         super().__init__(prediction, weighting)
         if not 0 <= beta_min < beta_max:
             raise ConfigError(f"beta_min={beta_min}, beta_max={beta_max} must satisfy 0 <= beta_min < beta_max")
@@ -177,12 +202,23 @@ class EDM(_Diffusion):
 
     extra_weightings = ("edm",)
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, sigma_data: float = 0.5,
-                 P_mean: float = -1.2, P_std: float = 1.2, prediction: Prediction = "x1", weighting: str = "edm") -> None:
+    def __init__(
+        self,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        rho: float = 7.0,
+        sigma_data: float = 0.5,
+        P_mean: float = -1.2,
+        P_std: float = 1.2,
+        prediction: Prediction = "x1",
+        weighting: str = "edm",
+    ) -> None:
         super().__init__(prediction, weighting)
         if not 0 < sigma_min < sigma_max or rho <= 0 or sigma_data <= 0 or P_std <= 0:
-            raise ConfigError(f"sigma_min={sigma_min}, sigma_max={sigma_max}, rho={rho}, sigma_data={sigma_data}, P_std={P_std} "
-                              "must satisfy 0 < sigma_min < sigma_max and rho, sigma_data, P_std > 0")
+            raise ConfigError(
+                f"sigma_min={sigma_min}, sigma_max={sigma_max}, rho={rho}, sigma_data={sigma_data}, P_std={P_std} "
+                "must satisfy 0 < sigma_min < sigma_max and rho, sigma_data, P_std > 0"
+            )
         self.sigma_min, self.sigma_max, self.rho, self.sigma_data = sigma_min, sigma_max, rho, sigma_data
         self.P_mean, self.P_std = P_mean, P_std
 
@@ -205,10 +241,16 @@ class EDM(_Diffusion):
     def coefficients(self, t: Tensor) -> AffineCoefficients:
         """a = 1, b = σ(t), ȧ = 0, ḃ = ρ·(σ_max^{1/ρ} + t·span)^{ρ−1}·span with span = σ_min^{1/ρ} − σ_max^{1/ρ}."""
         top, span = self._ends()
-        return AffineCoefficients(a=torch.ones_like(t), b=self.sigma(t), da=torch.zeros_like(t),
-                                  db=self.rho * (top + t * span) ** (self.rho - 1) * span)
+        return AffineCoefficients(
+            a=torch.ones_like(t),
+            b=self.sigma(t),
+            da=torch.zeros_like(t),
+            db=self.rho * (top + t * span) ** (self.rho - 1) * span,
+        )
 
-    def sample_t(self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+    def sample_t(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> Tensor:
         """t = t(σ) with ln σ ~ N(P_mean, P_std²) clipped to [σ_min, σ_max] (t to [0, 1] against round-off), shape (B,)."""
         log_sigma = self.P_mean + self.P_std * torch.randn(batch_size, device=device, generator=generator)
         return self.time_of_sigma(log_sigma.exp().clamp(self.sigma_min, self.sigma_max)).clamp(0.0, 1.0)

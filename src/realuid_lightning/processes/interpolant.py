@@ -26,8 +26,9 @@ class StochasticInterpolant(CouplingProcess):
     from the point mass x0 only the noise γ·ε makes samples differ.
     """
 
-    def __init__(self, schedule: str = "linear", gamma: str = "sine", sigma: float = 1.0,
-                 prediction: Prediction = "velocity") -> None:
+    def __init__(
+        self, schedule: str = "linear", gamma: str = "sine", sigma: float = 1.0, prediction: Prediction = "velocity"
+    ) -> None:
         super().__init__(prediction)
         if schedule not in SCHEDULES:
             raise ConfigError(f"schedule={schedule!r} is not supported; choose one of {SCHEDULES}")
@@ -53,5 +54,11 @@ class StochasticInterpolant(CouplingProcess):
             one = torch.ones_like(t)
             return AffineCoefficients(a=t, b=1 - t, da=one, db=-one, c=gamma, dc=dgamma)
         half = 0.5 * math.pi
-        return AffineCoefficients(a=torch.sin(half * t), b=torch.cos(half * t), da=half * torch.cos(half * t),
-                                  db=-half * torch.sin(half * t), c=gamma, dc=dgamma)
+        return AffineCoefficients(
+            a=torch.sin(half * t),
+            b=torch.cos(half * t),
+            da=half * torch.cos(half * t),
+            db=-half * torch.sin(half * t),
+            c=gamma,
+            dc=dgamma,
+        )
