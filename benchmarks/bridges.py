@@ -199,7 +199,8 @@ def main() -> None:
     for r in rows:
         cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("psnr", "fd")]
         print(
-            f"| {r['task']} | {r['model']} | {r['nfe']} | {cells[0]} | {cells[1]} | {round(r['seconds']) if 'seconds' in r else ''} |"
+            f"| {r['task']} | {r['model']} | {r['nfe']} | {cells[0]} | {cells[1]} | "
+            f"{round(r['seconds']) if 'seconds' in r else ''} |"
         )
     print(json.dumps(summary, ensure_ascii=False))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,21 @@
-"""Convergence study: FD of one-step students against generator updates, per setting and seed, with the recipe as options.
+"""Convergence study: FD of one-step students against generator updates, per setting and seed,
+with the recipe as options.
 
     python benchmarks/convergence.py --settings uid realuid0.98 realuid1.02 --seeds 0 1 2 --iterations 18000 \
         --out benchmarks/results/convergence_digits.json
-    python benchmarks/convergence.py --iterations 1800 --final-lr-ratio 0.1 --settings realuid0.98 --seeds 0   # a recipe probe
+    python benchmarks/convergence.py --iterations 1800 --final-lr-ratio 0.1 --settings realuid0.98 \
+        --seeds 0   # a recipe probe
     python benchmarks/convergence.py --merge run_a.json run_b.json --out study.json   # one summary of separate runs
 
 Each run distils the teacher with ``RealUIDModule`` in a plain Lightning Trainer (one CPU thread is the protocol) and
 scores the raw generator and each EMA decay every ``--eval-every`` generator updates: FD-digits of ``--num-samples``
 samples from fixed noise against the real digits (8×8: the 1 797 sklearn digits, floor = FD of interleaved halves;
-MNIST: the 1 000 held-out images in MNIST features, floor = FD of 1 000 training images to them). Per run it reports the final FDs, the settle figure (largest relative deviation of the EMA
-FD from its mean over the last third of the curve), and the updates needed to reach the thresholds (the teacher's 10-
-and 100-step FD, the real-vs-real floor), and of the final EMA student precision / recall and the memorisation figure
-(:func:`sample_quality`); per setting the mean ± std over seeds and the update ratio to UID's final quality. Runs made
-as separate processes (one thread each, in parallel) are summarised together with ``--merge``. Prints a table and one JSON line; writes the curves to ``--out``.
+MNIST: the 1 000 held-out images in MNIST features, floor = FD of 1 000 training images to them). Per run it reports the
+final FDs, the settle figure (largest relative deviation of the EMA FD from its mean over the last third of the curve),
+and the updates needed to reach the thresholds (the teacher's 10- and 100-step FD, the real-vs-real floor), and of the
+final EMA student precision / recall and the memorisation figure (:func:`sample_quality`); per setting the mean ± std
+over seeds and the update ratio to UID's final quality. Runs made as separate processes (one thread each, in parallel)
+are summarised together with ``--merge``. Prints a table and one JSON line; writes the curves to ``--out``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02"
 
 
 class Curve(pl.Callback):
-    """FD of the raw generator and each EMA decay every ``every`` generator updates (and wall time, excluding scoring)."""
+    """FD of the raw generator and each EMA decay every ``every`` generator updates
+    (and wall time, excluding scoring)."""
 
     def __init__(self, every: int, score, ema: EMA, noise: torch.Tensor) -> None:
         self.every, self.score, self.ema, self.noise, self.points = every, score, ema, noise, []
@@ -128,7 +132,7 @@ def spread(values: list[float]) -> dict:
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
     parser.add_argument("--data", default="sklearn", choices=["sklearn", "mnist5k"])
     parser.add_argument("--settings", nargs="+", default=["uid", "realuid0.98", "realuid1.02"], choices=list(SETTINGS))
@@ -267,7 +271,8 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
     )
     for setting, s in summary.items():
         print(
-            f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
+            f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | "
+            f"{fmt(s['settle'])} | "
             f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |"
         )
     if teacher_quality is None:
@@ -298,7 +303,8 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
 
 
 def merged(args: argparse.Namespace) -> tuple[argparse.Namespace, dict, dict, list[dict]]:
-    """(recipe, teacher FDs, teacher quality, runs) of several --out files whose recipes differ only in seeds/settings."""
+    """(recipe, teacher FDs, teacher quality, runs) of several --out files whose recipes differ only in
+    seeds/settings."""
     files = [json.loads(Path(f).read_text()) for f in args.merge]
     own = ("settings", "seeds", "out", "merge")
     recipes = [{k: v for k, v in f["recipe"].items() if k not in own} for f in files]

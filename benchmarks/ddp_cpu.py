@@ -1,13 +1,14 @@
 """How to run RealUIDModule under DDP: each mechanism's correctness, time per update and all-reduce volume (CPU, gloo).
 
-    MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 OMP_NUM_THREADS=1 python benchmarks/ddp_cpu.py [--modes realuid_ddp find_unused static_graph]
+    MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 OMP_NUM_THREADS=1 python benchmarks/ddp_cpu.py \
+        [--modes realuid_ddp find_unused static_graph]
 
-Runs 2 CPU processes (1 thread each) on a small UNet (8×8, 1 channel), K = 2, batch 16 per rank, for each
-mechanism: RealUIDDDPStrategy ('realuid_ddp'), Lightning's DDP with find_unused_parameters=True, with
-static_graph=True, and plain DDP. A counting DDP communication hook measures the values all-reduced per
-update type, and an all-reduce of one network's gradients gives gloo's bus bandwidth here. Prints a table and one
-JSON line; writes benchmarks/results/ddp_cpu.json and .txt (rank 0). The failing mechanisms go last: after one fails, Lightning
-stops the other rank, so only rank 0 goes on.
+Runs 2 CPU processes (1 thread each) on a small UNet (8×8, 1 channel), K = 2, batch 16 per rank, for each mechanism:
+RealUIDDDPStrategy ('realuid_ddp'), Lightning's DDP with find_unused_parameters=True, with static_graph=True, and plain
+DDP. A counting DDP communication hook measures the values all-reduced per update type, and an all-reduce of one
+network's gradients gives gloo's bus bandwidth here. Prints a table and one JSON line; writes
+benchmarks/results/ddp_cpu.json and .txt (rank 0). The failing mechanisms go last: after one fails, Lightning stops the
+other rank, so only rank 0 goes on.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def main() -> None:
     if torch.distributed.get_rank() != 0:
         return
     lines = [
-        "| mechanism | ranks identical | fake update ms | generator update ms | values all-reduced: fake / generator update |",
+        "| mechanism | ranks identical | fake update ms | generator update ms "
+        "| values all-reduced: fake / generator update |",
         "|---|---|---|---|---|",
     ]
     for r in results:
@@ -176,7 +178,8 @@ def main() -> None:
 
 
 def allreduce_seconds(values: int, repeats: int = 10) -> dict:
-    """Median time of an all-reduce of ``values`` fp32 numbers over the default group, and the bus bandwidth 2(W − 1)/W·bytes / t."""
+    """Median time of an all-reduce of ``values`` fp32 numbers over the default group,
+    and the bus bandwidth 2(W − 1)/W·bytes / t."""
     buffer, world, times = torch.ones(values), torch.distributed.get_world_size(), []
     for _ in range(repeats):
         torch.distributed.barrier()

@@ -1,8 +1,8 @@
 """Digits benchmark: FD-digits of the shipped flow teacher at 1, 4, 10, 100 steps vs one-step UID and RealUID students.
 
     python benchmarks/digits.py [--iterations 1800] [--teacher checkpoints/digits_teacher.ckpt]
-    python benchmarks/digits.py --teacher checkpoints/digits_vp_teacher.ckpt --generator-sigma 2.5 --settings realuid1.02 \
-        --out benchmarks/results/digits_vp.json          # the diffusion (VP, ε-prediction) row
+    python benchmarks/digits.py --teacher checkpoints/digits_vp_teacher.ckpt --generator-sigma 2.5 \
+        --settings realuid1.02 --out benchmarks/results/digits_vp.json          # the diffusion (VP, ε-prediction) row
     python benchmarks/digits.py --settings realuid0.98 --ema-warmup --out benchmarks/results/digits_ema_warmup.json
 
 FD-digits is the Fréchet distance between 64-d features of a small digit classifier
@@ -155,7 +155,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['steps']} | {r['fd']:.2f} | {'' if 'seconds' not in r else round(r['seconds'])} |")
     print(
-        f"\nbest one-step: {best} ({students[best]:.2f}) = {summary['best_student_over_teacher100']:.2f}× the teacher's 100-step FD"
+        f"\nbest one-step: {best} ({students[best]:.2f}) = "
+        f"{summary['best_student_over_teacher100']:.2f}× the teacher's 100-step FD"
     )
     for name, points in curves.items():
         print(f"curve {name} (iteration, FD of EMA {DECAYS[0]}): {points}")

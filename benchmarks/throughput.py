@@ -1,4 +1,5 @@
-"""Throughput of RealUID distillation: a plain PyTorch loop vs RealUIDModule (fp32) vs RealUIDModule (bf16 + channels_last + compile).
+"""Throughput of RealUID distillation: a plain PyTorch loop vs RealUIDModule (fp32)
+vs RealUIDModule (bf16 + channels_last + compile).
 
     python benchmarks/throughput.py                                  # CPU: a small UNet, one thread
     python benchmarks/throughput.py --device cuda --batch 256        # GPU: the paper's CIFAR-10 UNet (35.7M)
@@ -134,7 +135,8 @@ class LightningMeter(pl.Callback):
 
 
 def plain_losses(gen, fake, teacher, process, x1):
-    """The fake loss (two forward passes of f) and the generator loss of the official recipe, z, x0, t drawn in the module's order."""
+    """The fake loss (two forward passes of f) and the generator loss of the official recipe, z, x0,
+    t drawn in the module's order."""
 
     def fake_loss():
         with torch.no_grad():
@@ -198,7 +200,8 @@ def run_module(teacher, data, device: str, meter: Meter, iterations: int, fast: 
 
 
 def loss_agreement(teacher, x1, device: str) -> dict:
-    """Fake and generator losses of (a) in fp32 and of (c) in bf16 on the same batch, weights and noise: relative differences."""
+    """Fake and generator losses of (a) in fp32 and of (c) in bf16 on the same batch, weights and noise:
+    relative differences."""
     plain, fast = distiller(teacher).to(device), distiller(teacher, fast=True).to(device)
     fast.configure_model()
     out = {}
@@ -291,15 +294,18 @@ def report(
     lines += [
         f"T(B) ≈ {fit[0]:.4f} s + {fit[1] * 1e3:.3f} ms·B",
         "",
-        f"DDP all-reduce per update (fp32 gradients): realuid_ddp fake {4 * params['fake_model'] / 2**20:.1f} MiB, generator "
-        f"{4 * params['generator'] / 2**20:.1f} MiB; find_unused_parameters {4 * (params['fake_model'] + params['generator']) / 2**20:.1f} "
+        "DDP all-reduce per update (fp32 gradients): "
+        f"realuid_ddp fake {4 * params['fake_model'] / 2**20:.1f} MiB, generator "
+        f"{4 * params['generator'] / 2**20:.1f} MiB; "
+        f"find_unused_parameters {4 * (params['fake_model'] + params['generator']) / 2**20:.1f} "
         "MiB on every update",
         "",
         "| batch per rank | ranks | bus GB/s | compute s | efficiency realuid_ddp | efficiency find_unused |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['batch_per_rank']} | {r['world']} | {r['bus_GBps']:g} | {r['compute_s']:.4f} | {r['realuid_ddp_efficiency']:.3f} | "
+        f"| {r['batch_per_rank']} | {r['world']} | {r['bus_GBps']:g} | {r['compute_s']:.4f} | "
+        f"{r['realuid_ddp_efficiency']:.3f} | "
         f"{r['find_unused_efficiency']:.3f} |"
         for r in ddp
     ]
@@ -315,7 +321,7 @@ def linear_fit(points: dict) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=None, help="default: 256 on a GPU, 32 on a CPU")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
@@ -390,7 +396,8 @@ def main() -> None:
 
 
 def pooled(runs: list[dict]) -> dict:
-    """Several runs of one setting: the median seconds per update type (as means of the runs' medians) and the largest peaks."""
+    """Several runs of one setting: the median seconds per update type (as means of the runs' medians) and the
+    largest peaks."""
     seconds = {k: statistics.mean(r["seconds"][k] for r in runs) for k in ("fake", "generator")}
     seconds["average"] = (K * seconds["fake"] + seconds["generator"]) / (K + 1)
     batch = runs[0]["images_per_s"]["fake"] * runs[0]["seconds"]["fake"]

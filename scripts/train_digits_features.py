@@ -46,7 +46,8 @@ def sklearn_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def mnist5k_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images (5000, 1, 28, 28) in [0, 1], labels (5000,) and the held-out mask (the last 1 000, as DigitsDataModule)."""
+    """Images (5000, 1, 28, 28) in [0, 1], labels (5000,) and the held-out mask
+    (the last 1 000, as DigitsDataModule)."""
     images, labels = load_digits_source("mnist5k")
     return (images + 1) / 2, labels, torch.arange(len(labels)) >= len(labels) - MNIST_HELDOUT
 
@@ -96,12 +97,12 @@ def main() -> None:
         test_acc = (net.logits(x_test).argmax(1) == y_test).float().mean().item()
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(
-        state, str(out)
-    )  # no metadata: safetensors writes it in random order, and reruns must give the same bytes
+    # no metadata: safetensors writes it in random order, and reruns must give the same bytes
+    save_file(state, str(out))
     print(
         f"{net_class.__name__} on {args.source}: train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f} "
-        f"({len(x_test)} held-out images), {time.perf_counter() - start:.1f} s, {out.stat().st_size / 1024:.0f} KB -> {out}"
+        f"({len(x_test)} held-out images), {time.perf_counter() - start:.1f} s, "
+        f"{out.stat().st_size / 1024:.0f} KB -> {out}"
     )
 
 

@@ -24,18 +24,14 @@ from helpers import ema, tiny_distiller, trainer  # noqa: E402
 
 from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, Toy2DDataModule  # noqa: E402
 
-STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = (
-    6,
-    3,
-    2,
-    64,
-    320,
-)  # 5 iterations an epoch: the run crosses an epoch;
+# 5 iterations an epoch: the run crosses an epoch;
 # the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
+STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320
 
 
 def data(world: int) -> Toy2DDataModule:
-    """The shipped data path: each rank gets its GLOBAL_BATCH / world rows of every global batch (data.batching.GlobalBatches)."""
+    """The shipped data path: each rank gets its GLOBAL_BATCH / world rows of every global batch
+    (data.batching.GlobalBatches)."""
     return Toy2DDataModule(num_train=NUM_TRAIN, num_val=8, batch_size=GLOBAL_BATCH // world, seed=3)
 
 
@@ -57,13 +53,13 @@ class Record(pl.Callback):
 
 
 def run(strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None) -> dict:
-    """STEPS iterations (K = FAKE_UPDATES) from seed 0; the final state of this rank. 'resume': stop at RESUME_AT, resume."""
+    """STEPS iterations (K = FAKE_UPDATES) from seed 0; the final state of this rank.
+    'resume': stop at RESUME_AT, resume."""
     pl.seed_everything(0, verbose=False)
     module, averages, record = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), ema(), Record()
     if strategy == "resume":
-        save = ModelCheckpoint(
-            dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT
-        )  # saved on the batch's end
+        # saved on the batch's end
+        save = ModelCheckpoint(dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT)
         first = trainer(RESUME_AT, out, callbacks=[ema(), save], strategy="realuid_ddp", devices=devices)
         first.fit(tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), data(devices))
     fit = trainer(

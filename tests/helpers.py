@@ -101,9 +101,11 @@ class UserData(pl.LightningDataModule):
 
 
 def callbacks_yaml(run: str, *extra: str, decays: str = "[0.9]", preview: bool = True) -> str:
-    """A config overriding trainer.callbacks: checkpoints under runs/<run>/checkpoints, EMA, previews, plus ``extra`` entries."""
+    """A config overriding trainer.callbacks: checkpoints under runs/<run>/checkpoints, EMA, previews,
+    plus ``extra`` entries."""
     entries = [
-        f"{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: runs/{run}/checkpoints, save_last: true}}}}",
+        "{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+        f"init_args: {{dirpath: runs/{run}/checkpoints, save_last: true}}}}",
         f"{{class_path: realuid_lightning.EMA, init_args: {{decays: {decays}}}}}",
         *(
             ["{class_path: realuid_lightning.SamplePreview, init_args: {every_n_steps: 3, num_samples: 16}}"]

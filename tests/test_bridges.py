@@ -1,4 +1,5 @@
-"""Coupling processes (Brownian bridge, stochastic interpolants), their samplers, networks, paired data and RealUID losses."""
+"""Coupling processes (Brownian bridge, stochastic interpolants), their samplers, networks, paired data and RealUID
+losses."""
 
 import copy
 import math
@@ -137,7 +138,8 @@ def test_bridge_drift_target(float64):
 @pytest.mark.parametrize("prediction", ["x1", "velocity", "drift"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conversions_round_trip(process, prediction, shape, float64):
-    """A perfect prediction gives back x1, the ODE drift gives the velocity target and the SDE drift the 'drift' target."""
+    """A perfect prediction gives back x1, the ODE drift gives the velocity target and the SDE drift the
+    'drift' target."""
     process = with_prediction(process, prediction)
     x0, x1, eps, t = torch.randn(shape), torch.randn(shape), torch.randn(shape), inner_times(shape[0])
     s = process.sample(x0, x1, t, noise=eps)
@@ -167,7 +169,8 @@ def test_bridge_diffusion_is_sigma(float64):
 
 
 class GaussianPosterior(torch.nn.Module):
-    """The exact x1-prediction E[x1 | x_t, x0] for x1 ~ N(μ, s²) independent of x0: μ + a·s²/(a²s² + c²)·(x_t − b·x0 − a·μ)."""
+    """The exact x1-prediction E[x1 | x_t, x0] for x1 ~ N(μ, s²) independent of x0:
+    μ + a·s²/(a²s² + c²)·(x_t − b·x0 − a·μ)."""
 
     def __init__(self, process, mu, s):
         super().__init__()
@@ -203,7 +206,8 @@ def test_sde_sampler_reaches_the_data_distribution(process, float64):
 
 
 def test_ode_sampler_needs_noise_at_the_start(float64):
-    """The probability-flow ODE from the point mass x0 is refused; from t_start with noise it reaches N(μ, s²) roughly."""
+    """The probability-flow ODE from the point mass x0 is refused;
+    from t_start with noise it reaches N(μ, s²) roughly."""
     process, mu, s = StochasticInterpolant("linear", "sine", 1.0, "x1"), 0.0, 0.5
     x0, z = torch.zeros(20000, 1), torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="point mass"):
@@ -237,7 +241,8 @@ def test_mlp_concatenates_the_source():
 
 
 def test_one_step_generator_on_a_bridge(float64):
-    """G(z, x0) evaluates the net at x_G = (1 − t_G)·x0 + σ√(t_G(1 − t_G))·z and reads the drift as x̂1 = x_G + (1 − t_G)·f."""
+    """G(z, x0) evaluates the net at x_G = (1 − t_G)·x0 + σ√(t_G(1 − t_G))·z
+    and reads the drift as x̂1 = x_G + (1 − t_G)·f."""
     torch.manual_seed(0)
     net, bridge, t_g = MLP(dim=2, hidden=16, depth=2, time_dim=8, source_dim=2).double(), BrownianBridge(sigma=0.5), 0.2
     z, x0 = torch.randn(5, 2), torch.randn(5, 2)
@@ -251,7 +256,8 @@ def test_one_step_generator_on_a_bridge(float64):
 
 
 def test_paired_degradations():
-    """Downsampling keeps the block means, the box masks box_size² pixels per image, noise has the given std, callables import."""
+    """Downsampling keeps the block means, the box masks box_size² pixels per image, noise has the given std,
+    callables import."""
     x1 = DigitsDataModule().real_images(64)
     sr = PairedDataModule(DigitsDataModule(), "downsample", factor=4).degrade(x1)
     assert sr.shape == x1.shape and torch.allclose(sr[..., ::4, ::4], torch.nn.functional.avg_pool2d(x1, 4))
@@ -313,7 +319,8 @@ def bridge_by_hand(x0, x1, t, eps, sigma=0.7):
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.94, 0.9588), (0.9, 0.85)])
 def test_coupling_losses_match_method_2_6(alpha, beta):
     """Fake and generator losses = METHOD.md §2.6 computed by hand: the same source x0 and t in both branches,
-    α·w·||f(x_t^θ, x0) − (β/α)·c^θ||² + (1 − α)·w·||f(x_t*, x0) − ((1 − β)/(1 − α))·c*||² and α·w·(||f* − (β/α)c^θ||² − ||f − (β/α)c^θ||²)."""
+    α·w·||f(x_t^θ, x0) − (β/α)·c^θ||² + (1 − α)·w·||f(x_t*, x0) − ((1 − β)/(1 − α))·c*||²
+    and α·w·(||f* − (β/α)c^θ||² − ||f − (β/α)c^θ||²)."""
     module = tiny_coupling_distiller(alpha, beta)
     x1_real, x0 = torch.randn(8, 2), torch.randn(8, 2) * 3
     sq = lambda v: v.pow(2).sum(1)
@@ -349,7 +356,8 @@ def test_coupling_losses_match_method_2_6(alpha, beta):
 
 
 def test_uid_on_a_coupling_reads_only_the_sources():
-    """α = β = 1: NaN clean images leave both losses finite (only the sources are read); without a source it is an error."""
+    """α = β = 1: NaN clean images leave both losses finite (only the sources are read);
+    without a source it is an error."""
     module = tiny_coupling_distiller(1.0, 1.0)
     nan, x0 = torch.full((8, 2), float("nan")), torch.randn(8, 2)
     assert torch.isfinite(module._fake_loss(nan, x0)) and torch.isfinite(module._generator_loss(nan, x0))
@@ -398,7 +406,8 @@ def test_bad_arguments_name_the_value(make, match):
 
 
 def test_paired_data_without_a_validation_loader_trains():
-    """Wrapping a data module that has only a training loader: the teacher trains on [x, x + noise] pairs, validation is empty."""
+    """Wrapping a data module that has only a training loader: the teacher trains on [x, x + noise] pairs,
+    validation is empty."""
     import lightning.pytorch as pl
     from helpers import UserData
 

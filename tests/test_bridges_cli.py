@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "bridge" in p.name or "interpolant" in p.name)
 TINY_UNET = ["--model.init_args.net.init_args.block_out_channels=[8, 16]"]
 TINY_MLP = ["--model.init_args.net.init_args.hidden=32", "--model.init_args.net.init_args.depth=2"]
-FD = "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, feature: digits, cache_dir: fid_cache, teacher_steps: 2}}"
+FD = (
+    "{class_path: realuid_lightning.FrechetDistance, init_args: {every_n_steps: 6, num_samples: 64, batch_size: 64, "
+    "feature: digits, cache_dir: fid_cache, teacher_steps: 2}}"
+)
 RUNS = {
     "digits_sr_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
     "digits_inpaint_bridge": (TINY_UNET, ["--data.init_args.data.init_args.batch_size=32"]),
@@ -31,7 +34,8 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """For each coupling config pair: a 6-step teacher and a 6-iteration RealUID student, both through ``realuid fit``."""
+    """For each coupling config pair: a 6-step teacher and a 6-iteration RealUID student,
+    both through ``realuid fit``."""
     tmp = tmp_path_factory.mktemp("bridges")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
@@ -109,7 +113,8 @@ def test_bridge_runs_log_fd_of_student_and_teacher(runs, name):
 
 
 def test_toy_interpolant_through_the_cli(runs):
-    """The toy interpolant teacher and student train; the student's checkpoint holds the interpolant and a one-step G(z, x0)."""
+    """The toy interpolant teacher and student train; the student's checkpoint holds the interpolant and a one-step
+    G(z, x0)."""
     ckpt = load_checkpoint(runs / "runs/toy2d_interpolant_realuid/checkpoints/last.ckpt")
     net, process, record = network_from_checkpoint(ckpt, ema=None)
     assert isinstance(process, StochasticInterpolant) and (process.schedule, process.gamma) == ("linear", "sine")
@@ -119,7 +124,8 @@ def test_toy_interpolant_through_the_cli(runs):
 
 
 def test_sample_command_needs_sources_for_a_coupling(runs, capsys):
-    """`realuid sample` cannot invent sources for a coupling checkpoint: one ConfigError line naming --sources, exit code 2."""
+    """`realuid sample` cannot invent sources for a coupling checkpoint: one ConfigError line naming --sources,
+    exit code 2."""
     code, err = run_main(
         [
             "sample",
@@ -136,7 +142,8 @@ def test_sample_command_needs_sources_for_a_coupling(runs, capsys):
 
 
 def test_sample_command_with_a_source_tensor(runs, capsys):
-    """--sources x0.pt: sample i is G(z_i, x0_(i mod N)) of the checkpoint alone, with z from --seed; the grid pairs them."""
+    """--sources x0.pt: sample i is G(z_i, x0_(i mod N)) of the checkpoint alone, with z from --seed;
+    the grid pairs them."""
     ckpt_path = runs / "runs/digits_sr_bridge_realuid/checkpoints/last.ckpt"
     _, x0 = PairedDataModule(DigitsDataModule(), "downsample", factor=4).pairs(6)
     torch.save(x0, runs / "x0.pt")
@@ -167,7 +174,8 @@ def test_sample_command_with_a_source_tensor(runs, capsys):
 
 
 def test_sample_command_with_an_image_folder_for_a_teacher(runs, tmp_path):
-    """--sources FOLDER: each image, read at the data shape (grey for 1 channel), is one source of the SDE teacher sampler."""
+    """--sources FOLDER: each image, read at the data shape (grey for 1 channel),
+    is one source of the SDE teacher sampler."""
     (tmp_path / "sources").mkdir()
     for i, value in enumerate((0, 128, 255)):
         Image.new("RGB", (16, 16), (value, value, value)).save(tmp_path / "sources" / f"{i}.png")
@@ -220,7 +228,8 @@ def test_sample_command_with_an_image_folder_for_a_teacher(runs, tmp_path):
     ],
 )
 def test_sample_command_bad_sources(ckpt, sources, needles, runs, capsys, monkeypatch):
-    """Sources of the wrong shape, a missing path, an unreadable file, or sources for a noise-only checkpoint: one line each."""
+    """Sources of the wrong shape, a missing path, an unreadable file, or sources for a noise-only checkpoint:
+    one line each."""
     monkeypatch.chdir(runs)
     torch.save(torch.zeros(4, 3, 8, 8), runs / "wrong_shape.pt")
     (runs / "not_a_tensor.pt").write_text("hello")

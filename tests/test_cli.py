@@ -244,7 +244,8 @@ def test_help_lists_sample(capsys):
 
 
 def test_user_network_and_datamodule_by_class_path(tmp_path, capsys, monkeypatch):
-    """A user's network and LightningDataModule given by class_path train, distil and sample from the checkpoint alone."""
+    """A user's network and LightningDataModule given by class_path train,
+    distil and sample from the checkpoint alone."""
     monkeypatch.chdir(tmp_path)
     common = [
         "--trainer.max_steps=6",
@@ -411,7 +412,8 @@ def test_truncated_checkpoint_is_named_so(keep, tmp_path, capsys):
     ],
 )
 def test_eval_subcommands_without_their_step_are_one_line(subcommand, config, step, tmp_path, capsys, monkeypatch):
-    """validate / test / predict on a module without the step they run end in one line naming it, not Lightning's traceback."""
+    """validate / test / predict on a module without the step they run end in one line naming it,
+    not Lightning's traceback."""
     monkeypatch.chdir(tmp_path)
     code, err = run_main(
         [

@@ -161,7 +161,8 @@ def test_global_batches_follow_the_epoch_even_if_set_late():
 
 
 def test_global_batches_split_across_ranks_and_resume():
-    """W ranks at batch B take disjoint rows of one process's batches at W·B; items mode flattens them; resume skips batches."""
+    """W ranks at batch B take disjoint rows of one process's batches at W·B; items mode flattens them;
+    resume skips batches."""
     from torch.utils.data import DistributedSampler
 
     from realuid_lightning.data.batching import GlobalBatches

@@ -1,4 +1,5 @@
-"""RealUIDModule under DDP on 2 CPU processes (gloo), run as a subprocess script (tests/ddp_worker.py) on a free port."""
+"""RealUIDModule under DDP on 2 CPU processes (gloo), run as a subprocess script (tests/ddp_worker.py)
+on a free port."""
 
 import os
 import socket
@@ -21,7 +22,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy and of a mid-epoch resume, and rank 0's record of plain 'ddp'."""
+    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy and of a mid-epoch resume,
+    and rank 0's record of plain 'ddp'."""
     out = tmp_path_factory.mktemp("ddp")
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -65,17 +67,16 @@ def test_ranks_hold_identical_weights_and_ema(ranks, strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
-    """2 ranks at batch 32 of the shipped toy data module = 1 process at batch 64 (weights and EMA within 1e-5): every global
-    batch is split across the ranks (data.batching.GlobalBatches), and the run crosses an epoch."""
+    """2 ranks at batch 32 of the shipped toy data module = 1 process at batch 64 (weights and EMA within 1e-5):
+    every global batch is split across the ranks (data.batching.GlobalBatches), and the run crosses an epoch."""
     r0 = ranks[strategy][0]
     assert (
         max_diff(r0["generator"], single["generator"]) < 1e-5
         and max_diff(r0["fake_model"], single["fake_model"]) < 1e-5
     )
     assert all(max_diff(r0["ema"][d], single["ema"][d]) < 1e-5 for d in single["ema"])
-    assert (
-        max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4
-    )  # global-RNG noise differs: the check has teeth
+    # global-RNG noise differs: the check has teeth
+    assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4
 
 
 def test_ranks_split_every_global_batch_and_reshuffle_each_epoch(ranks, single):
@@ -169,7 +170,8 @@ def test_configs_select_the_strategy_and_options(strategy, capsys):
 
 
 def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):
-    """2 ranks stopped after 3 iterations (mid-epoch), checkpointed and resumed to 6 = the uninterrupted 2-rank run, bit for bit."""
+    """2 ranks stopped after 3 iterations (mid-epoch), checkpointed and resumed to 6 = the uninterrupted 2-rank run,
+    bit for bit."""
     for rank in (0, 1):
         resumed, full = ranks["resume"][rank], ranks["realuid_ddp"][rank]
         assert resumed["generator_updates"] == full["generator_updates"] == 2

@@ -56,7 +56,8 @@ def images(n=16, seed=0):
 @pytest.mark.parametrize("layout", ["pipeline", "flat"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_teacher_matches_scheduler_at_integer_timesteps(tmp_path, layout, prediction_type):
-    """The loaded (net, process) gives the scheduler's own x̂0 (DDPMScheduler.step) at diffusers timesteps k = (1 − t)(N − 1)."""
+    """The loaded (net, process) gives the scheduler's own x̂0 (DDPMScheduler.step)
+    at diffusers timesteps k = (1 − t)(N − 1)."""
     unet, scheduler = save_teacher(tmp_path, layout, prediction_type)
     net, process = load_diffusers_teacher(str(tmp_path))
     assert isinstance(process, DiscreteVP) and process.prediction == OURS[prediction_type]
@@ -75,7 +76,8 @@ def test_teacher_matches_scheduler_at_integer_timesteps(tmp_path, layout, predic
 
 
 def test_missing_folder_names_the_source(tmp_path):
-    """A path that is neither a folder nor a hub id, and a folder without configs, give a ConfigError naming what was looked for."""
+    """A path that is neither a folder nor a hub id, and a folder without configs,
+    give a ConfigError naming what was looked for."""
     with pytest.raises(ConfigError, match="nope"):
         load_diffusers_teacher(str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match=r"unet/config\.json, config\.json"):
@@ -103,7 +105,8 @@ def test_loading_prints_no_accelerate_notice(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
-    """Weights saved for another architecture give a one-line ConfigError naming the missing keys (never random weights)."""
+    """Weights saved for another architecture give a one-line ConfigError naming the missing keys
+    (never random weights)."""
     save_teacher(tmp_path, layout="flat")
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_class_embeds": 10}))
@@ -112,7 +115,8 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
 
 
 def test_unreachable_hub_id_fails_fast(monkeypatch, tmp_path):
-    """Under HF_HUB_OFFLINE=1 an uncached hub id fails in < 5 s with a ConfigError naming it (directly and as teacher_ckpt)."""
+    """Under HF_HUB_OFFLINE=1 an uncached hub id fails in < 5 s with a ConfigError naming it
+    (directly and as teacher_ckpt)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
@@ -125,7 +129,8 @@ def test_unreachable_hub_id_fails_fast(monkeypatch, tmp_path):
 
 
 def test_teacher_training_round_trips(tmp_path):
-    """MatchingModule trains a DiffusersUNet on a DiscreteVP; its checkpoint rebuilds the same network and process from plain data."""
+    """MatchingModule trains a DiffusersUNet on a DiscreteVP; its checkpoint rebuilds the same network and process from
+    plain data."""
     torch.manual_seed(0)
     module = MatchingModule(DiffusersUNet(TINY_UNET), DiscreteVP(prediction="v"), lr=1e-3)
     fit = trainer(2)
@@ -138,7 +143,8 @@ def test_teacher_training_round_trips(tmp_path):
 
 
 def test_distil_from_diffusers_folder_and_sample(tmp_path, capsys):
-    """teacher_ckpt=<diffusers folder> loads the saved weights, trains 4 iterations, and `realuid sample` reads its checkpoint."""
+    """teacher_ckpt=<diffusers folder> loads the saved weights, trains 4 iterations,
+    and `realuid sample` reads its checkpoint."""
     unet, _ = save_teacher(tmp_path / "teacher")
     module = RealUIDModule(
         **sections(teacher_ckpt=str(tmp_path / "teacher"), alpha=0.94, beta=0.96, fake_updates=1, warmup_steps=1)
@@ -168,7 +174,8 @@ def test_distil_from_diffusers_folder_and_sample(tmp_path, capsys):
 
 
 def distil_and_checkpoint(root, kind):
-    """Distil a UNet (flow matching, t_G = 0.25) or DiffusersUNet (DDPM ε, t_G = 0) teacher for 4 iterations; returns (module, ckpt)."""
+    """Distil a UNet (flow matching, t_G = 0.25) or DiffusersUNet (DDPM ε, t_G = 0) teacher for 4 iterations;
+    returns (module, ckpt)."""
     if kind == "UNet":
         torch.manual_seed(0)
         teacher = UNet(
@@ -196,7 +203,8 @@ def distil_and_checkpoint(root, kind):
 
 @pytest.mark.parametrize("kind", ["UNet", "DiffusersUNet"])
 def test_exported_pipeline_reproduces_generator(tmp_path, kind):
-    """OneStepPipeline.from_pretrained(export) draws z = randn((B, C, H, W), generator) and returns module.generator(z) in one step."""
+    """OneStepPipeline.from_pretrained(export) draws z = randn((B, C, H, W), generator) and returns module.generator(z)
+    in one step."""
     module, ckpt = distil_and_checkpoint(tmp_path, kind)
     assert not all(torch.equal(a, b) for a, b in zip(module.generator.net.parameters(), module.teacher.parameters()))
     pipe = OneStepPipeline.from_pretrained(export_generator(ckpt, tmp_path / "pipe", ema=None))
@@ -215,7 +223,8 @@ def test_exported_pipeline_reproduces_generator(tmp_path, kind):
 
 
 def test_export_cli(tmp_path, capsys):
-    """`realuid export` writes the EMA generator ('auto' picks the saved decay); a teacher checkpoint is refused in one line."""
+    """`realuid export` writes the EMA generator ('auto' picks the saved decay);
+    a teacher checkpoint is refused in one line."""
     _, ckpt = distil_and_checkpoint(tmp_path, "UNet")
     main(["export", "--ckpt", ckpt, "--out", str(tmp_path / "pipe")])
     pipe = OneStepPipeline.from_pretrained(tmp_path / "pipe")

@@ -58,7 +58,8 @@ def test_discrete_vp_reproduces_ddpm_alphas_cumprod(schedule):
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s["beta_schedule"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_scheduler_prediction_converts_to_our_data_estimate(schedule, prediction_type):
-    """A perfect ε / v / sample prediction built by the scheduler (add_noise, get_velocity) converts to x1 exactly, and to step()'s x̂0."""
+    """A perfect ε / v / sample prediction built by the scheduler (add_noise, get_velocity) converts to x1 exactly,
+    and to step()'s x̂0."""
     scheduler = DDPMScheduler(prediction_type=prediction_type, clip_sample=False, **schedule)
     process = DiscreteVP.from_scheduler_config(scheduler.config)
     g = torch.Generator().manual_seed(0)
@@ -155,7 +156,8 @@ def test_weighting_is_a_data_space_weight(process, weighting, prediction, float6
 
 
 def test_min_snr_matches_hang_et_al_table(float64):
-    """Min-SNR-γ on a VP path: w = min(SNR, γ) for x1-, min(SNR, γ)/SNR for ε- and min(SNR, γ)/(SNR + 1) for v-prediction; 'uniform' is 1."""
+    """Min-SNR-γ on a VP path: w = min(SNR, γ) for x1-, min(SNR, γ)/SNR for ε- and min(SNR, γ)/(SNR + 1) for
+    v-prediction; 'uniform' is 1."""
     t = torch.linspace(0.0, 1.0, 11)
     for process in (DiscreteVP(weighting="min_snr_5"), ContinuousVP(weighting="min_snr_5")):
         c = process.coefficients(t.clamp(max=process.t_max))
@@ -232,7 +234,8 @@ class Recorder(torch.nn.Module):
 
 
 def test_edm_precond_coefficients(float64):
-    """At σ = σ_d: c_skip = ½, c_out = σ_d/√2, c_in = 1/(σ_d√2), c_noise = ¼·ln σ_d; unit-variance identities hold for all σ."""
+    """At σ = σ_d: c_skip = ½, c_out = σ_d/√2, c_in = 1/(σ_d√2), c_noise = ¼·ln σ_d;
+    unit-variance identities hold for all σ."""
     precond = EDMPrecond(Recorder(), EDM(sigma_data=0.5))
     c = precond.coefficients(torch.tensor([0.5]))
     torch.testing.assert_close(

@@ -26,7 +26,8 @@ def same(a, b):
 
 
 def test_updates_touch_only_their_network():
-    """A fake update changes only the fake model; a generator update changes only the generator; the teacher never changes."""
+    """A fake update changes only the fake model; a generator update changes only the generator;
+    the teacher never changes."""
     module = tiny_distiller(fake_updates=1)
     teacher, gen, fake = params(module.teacher), params(module.generator), params(module.fake_model)
     trainer(1).fit(module, tiny_data())
@@ -102,7 +103,8 @@ def test_fake_init_from_scratch_differs_from_teacher():
 
 
 def test_resume_is_bit_identical(tmp_path):
-    """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator, fake model, EMA and counters."""
+    """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator,
+    fake model, EMA and counters."""
     pl.seed_everything(0)
     full_ema = ema()
     full = tiny_distiller(fake_updates=2)

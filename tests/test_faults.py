@@ -33,7 +33,8 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 # 1000 // 64 = 15 batches per epoch and a checkpoint every 16 steps: the first 14 checkpoints fall mid-epoch
 CHECKPOINTS = """trainer:
   callbacks:
-    - {class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {dirpath: runs/toy2d_realuid/checkpoints, save_last: true, every_n_train_steps: 16}}
+    - {class_path: lightning.pytorch.callbacks.ModelCheckpoint,
+       init_args: {dirpath: runs/toy2d_realuid/checkpoints, save_last: true, every_n_train_steps: 16}}
     - {class_path: realuid_lightning.EMA, init_args: {decays: [0.9, 0.99]}}
 """
 NO_OUTPUT = "trainer: {callbacks: [], logger: false, enable_checkpointing: false, max_steps: 2}\n"
@@ -123,7 +124,8 @@ class Restored(logging.Handler):
 
 
 def test_sigkill_and_resume_is_bit_identical(runs, monkeypatch):
-    """A CLI run SIGKILLed mid-epoch after a checkpoint, resumed with --ckpt_path last, ends identical to an uninterrupted run."""
+    """A CLI run SIGKILLed mid-epoch after a checkpoint, resumed with --ckpt_path last,
+    ends identical to an uninterrupted run."""
     killed = runs / "killed"
     ckpts = killed / "runs/toy2d_realuid/checkpoints"
     killed.mkdir()
@@ -199,7 +201,8 @@ class Payload:
 
 
 def test_crafted_pickle_is_refused(runs, tmp_path, capsys):
-    """A --ckpt_path whose unpickling would run code is refused in one line, by the CLI and by AtomicCheckpointIO; the code never runs."""
+    """A --ckpt_path whose unpickling would run code is refused in one line, by the CLI and by AtomicCheckpointIO;
+    the code never runs."""
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
     torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
@@ -235,7 +238,8 @@ def test_nonfinite_updates_are_skipped_and_counted():
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    """After max_nonfinite non-finite updates in a row the run stops with one line; last.ckpt holds the last good, finite weights."""
+    """After max_nonfinite non-finite updates in a row the run stops with one line; last.ckpt holds the last good,
+    finite weights."""
     module = tiny_distiller(fake_updates=1, max_nonfinite=3)
     nan_after(module, "_fake_loss", 4)
     nan_after(module, "_generator_loss", 4)
@@ -377,7 +381,8 @@ def test_generator_checkpoint_of_another_architecture(runs, capsys):
     ids=["image_size", "labels_for_unconditional_teacher", "no_labels_for_conditional_teacher"],
 )
 def test_data_that_does_not_fit_the_teacher(config, args, needles, runs, capsys, monkeypatch):
-    """Data of another shape than the teacher's, or labels that do not match its conditioning, stop the run in one line."""
+    """Data of another shape than the teacher's, or labels that do not match its conditioning,
+    stop the run in one line."""
     monkeypatch.chdir(runs)
     code, err = run_main(
         [
@@ -401,7 +406,8 @@ def test_empty_or_missing_image_folder(folder, runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     data = tmp_path / "data.yaml"
     data.write_text(
-        f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / folder}, num_workers: 0}}}}\n"
+        "data: {class_path: realuid_lightning.ImageFolderDataModule, "
+        f"init_args: {{root: {tmp_path / folder}, num_workers: 0}}}}\n"
     )
     code, err = run_main(
         ["fit", "--config", TOY_TEACHER, "--config", str(runs / "no_output.yaml"), "--config", str(data), *QUIET],
@@ -420,7 +426,8 @@ def test_output_directory_not_writable(where, runs, tmp_path, capsys, monkeypatc
     override = (
         f"--trainer.logger.init_args.save_dir={bad}"
         if where == "logger"
-        else f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {bad}}}}}]"
+        else "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+        f"init_args: {{dirpath: {bad}}}}}]"
     )
     teacher = runs / "runs/toy2d_teacher/checkpoints/last.ckpt"
     code, err = run_main(
@@ -466,9 +473,11 @@ def test_corrupt_image_through_the_cli(num_workers, runs, tmp_path, capsys, monk
         "attention_head_dim: 8, norm_num_groups: 8}"
     )
     (tmp_path / "run.yaml").write_text(
-        f"model: {{class_path: realuid_lightning.MatchingModule, init_args: {{net: {{class_path: realuid_lightning.nets.UNet, "
+        "model: {class_path: realuid_lightning.MatchingModule, "
+        "init_args: {net: {class_path: realuid_lightning.nets.UNet, "
         f"init_args: {net}}}}}}}\n"
-        f"data: {{class_path: realuid_lightning.ImageFolderDataModule, init_args: {{root: {tmp_path / 'images'}, resolution: 8, "
+        "data: {class_path: realuid_lightning.ImageFolderDataModule, "
+        f"init_args: {{root: {tmp_path / 'images'}, resolution: 8, "
         f"batch_size: 9, num_workers: {num_workers}}}}}\n"
     )
     code, err = run_main(
@@ -479,7 +488,8 @@ def test_corrupt_image_through_the_cli(num_workers, runs, tmp_path, capsys, monk
 
 @pytest.mark.parametrize("on_corrupt", ["skip", "fail"])
 def test_corrupt_image_in_a_worker(on_corrupt, tmp_path, capfd):
-    """With a worker process a corrupt image is skipped with a warning naming it, or fails fast naming it; nothing hangs."""
+    """With a worker process a corrupt image is skipped with a warning naming it, or fails fast naming it;
+    nothing hangs."""
     broken = image_folder(tmp_path)
     dm = ImageFolderDataModule(str(tmp_path), resolution=8, batch_size=4, num_workers=1, on_corrupt=on_corrupt)
     show = lambda message, category, filename, lineno, file=None, line=None: os.write(

@@ -14,29 +14,36 @@ import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inception_weights_from_fid_helper.py"
 SOURCE_LAYOUT = """
-    conv 32x3x3x3  conv_1 32x32x3x3  conv_2 64x32x3x3  conv_3 80x64x1x1
-    conv_4 192x80x3x3  mixed.conv 64x192x1x1  mixed.tower.conv 48x192x1x1  mixed.tower.conv_1 64x48x5x5
-    mixed.tower_1.conv 64x192x1x1  mixed.tower_1.conv_1 96x64x3x3  mixed.tower_1.conv_2 96x96x3x3  mixed.tower_2.conv 32x192x1x1
-    mixed_1.conv 64x256x1x1  mixed_1.tower.conv 48x256x1x1  mixed_1.tower.conv_1 64x48x5x5  mixed_1.tower_1.conv 64x256x1x1
-    mixed_1.tower_1.conv_1 96x64x3x3  mixed_1.tower_1.conv_2 96x96x3x3  mixed_1.tower_2.conv 64x256x1x1  mixed_2.conv 64x288x1x1
-    mixed_2.tower.conv 48x288x1x1  mixed_2.tower.conv_1 64x48x5x5  mixed_2.tower_1.conv 64x288x1x1  mixed_2.tower_1.conv_1 96x64x3x3
-    mixed_2.tower_1.conv_2 96x96x3x3  mixed_2.tower_2.conv 64x288x1x1  mixed_3.conv 384x288x3x3  mixed_3.tower.conv 64x288x1x1
-    mixed_3.tower.conv_1 96x64x3x3  mixed_3.tower.conv_2 96x96x3x3  mixed_4.conv 192x768x1x1  mixed_4.tower.conv 128x768x1x1
-    mixed_4.tower.conv_1 128x128x1x7  mixed_4.tower.conv_2 192x128x7x1  mixed_4.tower_1.conv 128x768x1x1  mixed_4.tower_1.conv_1 128x128x7x1
-    mixed_4.tower_1.conv_2 128x128x1x7  mixed_4.tower_1.conv_3 128x128x7x1  mixed_4.tower_1.conv_4 192x128x1x7  mixed_4.tower_2.conv 192x768x1x1
-    mixed_5.conv 192x768x1x1  mixed_5.tower.conv 160x768x1x1  mixed_5.tower.conv_1 160x160x1x7  mixed_5.tower.conv_2 192x160x7x1
-    mixed_5.tower_1.conv 160x768x1x1  mixed_5.tower_1.conv_1 160x160x7x1  mixed_5.tower_1.conv_2 160x160x1x7  mixed_5.tower_1.conv_3 160x160x7x1
-    mixed_5.tower_1.conv_4 192x160x1x7  mixed_5.tower_2.conv 192x768x1x1  mixed_6.conv 192x768x1x1  mixed_6.tower.conv 160x768x1x1
-    mixed_6.tower.conv_1 160x160x1x7  mixed_6.tower.conv_2 192x160x7x1  mixed_6.tower_1.conv 160x768x1x1  mixed_6.tower_1.conv_1 160x160x7x1
-    mixed_6.tower_1.conv_2 160x160x1x7  mixed_6.tower_1.conv_3 160x160x7x1  mixed_6.tower_1.conv_4 192x160x1x7  mixed_6.tower_2.conv 192x768x1x1
-    mixed_7.conv 192x768x1x1  mixed_7.tower.conv 192x768x1x1  mixed_7.tower.conv_1 192x192x1x7  mixed_7.tower.conv_2 192x192x7x1
-    mixed_7.tower_1.conv 192x768x1x1  mixed_7.tower_1.conv_1 192x192x7x1  mixed_7.tower_1.conv_2 192x192x1x7  mixed_7.tower_1.conv_3 192x192x7x1
-    mixed_7.tower_1.conv_4 192x192x1x7  mixed_7.tower_2.conv 192x768x1x1  mixed_8.tower.conv 192x768x1x1  mixed_8.tower.conv_1 320x192x3x3
-    mixed_8.tower_1.conv 192x768x1x1  mixed_8.tower_1.conv_1 192x192x1x7  mixed_8.tower_1.conv_2 192x192x7x1  mixed_8.tower_1.conv_3 192x192x3x3
-    mixed_9.conv 320x1280x1x1  mixed_9.tower_conv 384x1280x1x1  mixed_9.tower_mixed_conv 384x384x1x3  mixed_9.tower_mixed_conv_1 384x384x3x1
-    mixed_9.tower_1_conv 448x1280x1x1  mixed_9.tower_1_conv_1 384x448x3x3  mixed_9.tower_1_mixed_conv 384x384x1x3  mixed_9.tower_1_mixed_conv_1 384x384x3x1
-    mixed_9.tower_2_conv 192x1280x1x1  mixed_10.conv 320x2048x1x1  mixed_10.tower_conv 384x2048x1x1  mixed_10.tower_mixed_conv 384x384x1x3
-    mixed_10.tower_mixed_conv_1 384x384x3x1  mixed_10.tower_1_conv 448x2048x1x1  mixed_10.tower_1_conv_1 384x448x3x3  mixed_10.tower_1_mixed_conv 384x384x1x3
+    conv 32x3x3x3  conv_1 32x32x3x3  conv_2 64x32x3x3  conv_3 80x64x1x1  conv_4 192x80x3x3  mixed.conv 64x192x1x1
+    mixed.tower.conv 48x192x1x1  mixed.tower.conv_1 64x48x5x5  mixed.tower_1.conv 64x192x1x1
+    mixed.tower_1.conv_1 96x64x3x3  mixed.tower_1.conv_2 96x96x3x3  mixed.tower_2.conv 32x192x1x1
+    mixed_1.conv 64x256x1x1  mixed_1.tower.conv 48x256x1x1  mixed_1.tower.conv_1 64x48x5x5
+    mixed_1.tower_1.conv 64x256x1x1  mixed_1.tower_1.conv_1 96x64x3x3  mixed_1.tower_1.conv_2 96x96x3x3
+    mixed_1.tower_2.conv 64x256x1x1  mixed_2.conv 64x288x1x1  mixed_2.tower.conv 48x288x1x1
+    mixed_2.tower.conv_1 64x48x5x5  mixed_2.tower_1.conv 64x288x1x1  mixed_2.tower_1.conv_1 96x64x3x3
+    mixed_2.tower_1.conv_2 96x96x3x3  mixed_2.tower_2.conv 64x288x1x1  mixed_3.conv 384x288x3x3
+    mixed_3.tower.conv 64x288x1x1  mixed_3.tower.conv_1 96x64x3x3  mixed_3.tower.conv_2 96x96x3x3
+    mixed_4.conv 192x768x1x1  mixed_4.tower.conv 128x768x1x1  mixed_4.tower.conv_1 128x128x1x7
+    mixed_4.tower.conv_2 192x128x7x1  mixed_4.tower_1.conv 128x768x1x1  mixed_4.tower_1.conv_1 128x128x7x1
+    mixed_4.tower_1.conv_2 128x128x1x7  mixed_4.tower_1.conv_3 128x128x7x1  mixed_4.tower_1.conv_4 192x128x1x7
+    mixed_4.tower_2.conv 192x768x1x1  mixed_5.conv 192x768x1x1  mixed_5.tower.conv 160x768x1x1
+    mixed_5.tower.conv_1 160x160x1x7  mixed_5.tower.conv_2 192x160x7x1  mixed_5.tower_1.conv 160x768x1x1
+    mixed_5.tower_1.conv_1 160x160x7x1  mixed_5.tower_1.conv_2 160x160x1x7  mixed_5.tower_1.conv_3 160x160x7x1
+    mixed_5.tower_1.conv_4 192x160x1x7  mixed_5.tower_2.conv 192x768x1x1  mixed_6.conv 192x768x1x1
+    mixed_6.tower.conv 160x768x1x1  mixed_6.tower.conv_1 160x160x1x7  mixed_6.tower.conv_2 192x160x7x1
+    mixed_6.tower_1.conv 160x768x1x1  mixed_6.tower_1.conv_1 160x160x7x1  mixed_6.tower_1.conv_2 160x160x1x7
+    mixed_6.tower_1.conv_3 160x160x7x1  mixed_6.tower_1.conv_4 192x160x1x7  mixed_6.tower_2.conv 192x768x1x1
+    mixed_7.conv 192x768x1x1  mixed_7.tower.conv 192x768x1x1  mixed_7.tower.conv_1 192x192x1x7
+    mixed_7.tower.conv_2 192x192x7x1  mixed_7.tower_1.conv 192x768x1x1  mixed_7.tower_1.conv_1 192x192x7x1
+    mixed_7.tower_1.conv_2 192x192x1x7  mixed_7.tower_1.conv_3 192x192x7x1  mixed_7.tower_1.conv_4 192x192x1x7
+    mixed_7.tower_2.conv 192x768x1x1  mixed_8.tower.conv 192x768x1x1  mixed_8.tower.conv_1 320x192x3x3
+    mixed_8.tower_1.conv 192x768x1x1  mixed_8.tower_1.conv_1 192x192x1x7  mixed_8.tower_1.conv_2 192x192x7x1
+    mixed_8.tower_1.conv_3 192x192x3x3  mixed_9.conv 320x1280x1x1  mixed_9.tower_conv 384x1280x1x1
+    mixed_9.tower_mixed_conv 384x384x1x3  mixed_9.tower_mixed_conv_1 384x384x3x1  mixed_9.tower_1_conv 448x1280x1x1
+    mixed_9.tower_1_conv_1 384x448x3x3  mixed_9.tower_1_mixed_conv 384x384x1x3  mixed_9.tower_1_mixed_conv_1 384x384x3x1
+    mixed_9.tower_2_conv 192x1280x1x1  mixed_10.conv 320x2048x1x1  mixed_10.tower_conv 384x2048x1x1
+    mixed_10.tower_mixed_conv 384x384x1x3  mixed_10.tower_mixed_conv_1 384x384x3x1  mixed_10.tower_1_conv 448x2048x1x1
+    mixed_10.tower_1_conv_1 384x448x3x3  mixed_10.tower_1_mixed_conv 384x384x1x3
     mixed_10.tower_1_mixed_conv_1 384x384x3x1  mixed_10.tower_2_conv 192x2048x1x1
 """
 

@@ -19,7 +19,8 @@ def per_sample_sq(x):
 
 @pytest.mark.parametrize("alpha,beta", SETTINGS)
 def test_realum_matches_eq16(alpha, beta):
-    """realum_loss = α·w·||f_gen − (β/α)c_gen||² + (1 − α)·w·||f_real − ((1 − β)/(1 − α))c_real||², summed over pixels."""
+    """realum_loss = α·w·||f_gen − (β/α)c_gen||² + (1 − α)·w·||f_real − ((1 − β)/(1 − α))c_real||²,
+    summed over pixels."""
     f_g, c_g, f_r, c_r, w = rand(4, 3, 2, 2), rand(4, 3, 2, 2), rand(4, 3, 2, 2), rand(4, 3, 2, 2), rand(4).abs()
     expected = alpha * w * per_sample_sq(f_g - beta / alpha * c_g)
     if alpha < 1:
@@ -39,7 +40,8 @@ def test_uid_never_reads_the_real_branch():
 
 @pytest.mark.parametrize("alpha,beta", SETTINGS)
 def test_realum_minimiser(alpha, beta):
-    """One f shared by both branches at the same x_t is minimised by f = β·c_gen + (1 − β)·c_real (Eq. 22 with r = 1)."""
+    """One f shared by both branches at the same x_t is minimised by f = β·c_gen + (1 − β)·c_real
+    (Eq. 22 with r = 1)."""
     c_g, c_r, w = rand(3, 5), rand(3, 5), torch.ones(3)
     f = (beta * c_g + (1 - beta) * c_r if alpha < 1 else c_g).requires_grad_(True)
     realum_loss(f, c_g, w, alpha, beta, f, c_r, w).sum().backward()
@@ -57,7 +59,8 @@ def test_generator_loss_split_form(alpha, beta):
 
 @pytest.mark.parametrize("alpha,beta", SETTINGS)
 def test_general_with_gamma_equal_alpha_is_realuid(alpha, beta):
-    """γ = α, 'standard': the generated branch equals the generator loss, and −objective has the RealUM gradient in f."""
+    """γ = α, 'standard': the generated branch equals the generator loss,
+    and −objective has the RealUM gradient in f."""
     f_star_g, f_star_r, c_g, c_r, w = rand(4, 6), rand(4, 6), rand(4, 6), rand(4, 6), torch.ones(4)
     f_g, f_r = rand(4, 6).requires_grad_(True), rand(4, 6).requires_grad_(True)
     gen = general_realuid_objective(f_star_g, f_g, c_g, w, alpha, beta, alpha)
@@ -75,7 +78,8 @@ def test_general_with_gamma_equal_alpha_is_realuid(alpha, beta):
 )
 @pytest.mark.parametrize("parameterisation", ["standard", "beta"])
 def test_general_matches_def3(alpha, beta, gamma, parameterisation):
-    """Def. 3 expanded by hand with δ = s·(f* − f), s = 1 or β: −γs²||f* − f||² + 2αs⟨f* − f, f*⟩ − 2βs⟨f* − f, c⟩ (and 1 − · on real data)."""
+    """Def. 3 expanded by hand with δ = s·(f* − f), s = 1 or β:
+    −γs²||f* − f||² + 2αs⟨f* − f, f*⟩ − 2βs⟨f* − f, c⟩ (and 1 − · on real data)."""
     f_star, f, c, w = rand(3, 7), rand(3, 7), rand(3, 7), rand(3).abs()
     s = 1.0 if parameterisation == "standard" else beta
     d = f_star - f

@@ -65,7 +65,8 @@ def with_gan_head(state: dict) -> dict:
 
 
 def write_official(path, key=str, **extra):
-    """An official-layout file: RealUID teacher and distillation entries, optimiser and scheduler state; returns the nets."""
+    """An official-layout file: RealUID teacher and distillation entries, optimiser and scheduler state;
+    returns the nets."""
     nets = {d: official_net(i, **extra) for i, d in enumerate(DECAYS)}
     gens = {d: official_net(10 + i, **extra) for i, d in enumerate(DECAYS)}
     raw = official_net(20, **extra)
@@ -106,7 +107,8 @@ def test_official_weights_load_strictly_and_match(tmp_path, key):
 
 
 def test_raw_weights_and_torchcfm_layouts(tmp_path):
-    """decay=None picks net_model; torchcfm's {'net_model', 'ema_model'} and a DataParallel plain state dict load too."""
+    """decay=None picks net_model; torchcfm's {'net_model', 'ema_model'} and a DataParallel plain state dict
+    load too."""
     _, _, raw = write_official(tmp_path / "official.pt")
     ema = official_net(5)
     t, x = inputs()
@@ -194,7 +196,8 @@ def test_missing_torchcfm_names_the_extra(monkeypatch):
 
 
 def test_import_teacher_cli(tmp_path, capsys):
-    """import-official writes a teacher checkpoint that realuid sample samples and RealUIDModule accepts as teacher_ckpt."""
+    """import-official writes a teacher checkpoint that realuid sample samples and RealUIDModule accepts as
+    teacher_ckpt."""
     nets, _, _ = write_official(tmp_path / "official.pt")
     out = tmp_path / "teacher.ckpt"
     main(["import-official", "--ckpt", str(tmp_path / "official.pt"), "--role", "teacher", "--out", str(out), *FLAGS])

@@ -1,4 +1,5 @@
-"""Mixed precision and the speed options of RealUIDModule: bf16-mixed, teacher_bf16, channels_last, fused Adam, compile."""
+"""Mixed precision and the speed options of RealUIDModule: bf16-mixed, teacher_bf16, channels_last, fused Adam,
+compile."""
 
 import os
 
@@ -61,7 +62,8 @@ def params(net):
 
 @pytest.mark.parametrize("kwargs", [{}, {"gamma": 0.97}])
 def test_bf16_mixed_trains_with_finite_losses(kwargs):
-    """precision='bf16-mixed' on a UNet: 4 iterations (2 per network) with finite losses; the weights stay fp32 and change."""
+    """precision='bf16-mixed' on a UNet: 4 iterations (2 per network) with finite losses;
+    the weights stay fp32 and change."""
     module, losses = unet_distiller(**kwargs), Losses()
     gen, fake = params(module.generator), params(module.fake_model)
     trainer(4, callbacks=[losses], precision="bf16-mixed").fit(module, images())
@@ -119,7 +121,8 @@ def grads_and_loss(module: RealUIDModule, x1: torch.Tensor) -> tuple[torch.Tenso
 
 
 def test_channels_last_changes_memory_layout_not_results():
-    """channels_last puts the conv weights of all three networks in NHWC; the loss and gradients equal NCHW's to round-off."""
+    """channels_last puts the conv weights of all three networks in NHWC;
+    the loss and gradients equal NCHW's to round-off."""
     plain, nhwc = unet_distiller(), unet_distiller(channels_last=True)
     trainer(2).fit(nhwc, images())
     for net in (nhwc.generator.net, nhwc.fake_model, nhwc.teacher.net):
@@ -134,7 +137,8 @@ def test_channels_last_changes_memory_layout_not_results():
 
 
 def test_fused_adam_matches_the_default_adam():
-    """fused_adam=True builds torch's fused Adam (CPU too); one step from the same gradients equals the default Adam's."""
+    """fused_adam=True builds torch's fused Adam (CPU too); one step from the same gradients equals the
+    default Adam's."""
     fused = tiny_distiller(fake_updates=1, fused_adam=True)
     fit = trainer(1)
     fit.fit(fused, tiny_data())
@@ -162,7 +166,8 @@ def test_bad_options_are_refused():
 
 
 def test_compile_compiles_the_three_networks_once(monkeypatch):
-    """compile=True compiles generator, fake model and teacher in place (state_dict keys unchanged), and not again on a second fit."""
+    """compile=True compiles generator, fake model and teacher in place (state_dict keys unchanged),
+    and not again on a second fit."""
     compiled = []
     monkeypatch.setattr(
         torch.nn.Module,
@@ -182,7 +187,8 @@ def test_compile_compiles_the_three_networks_once(monkeypatch):
     reason="torch.compile takes about a minute on a CPU; set REALUID_TEST_COMPILE=1",
 )
 def test_compiled_networks_train_like_eager():
-    """With torch.compile (inductor) two iterations run, and the compiled loss and gradients equal eager mode's to round-off."""
+    """With torch.compile (inductor) two iterations run, and the compiled loss and gradients equal eager mode's to
+    round-off."""
     eager, compiled = tiny_distiller(fake_updates=1), tiny_distiller(fake_updates=1, compile=True)
     trainer(2).fit(compiled, tiny_data())
     assert compiled.fake_model._compiled_call_impl is not None and int(compiled.generator_updates) == 1

@@ -49,7 +49,8 @@ def all_process_classes():
 
 
 def test_every_process_class_is_covered():
-    """The parametrised tests below cover every concrete noise-source process class (coupling ones: tests/test_bridges.py)."""
+    """The parametrised tests below cover every concrete noise-source process class
+    (coupling ones: tests/test_bridges.py)."""
     noise_sourced = {cls for cls in all_process_classes() if not issubclass(cls, CouplingProcess)}
     assert {type(p) for p in PROCESSES} >= noise_sourced
 
@@ -57,7 +58,8 @@ def test_every_process_class_is_covered():
 @pytest.mark.parametrize("process", PROCESSES, ids=repr)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_endpoints(process, shape, float64):
-    """Flows: x_t = x0 at t = 0 and x1 + σ_min·x0 at t = 1; diffusions: x_t/√(a² + b²) is x0 at t_min and x1 at t_max to 2 %."""
+    """Flows: x_t = x0 at t = 0 and x1 + σ_min·x0 at t = 1;
+    diffusions: x_t/√(a² + b²) is x0 at t_min and x1 at t_max to 2 %."""
     x0, x1 = torch.randn(shape), torch.randn(shape)
     if isinstance(process, FlowMatching):
         zeros, ones = torch.zeros(shape[0]), torch.ones(shape[0])
@@ -88,7 +90,8 @@ def test_velocity_target_is_time_derivative(process, shape, float64):
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conversions_round_trip(process, prediction, shape, float64):
-    """A perfect prediction converts back to the exact (x0, x1) and to the conditional velocity, for every parameterisation."""
+    """A perfect prediction converts back to the exact (x0, x1) and to the conditional velocity,
+    for every parameterisation."""
     process, velocity = with_prediction(process, prediction), with_prediction(process, "velocity")
     x0, x1, t = torch.randn(shape), torch.randn(shape), inner_times(process, shape[0])
     s = process.sample(x0, x1, t)

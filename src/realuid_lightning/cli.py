@@ -117,7 +117,8 @@ def sample_command(argv: list[str]) -> None:
 
 
 def _save_samples(samples: Tensor, out: Path, sources: Tensor | None) -> None:
-    """samples → ``out`` (.pt); images also as a .png grid of up to 256, in (source, sample) pairs when there are sources."""
+    """samples → ``out`` (.pt); images also as a .png grid of up to 256,
+    in (source, sample) pairs when there are sources."""
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(samples, out)
     if samples.dim() == 4:
@@ -220,7 +221,8 @@ class RealUIDCLI(LightningCLI):
         check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
 
     def _check_step(self, step: str) -> None:
-        """validate / test / predict run the model's ``{step}_step``: a model without it is one line, not a traceback."""
+        """validate / test / predict run the model's ``{step}_step``: a model without it is one line,
+        not a traceback."""
         if not is_overridden(f"{step}_step", self.model, LightningModule):
             name = type(self.model).__name__
             raise ConfigError(

@@ -22,7 +22,8 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 class _TimedUNet(nn.Module):
-    """net(t, x, y) = unet(x, k(t), class_labels = y).sample in the convention of the adapter the generator was trained with:
+    """net(t, x, y) = unet(x, k(t), class_labels = y).sample in the convention of the adapter the generator was
+    trained with:
 
     k = time_scale·t for :class:`~realuid_lightning.nets.UNet`, k = (1 − t)(N − 1) for :class:`DiffusersUNet`.
     """
@@ -110,7 +111,8 @@ class OneStepPipeline(DiffusionPipeline):
         class_labels: Tensor | None = None,
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`; ``class_labels`` (B,) for a class-conditional UNet.
+        """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`;
+        ``class_labels`` (B,) for a class-conditional UNet.
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
         i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).

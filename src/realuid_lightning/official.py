@@ -2,8 +2,10 @@
 
 Layouts read, always with ``torch.load(weights_only=True)`` (never unsafe unpickling):
 
-- RealUID ``train_teacher.py``: {"net_model": raw, "ema_models": {"0.999": sd, "0.9996": sd, "0.9999": sd}, "sched", "optim", "step"}
-- RealUID ``train_distil.py``:  {"gen": raw, "u": fake model, "ema_gens": {"0.999": sd, ...}, "sched", "optim_gen", "optim_u", "step"}
+- RealUID ``train_teacher.py``: {"net_model": raw, "ema_models": {"0.999": sd, "0.9996": sd, "0.9999": sd},
+  "sched", "optim", "step"}
+- RealUID ``train_distil.py``:  {"gen": raw, "u": fake model, "ema_gens": {"0.999": sd, ...},
+  "sched", "optim_gen", "optim_u", "step"}
 - torchcfm ``examples/images/cifar10/train_cifar10.py``: {"net_model": raw, "ema_model": sd, "sched", "optim", "step"}
 - a plain state dict.
 

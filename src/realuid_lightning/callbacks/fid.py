@@ -34,7 +34,8 @@ FEATURES = ("inception", *PRETRAINED_FEATURES)  # inception, digits, mnist
 
 
 class FrechetDistance(Callback):
-    """FID = ||μ_r − μ_g||² + Tr(Σ_r + Σ_g − 2(Σ_rΣ_g)^½) of features φ, every ``every_n_steps`` steps and at the end of fit.
+    """FID = ||μ_r − μ_g||² + Tr(Σ_r + Σ_g − 2(Σ_rΣ_g)^½) of features φ, every ``every_n_steps`` steps
+    and at the end of fit.
 
     Real statistics (Σφ, Σφφᵀ, n over at most ``num_samples`` images of
     ``trainer.datamodule.train_dataloader()``) are computed once, on rank 0, and cached under a hash
@@ -141,9 +142,8 @@ class FrechetDistance(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.global_step != self.last_step:  # stopped by epochs or early stopping: score the final weights
             scores = self.evaluate(trainer, pl_module)
-            trainer.callback_metrics.update(
-                {k: torch.tensor(v) for k, v in scores.items()}
-            )  # self.log is not allowed here
+            # self.log is not allowed here
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in scores.items()})
             self._write_to_loggers(trainer, scores)
         if self.summary:  # print, not logging: shown whatever Lightning's log level
             rank_zero_only(print)(self.summary_line(trainer), flush=True)

@@ -77,8 +77,7 @@ class SamplePreview(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            return pl_module.sample(
-                self.num_samples, generator=generator
-            )  # labels / sources: GenerativeModule.sampling_cond
+            # labels / sources: GenerativeModule.sampling_cond
+            return pl_module.sample(self.num_samples, generator=generator)
         finally:
             pl_module.train(was_training)

@@ -29,7 +29,8 @@ from realuid_lightning.errors import ConfigError
 
 
 def resume_position(trainer: Any) -> tuple[int, int]:
-    """(epoch, batches already trained on in it, the same on every rank) when ``trainer`` resumes mid-epoch, else (0, 0)."""
+    """(epoch, batches already trained on in it, the same on every rank) when ``trainer`` resumes mid-epoch,
+    else (0, 0)."""
     loop = getattr(trainer, "fit_loop", None)
     if loop is None or not loop.restarting:
         return 0, 0
@@ -37,10 +38,11 @@ def resume_position(trainer: Any) -> tuple[int, int]:
 
 
 class GlobalBatches(DistributedSampler):
-    """Per epoch, a permutation of range(n) drawn from (seed, epoch), cut into global batches of ``world``·``batch_size``
-    (the last partial one dropped); rank ``rank`` takes rows [rank·B, (rank + 1)·B) of each.
+    """Per epoch, a permutation of range(n) drawn from (seed, epoch), cut into global batches of
+    ``world``·``batch_size`` (the last partial one dropped); rank ``rank`` takes rows [rank·B, (rank + 1)·B) of each.
 
-    ``resume`` = (epoch, batches): in that epoch the first ``batches`` batches are skipped (see :func:`resume_position`).
+    ``resume`` = (epoch, batches): in that epoch the first ``batches`` batches are skipped
+    (see :func:`resume_position`).
     ``batches=True`` yields index lists (for :class:`TensorBatches`, ``batch_size=None`` loaders); ``False`` yields
     single indices, for a ``DataLoader(batch_size=B)``.
     """
@@ -57,7 +59,8 @@ class GlobalBatches(DistributedSampler):
     ) -> None:
         if n < world * batch_size:
             raise ConfigError(
-                f"the global batch {world}×{batch_size} (ranks × batch_size) exceeds the {n} training items; lower batch_size"
+                f"the global batch {world}×{batch_size} (ranks × batch_size) exceeds the {n} training items; "
+                "lower batch_size"
             )
         super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.n, self.batch_size, self.resume, self.batches = n, batch_size, tuple(resume), batches
@@ -65,7 +68,8 @@ class GlobalBatches(DistributedSampler):
 
     @classmethod
     def for_trainer(cls, n: int, batch_size: int, seed: int, trainer: Any, batches: bool = True) -> GlobalBatches:
-        """The sampler of this rank of ``trainer`` (rank 0 of 1 without one), resuming where its restored progress says."""
+        """The sampler of this rank of ``trainer`` (rank 0 of 1 without one),
+        resuming where its restored progress says."""
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return cls(n, batch_size, seed, resume_position(trainer), rank, world, batches)
 
@@ -132,7 +136,8 @@ def batch_loader(*tensors: Tensor, batch_size: int, seed: int, shuffle: bool = T
 
 
 def item_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, trainer: Any = None) -> DataLoader:
-    """A DataLoader collating ``batch_size`` items decoded one by one (images), in :class:`GlobalBatches` order for ``trainer``."""
+    """A DataLoader collating ``batch_size`` items decoded one by one (images),
+    in :class:`GlobalBatches` order for ``trainer``."""
     sampler = GlobalBatches.for_trainer(len(dataset), batch_size, seed, trainer, batches=False)
     return ResumableLoader(
         dataset,

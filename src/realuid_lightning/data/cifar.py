@@ -75,7 +75,8 @@ class CIFAR10DataModule(LightningDataModule):
         return item_loader(self.train_set, self.batch_size, self.seed, self.num_workers, self.trainer)
 
     def real_images(self, num: int | None = None) -> Tensor:
-        """The first ``num`` training images (all, or all there are, by default), unflipped: (num, 3, 32, 32) in [−1, 1]."""
+        """The first ``num`` training images (all, or all there are, by default), unflipped:
+        (num, 3, 32, 32) in [−1, 1]."""
         if not hasattr(self, "images"):
             self.setup()
         if num is not None and num < 1:

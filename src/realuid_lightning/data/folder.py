@@ -53,14 +53,16 @@ def to_unit_range(hflip: bool) -> list[Callable[[Any], Any]]:
 
 
 def resize_crop(resolution: int, random_crop: bool = False, hflip: bool = False) -> v2.Compose:
-    """Shorter side resized to ``resolution``, a square crop of it (centred or random), an optional flip, then [−1, 1]."""
+    """Shorter side resized to ``resolution``, a square crop of it (centred or random), an optional flip,
+    then [−1, 1]."""
     crop = v2.RandomCrop(resolution) if random_crop else v2.CenterCrop(resolution)
     return v2.Compose([v2.Resize(resolution, antialias=True), crop, *to_unit_range(hflip)])
 
 
 def read_images(root: str | Path, shape: Sequence[int]) -> Tensor:
-    """Every image file under ``root`` in sorted path order, resized and centre-cropped to ``shape`` = (C, R, R) with C = 3
-    (RGB) or 1 (the mean of R, G and B), in [−1, 1]: (N, C, R, R). An unreadable file is named in the error."""
+    """Every image file under ``root`` in sorted path order, resized and centre-cropped to ``shape`` = (C, R, R)
+    with C = 3 (RGB) or 1 (the mean of R, G and B), in [−1, 1]: (N, C, R, R). An unreadable file is named in the
+    error."""
     channels, height, width = shape
     if channels not in (1, 3) or height != width:
         raise ConfigError(f"images can be read only as square 1- or 3-channel tensors, not of shape {tuple(shape)}")
@@ -198,7 +200,8 @@ class ImageFolderDataModule(LightningDataModule):
         return item_loader(self.train_set, self.batch_size, self.seed, self.num_workers, self.trainer)
 
     def real_images(self, num: int | None = None) -> Tensor:
-        """At most ``num`` images (all by default) at a fixed random order, centre-cropped and unflipped: (num, 3, R, R) in [−1, 1]."""
+        """At most ``num`` images (all by default) at a fixed random order, centre-cropped and unflipped:
+        (num, 3, R, R) in [−1, 1]."""
         if not hasattr(self, "files"):
             self.setup()
         if num is not None and num < 1:

@@ -147,7 +147,8 @@ class PairedDataModule(LightningDataModule):
         return [x1, self.degrade(x1)]
 
     def pairs(self, num: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
-        """(x1, x0) for the first ``num`` images of ``data.real_images`` (all by default), degraded with seed ``seed``."""
+        """(x1, x0) for the first ``num`` images of ``data.real_images`` (all by default),
+        degraded with seed ``seed``."""
         self.setup("fit")
         x1 = self.data.real_images(num)
         return x1, self.degrade(x1, torch.Generator().manual_seed(seed))

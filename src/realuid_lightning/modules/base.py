@@ -28,8 +28,9 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 
 def lr_factor(steps: int, total: int | None = None, final_ratio: float = 1.0):
-    """Learning-rate factor of update k: linear warm-up (k + 1)/steps (the official code starts at 0/steps), then 1, or
-    with ``total`` a cosine decay r + (1 − r)·(1 + cos(π·u))/2, u = (k − steps)/(total − steps), to r = ``final_ratio``."""
+    """Learning-rate factor of update k: linear warm-up (k + 1)/steps (the official code starts at 0/steps), then 1,
+    or with ``total`` a cosine decay r + (1 − r)·(1 + cos(π·u))/2, u = (k − steps)/(total − steps),
+    to r = ``final_ratio``."""
 
     def factor(k: int) -> float:
         if k < steps:
@@ -170,7 +171,8 @@ class GenerativeModule(LightningModule):
             self.remembered_sources = torch.empty_like(sources, device=self.device)
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
         if all(state == {} for state in fit_loop.get("combined_loader", [None])):
-            # the shipped loaders' states are empty (data.batching.ResumableLoader): dropped, a resume may use any loader
+            # the shipped loaders' states are empty (data.batching.ResumableLoader): dropped,
+            # a resume may use any loader
             fit_loop.pop("combined_loader")
         rng = checkpoint.get("rng_state")
         if rng:

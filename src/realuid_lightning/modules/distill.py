@@ -196,7 +196,8 @@ class RealUIDModule(GenerativeModule):
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 
     def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: Noise, head: nn.Module) -> Tensor:
-        """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data, for each batch in x1s."""
+        """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data,
+        for each batch in x1s."""
         t_min = self.objective.gan_time_min
         t = t_min + (1 - t_min) * noise.rand(x0.shape[0], x0)
         t_all, x_all, cond_all = _stacked(t, [self.process.sample(x0, x1, t, noise).x_t for x1 in x1s], cond)

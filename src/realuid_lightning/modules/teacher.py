@@ -120,7 +120,8 @@ class MatchingModule(GenerativeModule):
         steps: int | None = None,
         method: Literal["euler", "heun", "sde"] | None = None,
     ) -> Tensor:
-        """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``), see :func:`sample_teacher`.
+        """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``),
+        see :func:`sample_teacher`.
 
         For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama); a missing ``cond`` is filled in
         by :meth:`sampling_cond`.

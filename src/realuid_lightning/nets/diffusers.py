@@ -36,7 +36,8 @@ def _plain(value: Any) -> Any:
 
 
 def unet_timestep(t: Tensor, unet: UNet2DModel, num_train_timesteps: int) -> Tensor:
-    """diffusers timestep k = (1 − t)(N − 1) of our time t, rounded when ``unet`` embeds k by table lookup ('learned')."""
+    """diffusers timestep k = (1 − t)(N − 1) of our time t, rounded when ``unet`` embeds k by table lookup
+    ('learned')."""
     k = diffusers_timestep(t, num_train_timesteps)
     return k.round().long() if unet.config.time_embedding_type == "learned" else k
 
@@ -80,7 +81,8 @@ class DiffusersUNet(nn.Module):
 
 
 def is_diffusers_source(source: str) -> bool:
-    """True for a folder, or for a hub id ``owner/name`` that is not an existing path nor named like a checkpoint file."""
+    """True for a folder, or for a hub id ``owner/name`` that is not an existing path nor named like a
+    checkpoint file."""
     path = Path(source)
     if path.is_dir():
         return True

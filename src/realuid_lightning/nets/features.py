@@ -102,7 +102,8 @@ class MNISTFeatures(DigitsFeatures):
     weights_file = "assets/mnist_features.safetensors"
 
     def build_body(self) -> nn.Sequential:
-        """conv(1→32) → pool → conv(32→64) → pool → conv(64→64) → pool → linear(576→64) → SiLU: (B, 1, 28, 28) → (B, 64)."""
+        """conv(1→32) → pool → conv(32→64) → pool → conv(64→64) → pool → linear(576→64) → SiLU:
+        (B, 1, 28, 28) → (B, 64)."""
         return nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1),
             nn.SiLU(),
@@ -165,8 +166,9 @@ class InceptionFeatures(nn.Module):
 
 
 def feature_network(feature: str | nn.Module, inception_weights: str | None = None) -> nn.Module:
-    """'inception' → :class:`InceptionFeatures`, 'digits' / 'mnist' → ``DigitsFeatures`` / ``MNISTFeatures.pretrained()``,
-    a module → itself, the class_path of an nn.Module (e.g. 'my_package.Features') → that class built without arguments."""
+    """'inception' → :class:`InceptionFeatures`, 'digits' / 'mnist' → ``DigitsFeatures`` /
+    ``MNISTFeatures.pretrained()``, a module → itself, the class_path of an nn.Module (e.g. 'my_package.Features') →
+    that class built without arguments."""
     if isinstance(feature, str) and "." in feature:
         from realuid_lightning.checkpoint import instantiate  # refuses classes that are not nn.Module / Process
 

@@ -23,7 +23,8 @@ class SinusoidalTimeEmbedding(nn.Module):
 class MLP(nn.Module):
     """f(t, x) = MLP([x, emb(t)]) for flat data x of shape (B, dim); ``cond`` must be None.
 
-    With ``source_dim`` > 0 (a coupling process) f(t, x, x0) = MLP([x, x0, emb(t)]): ``cond`` is the source x0 (B, source_dim).
+    With ``source_dim`` > 0 (a coupling process) f(t, x, x0) = MLP([x, x0, emb(t)]):
+    ``cond`` is the source x0 (B, source_dim).
     """
 
     def __init__(
@@ -40,7 +41,8 @@ class MLP(nn.Module):
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.source_dim and (cond is None or cond.shape != (x.shape[0], self.source_dim)):
             raise ValueError(
-                f"this MLP takes a source of shape (B, {self.source_dim}) as cond, got {None if cond is None else tuple(cond.shape)}"
+                f"this MLP takes a source of shape (B, {self.source_dim}) as cond, "
+                f"got {None if cond is None else tuple(cond.shape)}"
             )
         if not self.source_dim and cond is not None:
             raise ValueError("MLP is unconditional; got a cond tensor")

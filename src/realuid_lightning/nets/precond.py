@@ -1,4 +1,5 @@
-"""EDM's network preconditioning (Karras et al. 2022, Table 1): a wrapper around any backbone, not part of the process."""
+"""EDM's network preconditioning (Karras et al. 2022, Table 1): a wrapper around any backbone,
+not part of the process."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class EDMPrecond(nn.Module):
         process = EDM() if process is None else process
         if not isinstance(process, EDM) or process.prediction != "x1":
             raise ConfigError(
-                f"process={type(process).__name__}(prediction={getattr(process, 'prediction', None)!r}) is not supported; EDMPrecond outputs a denoiser D(x; σ), so it needs "
+                f"process={type(process).__name__}(prediction={getattr(process, 'prediction', None)!r}) "
+                "is not supported; EDMPrecond outputs a denoiser D(x; σ), so it needs "
                 "an EDM process with prediction='x1'"
             )
         self.net, self.process = net, process

@@ -133,7 +133,8 @@ class DiscreteVP(_Diffusion):
 
     @classmethod
     def from_scheduler_config(cls, config: Mapping[str, Any], weighting: str = "uniform") -> "DiscreteVP":
-        """The process of a diffusers scheduler config (``DDPMScheduler.config``): same ᾱ_k, prediction = map(prediction_type)."""
+        """The process of a diffusers scheduler config (``DDPMScheduler.config``): same ᾱ_k,
+        prediction = map(prediction_type)."""
         if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr", False):
             raise ConfigError(
                 "trained_betas and rescale_betas_zero_snr=True are not supported; "
@@ -156,7 +157,8 @@ class DiscreteVP(_Diffusion):
         )
 
     def coefficients(self, t: Tensor) -> AffineCoefficients:
-        """a_t = √ᾱ(k), b_t = √(1 − ᾱ(k)) with log ᾱ(k) linear between integers, k = (1 − t)(N − 1), dk/dt = −(N − 1)."""
+        """a_t = √ᾱ(k), b_t = √(1 − ᾱ(k)) with log ᾱ(k) linear between integers, k = (1 − t)(N − 1),
+        dk/dt = −(N − 1)."""
         n = self.num_train_timesteps
         table = self._log_alphas_cumprod.to(device=t.device, dtype=t.dtype)
         k = diffusers_timestep(t, n)
@@ -251,7 +253,8 @@ class EDM(_Diffusion):
     def sample_t(
         self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
     ) -> Tensor:
-        """t = t(σ) with ln σ ~ N(P_mean, P_std²) clipped to [σ_min, σ_max] (t to [0, 1] against round-off), shape (B,)."""
+        """t = t(σ) with ln σ ~ N(P_mean, P_std²) clipped to [σ_min, σ_max] (t to [0, 1] against round-off),
+        shape (B,)."""
         log_sigma = self.P_mean + self.P_std * torch.randn(batch_size, device=device, generator=generator)
         return self.time_of_sigma(log_sigma.exp().clamp(self.sigma_min, self.sigma_max)).clamp(0.0, 1.0)
 
