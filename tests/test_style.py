@@ -18,12 +18,12 @@ def code_lines(node: ast.AST, source: list[str]) -> int:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SRC)))
 def test_sizes_are_capped(path):
-    """No file over 300 lines, no function over 50 code lines."""
+    """No file over 300 lines, no function over 25 code lines."""
     source = path.read_text().splitlines()
     assert len(source) <= 300, f"{path.name} has {len(source)} lines"
     for node in ast.walk(ast.parse("\n".join(source))):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            assert code_lines(node, source) <= 50, f"{path.name}:{node.name} has {code_lines(node, source)} code lines"
+            assert code_lines(node, source) <= 25, f"{path.name}:{node.name} has {code_lines(node, source)} code lines"
 
 
 def test_training_step_fits_on_one_screen():

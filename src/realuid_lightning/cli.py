@@ -48,6 +48,13 @@ def sample_parser() -> argparse.ArgumentParser:
         prog="realuid sample",
         description="Sample from a teacher or distillation checkpoint; the checkpoint alone is enough.",
     )
+    _add_sample_inputs(p)
+    _add_sample_settings(p)
+    return p
+
+
+def _add_sample_inputs(p: argparse.ArgumentParser) -> None:
+    """What is sampled: the checkpoint, how many samples, their sources and class."""
     p.add_argument(
         "--ckpt",
         required=True,
@@ -70,6 +77,10 @@ def sample_parser() -> argparse.ArgumentParser:
         default=None,
         help="class-conditional checkpoints: the class of every sample (default: the classes 0 … C−1 in turn)",
     )
+
+
+def _add_sample_settings(p: argparse.ArgumentParser) -> None:
+    """Where the samples go, and the weights, solver, seed and device that draw them."""
     p.add_argument(
         "--out",
         default="samples.pt",
@@ -94,7 +105,6 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p
 
 
 def sample_command(argv: list[str]) -> None:
@@ -213,11 +223,8 @@ class RealUIDCLI(LightningCLI):
 
     def before_fit(self) -> None:
         dirs = [("logger save_dir", getattr(logger, "save_dir", None)) for logger in self.trainer.loggers]
-        dirs += [
-            ("ModelCheckpoint dirpath", cb.dirpath)
-            for cb in self.trainer.checkpoint_callbacks
-            if getattr(cb, "dirpath", None)
-        ]
+        checkpoints = self.trainer.checkpoint_callbacks
+        dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in checkpoints if getattr(cb, "dirpath", None)]
         check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
 
     def _check_step(self, step: str) -> None:

@@ -14,6 +14,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
 from realuid_lightning.nets.unet import UNet
+from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.sampler import load_sampler
 
@@ -145,22 +146,8 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
             f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported"
         )
     net, process = sampler.net, sampler.process
-    try:
-        process.known_source(None)  # the pipeline gives G no source: a process that reads one from cond refuses
-    except ConfigError:
-        raise ConfigError(
-            f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per "
-            "sample; the pipeline maps noise to data only: sample it with `realuid sample --sources`"
-        ) from None
-    if isinstance(net, UNet):
-        adapter, time_scale, steps = "UNet", float(net.time_scale), 1000
-    elif isinstance(net, DiffusersUNet):
-        adapter, time_scale, steps = "DiffusersUNet", 1000.0, net.num_train_timesteps
-    else:
-        raise ConfigError(
-            f"{what}: cannot export a generator network of class {type(net).__name__}; "
-            "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)"
-        )
+    _check_noise_only(process, what)
+    adapter, time_scale, steps = _net_adapter(net, what)
     pipe = OneStepPipeline(
         unet=net.unet,
         process=spec_of(process),
@@ -171,3 +158,26 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
     )
     pipe.save_pretrained(out)
     return Path(out)
+
+
+def _check_noise_only(process: Process, what: str) -> None:
+    """The pipeline gives G no source: a process that reads one from cond is refused in one line."""
+    try:
+        process.known_source(None)
+    except ConfigError:
+        raise ConfigError(
+            f"{what} holds a {type(process).__name__} generator G(z, x0), which needs a source per "
+            "sample; the pipeline maps noise to data only: sample it with `realuid sample --sources`"
+        ) from None
+
+
+def _net_adapter(net: nn.Module, what: str) -> tuple[str, float, int]:
+    """(net_adapter, time_scale, num_train_timesteps) of a UNet or DiffusersUNet generator, i.e. k = k(t)."""
+    if isinstance(net, UNet):
+        return "UNet", float(net.time_scale), 1000
+    if isinstance(net, DiffusersUNet):
+        return "DiffusersUNet", 1000.0, net.num_train_timesteps
+    raise ConfigError(
+        f"{what}: cannot export a generator network of class {type(net).__name__}; "
+        "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)"
+    )

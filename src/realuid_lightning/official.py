@@ -72,31 +72,33 @@ def official_state(checkpoint: dict[str, Any], role: str, decay: float | None, w
     """
     if role not in ROLES:
         raise ConfigError(f"role={role!r} is not supported; choose one of {sorted(ROLES)}")
-    if _is_state_dict(checkpoint):
-        state = checkpoint
-    else:
-        averages_key, single_key, raw_key = ROLES[role]
-        if decay is None and raw_key in checkpoint:
-            state = checkpoint[raw_key]
-        elif decay is not None and averages_key in checkpoint:
-            state = pick_decay(checkpoint[averages_key], decay, what)
-        elif decay is not None and single_key in checkpoint:
-            state = checkpoint[single_key]
-        else:
-            other = next(r for r in ROLES if r != role)
-            hint = (
-                f"; it looks like a {other} checkpoint (role={other!r})"
-                if any(k in checkpoint for k in ROLES[other] if k)
-                else ""
-            )
-            wanted = raw_key if decay is None else " or ".join(repr(k) for k in (averages_key, single_key) if k)
-            raise ConfigError(
-                f"{what} holds no {role} weights: no {wanted} among its keys {sorted(map(str, checkpoint))}{hint}"
-            )
+    state = checkpoint if _is_state_dict(checkpoint) else _role_entry(checkpoint, role, decay, what)
     if not _is_state_dict(state):
         raise ConfigError(f"{what}: the {role} entry is not a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     return {k: v for k, v in state.items() if not k.startswith(GAN_HEAD)}
+
+
+def _role_entry(checkpoint: dict[str, Any], role: str, decay: float | None, what: str) -> Any:
+    """The entry of ``role`` at ``decay`` in an official layout (see :func:`official_state`), or one ConfigError line
+    naming the keys looked for (and the other role, when the file looks like one)."""
+    averages_key, single_key, raw_key = ROLES[role]
+    if decay is None and raw_key in checkpoint:
+        return checkpoint[raw_key]
+    if decay is not None and averages_key in checkpoint:
+        return pick_decay(checkpoint[averages_key], decay, what)
+    if decay is not None and single_key in checkpoint:
+        return checkpoint[single_key]
+    other = next(r for r in ROLES if r != role)
+    hint = (
+        f"; it looks like a {other} checkpoint (role={other!r})"
+        if any(k in checkpoint for k in ROLES[other] if k)
+        else ""
+    )
+    wanted = raw_key if decay is None else " or ".join(repr(k) for k in (averages_key, single_key) if k)
+    raise ConfigError(
+        f"{what} holds no {role} weights: no {wanted} among its keys {sorted(map(str, checkpoint))}{hint}"
+    )
 
 
 def load_official(
@@ -180,6 +182,13 @@ def import_parser() -> argparse.ArgumentParser:
         description="Convert an official RealUID / torchcfm checkpoint "
         "into a realuid-lightning checkpoint (needs pip install 'realuid-lightning[official]').",
     )
+    _add_checkpoint_options(p)
+    _add_architecture_options(p)
+    return p
+
+
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    """The official file, which of its networks and EMA decays to import, and where to write it."""
     p.add_argument(
         "--ckpt",
         required=True,
@@ -199,6 +208,10 @@ def import_parser() -> argparse.ArgumentParser:
         "or 'auto' for 0.999 or the first decay of ema_models / ema_gens",
     )
     p.add_argument("--num-classes", type=int, default=None, help="number of classes of a class-conditional checkpoint")
+
+
+def _add_architecture_options(p: argparse.ArgumentParser) -> None:
+    """TorchCFMUNet's arguments, for a checkpoint that is not the official CIFAR-10 U-Net."""
     arch = p.add_argument_group(
         "architecture",
         "TorchCFMUNet args; default: the official CIFAR-10 U-Net (3×32×32, 128 "
@@ -211,7 +224,6 @@ def import_parser() -> argparse.ArgumentParser:
     arch.add_argument("--num-heads", type=int)
     arch.add_argument("--num-head-channels", type=int)
     arch.add_argument("--attention-resolutions", help="comma-separated resolutions, e.g. 16")
-    return p
 
 
 def import_command(argv: list[str]) -> None:

@@ -33,6 +33,32 @@ from realuid_lightning.nets.labels import cycled_labels
 FEATURES = ("inception", *PRETRAINED_FEATURES)  # inception, digits, mnist
 
 
+def check_fid_arguments(
+    every_n_steps: int,
+    num_samples: int,
+    batch_size: int,
+    num_classes: int | None,
+    steps: list[int],
+    feature: str | nn.Module,
+) -> None:
+    """One ConfigError line for a count below its least value or a feature network FD cannot use."""
+    for name, value, least in (
+        ("every_n_steps", every_n_steps, 1),
+        ("num_samples", num_samples, 2),
+        ("batch_size", batch_size, 1),
+        ("num_classes", num_classes, 1),
+        *(("teacher_steps", k, 1) for k in steps),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
+    if not isinstance(feature, nn.Module) and feature not in FEATURES:
+        raise ConfigError(
+            f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features"
+        )
+    if isinstance(feature, nn.Module) and not isinstance(getattr(feature, "num_features", None), int):
+        raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
+
+
 class FrechetDistance(Callback):
     """FID = ||μ_r − μ_g||² + Tr(Σ_r + Σ_g − 2(Σ_rΣ_g)^½) of features φ, every ``every_n_steps`` steps
     and at the end of fit.
@@ -83,27 +109,9 @@ class FrechetDistance(Callback):
         summary: bool = True,
     ) -> None:
         steps = [teacher_steps] if isinstance(teacher_steps, int) else list(teacher_steps or [])
-        for name, value, least in (
-            ("every_n_steps", every_n_steps, 1),
-            ("num_samples", num_samples, 2),
-            ("batch_size", batch_size, 1),
-            ("num_classes", num_classes, 1),
-            *(("teacher_steps", k, 1) for k in steps),
-        ):
-            if value is not None and value < least:
-                raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
-        if not isinstance(feature, nn.Module) and feature not in FEATURES:
-            raise ConfigError(
-                f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features"
-            )
-        if isinstance(feature, nn.Module) and not isinstance(getattr(feature, "num_features", None), int):
-            raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
-        self.every_n_steps, self.num_samples, self.feature, self.inception_weights = (
-            every_n_steps,
-            num_samples,
-            feature,
-            inception_weights,
-        )
+        check_fid_arguments(every_n_steps, num_samples, batch_size, num_classes, steps, feature)
+        self.every_n_steps, self.num_samples, self.feature = every_n_steps, num_samples, feature
+        self.inception_weights = inception_weights
         self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
         self.teacher_steps, self.prefix, self.seed, self.summary = steps, prefix, seed, summary
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"

@@ -29,7 +29,7 @@ from realuid_lightning.evaluation.reference import (
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
-from realuid_lightning.sampler import load_sampler
+from realuid_lightning.sampler import Sampler, load_sampler
 from realuid_lightning.sampling import COUPLING_SOLVERS
 
 LABELS = {
@@ -49,6 +49,14 @@ def evaluate_parser() -> argparse.ArgumentParser:
         "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
         "over seeds.",
     )
+    _add_checkpoint_options(p)
+    _add_reference_options(p)
+    _add_run_options(p)
+    return p
+
+
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    """What is sampled: the checkpoint, its weights, solver, class and sources."""
     p.add_argument(
         "--ckpt",
         required=True,
@@ -73,6 +81,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sources", default=None, help="bridge / interpolant checkpoints: the sources x0 (.pt tensor or image folder)"
     )
+
+
+def _add_reference_options(p: argparse.ArgumentParser) -> None:
+    """What the samples are scored against: the features φ and the reference images or statistics."""
     p.add_argument(
         "--feature",
         default=None,
@@ -88,6 +100,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", default=None, help="a reference statistics file (.npz) written by --save-stats")
     p.add_argument("--save-stats", default=None, help="write the reference's statistics to this .npz file")
     p.add_argument("--num-real", type=int, default=None, help="at most this many reference images (default: all)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How much is drawn and scored, with which seeds, and where."""
     p.add_argument("--num", type=int, default=10000, help="samples per repeat (default: 10000)")
     p.add_argument("--repeats", type=int, default=1, help="repeats; repeat r samples with seed --seed + r")
     p.add_argument("--seed", type=int, default=0)
@@ -100,7 +116,6 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -202,14 +217,7 @@ def evaluate_command(argv: list[str]) -> None:
     reference, extractor = build_reference(args, sampler.shape)
     if args.save_stats:
         print(f"wrote the reference statistics to {reference.save(args.save_stats)}", file=sys.stderr)
-    source, num_real = reference.protocol.get("source"), len(reference.features)
-    if tuple(reference.shape) != sampler.shape:
-        raise ConfigError(
-            f"the samples have shape {sampler.shape} but the reference images ({source}) have shape "
-            f"{tuple(reference.shape)}; give a reference of the checkpoint's data shape"
-        )
-    if num_real <= args.k:
-        raise ConfigError(f"the reference holds {num_real} images; precision / recall need more than --k {args.k}")
+    check_reference(reference, sampler.shape, args.k)
     runs = []
     for seed in range(args.seed, args.seed + args.repeats):
         samples = sampler.draw(args.num, seed, args.batch_size, args.device)
@@ -218,7 +226,26 @@ def evaluate_command(argv: list[str]) -> None:
             print(f"wrote {len(samples)} PNG files to {folder}", file=sys.stderr)
         runs.append(score(samples, extractor, reference, args, seed))
     metrics = summarise(runs)
-    protocol = {
+    print(table(metrics, reference.feature))
+    print(json.dumps({"protocol": evaluation_protocol(args, sampler, reference), "metrics": metrics}))
+
+
+def check_reference(reference: ReferenceStats, shape: tuple[int, ...], k: int) -> None:
+    """One line when the reference images are not of the samples' ``shape`` or too few for k-NN radii."""
+    source, num_real = reference.protocol.get("source"), len(reference.features)
+    if tuple(reference.shape) != shape:
+        raise ConfigError(
+            f"the samples have shape {shape} but the reference images ({source}) have shape "
+            f"{tuple(reference.shape)}; give a reference of the checkpoint's data shape"
+        )
+    if num_real <= k:
+        raise ConfigError(f"the reference holds {num_real} images; precision / recall need more than --k {k}")
+
+
+def evaluation_protocol(args: argparse.Namespace, sampler: Sampler, reference: ReferenceStats) -> dict[str, Any]:
+    """What was scored, how, and against what: the ``protocol`` of the JSON line."""
+    num_real = len(reference.features)
+    return {
         "ckpt": args.ckpt,
         **sampler.protocol(),
         "sources": args.sources,
@@ -232,5 +259,3 @@ def evaluate_command(argv: list[str]) -> None:
         "pr_real": min(args.num, num_real),
         "kid_subset": min(args.kid_subset, args.num, num_real),
     }
-    print(table(metrics, reference.feature))
-    print(json.dumps({"protocol": protocol, "metrics": metrics}))

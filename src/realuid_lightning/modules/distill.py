@@ -138,12 +138,7 @@ class RealUIDModule(GenerativeModule):
         x1_real, cond = split_batch(batch)
         self.record_batch(x1_real, cond)
         generator_turn = self.optimisation.generator_turn(int(self.iteration))
-        (opt_fake, opt_gen), (sched_fake, sched_gen) = self.optimizers(), self.lr_schedulers()
-        opt, sched, net, name = (
-            (opt_gen, sched_gen, self.generator, "generator")
-            if generator_turn
-            else (opt_fake, sched_fake, self.fake_model, "fake")
-        )
+        opt, sched, net, name = self._updated_player(generator_turn)
         with self.toggled_optimizer(opt):
             loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
             opt.zero_grad(set_to_none=True)
@@ -158,10 +153,20 @@ class RealUIDModule(GenerativeModule):
                 sched.step()
         self.iteration += 1
         self.generator_updates += int(generator_turn and stepped)
+        self._log_update(name, loss, grad_norm)
+
+    def _updated_player(self, generator_turn: bool) -> tuple[Any, Any, nn.Module, str]:
+        """(optimiser, scheduler, network, name) of the generator on its turn, else of the fake model."""
+        (opt_fake, opt_gen), (sched_fake, sched_gen) = self.optimizers(), self.lr_schedulers()
+        if generator_turn:
+            return opt_gen, sched_gen, self.generator, "generator"
+        return opt_fake, sched_fake, self.fake_model, "fake"
+
+    def _log_update(self, name: str, loss: Tensor, grad_norm: Tensor) -> None:
+        """The update's loss; its gradient norm and the generator update count where Lightning writes logs."""
         self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
-        if (
-            self.trainer.global_step % self.trainer.log_every_n_steps == 0
-        ):  # Lightning writes logs only there: skip the cost
+        # Lightning writes logs only there: skip the cost
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict(
                 {f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()},
                 prog_bar=True,

@@ -138,6 +138,14 @@ def load_diffusers_teacher(source: str, subfolder: str | None = None) -> tuple[D
     process = DiscreteVP.from_scheduler_config(scheduler_config)
     unet_folder = str(Path(unet_config).parent) if Path(unet_config).parent != Path(".") else None
     net = DiffusersUNet(json.loads((folder / unet_config).read_text()), process.num_train_timesteps)
+    pretrained, info = _pretrained_unet(folder, unet_folder, source)
+    _check_loading(info, f"diffusers teacher {source!r}")
+    load_state_strict(net.unet, pretrained.state_dict(), f"diffusers teacher {source!r}")
+    return net.eval(), process
+
+
+def _pretrained_unet(folder: Path, unet_folder: str | None, source: str) -> tuple[UNet2DModel, dict]:
+    """``UNet2DModel.from_pretrained`` of ``unet_folder`` (safetensors when the folder has them), errors in one line."""
     root = str(folder) if Path(source).is_dir() else source
     weights = folder / (unet_folder or "") / "diffusion_pytorch_model.safetensors"
     use_safetensors = True if weights.is_file() else None  # None: safetensors if the hub has them, else .bin
@@ -154,9 +162,7 @@ def load_diffusers_teacher(source: str, subfolder: str | None = None) -> tuple[D
             f"diffusers teacher {source!r}: cannot load the UNet weights from "
             f"{unet_folder or 'the root'}: {_one_line(err)}"
         ) from None
-    _check_loading(info, f"diffusers teacher {source!r}")
-    load_state_strict(net.unet, pretrained.state_dict(), f"diffusers teacher {source!r}")
-    return net.eval(), process
+    return pretrained, info
 
 
 def _check_loading(info: dict[str, list], what: str) -> None:

@@ -14,6 +14,20 @@ from realuid_lightning.errors import ConfigError
 INSTALL_HINT = "pip install 'realuid-lightning[official]'"
 
 
+def checked_unet_wrapper(dim: Sequence[int], class_cond: bool, num_classes: int | None) -> type[nn.Module]:
+    """torchcfm's ``UNetModelWrapper``, once ``dim`` and the class arguments are valid; one ConfigError line if not,
+    or if torchcfm is not installed."""
+    try:
+        from torchcfm.models.unet.unet import UNetModelWrapper
+    except ImportError as err:
+        raise ConfigError(f"TorchCFMUNet needs the torchcfm package ({err}); install it with {INSTALL_HINT}") from None
+    if len(dim) != 3:
+        raise ConfigError(f"dim={list(dim)} must be (channels, height, width)")
+    if class_cond and (num_classes is None or num_classes < 1):
+        raise ConfigError(f"class_cond=True needs num_classes >= 1 (got num_classes={num_classes})")
+    return UNetModelWrapper
+
+
 class TorchCFMUNet(nn.Module):
     """f(t, x, y) = UNetModelWrapper(t, x, y = y) of torchcfm (Tong et al. 2024), t ∈ [0, 1], t = 1 data.
 
@@ -48,34 +62,13 @@ class TorchCFMUNet(nn.Module):
         use_new_attention_order: bool = False,
     ) -> None:
         super().__init__()
-        try:
-            from torchcfm.models.unet.unet import UNetModelWrapper
-        except ImportError as err:
-            raise ConfigError(
-                f"TorchCFMUNet needs the torchcfm package ({err}); install it with {INSTALL_HINT}"
-            ) from None
-        if len(dim) != 3:
-            raise ConfigError(f"dim={list(dim)} must be (channels, height, width)")
-        if class_cond and (num_classes is None or num_classes < 1):
-            raise ConfigError(f"class_cond=True needs num_classes >= 1 (got num_classes={num_classes})")
-        self.dim, self.num_channels, self.num_res_blocks, self.channel_mult = (
-            tuple(dim),
-            num_channels,
-            num_res_blocks,
-            tuple(channel_mult),
-        )
-        self.class_cond, self.num_classes, self.use_checkpoint = class_cond, num_classes, use_checkpoint
-        self.attention_resolutions, self.num_heads, self.num_head_channels = (
-            attention_resolutions,
-            num_heads,
-            num_head_channels,
-        )
-        self.num_heads_upsample, self.use_scale_shift_norm, self.dropout = (
-            num_heads_upsample,
-            use_scale_shift_norm,
-            dropout,
-        )
-        self.resblock_updown, self.use_new_attention_order = resblock_updown, use_new_attention_order
+        UNetModelWrapper = checked_unet_wrapper(dim, class_cond, num_classes)
+        self.dim, self.num_channels, self.num_classes, self.num_heads = tuple(dim), num_channels, num_classes, num_heads
+        self.num_res_blocks, self.use_checkpoint, self.resblock_updown = num_res_blocks, use_checkpoint, resblock_updown
+        self.channel_mult, self.class_cond, self.num_head_channels = tuple(channel_mult), class_cond, num_head_channels
+        self.attention_resolutions, self.use_new_attention_order = attention_resolutions, use_new_attention_order
+        self.num_heads_upsample, self.use_scale_shift_norm = num_heads_upsample, use_scale_shift_norm
+        self.dropout = dropout
         self.unet = UNetModelWrapper(
             dim=self.dim,
             num_channels=num_channels,

@@ -39,42 +39,11 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         levels = len(block_out_channels)
-        if source_channels < 0 or (source_channels and num_classes is not None):
-            raise ConfigError(
-                f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
-                "(cond is either class labels or a source image)"
-            )
-        if any(not 0 <= level < levels for level in attention_levels):
-            raise ConfigError(
-                f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})"
-            )
-        if any(c % norm_num_groups for c in block_out_channels):
-            raise ConfigError(
-                f"block_out_channels={list(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}"
-            )
-        attended = [block_out_channels[i] for i in attention_levels] + [
-            block_out_channels[-1]
-        ]  # the mid block attends too
-        if any(c % attention_head_dim for c in attended):
-            raise ConfigError(
-                f"attention_head_dim={attention_head_dim} must divide the channels of every attention level "
-                f"and of the bottleneck ({sorted(set(attended))})"
-            )
-        if sample_size % 2 ** (levels - 1):
-            raise ConfigError(f"sample_size={sample_size} must be divisible by 2^{levels - 1} for {levels} levels")
         self.sample_size, self.channels, self.block_out_channels = sample_size, channels, list(block_out_channels)
-        self.layers_per_block, self.attention_levels, self.attention_head_dim = (
-            layers_per_block,
-            list(attention_levels),
-            attention_head_dim,
-        )
-        self.num_classes, self.dropout, self.norm_num_groups, self.time_scale = (
-            num_classes,
-            dropout,
-            norm_num_groups,
-            time_scale,
-        )
-        self.source_channels = source_channels
+        self.layers_per_block, self.attention_levels = layers_per_block, list(attention_levels)
+        self.attention_head_dim, self.num_classes, self.dropout = attention_head_dim, num_classes, dropout
+        self.norm_num_groups, self.time_scale, self.source_channels = norm_num_groups, time_scale, source_channels
+        self._check_config()
         self.unet = UNet2DModel(
             sample_size=sample_size,
             in_channels=channels + source_channels,
@@ -92,6 +61,35 @@ class UNet(nn.Module):
             dropout=dropout,
             norm_num_groups=norm_num_groups,
         )
+
+    def _check_config(self) -> None:
+        """One ConfigError line for a configuration that UNet2DModel would reject or mis-build."""
+        sample_size, num_classes, source_channels = self.sample_size, self.num_classes, self.source_channels
+        block_out_channels, attention_levels = self.block_out_channels, self.attention_levels
+        attention_head_dim, norm_num_groups = self.attention_head_dim, self.norm_num_groups
+        levels = len(block_out_channels)
+        if source_channels < 0 or (source_channels and num_classes is not None):
+            raise ConfigError(
+                f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
+                "(cond is either class labels or a source image)"
+            )
+        if any(not 0 <= level < levels for level in attention_levels):
+            raise ConfigError(
+                f"attention_levels={list(attention_levels)} must index block_out_channels (0..{levels - 1})"
+            )
+        if any(c % norm_num_groups for c in block_out_channels):
+            raise ConfigError(
+                f"block_out_channels={list(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}"
+            )
+        # the mid block attends too
+        attended = [block_out_channels[i] for i in attention_levels] + [block_out_channels[-1]]
+        if any(c % attention_head_dim for c in attended):
+            raise ConfigError(
+                f"attention_head_dim={attention_head_dim} must divide the channels of every attention level "
+                f"and of the bottleneck ({sorted(set(attended))})"
+            )
+        if sample_size % 2 ** (levels - 1):
+            raise ConfigError(f"sample_size={sample_size} must be divisible by 2^{levels - 1} for {levels} levels")
 
     @property
     def bottleneck_channels(self) -> int:
