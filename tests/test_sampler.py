@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from realuid_lightning import ConfigError, FlowMatching, RealUIDModule
+from realuid_lightning import ConfigError, FlowMatching, GeneratorOptions, RealUIDModule, TeacherOptions
 from realuid_lightning.cli import main
 from realuid_lightning.export import export_generator
 from realuid_lightning.nets.diffusers import load_diffusers_teacher
@@ -140,7 +140,9 @@ def test_exported_pipeline_folder(tmp_path):
         attention_head_dim=8,
         norm_num_groups=4,
     )
-    module = RealUIDModule(teacher=teacher, process=FlowMatching(), generator_time=0.25)
+    module = RealUIDModule(
+        TeacherOptions(net=teacher, process=FlowMatching()), generator=GeneratorOptions(generator_time=0.25)
+    )
     module.data_shape = [1, 8, 8]
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
