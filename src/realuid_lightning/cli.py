@@ -18,8 +18,7 @@ from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.images import is_image_folder, write_pngs
 from realuid_lightning.run_record import RunMetadata
-from realuid_lightning.sampler import load_sampler
-from realuid_lightning.sampling import COUPLING_SOLVERS
+from realuid_lightning.sampler import add_sampler_options, load_sampler
 from realuid_lightning.saving import FinalCheckpoint, check_writable, with_atomic_checkpoints
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
@@ -48,59 +47,21 @@ def sample_parser() -> argparse.ArgumentParser:
         prog="realuid sample",
         description="Sample from a teacher or distillation checkpoint; the checkpoint alone is enough.",
     )
-    _add_sample_inputs(p)
+    add_sampler_options(p)
     _add_sample_settings(p)
     return p
 
 
-def _add_sample_inputs(p: argparse.ArgumentParser) -> None:
-    """What is sampled: the checkpoint, how many samples, their sources and class."""
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        help="checkpoint written by realuid fit, a diffusers teacher folder or hub "
-        "id, or a pipeline folder written by realuid export",
-    )
+def _add_sample_settings(p: argparse.ArgumentParser) -> None:
+    """How many samples, where they go, and the seed and device that draw them."""
     p.add_argument(
         "--num", type=int, default=None, help="number of samples (default: 4000, or one per source with --sources)"
     )
-    p.add_argument(
-        "--sources",
-        default=None,
-        help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
-        "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
-        "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N",
-    )
-    p.add_argument(
-        "--label",
-        type=int,
-        default=None,
-        help="class-conditional checkpoints: the class of every sample (default: the classes 0 … C−1 in turn)",
-    )
-
-
-def _add_sample_settings(p: argparse.ArgumentParser) -> None:
-    """Where the samples go, and the weights, solver, seed and device that draw them."""
     p.add_argument(
         "--out",
         default="samples.pt",
         help="output tensor file (.pt); image samples also get a .png grid. "
         "A folder (a path ending in '/' or an existing directory) gets one PNG per image sample instead",
-    )
-    p.add_argument(
-        "--ema",
-        default="auto",
-        help="EMA decay to sample from, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
-    )
-    p.add_argument(
-        "--steps", type=int, default=None, help="ODE steps for a teacher checkpoint (default: its sample_steps)"
-    )
-    p.add_argument(
-        "--method",
-        choices=COUPLING_SOLVERS,
-        default=None,
-        help="solver for a teacher checkpoint: euler / heun (ODE), "
-        "or sde (Euler–Maruyama) for a bridge / interpolant teacher",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1024)

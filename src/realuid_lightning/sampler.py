@@ -8,6 +8,7 @@ and ``export`` read them here; the modules and the FD callback sample their netw
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -24,7 +25,7 @@ from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
-from realuid_lightning.sampling import check_method, sample_teacher
+from realuid_lightning.sampling import COUPLING_SOLVERS, check_method, sample_teacher
 
 ONE_STEP = "generator"  # the method of a student's sampler
 
@@ -221,3 +222,45 @@ def _read_sources(path: str, shape: list[int]) -> Tensor:
             f"(N, {', '.join(map(str, shape))}) of the data shape"
         )
     return sources
+
+
+def add_sampler_options(p: argparse.ArgumentParser) -> None:
+    """The options of :func:`load_sampler` and :meth:`Sampler.conditioned`, shared by ``realuid sample`` and
+    ``realuid evaluate``: the checkpoint, its weights, solver, class and sources."""
+    _add_network_options(p)
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class-conditional checkpoints: this class only (default: the classes 0 … C−1 in turn)",
+    )
+    p.add_argument(
+        "--sources",
+        default=None,
+        help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
+        "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
+        "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N",
+    )
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """The checkpoint, and the weights and solver it samples with."""
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint written by realuid fit (teacher or student), a diffusers "
+        "teacher folder or hub id, or a pipeline folder written by realuid export",
+    )
+    p.add_argument(
+        "--ema",
+        default="auto",
+        help="EMA decay of a student, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
+    )
+    p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher (default: its sample_steps)")
+    p.add_argument(
+        "--method",
+        choices=COUPLING_SOLVERS,
+        default=None,
+        help="solver for a teacher: euler / heun (ODE), or sde (Euler–Maruyama) for a bridge / interpolant teacher "
+        "(default: its sample_method)",
+    )

@@ -29,8 +29,7 @@ from realuid_lightning.evaluation.reference import (
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
-from realuid_lightning.sampler import Sampler, load_sampler
-from realuid_lightning.sampling import COUPLING_SOLVERS
+from realuid_lightning.sampler import Sampler, add_sampler_options, load_sampler
 
 LABELS = {
     "kid": "KID",
@@ -49,38 +48,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
         "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
         "over seeds.",
     )
-    _add_checkpoint_options(p)
+    add_sampler_options(p)
     _add_reference_options(p)
     _add_run_options(p)
     return p
-
-
-def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
-    """What is sampled: the checkpoint, its weights, solver, class and sources."""
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        help="checkpoint written by realuid fit (teacher or student), a diffusers "
-        "teacher folder or hub id, or a pipeline folder written by realuid export",
-    )
-    p.add_argument(
-        "--ema",
-        default="auto",
-        help="EMA decay to score, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
-    )
-    p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher (default: its sample_steps)")
-    p.add_argument(
-        "--method", choices=COUPLING_SOLVERS, default=None, help="solver for a teacher (default: its sample_method)"
-    )
-    p.add_argument(
-        "--label",
-        type=int,
-        default=None,
-        help="class-conditional checkpoints: score this class only (default: the classes 0 … C−1 in turn)",
-    )
-    p.add_argument(
-        "--sources", default=None, help="bridge / interpolant checkpoints: the sources x0 (.pt tensor or image folder)"
-    )
 
 
 def _add_reference_options(p: argparse.ArgumentParser) -> None:
