@@ -29,6 +29,7 @@ def scores(real: torch.Tensor | None, fake: torch.Tensor, subset_size: int = 20)
 
 
 def rank_scores(rank: int, port: int, out: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool (it deadlocks with > 1 thread)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         out[rank] = scores(features(0, 40) if rank == 0 else None, features(1, 40, 0.5)[rank::2], subset_size=40)
