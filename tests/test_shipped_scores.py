@@ -1,0 +1,50 @@
+"""The teacher scores shipped beside the digits teacher are the ones the default job looks up (so its first run does not
+spend minutes re-scoring the teacher at 1, 10 and 100 steps), and they are the teacher's."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from realuid_lightning import FrechetDistance
+from realuid_lightning.cli import RealUIDCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default_job():
+    """configs/digits_realuid.yaml as `realuid fit` parses it, not run: the module, its FD callback, a trainer."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        cli = RealUIDCLI(["--config", "configs/digits_realuid.yaml", "--trainer.logger=false"], run=False)
+        fd = next(c for c in cli.trainer.callbacks if isinstance(c, FrechetDistance))
+        trainer = SimpleNamespace(world_size=1, datamodule=cli.datamodule)
+        fd.setup(trainer, cli.model, "fit")
+        cli.datamodule.setup("fit")
+        x1, *cond = next(iter(cli.datamodule.train_dataloader()))
+        cli.model.record_batch(x1, cond[0] if cond else None)  # what the first training step does
+        yield cli.model, fd, trainer
+
+
+@pytest.mark.parametrize("steps", [1, 10, 100])
+def test_default_job_finds_the_shipped_teacher_scores(default_job, steps):
+    module, fd, trainer = default_job
+    path = fd.teacher_cache_file(steps, trainer, module)
+    assert path.parent == Path("checkpoints/digits_teacher_scores")
+    assert (ROOT / path).is_file(), f"{path} missing: rerun the default job once and commit the new files"
+    assert set(torch.load(ROOT / path, weights_only=True)) == {f"{fd.prefix}/teacher_{steps}steps"}
+
+
+def test_shipped_teacher_scores_fall_with_steps(default_job):
+    """The files are not swapped: FD-digits at 1 step > 10 steps > 100 steps."""
+    module, fd, trainer = default_job
+    paths = [ROOT / fd.teacher_cache_file(steps, trainer, module) for steps in (1, 10, 100)]
+    scores = [next(iter(torch.load(path, weights_only=True).values())) for path in paths]
+    assert scores[0] > scores[1] > scores[2] > 0, scores
+
+
+def test_default_job_finds_the_shipped_real_statistics(default_job):
+    _, fd, trainer = default_job
+    assert (ROOT / fd.cache_file(trainer.datamodule)).is_file()
