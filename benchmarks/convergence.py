@@ -49,20 +49,27 @@ QUALITY = ("precision", "recall", "nn_distance", "nn_distance_real", "memorisati
 SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
 
 
+def clocks() -> torch.Tensor:
+    """Wall and process CPU time, seconds."""
+    return torch.tensor([time.perf_counter(), time.process_time()], dtype=torch.float64)
+
+
 class Curve(pl.Callback):
-    """FD of the raw generator and each EMA decay every ``every`` generator updates
-    (and wall time, excluding scoring)."""
+    """FD of the raw generator and each EMA decay every ``every`` generator updates, with the wall time and the
+    process's CPU time (one thread: the core time, whatever else the machine runs) spent training so far."""
 
     def __init__(self, every: int, score, ema: EMA, noise: torch.Tensor) -> None:
         self.every, self.score, self.ema, self.noise, self.points = every, score, ema, noise, []
-        self.scoring = 0.0
+        self.scoring = torch.zeros(2)  # wall, CPU seconds spent scoring
 
     def _evaluate(self, trainer: pl.Trainer, module: RealUIDModule) -> None:
-        start = time.perf_counter()
+        start = clocks()
+        wall, cpu = (start - self.t0 - self.scoring).tolist()
         point = {
             "updates": int(module.generator_updates),
             "iteration": trainer.global_step,
-            "seconds": round(start - self.t0 - self.scoring, 1),
+            "seconds": round(wall, 1),
+            "cpu_seconds": round(cpu, 1),
         }
         with torch.no_grad():
             point["raw"] = round(self.score(module.generator(self.noise)), 3)
@@ -70,11 +77,11 @@ class Curve(pl.Callback):
                 with self.ema.swapped(module, decay):
                     point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
         self.points.append(point)
-        self.scoring += time.perf_counter() - start
+        self.scoring += clocks() - start
         print(point, flush=True)
 
     def on_train_start(self, trainer, pl_module):
-        self.t0 = time.perf_counter()
+        self.t0 = clocks()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         updates = int(pl_module.generator_updates)
@@ -115,9 +122,15 @@ def settle(values: list[float]) -> float:
     return max(abs(v - mean) for v in tail) / mean
 
 
-def first_reach(points: list[dict], key: str, threshold: float) -> int | None:
-    """Generator updates at the first evaluation with FD ≤ threshold (None if never)."""
-    return next((p["updates"] for p in points if p[key] <= threshold), None)
+def first_reach(points: list[dict], key: str, threshold: float, unit: str = "updates") -> float | None:
+    """Generator updates (or another ``unit`` of the curve: "cpu_seconds") at the first evaluation with
+    FD ≤ threshold (None if never, or for a curve recorded without that unit)."""
+    return next((p.get(unit) for p in points if p[key] <= threshold), None)
+
+
+def minutes(seconds: dict) -> dict:
+    """A :func:`spread` of seconds in minutes."""
+    return {k: v / 60 if k != "n" and v is not None else v for k, v in seconds.items()}
 
 
 def spread(values: list[float]) -> dict:
@@ -221,7 +234,8 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
             run = {
                 "setting": setting,
                 "seed": seed,
-                "seconds": time.perf_counter() - t0 - curve.scoring,
+                "seconds": time.perf_counter() - t0 - curve.scoring[0].item(),
+                "cpu_seconds": curve.points[-1]["cpu_seconds"],
                 "final": curve.points[-1],
                 "quality": quality,
                 "settle": settle(values),
@@ -249,6 +263,10 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
         scored = [r["quality"] for r in mine if "quality" in r]  # runs made before the quality figures have none
         summary[setting]["quality"] = {k: spread([q[k] for q in scored]) for k in QUALITY}
         summary[setting]["seconds"] = spread([r["seconds"] for r in mine])
+        summary[setting]["cpu_seconds"] = spread([r.get("cpu_seconds") for r in mine])
+        summary[setting]["cpu_seconds_to_floor"] = spread(
+            [first_reach(r["curve"], key, teacher["real_floor"], "cpu_seconds") for r in mine]
+        )
     if "uid" in summary:  # updates each setting needs to reach UID's final EMA quality (mean over UID seeds)
         target = summary["uid"][f"final_{key}"]["mean"]
         for setting in args.settings:
@@ -261,9 +279,10 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
         f"real floor {teacher['real_floor']:.2f}"
     )
     print(
-        f"| setting | seeds | final raw | final {key} | settle (last third) | updates to teacher-10 | to teacher-100 |"
+        f"| setting | seeds | final raw | final {key} | settle (last third) | updates to teacher-10 | to teacher-100 "
+        "| to the real floor | core minutes to the floor |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     fmt = lambda s: (
         "—"
         if s["mean"] is None
@@ -273,7 +292,8 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
         print(
             f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | "
             f"{fmt(s['settle'])} | "
-            f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} |"
+            f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} | {fmt(s['reach']['real_floor'])} | "
+            f"{fmt(minutes(s['cpu_seconds_to_floor']))} |"
         )
     if teacher_quality is None:
         teacher_quality = dict.fromkeys(QUALITY, float("nan"))
