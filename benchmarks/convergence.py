@@ -64,14 +64,19 @@ class Curve(pl.Callback):
             "iteration": trainer.global_step,
             "seconds": round(start - self.t0 - self.scoring, 1),
         }
-        with torch.no_grad():
-            point["raw"] = round(self.score(module.generator(self.noise)), 3)
-            for decay in self.ema.decays:
-                with self.ema.swapped(module, decay):
-                    point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
+        point |= self.scores(module)
         self.points.append(point)
         self.scoring += time.perf_counter() - start
         print(point, flush=True)
+
+    @torch.no_grad()
+    def scores(self, module: RealUIDModule) -> dict:
+        """FD of the raw generator and of each EMA decay on the fixed noise."""
+        point = {"raw": round(self.score(module.generator(self.noise)), 3)}
+        for decay in self.ema.decays:
+            with self.ema.swapped(module, decay):
+                point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
+        return point
 
     def on_train_start(self, trainer, pl_module):
         self.t0 = time.perf_counter()
