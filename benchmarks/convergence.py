@@ -87,6 +87,22 @@ class Curve(pl.Callback):
             self._evaluate(trainer, pl_module)
 
 
+def fit_quietly(student: RealUIDModule, data: DigitsDataModule, iterations: int, callbacks: list) -> pl.Trainer:
+    """Train ``student`` for ``iterations`` iterations on the CPU without logger, checkpoints or progress bar."""
+    trainer = pl.Trainer(
+        max_steps=iterations,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        limit_val_batches=0,
+    )
+    trainer.fit(student, data)
+    return trainer
+
+
 @torch.no_grad()
 def sample_quality(samples: torch.Tensor, data: DigitsDataModule, features: torch.nn.Module, mnist: bool) -> dict:
     """Precision / recall (k = 3) against the reference images and the memorisation figure, in the FD features.
@@ -209,16 +225,7 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
             ema = EMA(args.decays, warmup=args.ema_warmup)
             curve = Curve(args.eval_every, score, ema, noise)
             t0 = time.perf_counter()
-            pl.Trainer(
-                max_steps=args.iterations,
-                accelerator="cpu",
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[ema, curve],
-                limit_val_batches=0,
-            ).fit(student, data)
+            fit_quietly(student, data, args.iterations, [ema, curve])
             key = f"ema_{args.decays[-1]}"
             with torch.no_grad(), ema.swapped(student, args.decays[-1]):
                 quality = sample_quality(student.generator(noise), data, features, mnist)

@@ -29,7 +29,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import matplotlib
 import torch
-from convergence import Curve
+from convergence import Curve, fit_quietly
 
 from realuid_lightning import (
     EMA,
@@ -94,17 +94,7 @@ def distil(args: argparse.Namespace, teacher: tuple, data: DigitsDataModule, sco
     )
     ema = EMA(DECAYS, warmup=True)
     curve = StepCurve(args.eval_every, score, ema, noise)
-    trainer = pl.Trainer(
-        max_steps=its,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ema, curve],
-        limit_val_batches=0,
-    )
-    trainer.fit(student, data)
+    trainer = fit_quietly(student, data, its, [ema, curve])
     if curve.points[-1]["updates"] != int(student.generator_updates):
         curve._evaluate(trainer, student)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["seconds"], "final": curve.points[-1]}

@@ -90,6 +90,22 @@ def test_backward_simulation_carries_no_gradient_into_earlier_steps():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.net.parameters())
 
 
+def test_backward_simulation_draws_what_the_ranks_draw():
+    """Under noise chunks a shared student's training read of the global batch is rank 0's reads then rank 1's (the
+    step count and k are drawn per sample, every draw is a whole-batch draw), and the global RNG is untouched."""
+    torch.manual_seed(0)
+    schedules = GeneratorOptions(**SHARED).schedules(FlowMatching())
+    student = FewStepGenerator(MLP(dim=2, hidden=16, depth=2, time_dim=8), FlowMatching(), schedules)
+    noise, z = Noise(2), torch.randn(64, 2)
+    noise.seed = 7
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        single = student(z, noise=noise.for_update(5))
+        ranks = [student(z[32 * r : 32 * (r + 1)], noise=noise.for_update(5, world=2, rank=r)) for r in (0, 1)]
+    torch.testing.assert_close(single, torch.cat(ranks), atol=1e-6, rtol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.parametrize(
     "process,known_source",
     [(FlowMatching(), False), (ContinuousVP(), False), (BrownianBridge(0.5), True), (StochasticInterpolant(), True)],

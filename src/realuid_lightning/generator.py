@@ -111,7 +111,9 @@ class FewStepGenerator(nn.Module):
             device=z.device,
             dtype=z.dtype,
         )
-        m = _uniform_index(noise, torch.full((batch,), len(counts), device=z.device), z)
+        m = torch.zeros(batch, dtype=torch.long, device=z.device)
+        if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
+            m = _uniform_index(noise, torch.full_like(m, len(counts)), z)
         n = torch.tensor(counts, device=z.device)[m]
         return table[m], _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
 
@@ -132,9 +134,7 @@ class OneStepGenerator(FewStepGenerator):
 
 
 def _uniform_index(noise: Noise, n: Tensor, like: Tensor) -> Tensor:
-    """i ~ U{0, …, n − 1} per sample (n of shape (B,)), i = ⌊u·n⌋ with u drawn by ``noise``; no draw where all n = 1."""
-    if bool((n == 1).all()):
-        return torch.zeros_like(n)
+    """i ~ U{0, …, n − 1} per sample (n of shape (B,)), i = ⌊u·n⌋ with u ~ U[0, 1) drawn by ``noise``."""
     u = noise.rand(like.shape[0], like)
     return torch.minimum((u * n).long(), n - 1)
 
