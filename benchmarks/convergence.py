@@ -71,14 +71,19 @@ class Curve(pl.Callback):
             "seconds": round(wall, 1),
             "cpu_seconds": round(cpu, 1),
         }
-        with torch.no_grad():
-            point["raw"] = round(self.score(module.generator(self.noise)), 3)
-            for decay in self.ema.decays:
-                with self.ema.swapped(module, decay):
-                    point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
+        point |= self.scores(module)
         self.points.append(point)
         self.scoring += clocks() - start
         print(point, flush=True)
+
+    @torch.no_grad()
+    def scores(self, module: RealUIDModule) -> dict:
+        """FD of the raw generator and of each EMA decay on the fixed noise."""
+        point = {"raw": round(self.score(module.generator(self.noise)), 3)}
+        for decay in self.ema.decays:
+            with self.ema.swapped(module, decay):
+                point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
+        return point
 
     def on_train_start(self, trainer, pl_module):
         self.t0 = clocks()
@@ -87,6 +92,22 @@ class Curve(pl.Callback):
         updates = int(pl_module.generator_updates)
         if updates % self.every == 0 and updates > 0 and (not self.points or self.points[-1]["updates"] != updates):
             self._evaluate(trainer, pl_module)
+
+
+def fit_quietly(student: RealUIDModule, data: DigitsDataModule, iterations: int, callbacks: list) -> pl.Trainer:
+    """Train ``student`` for ``iterations`` iterations on the CPU without logger, checkpoints or progress bar."""
+    trainer = pl.Trainer(
+        max_steps=iterations,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        limit_val_batches=0,
+    )
+    trainer.fit(student, data)
+    return trainer
 
 
 @torch.no_grad()
@@ -217,16 +238,7 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
             ema = EMA(args.decays, warmup=args.ema_warmup)
             curve = Curve(args.eval_every, score, ema, noise)
             t0 = time.perf_counter()
-            pl.Trainer(
-                max_steps=args.iterations,
-                accelerator="cpu",
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[ema, curve],
-                limit_val_batches=0,
-            ).fit(student, data)
+            fit_quietly(student, data, args.iterations, [ema, curve])
             key = f"ema_{args.decays[-1]}"
             with torch.no_grad(), ema.swapped(student, args.decays[-1]):
                 quality = sample_quality(student.generator(noise), data, features, mnist)

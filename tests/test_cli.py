@@ -210,6 +210,9 @@ OPTIONS = {
     "generator": {
         "generator_time": 0.1,
         "generator_sigma": 2.5,
+        "generator_times": [0.1, 0.5],
+        "generator_sigmas": [2.5, 1.0],
+        "student_steps": [1, 2],
         "generator_ckpt": "g.ckpt",
         "generator_ema": 0.99,
         "fake_init": "teacher",

@@ -102,22 +102,27 @@ def test_fake_init_from_scratch_differs_from_teacher():
     assert same(params(module.generator.net), params(module.teacher))
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]}],
+    ids=["one_step", "few_step"],
+)
+def test_resume_is_bit_identical(options, tmp_path):
     """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator,
-    fake model, EMA and counters."""
+    fake model, EMA and counters (a one-step and a shared 1/2/4-step student)."""
     pl.seed_everything(0)
     full_ema = ema()
-    full = tiny_distiller(fake_updates=2)
+    full = tiny_distiller(fake_updates=2, **options)
     trainer(14, callbacks=[full_ema]).fit(full, tiny_data(num_train=512))
 
     pl.seed_everything(0)
-    first = tiny_distiller(fake_updates=2)
+    first = tiny_distiller(fake_updates=2, **options)
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
     trainer(6, tmp_path, callbacks=[ema(), ckpt]).fit(first, tiny_data(num_train=512))
 
     pl.seed_everything(123)  # a different global seed: everything must come from the checkpoint
     resumed_ema = ema()
-    resumed = tiny_distiller(fake_updates=2)
+    resumed = tiny_distiller(fake_updates=2, **options)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer(14, tmp_path, callbacks=[resumed_ema]).fit(

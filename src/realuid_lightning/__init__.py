@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     )
     from realuid_lightning.distributed import RealUIDDDPStrategy
     from realuid_lightning.errors import ConfigError
-    from realuid_lightning.generator import OneStepGenerator
+    from realuid_lightning.generator import FewStepGenerator, OneStepGenerator
     from realuid_lightning.modules import (
         GeneratorOptions,
         MatchingModule,
@@ -40,6 +40,7 @@ __all__ = [
     "CIFAR10DataModule",
     "ConfigError",
     "DigitsDataModule",
+    "FewStepGenerator",
     "FlowMatching",
     "FrechetDistance",
     "GeneratorOptions",

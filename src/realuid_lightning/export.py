@@ -1,4 +1,4 @@
-"""Export a distilled one-step generator as a diffusers pipeline (``save_pretrained`` / ``from_pretrained``)."""
+"""Export a distilled one- or few-step generator as a diffusers pipeline (``save_pretrained`` / ``from_pretrained``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, spec_of
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.generator import FewStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.base import Process
@@ -44,10 +44,12 @@ class OneStepPipeline(DiffusionPipeline):
 
     z ~ N(0, I),  x_G = b_{t_G}·z,  x̂1 = process.to_data(net(t_G, x_G, y), x_G, t_G),
 
-    exactly :class:`~realuid_lightning.OneStepGenerator`. The config holds the process spec (rebuilt
-    with :func:`~realuid_lightning.checkpoint.instantiate`; only Process classes are accepted), the
-    generator time t_G and the time convention of the network (``net_adapter``: 'UNet' reads
-    timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps (1 − t)(N − 1)).
+    or, for a few-step student, in ``num_inference_steps`` = M of its trained step counts: x̂1 read at each t_k of the
+    schedule of M and re-noised to t_{k+1} with z' drawn like z (:class:`~realuid_lightning.FewStepGenerator`). The
+    config holds the process spec (rebuilt with :func:`~realuid_lightning.checkpoint.instantiate`; only Process classes
+    are accepted), the generator time t_G, a few-step student's ``generator_schedules`` and the time convention of the
+    network (``net_adapter``: 'UNet' reads timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps
+    (1 − t)(N − 1)).
 
     Example::
 
@@ -65,6 +67,7 @@ class OneStepPipeline(DiffusionPipeline):
         net_adapter: str = "UNet",
         time_scale: float = 1000.0,
         num_train_timesteps: int = 1000,
+        generator_schedules: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if net_adapter not in ADAPTERS:
@@ -81,13 +84,15 @@ class OneStepPipeline(DiffusionPipeline):
             net_adapter=net_adapter,
             time_scale=time_scale,
             num_train_timesteps=num_train_timesteps,
+            generator_schedules=generator_schedules,
         )
 
-    def one_step_generator(self) -> OneStepGenerator:
-        """G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G) around this pipeline's UNet."""
+    def student(self) -> FewStepGenerator:
+        """G around this pipeline's UNet: G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G), or the few-step
+        student of its ``generator_schedules``."""
         cfg = self.config
         net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
-        return OneStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_time)
+        return FewStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_schedules or [[cfg.generator_time]])
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -111,9 +116,11 @@ class OneStepPipeline(DiffusionPipeline):
         output_type: str = "pil",
         class_labels: Tensor | None = None,
         return_dict: bool = True,
+        num_inference_steps: int | None = None,
     ) -> ImagePipelineOutput | tuple:
-        """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`;
-        ``class_labels`` (B,) for a class-conditional UNet.
+        """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`, in ``num_inference_steps`` of the trained step
+        counts (default: the most; its re-noising draws from ``generator`` after z); ``class_labels`` (B,) for a
+        class-conditional UNet.
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
         i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).
@@ -122,7 +129,7 @@ class OneStepPipeline(DiffusionPipeline):
             raise ConfigError(f"output_type={output_type!r} is not supported; choose one of {OUTPUT_TYPES}")
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
-        images = self.one_step_generator()(self.noise(batch_size, generator), class_labels)
+        images = self.student()(self.noise(batch_size, generator), class_labels, num_inference_steps, generator)
         if output_type != "latent":
             images = (images / 2 + 0.5).clamp(0, 1)
         if output_type in ("np", "pil"):
@@ -155,6 +162,7 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
         net_adapter=adapter,
         time_scale=time_scale,
         num_train_timesteps=steps,
+        generator_schedules=sampler.schedules,
     )
     pipe.save_pretrained(out)
     return Path(out)

@@ -1,45 +1,164 @@
-"""The one-step generator G_θ(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G) from x_G = process.start_state(t_G, z)."""
+"""The student G_θ: one network read as a data estimate at the times t_1 < … < t_N of a schedule, N = 1 (one step,
+G_θ(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G) from x_G = process.start_state(t_G, z)) or a few steps."""
 
 from __future__ import annotations
 
 import copy
 import warnings
+from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Generator, Tensor, nn
 
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.processes.base import Process
+from realuid_lightning.noise import Noise
+from realuid_lightning.processes.base import Process, expand_like
 from realuid_lightning.sampling import start_noise
 
 
-class OneStepGenerator(nn.Module):
-    """One network evaluation at the fixed time t_G on the noise part of x_t, read as a data estimate:
+class FewStepGenerator(nn.Module):
+    """An N-step student on the schedule t_1 < … < t_N (DMD2's multistep generator, IBMD's n-step bridge):
 
-    x_G = process.start_state(t_G, z, cond),   G(z) = process.to_data(g_θ(t_G, x_G, cond), x_G, t_G, cond).
+    x ← process.start_state(t_1, z, cond);  for k = 1 … N:  x̂1 = to_data(g_θ(t_k, x, cond), x, t_k, cond),
+    and for k < N the re-noising  x ← a_{t_{k+1}}·x̂1 + start_state(t_{k+1}, z_{k+1}, cond),  z_{k+1} ~ N(0, I) fresh:
 
-    For flow matching at t_G = 0, x_G = b_0·z = z and G(z) = z + g_θ(0, z), the official code's generator; for a
-    diffusion process t_G sets the initial noise level (SiD's σ_init). g_θ has the teacher's architecture
-    and is initialised from it. A coupling process reads its source x0 from ``cond``: G(z, x0) starts from
-    x_G = b_{t_G}·x0 + c_{t_G}·z, so t_G needs c > 0 for z to matter. A time where the read is singular (e.g.
-    x0-prediction flows at t_G = 0, where a = 0) is refused; one where x_G ignores z is warned about.
+    the process's marginal draw x_t = a_t·x̂1 + b_t·x0 with a fresh source x0 (flows, diffusion), or
+    a_t·x̂1 + b_t·x0 + c_t·ε with the kept source x0 and a fresh ε (couplings, x0 in ``cond``). One network g_θ serves
+    every schedule in ``schedules`` (one per trained step count, e.g. [[0], [0, 0.5], [0, 0.25, 0.5, 0.75]]); it has
+    the teacher's architecture and is initialised from it. N = 1 is the one-step generator (:class:`OneStepGenerator`).
+
+    Training (:meth:`forward` with the module's :class:`~realuid_lightning.noise.Noise`) is DMD2's backward simulation:
+    per sample a trained step count N ~ U(schedules) and a step k ~ U{1, …, N}, then steps 1 … k − 1 of the current
+    student without gradient, and x̂1 = G_θ(x_{t_k}, t_k) with gradient. A time where the read is singular (e.g.
+    x0-prediction flows at t = 0, where a = 0) is refused; a first time where x_{t_1} ignores z is warned about.
     """
 
-    def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
+    def __init__(self, net: nn.Module, process: Process, schedules: Sequence[Sequence[float]]) -> None:
         super().__init__()
-        self.net, self.process, self.time = net, process, time
-        check_generator_time(process, time)
-        if start_noise(process, time) == 0:
+        self.net, self.process = net, process
+        self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
+        first = self.schedules[min(self.schedules)][0]
+        if start_noise(process, first) == 0:
             warnings.warn(
-                f"generator_time={time}: {type(process).__name__} has no noise there, so G(z) ignores z "
+                f"generator_time={first}: {type(process).__name__} has no noise there, so G(z) ignores z "
                 "and is deterministic; a time where x_t is noisy (e.g. 0.1 for a coupling) lets it sample",
                 stacklevel=2,
             )
 
-    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
-        x = self.process.start_state(t, z, cond)
+    @property
+    def time(self) -> float:
+        """t_1, where every schedule starts (the one-step generator time t_G)."""
+        return self.schedules[min(self.schedules)][0]
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The trained step counts, ascending."""
+        return tuple(sorted(self.schedules))
+
+    def schedule(self, steps: int | None = None) -> tuple[float, ...]:
+        """The times t_1 … t_M of the trained step count M = ``steps`` (None: the most steps trained)."""
+        if steps is None:
+            return self.schedules[max(self.schedules)]
+        if steps not in self.schedules:
+            trained = ", ".join(map(str, self.steps))
+            raise ConfigError(f"--steps {steps}: this student was trained for {trained} steps only; choose one of them")
+        return self.schedules[steps]
+
+    def read(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x̂1 = process.to_data(g_θ(t, x, cond), x, t, cond), t of shape (B,)."""
         return self.process.to_data(self.net(t, x, cond), x, t, cond)
+
+    def renoise(self, x1: Tensor, t: Tensor, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x_t = a_t·x̂1 + start_state(t, z, cond): b_t·z (z the fresh source) or b_t·x0 + c_t·z (z the fresh ε)."""
+        return expand_like(self.process.coefficients(t).a, x1) * x1 + self.process.start_state(t, z, cond)
+
+    def forward(
+        self, z: Tensor, cond: Tensor | None = None, steps: int | None = None, noise: Noise | Generator | None = None
+    ) -> Tensor:
+        """x̂1 from z (B, *shape): the student's ``steps``-step sample with its re-noising drawn by the torch.Generator
+        ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read."""
+        if isinstance(noise, Noise):
+            return self._simulated(z, cond, noise)
+        x1, x = z, z
+        for k, time in enumerate(self.schedule(steps)):
+            t = torch.full((z.shape[0],), time, device=z.device, dtype=z.dtype)
+            x = self.renoise(x1, t, fresh_noise(z, noise), cond) if k else self.process.start_state(t, z, cond)
+            x1 = self.read(x, t, cond)
+        return x1
+
+    def _simulated(self, z: Tensor, cond: Tensor | None, noise: Noise) -> Tensor:
+        """Backward simulation: x_{t_k} from steps 1 … k − 1 of the student without gradient (each re-noised with a
+        fresh draw of ``noise``; one draw of the whole batch per step, so every sample's noise is fixed by the
+        update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient."""
+        times, k = self._drawn_schedules(z, noise)  # (B, N_max), (B,): k − 1 steps before the one with gradient
+        t = times[:, 0]
+        x = self.process.start_state(t, z, cond)
+        for j in range(times.shape[1] - 1):
+            fresh, rows = noise.randn_like(z), (k > j).nonzero().squeeze(1)
+            if rows.numel():
+                c, t_next = None if cond is None else cond[rows], times[rows, j + 1]
+                with torch.no_grad():
+                    x_next = self.renoise(self.read(x[rows], t[rows], c), t_next, fresh[rows], c)
+                x, t = x.index_put((rows,), x_next), t.index_put((rows,), t_next)
+        return self.read(x, t, cond)
+
+    def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor]:
+        """Per sample, the times of a trained schedule N ~ U(steps), padded to N_max with its last time (B, N_max), and
+        k − 1 with k ~ U{1, …, N} (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
+        counts, batch = self.steps, z.shape[0]
+        table = torch.tensor(
+            [[*self.schedules[n], *[self.schedules[n][-1]] * (counts[-1] - n)] for n in counts],
+            device=z.device,
+            dtype=z.dtype,
+        )
+        m = torch.zeros(batch, dtype=torch.long, device=z.device)
+        if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
+            m = _uniform_index(noise, torch.full_like(m, len(counts)), z)
+        n = torch.tensor(counts, device=z.device)[m]
+        return table[m], _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
+
+
+class OneStepGenerator(FewStepGenerator):
+    """One network evaluation at the fixed time t_G on the noise part of x_t, read as a data estimate:
+
+    x_G = process.start_state(t_G, z, cond),   G(z) = process.to_data(g_θ(t_G, x_G, cond), x_G, t_G, cond),
+
+    the :class:`FewStepGenerator` of the one schedule [t_G]. For flow matching at t_G = 0, x_G = b_0·z = z and
+    G(z) = z + g_θ(0, z), the official code's generator; for a diffusion process t_G sets the initial noise level
+    (SiD's σ_init). A coupling process reads its source x0 from ``cond``: G(z, x0) starts from
+    x_G = b_{t_G}·x0 + c_{t_G}·z, so t_G needs c > 0 for z to matter.
+    """
+
+    def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
+        super().__init__(net, process, [[time]])
+
+
+def _uniform_index(noise: Noise, n: Tensor, like: Tensor) -> Tensor:
+    """i ~ U{0, …, n − 1} per sample (n of shape (B,)), i = ⌊u·n⌋ with u ~ U[0, 1) drawn by ``noise``."""
+    u = noise.rand(like.shape[0], like)
+    return torch.minimum((u * n).long(), n - 1)
+
+
+def fresh_noise(z: Tensor, generator: torch.Generator | None) -> Tensor:
+    """z' ~ N(0, I) like z, drawn on the generator's device (the pipeline's convention) and moved to z's."""
+    device = generator.device if generator is not None else z.device
+    return torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+
+
+def check_schedules(process: Process, schedules: Sequence[Sequence[float]]) -> list[Sequence[float]]:
+    """``schedules`` when each is t_1 < … < t_N with a regular read at every time (:func:`check_generator_time`), one
+    per step count; else a one-line ConfigError naming the bad schedule."""
+    for times in schedules:
+        for time in times:
+            check_generator_time(process, time)
+        if len(times) == 0 or any(s >= t for s, t in zip(times, times[1:])):
+            raise ConfigError(
+                f"generator_times={list(times)} is not a schedule; give increasing times t_1 < … < t_N "
+                "(t_1 = the one-step generator_time)"
+            )
+    if len({len(times) for times in schedules}) != len(schedules) or not schedules:
+        raise ConfigError(f"generator schedules {[list(s) for s in schedules]} need one schedule per step count")
+    return list(schedules)
 
 
 def reads_data_at(process: Process, time: float) -> bool:

@@ -3,10 +3,11 @@
 * ``checkpoint["realuid"]``: the :class:`RunMetadata` of the run: what was trained and how to rebuild and sample it.
 * ``checkpoint["callbacks"]["EMA"]``: the :class:`EMAState` of the EMA callback: θ_ema for each decay d.
 
-Both are plain data, read with ``weights_only=True``. RunMetadata carries a ``version``; a block without one (written
-before it existed) is version 0 and is upgraded on reading: its role comes from the module's class name, a teacher's
-sampler and a student's generator time from ``hyper_parameters``, where version 0 also kept the network and process
-specs (which :meth:`RunMetadata.init_args` drops: they are not init args).
+Both are plain data, read with ``weights_only=True``. RunMetadata carries a ``version``: 1, or 2 for a few-step
+student (``generator_schedules``: a version-1 reader would ignore them and sample one step, so it refuses version 2
+instead). A block without one (written before it existed) is version 0 and is upgraded on reading: its role comes
+from the module's class name, a teacher's sampler and a student's generator time from ``hyper_parameters``, where
+version 0 also kept the network and process specs (which :meth:`RunMetadata.init_args` drops: they are not init args).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 
 from realuid_lightning.errors import ConfigError
 
-VERSION = 1
+VERSION = 1  # every record but a few-step student's: all releases since the field read it
+LATEST = 2  # a few-step student's record (generator_schedules); this release reads versions 0 to LATEST
 Role = Literal["teacher", "student"]
 State = TypeVar("State")
 
@@ -30,12 +32,13 @@ class RunMetadata:
 
     role: 'teacher' (a matching model f*, sampled by an ODE / SDE solve of ``sample_steps`` steps with
     ``sample_method``) or 'student' (a one-step generator G(z) = to_data(g(t_G, x_G), x_G, t_G), t_G =
-    ``generator_time``). ``module`` is the LightningModule class that wrote it; ``network_prefix`` the state_dict
-    prefix of the sampled network; ``net`` and ``process`` are its specs ``{"class_path", "init_args"}`` (None: not
-    describable); ``data_shape`` is the shape of one sample. ``noise_seed`` (the run's noise) and
-    ``teacher_fingerprint`` (SHA-256 of a student's teacher weights) are checked or restored on resume; ``weights``
-    says which weights the state_dict holds when not the raw ones (e.g. 'ema 0.999'); ``imported_from`` the source
-    of a network imported from the official code.
+    ``generator_time``; a few-step student, version 2, also has ``generator_schedules``: the times t_1 … t_M of each
+    trained step count M, see :class:`~realuid_lightning.generator.FewStepGenerator`). ``module`` is the
+    LightningModule class that wrote it; ``network_prefix`` the state_dict prefix of the sampled network; ``net`` and
+    ``process`` are its specs ``{"class_path", "init_args"}`` (None: not describable); ``data_shape`` is the shape of
+    one sample. ``noise_seed`` (the run's noise) and ``teacher_fingerprint`` (SHA-256 of a student's teacher weights)
+    are checked or restored on resume; ``weights`` says which weights the state_dict holds when not the raw ones (e.g.
+    'ema 0.999'); ``imported_from`` the source of a network imported from the official code.
     """
 
     role: Role
@@ -47,6 +50,7 @@ class RunMetadata:
     sample_steps: int | None = None
     sample_method: str | None = None
     generator_time: float | None = None
+    generator_schedules: list[list[float]] | None = None
     noise_seed: int | None = None
     teacher_fingerprint: str | None = None
     weights: str | None = None
@@ -60,6 +64,11 @@ class RunMetadata:
         """A distillation's one-step generator, not a teacher."""
         return self.role == "student"
 
+    @property
+    def schedules(self) -> list[list[float]]:
+        """A student's trained schedules: ``generator_schedules``, else the one step [[t_G]]."""
+        return self.generator_schedules or [[self.generator_time or 0.0]]
+
     def write(self, checkpoint: dict[str, Any]) -> None:
         """Store this record as ``checkpoint["realuid"]`` (plain data)."""
         checkpoint[self.KEY] = dataclasses.asdict(self)
@@ -71,10 +80,10 @@ class RunMetadata:
         if not isinstance(entry, dict) or not entry:
             raise ConfigError(f"{what} was not written by realuid-lightning (no 'realuid' metadata block)")
         version = entry.get("version", 0)
-        if version > VERSION:
+        if version > LATEST:
             raise ConfigError(
                 f"{what} was written by a newer realuid-lightning (run record version {version}; this "
-                f"release reads versions 0 to {VERSION}): upgrade realuid-lightning"
+                f"release reads versions 0 to {LATEST}): upgrade realuid-lightning"
             )
         if version == 0:
             entry = _upgraded(entry, checkpoint.get("hyper_parameters", {}))

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.generator import FewStepGenerator
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
@@ -34,8 +34,9 @@ ONE_STEP = "generator"  # the method of a student's sampler
 class Sampler:
     """x1 from noise z ~ N(0, I) of shape (B, *shape): a teacher's ``steps``-step solve of its process with ``method``
     (:func:`~realuid_lightning.sampling.sample_teacher`), or a student's one step
-    G(z) = process.to_data(net(t_G, x_G), x_G, t_G) at t_G = ``time`` (``method`` = 'generator',
-    :class:`~realuid_lightning.generator.OneStepGenerator`).
+    G(z) = process.to_data(net(t_G, x_G), x_G, t_G) at t_G = ``time`` (``method`` = 'generator'), or with
+    ``schedules`` (a few-step student's, one per trained step count) its ``steps`` steps on the schedule of that
+    count, re-noised with draws of the sampling generator (:class:`~realuid_lightning.generator.FewStepGenerator`).
 
     :meth:`draw` conditions sample i on the source x0 = sources[i mod N] for a bridge / interpolant, else on ``label``,
     else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing. ``ema`` and ``weights``
@@ -52,16 +53,21 @@ class Sampler:
     weights: str | None = None
     label: int | None = None
     sources: Tensor | None = None
+    schedules: list[list[float]] | None = None
 
     @property
     def student(self) -> bool:
-        """A one-step generator, not a teacher."""
+        """A one- or few-step generator, not a teacher."""
         return self.method == ONE_STEP
 
+    def student_generator(self) -> FewStepGenerator:
+        """The student G_θ around ``net``: its trained ``schedules``, else the one step at ``time``."""
+        return FewStepGenerator(self.net, self.process, self.schedules or [[self.time]])
+
     def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """x1 from z (B, *shape); ``generator`` draws an SDE's noise."""
+        """x1 from z (B, *shape); ``generator`` draws an SDE's noise or a few-step student's re-noising."""
         if self.student:
-            return OneStepGenerator(self.net, self.process, self.time)(z, cond)
+            return self.student_generator()(z, cond, self.steps, generator)
         return sample_teacher(self.net, self.process, z, self.steps, self.method, cond, generator)
 
     def conditioned(self, label: int | None = None, sources: str | None = None) -> Sampler:
@@ -113,7 +119,9 @@ def load_sampler(
 
     ``ema``: a decay (its EMA weights), None or 'raw' (the raw weights), or 'auto' (0.999 if saved, else the smallest
     decay saved, else the raw weights). ``steps`` and ``method`` replace a teacher's default sampler (a checkpoint's
-    sample_steps and sample_method; 100 Euler steps for a diffusers teacher); a student always takes one step.
+    sample_steps and sample_method; 100 Euler steps for a diffusers teacher). A few-step student takes ``steps`` of its
+    trained step counts (default: the most; another count is a one-line error naming them); a one-step student takes
+    one step whatever is asked.
     """
     if steps is not None and steps < 1:  # 0 is not "not given": only None takes the default
         raise ConfigError(f"--steps {steps} is invalid; it must be >= 1 (leave it out for the default)")
@@ -125,7 +133,10 @@ def load_sampler(
     else:
         sampler = _from_diffusers(str(source), ema)
     if sampler.student:
-        return sampler
+        if steps is None or sampler.schedules is None:
+            return sampler
+        sampler.student_generator().schedule(steps)  # an untrained step count: a one-line error naming the trained
+        return dataclasses.replace(sampler, steps=steps)
     sampler = dataclasses.replace(sampler, steps=steps or sampler.steps, method=method or sampler.method)
     check_method(sampler.process, sampler.method)
     return sampler
@@ -142,7 +153,9 @@ def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
     net, process, record = network_from_checkpoint(checkpoint, decay, what=f"checkpoint {str(path)!r}")
     shape = tuple(record.data_shape or ())
     if record.student:
-        return Sampler(net, process, shape, time=record.generator_time or 0.0, ema=decay, weights=record.weights)
+        schedules, time = record.generator_schedules, record.generator_time or 0.0
+        steps = max(map(len, record.schedules))
+        return Sampler(net, process, shape, steps, time=time, ema=decay, weights=record.weights, schedules=schedules)
     return Sampler(
         net,
         process,
@@ -185,8 +198,9 @@ def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
 
     _no_ema(ema, f"pipeline {str(folder)!r}")
     pipe = OneStepPipeline.from_pretrained(folder)
-    generator = pipe.one_step_generator()
-    return Sampler(generator.net, generator.process, pipe.sample_shape, time=generator.time)
+    generator, schedules = pipe.student(), pipe.config.generator_schedules
+    shape, steps = pipe.sample_shape, max(generator.steps)
+    return Sampler(generator.net, generator.process, shape, steps, time=generator.time, schedules=schedules)
 
 
 def load_sources(path: str, shape: list[int], process: Process) -> Tensor:
@@ -256,7 +270,13 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="EMA decay of a student, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
     )
-    p.add_argument("--steps", type=int, default=None, help="ODE steps for a teacher (default: its sample_steps)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="ODE steps for a teacher (default: its sample_steps), or one of a few-step student's trained step counts "
+        "(default: the most)",
+    )
     p.add_argument(
         "--method",
         choices=COUPLING_SOLVERS,

@@ -7,6 +7,7 @@ written in :mod:`~realuid_lightning.callbacks.fid_stats`; the teacher reference 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from realuid_lightning.callbacks.fid_teacher import (
 )
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
+from realuid_lightning.modules.base import sample_at
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.nets.labels import cycled_labels
 
@@ -68,7 +70,8 @@ class FrechetDistance(Callback):
     of the datamodule (class and hparams), φ and ``num_samples``; later runs load the file. Each
     evaluation draws ``num_samples`` images (each rank its share, seed ``seed + rank``, the same noise
     every time) from the raw weights and from each decay of an :class:`EMA` callback, and logs
-    ``{prefix}/raw`` and ``{prefix}/ema_{decay}`` (KID: ``kid/...``, or ``{prefix}_kid/...`` for another
+    ``{prefix}/raw`` and ``{prefix}/ema_{decay}`` (a student trained for several step counts M: each with the suffix
+    ``_{M}steps``, e.g. ``fid/ema_0.999_4steps``; KID: ``kid/...``, or ``{prefix}_kid/...`` for another
     prefix) into ``callback_metrics`` and the loggers, so ``ModelCheckpoint(monitor="fid/ema_0.999")`` works.
     At the end of fit rank 0 prints the last scores on one line (:meth:`summary_line`).
 
@@ -163,12 +166,13 @@ class FrechetDistance(Callback):
         fd = {
             k.removeprefix(f"{self.prefix}/"): f"{v:.{2 if abs(v) < 100 else 1}f}" for k, v in self.last_scores.items()
         }
-        ema = self._ema(trainer)
-        student = f"EMA {ema.decays[-1]} = {fd[f'ema_{ema.decays[-1]}']}, raw" if ema is not None else "raw"
+        ema, suffix = self._ema(trainer), [*trainer.lightning_module.sampled_steps][-1]  # the most steps
+        student = f"EMA {ema.decays[-1]} = {fd[f'ema_{ema.decays[-1]}{suffix}']}, raw" if ema is not None else "raw"
         steps = " / ".join(str(k) for k in self.teacher_steps)
         teacher = " / ".join(fd[f"teacher_{k}steps"] for k in self.teacher_steps)
         num = self.num_samples // trainer.world_size * trainer.world_size
-        return f"{self.metric_name()} ({num} samples, seed {self.seed}): student {student} = {fd['raw']}" + (
+        student = f"{suffix[1:]} {student}" if suffix else student
+        return f"{self.metric_name()} ({num} samples, seed {self.seed}): student {student} = {fd[f'raw{suffix}']}" + (
             f" | teacher {steps} steps = {teacher}" if self.teacher_steps else ""
         )
 
@@ -194,12 +198,13 @@ class FrechetDistance(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            scores = self._score("raw", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module)
-            for decay in ema.decays if ema is not None else []:
-                with ema.swapped(pl_module, decay):
-                    scores |= self._score(
-                        f"ema_{decay}", lambda n, g, c: pl_module.sample(n, generator=g, cond=c), trainer, pl_module
-                    )
+            scores = {}
+            for suffix, steps in pl_module.sampled_steps.items():
+                student = partial(sample_at, pl_module, steps)
+                scores |= self._score(f"raw{suffix}", student, trainer, pl_module)
+                for decay in ema.decays if ema is not None else []:
+                    with ema.swapped(pl_module, decay):
+                        scores |= self._score(f"ema_{decay}{suffix}", student, trainer, pl_module)
             for steps in self.teacher_steps:
                 scores |= self._teacher_scores(steps, trainer, pl_module)
         finally:

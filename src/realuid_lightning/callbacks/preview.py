@@ -11,7 +11,7 @@ from torchvision.utils import make_grid
 
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.base import split_batch
+from realuid_lightning.modules.base import sample_at, split_batch
 
 DATA_COLOUR = torch.tensor([0.12, 0.47, 0.71])
 SAMPLE_COLOUR = torch.tensor([1.0, 0.5, 0.05])
@@ -49,7 +49,8 @@ class SamplePreview(Callback):
     """Every ``every_n_steps`` optimiser steps, draw samples from fixed noise and log them as an image.
 
     Logs ``samples/raw`` and, when an :class:`EMA` callback is present, ``samples/ema_<decay>`` for each
-    decay, so images are comparable over time. Needs a logger with ``experiment.add_image``
+    decay, so images are comparable over time; a student trained for several step counts M logs each, tagged
+    ``samples/raw_<M>steps`` and so on. Needs a logger with ``experiment.add_image``
     (TensorBoard); with other loggers it does nothing.
     """
 
@@ -67,17 +68,19 @@ class SamplePreview(Callback):
             return
         data = split_batch(batch)[0]
         ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
-        experiment.add_image("samples/raw", render_samples(self._sample(pl_module), data), step)
-        for decay in ema.decays if ema is not None else []:
-            with ema.swapped(pl_module, decay):
-                experiment.add_image(f"samples/ema_{decay}", render_samples(self._sample(pl_module), data), step)
+        for suffix, steps in pl_module.sampled_steps.items():
+            experiment.add_image(f"samples/raw{suffix}", render_samples(self._sample(pl_module, steps), data), step)
+            for decay in ema.decays if ema is not None else []:
+                with ema.swapped(pl_module, decay):
+                    image = render_samples(self._sample(pl_module, steps), data)
+                    experiment.add_image(f"samples/ema_{decay}{suffix}", image, step)
 
-    def _sample(self, pl_module: LightningModule) -> Tensor:
+    def _sample(self, pl_module: LightningModule, steps: int | None = None) -> Tensor:
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         was_training = pl_module.training
         pl_module.eval()
         try:
             # labels / sources: GenerativeModule.sampling_cond
-            return pl_module.sample(self.num_samples, generator=generator)
+            return sample_at(pl_module, steps, self.num_samples, generator, None)
         finally:
             pl_module.train(was_training)

@@ -51,6 +51,16 @@ def total_grad_norm(parameters: Any) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
 
 
+def sample_at(
+    module: LightningModule, steps: int | None, num: int, generator: torch.Generator | None, cond: Tensor | None
+) -> Tensor:
+    """``num`` samples of ``module`` in ``steps`` steps (None: the default of its ``sample``, which then need not take
+    ``steps``), its noise from ``generator``: what the FD and preview callbacks draw for each of ``sampled_steps``."""
+    if steps is None:
+        return module.sample(num, generator=generator, cond=cond)
+    return module.sample(num, generator=generator, cond=cond, steps=steps)
+
+
 class GenerativeModule(LightningModule):
     """Base of the modules: records the data shape, owns the run's randomness, saves RNG state and the run record
     (:class:`~realuid_lightning.run_record.RunMetadata`, from ``role``, ``network_prefix``, ``net_spec`` and
@@ -113,8 +123,16 @@ class GenerativeModule(LightningModule):
         """Classes the sampled network is conditioned on (None: unconditional); previews and FD cycle through them."""
         return class_count(self.ema_network)
 
-    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
-        """Draw ``num`` samples of the data shape."""
+    @property
+    def sampled_steps(self) -> dict[str, int | None]:
+        """{tag suffix: steps} at which the FD and preview callbacks sample: {'': None}, the default of :meth:`sample`
+        (a student trained for several step counts gives each its suffix)."""
+        return {"": None}
+
+    def sample(
+        self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None, steps: int | None = None
+    ) -> Tensor:
+        """Draw ``num`` samples of the data shape in ``steps`` network steps (None: the module's default)."""
         raise NotImplementedError
 
     def sampling_cond(self, num: int, cond: Tensor | None) -> Tensor | None:

@@ -22,7 +22,7 @@ from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
 from realuid_lightning.objective import Objective
 from realuid_lightning.processes.base import Process
-from realuid_lightning.run_record import RunMetadata
+from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
 
 # The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -44,14 +44,15 @@ def _stacked(t: Tensor, xs: list[Tensor], cond: Tensor | None) -> tuple[Tensor, 
 
 
 class RealUIDModule(GenerativeModule):
-    """Distils a frozen teacher f* into a one-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
+    """Distils a frozen teacher f* into a one- or few-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
 
     Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
     generator update:       min_θ α·E_gen[ ||f* − (β/α)c||² − ||f − (β/α)c||² ]  (f fixed),
-    with the same x0 and t for the generated and real branches. α = β = 1 is UID (FGM / SiD) and never
-    reads the real batch. A coupling process (METHOD.md §2.6) trains on pairs [x1, x0]: x0 is the batch's source in
-    both branches, and G_θ(z, x0) sees it. ``max_steps`` of the Trainer counts iterations: each is one fake or one
-    generator update.
+    with the same x0 and t for the generated and real branches. α = β = 1 is UID (FGM / SiD) and never reads the real
+    batch. A coupling process (METHOD.md §2.6) trains on pairs [x1, x0]: x0 is the batch's source in both branches,
+    and G_θ(z, x0) sees it. A few-step student's generated batch is its backward-simulated read
+    x̂1 = G_θ(x_{t_k}, t_k) (:class:`~realuid_lightning.generator.FewStepGenerator`). ``max_steps`` of the Trainer
+    counts iterations: each is one fake or one generator update.
 
     Its arguments come in sections, each a dataclass (on the command line ``--model.objective.alpha``, …):
 
@@ -61,8 +62,8 @@ class RealUIDModule(GenerativeModule):
       optional GAN loss (METHOD.md §2.7: a :class:`GANHead` on the fake model's bottleneck discriminates x_t of
       generated and real data at t ~ U[gan_time_min, 1]).
     - ``optimisation`` (:class:`OptimisationOptions`): K, Adam, warm-up, decay, clipping, the non-finite guard.
-    - ``generator`` (:class:`GeneratorOptions`): the generator time t_G, fine-tuning from a distilled generator,
-      how the fake model starts, the dropout of both.
+    - ``generator`` (:class:`GeneratorOptions`): the generator time t_G or a few-step schedule, fine-tuning from a
+      distilled generator, how the fake model starts, the dropout of both.
     - ``speed`` (:class:`SpeedOptions`): noise chunks, channels_last, compile, fused Adam, a bf16 teacher
       (docs/scaling.md); under ``strategy='realuid_ddp'`` each trained network has its own DDP wrapper.
     """
@@ -83,7 +84,7 @@ class RealUIDModule(GenerativeModule):
         self.nonfinite = NonFiniteGuard(optimisation.max_nonfinite)  # skip non-finite updates, stop after many in a row
         loaded = teacher.load()
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
-        self.generator = generator.one_step_generator(loaded.net, loaded.process)
+        self.generator = generator.few_step_generator(loaded.net, loaded.process)
         self.fake_model = generator.fake_model(loaded.net, net_spec)
         generator.load_distilled(self.generator)
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
@@ -113,9 +114,16 @@ class RealUIDModule(GenerativeModule):
         return int(self.generator_updates)
 
     def run_record(self) -> RunMetadata:
-        """The base record, with the generator time t_G and the teacher's fingerprint."""
+        """The base record, with the generator time t_G, a few-step student's schedules (version 2) and the teacher's
+        fingerprint."""
+        schedules = [list(s) for s in self.generator.schedules.values()]
+        few = schedules != [[self.generator.time]]
         return replace(
-            super().run_record(), generator_time=self.generator.time, teacher_fingerprint=self.teacher.fingerprint()
+            super().run_record(),
+            generator_time=self.generator.time,
+            generator_schedules=schedules if few else None,
+            version=LATEST if few else VERSION,
+            teacher_fingerprint=self.teacher.fingerprint(),
         )
 
     def restore_run_record(self, record: RunMetadata) -> None:
@@ -123,10 +131,21 @@ class RealUIDModule(GenerativeModule):
         super().restore_run_record(record)
         self.teacher.check_fingerprint(record.teacher_fingerprint)
 
+    @property
+    def sampled_steps(self) -> dict[str, int | None]:
+        """{tag suffix: step count} the FD and preview callbacks sample: '' for one trained count, else '_{M}steps'
+        for each trained count M."""
+        counts = self.generator.steps
+        return {"": None} if len(counts) == 1 else {f"_{m}steps": m for m in counts}
+
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
-        """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
-        return self.generator(self.source_noise(num, generator), self.sampling_cond(num, cond))
+    def sample(
+        self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None, steps: int | None = None
+    ) -> Tensor:
+        """x1 = G_θ(z), z ~ N(0, I), in ``steps`` of the trained step counts (default: the most), its re-noising drawn
+        by ``generator`` (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
+        z = self.source_noise(num, generator)
+        return self.generator(z, self.sampling_cond(num, cond), steps, generator)
 
     # ---- the game ------------------------------------------------------------------------------
     @property
@@ -176,7 +195,7 @@ class RealUIDModule(GenerativeModule):
         """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
         noise = self.update_noise()
         with torch.no_grad():
-            x1_gen = self.generator(noise.randn_like(x1_real), cond)
+            x1_gen = self.generator(noise.randn_like(x1_real), cond, noise=noise)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
@@ -192,7 +211,7 @@ class RealUIDModule(GenerativeModule):
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
         noise = self.update_noise()
-        x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond)
+        x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond, noise=noise)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)

@@ -1,4 +1,4 @@
-"""The networks RealUID trains, built from the teacher: the one-step generator G_θ and the fake model f."""
+"""The networks RealUID trains, built from the teacher: the one- or few-step generator G_θ and the fake model f."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import OneStepGenerator, time_of_noise_level
+from realuid_lightning.generator import FewStepGenerator, time_of_noise_level
 from realuid_lightning.processes.base import Process
 
 
@@ -47,6 +47,12 @@ class GeneratorOptions:
     Args:
         generator_time: the time t_G at which G_θ evaluates its network once (0 = pure noise for flows).
         generator_sigma: instead of generator_time, the time where the noise level b_t/a_t equals it (SiD: 2.5).
+        generator_times: a few-step student's schedule t_1 < … < t_N instead (t_1 plays t_G; e.g. [0, 0.25, 0.5, 0.75],
+            DMD2's evenly spaced 4 steps); [t_G] is the one-step generator.
+        generator_sigmas: the schedule as decreasing noise levels σ_1 > … > σ_N (b_t/a_t, like generator_sigma).
+        student_steps: the step counts M one student is trained for (e.g. [1, 2, 4]; default [N]), each M dividing
+            N: count M samples on every (N/M)-th time from t_1 (DMD2's evenly spaced sub-schedules; 4 → 2 → 1 steps of
+            [0, 0.25, 0.5, 0.75] are [0, 0.5] and [0]). Training draws M and the step k per sample.
         generator_ckpt: fine-tuning: start G_θ from this distillation checkpoint's generator.
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it).
@@ -55,6 +61,9 @@ class GeneratorOptions:
 
     generator_time: float = 0.0
     generator_sigma: float | None = None
+    generator_times: list[float] | None = None
+    generator_sigmas: list[float] | None = None
+    student_steps: list[int] | None = None
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
     fake_init: Literal["scratch", "teacher"] = "scratch"
@@ -67,12 +76,33 @@ class GeneratorOptions:
             raise ConfigError(
                 f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
             )
+        given = [name for name in ("generator_times", "generator_sigmas", "generator_sigma") if getattr(self, name)]
+        if len(given) > 1:
+            raise ConfigError(f"{' and '.join(given)} are all given; give the schedule one way only")
+        n = len(self.generator_times or self.generator_sigmas or [self.generator_time])
+        if not all(isinstance(m, int) and m >= 1 and n % m == 0 for m in self.student_steps or [n]):
+            raise ConfigError(
+                f"student_steps={self.student_steps} must be counts M >= 1 that divide the N = {n} generator times "
+                "(count M samples on every (N/M)-th of them)"
+            )
 
-    def one_step_generator(self, teacher: nn.Module, process: Process) -> OneStepGenerator:
-        """G_θ: a trainable copy of the teacher, read at t_G (from ``generator_sigma`` when given, e.g. SiD's 2.5)."""
-        sigma = self.generator_sigma
-        time = self.generator_time if sigma is None else time_of_noise_level(process, sigma)
-        return OneStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, time)
+    def schedules(self, process: Process) -> list[list[float]]:
+        """Each trained step count's times: every (N/M)-th of t_1 … t_N for M in ``student_steps`` (default [N]);
+        t_1 … t_N = ``generator_times``, the times of ``generator_sigmas``, else [t_G] (``generator_sigma``'s time)."""
+        sigmas = self.generator_sigmas or ([self.generator_sigma] if self.generator_sigma is not None else None)
+        times = self.generator_times or (
+            [time_of_noise_level(process, s) for s in sigmas] if sigmas else [self.generator_time]
+        )
+        if self.generator_times and self.generator_time not in (0.0, times[0]):
+            raise ConfigError(
+                f"generator_time={self.generator_time} disagrees with generator_times={times}; "
+                "give generator_times only (its first time is t_G)"
+            )
+        return [times[:: len(times) // m] for m in sorted(set(self.student_steps or [len(times)]))]
+
+    def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
+        """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
+        return FewStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, self.schedules(process))
 
     def network_spec(self, teacher_spec: Any) -> Any:
         """The spec of G_θ's and f's network: the teacher's with their dropout."""
@@ -84,7 +114,7 @@ class GeneratorOptions:
             copy.deepcopy(teacher) if self.fake_init == "teacher" else fresh_network(spec, teacher), self.dropout
         )
 
-    def load_distilled(self, generator: OneStepGenerator) -> None:
+    def load_distilled(self, generator: FewStepGenerator) -> None:
         """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights); nothing without one."""
         if self.generator_ckpt is None:
             return

@@ -1,0 +1,238 @@
+"""Few-step students (issue 13): the schedule options, backward simulation, re-noising, run record, sampling, export
+and the callbacks at each trained step count."""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from helpers import sections, tiny_data, tiny_distiller, trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from test_fid import CountingDigits, tiny_unet
+
+from realuid_lightning import (
+    EMA,
+    MLP,
+    FewStepGenerator,
+    FlowMatching,
+    FrechetDistance,
+    GeneratorOptions,
+    RealUIDModule,
+    SamplePreview,
+)
+from realuid_lightning.checkpoint import load_checkpoint
+from realuid_lightning.cli import main
+from realuid_lightning.errors import ConfigError
+from realuid_lightning.export import OneStepPipeline, export_generator
+from realuid_lightning.noise import Noise
+from realuid_lightning.processes import EDM, BrownianBridge, ContinuousVP, StochasticInterpolant
+from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
+from realuid_lightning.sampler import load_sampler
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]}
+
+
+@pytest.mark.parametrize("case", ["global_rng", "noise_chunks"])
+@pytest.mark.parametrize("schedule", ["generator_time", "generator_times"])
+def test_one_time_schedule_reproduces_the_one_step_release(case, schedule):
+    """generator_times: [t_G] and generator_time: t_G train the weights and draw the samples of the release before
+    few-step students bit for bit (tests/fixtures/make_one_step_fixture.py), with the global RNG and noise chunks."""
+    reference = torch.load(FIXTURES / "toy2d_one_step.pt", weights_only=True)[case]
+    options = {"noise_chunks": 2} if case == "noise_chunks" else {}
+    options |= {"generator_time": 0.25} if schedule == "generator_time" else {"generator_times": [0.25]}
+    pl.seed_everything(0)
+    module = tiny_distiller(fake_updates=1, **options)
+    trainer(8).fit(module, tiny_data())
+    for name in ("generator", "fake_model"):
+        state = (module.generator.net if name == "generator" else module.fake_model).state_dict()
+        assert all(torch.equal(state[k], v) for k, v in reference[name].items()), name
+    assert torch.equal(module.sample(16, torch.Generator().manual_seed(0)), reference["samples"])
+    assert module.run_record().version == VERSION and module.run_record().generator_schedules is None
+
+
+def test_schedules_of_the_step_counts():
+    """student_steps M sample every (N/M)-th generator time from t_1; noise levels become times; mistakes are one-line
+    ConfigErrors naming the value."""
+    flow = FlowMatching()
+    assert GeneratorOptions(**SHARED).schedules(flow) == [[0.0], [0.0, 0.5], [0.0, 0.25, 0.5, 0.75]]
+    assert GeneratorOptions(generator_times=[0.0, 0.5]).schedules(flow) == [[0.0, 0.5]]
+    assert GeneratorOptions(generator_time=0.3).schedules(flow) == [[0.3]]
+    times = GeneratorOptions(generator_sigmas=[80.0, 2.5]).schedules(EDM())[0]
+    edm = EDM().coefficients(torch.tensor(times, dtype=torch.float64))
+    torch.testing.assert_close(edm.b / edm.a, torch.tensor([80.0, 2.5], dtype=torch.float64), rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match=r"student_steps=\[3\] must be counts M >= 1 that divide the N = 4"):
+        GeneratorOptions(generator_times=[0.0, 0.25, 0.5, 0.75], student_steps=[3])
+    with pytest.raises(ConfigError, match="generator_times and generator_sigma are all given"):
+        GeneratorOptions(generator_times=[0.0], generator_sigma=2.5)
+    with pytest.raises(ConfigError, match=r"generator_time=0.3 disagrees with generator_times=\[0.0, 0.5\]"):
+        GeneratorOptions(generator_time=0.3, generator_times=[0.0, 0.5]).schedules(flow)
+    with pytest.raises(ConfigError, match=r"generator_times=\[0.5, 0.25\] is not a schedule"):
+        FewStepGenerator(MLP(), flow, [[0.5, 0.25]])
+
+
+def test_backward_simulation_carries_no_gradient_into_earlier_steps():
+    """One training read: the network runs N − 1 = 3 times without gradient and once with it, and x̂1 of a sample that
+    drew k > 1 has no gradient with respect to z (its x_{t_k} came from the earlier steps), while k = 1 has one."""
+    torch.manual_seed(0)
+    student = FewStepGenerator(MLP(dim=2, hidden=16, depth=2, time_dim=8), FlowMatching(), [[0.0, 0.25, 0.5, 0.75]])
+    grad_enabled = []
+    student.net.register_forward_pre_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    z = torch.randn(256, 2, requires_grad=True)
+    torch.manual_seed(1)
+    k = student._drawn_schedules(z, Noise())[1]
+    torch.manual_seed(1)
+    student(z, noise=Noise()).sum().backward()
+    assert grad_enabled == [False, False, False, True]
+    assert set(k.tolist()) == {0, 1, 2, 3}
+    assert (z.grad[k > 0] == 0).all() and (z.grad[k == 0].abs().sum(1) > 0).all()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.net.parameters())
+
+
+def test_backward_simulation_draws_what_the_ranks_draw():
+    """Under noise chunks a shared student's training read of the global batch is rank 0's reads then rank 1's (the
+    step count and k are drawn per sample, every draw is a whole-batch draw), and the global RNG is untouched."""
+    torch.manual_seed(0)
+    schedules = GeneratorOptions(**SHARED).schedules(FlowMatching())
+    student = FewStepGenerator(MLP(dim=2, hidden=16, depth=2, time_dim=8), FlowMatching(), schedules)
+    noise, z = Noise(2), torch.randn(64, 2)
+    noise.seed = 7
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        single = student(z, noise=noise.for_update(5))
+        ranks = [student(z[32 * r : 32 * (r + 1)], noise=noise.for_update(5, world=2, rank=r)) for r in (0, 1)]
+    torch.testing.assert_close(single, torch.cat(ranks), atol=1e-6, rtol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(
+    "process,known_source",
+    [(FlowMatching(), False), (ContinuousVP(), False), (BrownianBridge(0.5), True), (StochasticInterpolant(), True)],
+    ids=["flow", "vp", "bridge", "interpolant"],
+)
+def test_renoised_state_has_the_marginal_statistics(process, known_source, float64):
+    """Re-noising a known x̂1 to t draws the process's marginal: mean a_t·x̂1 and std b_t (noise source), or mean
+    a_t·x̂1 + b_t·x0 and std c_t with the kept source x0 (couplings)."""
+    student = FewStepGenerator(MLP(dim=2), process, [[0.2, 0.5]])
+    n, x1 = 200_000, torch.tensor([0.7, -1.3])
+    x0 = torch.tensor([1.5, 0.4]).expand(n, 2) if known_source else None
+    t = torch.full((n,), 0.5)
+    torch.manual_seed(0)
+    x_t = student.renoise(x1.expand(n, 2), t, torch.randn(n, 2), x0)
+    c = process.coefficients(t[:1])
+    mean = c.a * x1 + (c.b * x0[0] if known_source else 0)
+    std = (c.c if known_source else c.b).expand(2)
+    torch.testing.assert_close(x_t.mean(0), mean, atol=4 * float(std.max()) / n**0.5, rtol=0)
+    torch.testing.assert_close(x_t.std(0), std, atol=0.01 * float(std.max()), rtol=0)
+
+
+def test_sampling_renoises_between_the_reads():
+    """A 2-step flow sample is x̂1 = G(x_{0.5}, 0.5) with x_{0.5} = 0.5·G(z, 0) + 0.5·z' (a = t, b = 1 − t), z and then
+    z' drawn from the one generator; an untrained step count is an error naming the trained ones."""
+    torch.manual_seed(0)
+    student = FewStepGenerator(MLP(dim=2, hidden=16, depth=2, time_dim=8), FlowMatching(), [[0.0], [0.0, 0.5]])
+    g = torch.Generator().manual_seed(3)
+    z, z2 = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g)
+    half, zero = torch.full((8,), 0.5), torch.zeros(8)
+    expected = student.read(0.5 * student.read(z, zero) + 0.5 * z2, half)
+    g = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(student(torch.randn(8, 2, generator=g), steps=2, noise=g), expected)
+    assert torch.equal(student(z, steps=1), student.read(z, zero)) and student.steps == (1, 2)
+    with pytest.raises(ConfigError, match=r"--steps 3: this student was trained for 1, 2 steps only"):
+        student(z, steps=3)
+
+
+def drawn(sampler, num: int, seed: int, steps: int) -> torch.Tensor:
+    """The student's ``steps``-step samples as `realuid sample --seed` draws them: z, then the re-noising, from one
+    generator."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn((num, *sampler.shape), generator=g)
+    return sampler.student_generator()(z, steps=steps, noise=g)
+
+
+def sample_cli(ckpt: str, out: Path, *args: str) -> torch.Tensor:
+    main(["sample", "--ckpt", ckpt, "--num", "8", "--seed", "1", "--device", "cpu", "--out", str(out), *args])
+    return torch.load(out, weights_only=True)
+
+
+def test_record_and_sample_cli_use_the_trained_schedules(tmp_path, capsys):
+    """The checkpoint records the schedules (run record version 2); `realuid sample --steps M` samples on the schedule
+    of M (default: the most steps), and an untrained M is a one-line error naming the trained counts."""
+    pl.seed_everything(0)
+    module = tiny_distiller(fake_updates=1, **SHARED)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(6, tmp_path, callbacks=[checkpoints, EMA([0.9])]).fit(module, tiny_data())
+    ckpt = checkpoints.last_model_path
+    record = RunMetadata.read(load_checkpoint(ckpt))
+    assert record.version == LATEST == 2 and record.schedules == [[0.0], [0.0, 0.5], [0.0, 0.25, 0.5, 0.75]]
+    sampler = load_sampler(ckpt)
+    assert (sampler.steps, sampler.ema, load_sampler(ckpt, steps=2).steps) == (4, 0.9, 2)
+    samples = {m: sample_cli(ckpt, tmp_path / f"{m}.pt", "--steps", str(m)) for m in (1, 2, 4)}
+    for m, x in samples.items():
+        torch.testing.assert_close(x, drawn(sampler, 8, 1, m), atol=0, rtol=0)
+    assert torch.equal(sample_cli(ckpt, tmp_path / "default.pt"), samples[4]) and not torch.equal(
+        samples[1], samples[2]
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt", ckpt, "--steps", "3", "--out", str(tmp_path / "no.pt")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "trained for 1, 2, 4 steps only" in err
+
+
+def test_exported_pipeline_reproduces_realuid_sample(tmp_path):
+    """`realuid export` of a [1, 2]-step UNet student writes a pipeline whose num_inference_steps = M gives what
+    `realuid sample --steps M` gives for the same seed; an untrained M is refused."""
+    options = {"generator_times": [0.25, 0.625], "student_steps": [1, 2], "fake_updates": 1, "warmup_steps": 1}
+    module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), **options))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
+    trainer(4, tmp_path, callbacks=[checkpoints]).fit(module, datamodule=CountingDigits())
+    ckpt = checkpoints.last_model_path
+    pipe = OneStepPipeline.from_pretrained(export_generator(ckpt, tmp_path / "pipe", ema=None))
+    for m in (1, 2):
+        out = pipe(
+            batch_size=8, generator=torch.Generator().manual_seed(1), output_type="latent", num_inference_steps=m
+        )
+        torch.testing.assert_close(
+            out.images, sample_cli(ckpt, tmp_path / f"{m}.pt", "--steps", str(m), "--ema", "raw")
+        )
+    assert pipe.config.generator_schedules == [[0.25], [0.25, 0.625]]
+    with pytest.raises(ConfigError, match="--steps 4: this student was trained for 1, 2 steps only"):
+        pipe(batch_size=1, num_inference_steps=4)
+    assert torch.equal(
+        load_sampler(tmp_path / "pipe").draw(8, seed=1),
+        pipe(batch_size=8, generator=torch.Generator().manual_seed(1), output_type="latent").images,
+    )
+
+
+def test_fd_and_preview_score_every_trained_step_count(tmp_path):
+    """The FD callback logs raw and EMA scores tagged by step count (fid/ema_0.9_1steps, _2steps) and its summary names
+    the most steps; the preview logs one grid per weights and step count."""
+    fid = FrechetDistance(every_n_steps=2, num_samples=64, feature="digits", cache_dir=str(tmp_path), batch_size=32)
+    tags = []
+    logger = TensorBoardLogger(str(tmp_path))
+    logger.experiment.add_image = lambda tag, *_: tags.append(tag)
+    module = RealUIDModule(
+        **sections(
+            net=tiny_unet(),
+            process=FlowMatching(),
+            generator_times=[0.0, 0.5],
+            student_steps=[1, 2],
+            fake_updates=1,
+            warmup_steps=0,
+        )
+    )
+    trainer(2, callbacks=[EMA([0.9]), fid, SamplePreview(every_n_steps=2, num_samples=8)], logger=logger).fit(
+        module, datamodule=CountingDigits()
+    )
+    scores = {k: float(v) for k, v in fid.last_scores.items()}
+    assert sorted(scores) == ["fid/ema_0.9_1steps", "fid/ema_0.9_2steps", "fid/raw_1steps", "fid/raw_2steps"]
+    assert scores["fid/raw_1steps"] != scores["fid/raw_2steps"]
+    assert "student 2steps EMA 0.9 = " in fid.summary_line(module.trainer)
+    assert sorted(tags) == [
+        "samples/ema_0.9_1steps",
+        "samples/ema_0.9_2steps",
+        "samples/raw_1steps",
+        "samples/raw_2steps",
+    ]
