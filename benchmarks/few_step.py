@@ -11,9 +11,10 @@ the EMA 0.995 student (0.99 recorded too): 2000 samples from fixed noise (seed 1
 against the 1797 real digits; the floor is the FD of their interleaved halves. One CPU thread.
 
 Equal updates: every student trains ``--iterations`` iterations (iterations / 6 generator updates). Equal wall time: a
-second 1-step student trains as many iterations as fit into the 2-step student's training time (measured, scoring
-excluded; its cosine runs over those iterations); the 4-step and shared students are read off their curves at that
-time (an interim point, before their learning rate has decayed). Prints a table and one JSON line; writes the runs to
+second 1-step student trains as many iterations as fit into the 2-step student's training time (measured as the
+process's CPU time at one thread, which other jobs on the machine do not inflate; scoring excluded; its cosine runs
+over those iterations); the 4-step and shared students are read off their curves at that time (an interim point,
+before their learning rate has decayed). Prints a table and one JSON line; writes the runs to
 ``--out`` and the plot to the same name with .png.
 """
 
@@ -97,14 +98,14 @@ def distil(args: argparse.Namespace, teacher: tuple, data: DigitsDataModule, sco
     trainer = fit_quietly(student, data, its, [ema, curve])
     if curve.points[-1]["updates"] != int(student.generator_updates):
         curve._evaluate(trainer, student)
-    run = {"student": name, "iterations": its, "seconds": curve.points[-1]["seconds"], "final": curve.points[-1]}
+    run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
     return {**run, "curve": curve.points}
 
 
 def at_time(run: dict, seconds: float) -> dict:
-    """The last curve point of ``run`` at or before ``seconds`` of training."""
-    return [p for p in run["curve"] if p["seconds"] <= seconds + 1e-6][-1]
+    """The last curve point of ``run`` at or before ``seconds`` of training (CPU time)."""
+    return [p for p in run["curve"] if p["cpu_seconds"] <= seconds + 1e-6][-1]
 
 
 def table(teacher: dict, runs: dict, budget: float, iterations: int) -> list[dict]:
