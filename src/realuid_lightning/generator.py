@@ -16,7 +16,9 @@ from realuid_lightning.sampling import start_noise
 class OneStepGenerator(nn.Module):
     """One network evaluation at the fixed time t_G on the noise part of x_t, read as a data estimate:
 
-    x_G = process.start_state(t_G, z, cond),   G(z) = process.to_data(g_θ(t_G, x_G, cond), x_G, t_G, cond).
+    x_G = process.start_state(t_G, z, cond),   G(z) = process.to_data(g_θ(t_G, x_G, cond), x_G, t_G, cond),
+
+    and G(z, c, w) = process.to_data(g_θ(t_G, x_G, c, w), …) for a student that reads the guidance scale w.
 
     For flow matching at t_G = 0, x_G = b_0·z = z and G(z) = z + g_θ(0, z), the official code's generator; for a
     diffusion process t_G sets the initial noise level (SiD's σ_init). g_θ has the teacher's architecture
@@ -36,10 +38,12 @@ class OneStepGenerator(nn.Module):
                 stacklevel=2,
             )
 
-    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, cond: Tensor | None = None, w: Tensor | None = None) -> Tensor:
+        """G(z, cond); ``w`` (B,): the guidance scale of a network that reads one (``ScaleConditioned``)."""
         t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
         x = self.process.start_state(t, z, cond)
-        return self.process.to_data(self.net(t, x, cond), x, t, cond)
+        g = self.net(t, x, cond) if w is None else self.net(t, x, cond, w)
+        return self.process.to_data(g, x, t, cond)
 
 
 def reads_data_at(process: Process, time: float) -> bool:

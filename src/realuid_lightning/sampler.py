@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
+from realuid_lightning.nets.guidance import Guided, check_guidable, check_scale, scale_input
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
@@ -38,8 +39,10 @@ class Sampler:
     :class:`~realuid_lightning.generator.OneStepGenerator`).
 
     :meth:`draw` conditions sample i on the source x0 = sources[i mod N] for a bridge / interpolant, else on ``label``,
-    else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing. ``ema`` and ``weights``
-    say which weights were loaded.
+    else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing (never on the null class ∅).
+    ``ema`` and ``weights`` say which weights were loaded. ``guidance`` w: a teacher samples its guided prediction
+    f_w = f(∅) + w·(f(c) − f(∅)) (:class:`~realuid_lightning.nets.guidance.Guided`; it needs a null class trained
+    with ``cond_drop_prob`` > 0, recorded in the checkpoint), a student trained on a guidance range reads w.
     """
 
     net: nn.Module
@@ -52,6 +55,8 @@ class Sampler:
     weights: str | None = None
     label: int | None = None
     sources: Tensor | None = None
+    guidance: float | None = None
+    cond_drop_prob: float | None = None
 
     @property
     def student(self) -> bool:
@@ -61,12 +66,27 @@ class Sampler:
     def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """x1 from z (B, *shape); ``generator`` draws an SDE's noise."""
         if self.student:
-            return OneStepGenerator(self.net, self.process, self.time)(z, cond)
-        return sample_teacher(self.net, self.process, z, self.steps, self.method, cond, generator)
+            return OneStepGenerator(self.net, self.process, self.time)(
+                z, cond, *scale_input(self.net, self.guidance, z)
+            )
+        net = self.net if self.guidance is None else Guided(self.net, self.guidance)
+        return sample_teacher(net, self.process, z, self.steps, self.method, cond, generator)
 
-    def conditioned(self, label: int | None = None, sources: str | None = None) -> Sampler:
+    def guided(self, w: float | None) -> Sampler:
+        """This sampler at guidance scale w (None: unguided); one-line error for a network that cannot take it."""
+        if w is not None and self.student:
+            scale_input(self.net, w, torch.empty(1))
+        elif w is not None:
+            check_scale(w)
+            check_guidable(self.net, self.cond_drop_prob, "this teacher")
+        return dataclasses.replace(self, guidance=w)
+
+    def conditioned(
+        self, label: int | None = None, sources: str | None = None, guidance: float | None = None
+    ) -> Sampler:
         """This sampler drawing every sample of class ``label``, or from the sources x0 of the file or image folder
-        ``sources``; checks that the network has that class and that the process reads sources iff they are given."""
+        ``sources``, at guidance scale ``guidance``; checks that the network has that class and that the process reads
+        sources iff they are given."""
         classes = class_count(self.net)
         if label is not None and not (classes and 0 <= label < classes):
             raise ConfigError(
@@ -75,7 +95,7 @@ class Sampler:
             )
         x0 = None if sources is None else load_sources(sources, list(self.shape), self.process)
         self.process.known_source(x0)  # a process whose source comes with the data needs --sources
-        return dataclasses.replace(self, label=label, sources=x0)
+        return dataclasses.replace(self, label=label, sources=x0).guided(guidance)
 
     def protocol(self) -> dict[str, Any]:
         """What is sampled: model kind, weights, steps, method and conditioning, for a report."""
@@ -86,6 +106,7 @@ class Sampler:
             "steps": self.steps,
             "method": self.method,
             "label": "all" if self.label is None and class_count(self.net) else self.label,
+            **({} if self.guidance is None else {"guidance": self.guidance}),
         }
 
     @torch.no_grad()
@@ -143,15 +164,8 @@ def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
     shape = tuple(record.data_shape or ())
     if record.student:
         return Sampler(net, process, shape, time=record.generator_time or 0.0, ema=decay, weights=record.weights)
-    return Sampler(
-        net,
-        process,
-        shape,
-        record.sample_steps or 100,
-        record.sample_method or "euler",
-        ema=decay,
-        weights=record.weights,
-    )
+    steps, method, dropped = record.sample_steps or 100, record.sample_method or "euler", record.cond_drop_prob or 0.0
+    return Sampler(net, process, shape, steps, method, ema=decay, weights=record.weights, cond_drop_prob=dropped)
 
 
 def _no_ema(ema: str | float | None, what: str) -> None:
@@ -224,10 +238,24 @@ def _read_sources(path: str, shape: list[int]) -> Tensor:
     return sources
 
 
+def sampler_from_args(args: argparse.Namespace) -> Sampler:
+    """The sampler the options of :func:`add_sampler_options` describe."""
+    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
+    return sampler.conditioned(args.label, args.sources, args.guidance)
+
+
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
     """The options of :func:`load_sampler` and :meth:`Sampler.conditioned`, shared by ``realuid sample`` and
-    ``realuid evaluate``: the checkpoint, its weights, solver, class and sources."""
+    ``realuid evaluate``: the checkpoint, its weights, solver, class, sources and guidance scale."""
     _add_network_options(p)
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale w: a teacher trained with cond_drop_prob samples "
+        "f(∅) + w·(f(c) − f(∅)); a student distilled with guidance_range takes w (default: unguided / the range's "
+        "middle)",
+    )
     p.add_argument(
         "--label",
         type=int,

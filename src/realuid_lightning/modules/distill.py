@@ -17,6 +17,7 @@ from realuid_lightning.modules.frozen_teacher import FrozenTeacher, TeacherOptio
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
+from realuid_lightning.nets.guidance import scale_input
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
@@ -81,10 +82,11 @@ class RealUIDModule(GenerativeModule):
         super().__init__(speed.noise_chunks)
         self.objective, self.optimisation, self.speed = objective, optimisation, speed
         self.nonfinite = NonFiniteGuard(optimisation.max_nonfinite)  # skip non-finite updates, stop after many in a row
-        loaded = teacher.load()
+        loaded, self.guidance = teacher.load(), teacher.guidance()
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
-        self.generator = generator.one_step_generator(loaded.net, loaded.process)
-        self.fake_model = generator.fake_model(loaded.net, net_spec)
+        student_net, net_spec = self._student_network(loaded.net, net_spec)
+        self.generator = generator.one_step_generator(student_net, loaded.process)
+        self.fake_model = generator.fake_model(student_net, net_spec)
         generator.load_distilled(self.generator)
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
@@ -94,6 +96,22 @@ class RealUIDModule(GenerativeModule):
         self.hparams.update({name: _plain(value) for name, value in self.hparams.items() if is_dataclass(value)})
         self.net_spec, self.process_spec = net_spec, describe(loaded.process, "process")
         self.automatic_optimization = False
+
+    def _student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
+        """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range."""
+        if self.guidance is None:
+            return net, spec
+        if self.guidance.student_input and self.objective.uses_gan:
+            raise ConfigError("guidance_range with the GAN loss is not supported (the GAN head has no w input)")
+        return self.guidance.student_network(net, spec)
+
+    def _scales(self, noise: Noise, like: Tensor) -> tuple[float | Tensor | None, tuple[Tensor, ...]]:
+        """(w of the teacher's guided prediction, the (w,) the generator and fake model read): (None, ()) without
+        guidance, (w, ()) for a fixed w, ((B,), ((B,),)) with a guidance range (one draw per sample)."""
+        if self.guidance is None:
+            return None, ()
+        w = self.guidance.draw(noise, like.shape[0], like)
+        return w, (w,) if self.guidance.student_input else ()
 
     def _make_gan_head(self) -> GANHead:
         if not hasattr(self.fake_model, "bottleneck"):
@@ -113,9 +131,13 @@ class RealUIDModule(GenerativeModule):
         return int(self.generator_updates)
 
     def run_record(self) -> RunMetadata:
-        """The base record, with the generator time t_G and the teacher's fingerprint."""
+        """The base record, with the generator time t_G, the teacher's fingerprint and the guidance scale(s)."""
+        guidance = {} if self.guidance is None else self.guidance.record()
         return replace(
-            super().run_record(), generator_time=self.generator.time, teacher_fingerprint=self.teacher.fingerprint()
+            super().run_record(),
+            generator_time=self.generator.time,
+            teacher_fingerprint=self.teacher.fingerprint(),
+            **guidance,
         )
 
     def restore_run_record(self, record: RunMetadata) -> None:
@@ -124,9 +146,17 @@ class RealUIDModule(GenerativeModule):
         self.teacher.check_fingerprint(record.teacher_fingerprint)
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None) -> Tensor:
-        """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
-        return self.generator(self.source_noise(num, generator), self.sampling_cond(num, cond))
+    def sample(
+        self,
+        num: int,
+        generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """One step: x1 = G_θ(z), z ~ N(0, I) (G_θ(z, x0) with the sources x0 as cond for a coupling process);
+        G_θ(z, c, w) at ``guidance`` w for a student trained on a guidance range (default: the range's middle)."""
+        z = self.source_noise(num, generator)
+        return self.generator(z, self.sampling_cond(num, cond), *scale_input(self.generator.net, guidance, z))
 
     # ---- the game ------------------------------------------------------------------------------
     @property
@@ -175,16 +205,20 @@ class RealUIDModule(GenerativeModule):
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
         noise = self.update_noise()
+        z = noise.randn_like(x1_real)
+        w, w_input = self._scales(noise, x1_real)
         with torch.no_grad():
-            x1_gen = self.generator(noise.randn_like(x1_real), cond)
+            x1_gen = self.generator(z, cond, *w_input)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
         branches = [self.process.sample(x0, x1, t, noise) for x1 in x1s]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        fake = self.trained("fake_model")(t_all, x_all, cond_all)
+        w_all = [torch.cat([w] * len(x1s)) for w in w_input]
+        fake = self.trained("fake_model")(t_all, x_all, cond_all, *w_all)
         with torch.no_grad():
-            teacher = self.teacher(t_all, x_all, cond_all) if self.objective.fake_reads_teacher else None
+            w_teacher = w_all[0] if w_all else w
+            teacher = self.teacher(t_all, x_all, cond_all, w_teacher) if self.objective.fake_reads_teacher else None
         head = self.trained("gan_head") if self.gan_head is not None else None
         logits = None if head is None else self._gan_logits([x1_gen, x1_real], x0, cond, noise, head)
         return self.objective.fake_loss(branches, fake, teacher, logits).mean()
@@ -192,11 +226,13 @@ class RealUIDModule(GenerativeModule):
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
         noise = self.update_noise()
-        x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond)
+        z = noise.randn_like(x1_real)
+        w, w_input = self._scales(noise, x1_real)
+        x1_gen = self.trained("generator")(z, cond, *w_input)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
-        teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
+        teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond, w), self.fake_model(t, gen.x_t, cond, *w_input)
         logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 

@@ -133,19 +133,15 @@ class MatchingModule(GenerativeModule):
         cond: Tensor | None = None,
         steps: int | None = None,
         method: Literal["euler", "heun", "sde"] | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
         """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``),
-        see :func:`sample_teacher`.
+        see :func:`sample_teacher`; with ``guidance`` w of the guided f*_w (classifier-free guidance).
 
         For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama); a missing ``cond`` is filled in
         by :meth:`sampling_cond`.
         """
-        cond = self.sampling_cond(num, cond)
-        sampler = Sampler(
-            self.net,
-            self.process,
-            tuple(self.data_shape or ()),
-            steps or self.hparams.sample_steps,
-            method or self.hparams.sample_method,
-        )
-        return sampler(self.source_noise(num, generator), cond, generator)
+        cond, hp = self.sampling_cond(num, cond), self.hparams
+        shape, steps, method = tuple(self.data_shape or ()), steps or hp.sample_steps, method or hp.sample_method
+        sampler = Sampler(self.net, self.process, shape, steps, method, cond_drop_prob=hp.cond_drop_prob)
+        return sampler.guided(guidance)(self.source_noise(num, generator), cond, generator)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import load_state_strict
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 from realuid_lightning.processes.diffusion import DiscreteVP, diffusers_timestep
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -63,9 +64,9 @@ class DiffusersUNet(nn.Module):
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config does not describe a diffusers UNet2DModel: {str(err).splitlines()[0]}") from None
         self.config = {k: _plain(v) for k, v in self.unet.config.items() if not k.startswith("_")}
-        self.num_train_timesteps, self.null_class = num_train_timesteps, null_class
-        if null_class and (self.config["num_class_embeds"] or 0) < 2:
-            raise ConfigError("null_class=True needs num_class_embeds >= 2 in the config (the classes and ∅)")
+        embeds = self.config["num_class_embeds"]
+        self.num_train_timesteps = num_train_timesteps
+        self.null_class = checked_null_class(null_class, embeds and embeds - 1)
         if self.config["time_embedding_type"] not in ("positional", "learned"):
             raise ConfigError(
                 f"time_embedding_type={self.config['time_embedding_type']!r} is not supported: "

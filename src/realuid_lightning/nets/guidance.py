@@ -8,9 +8,11 @@ formula serves every process), and the guidance-scale input of a student trained
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +58,49 @@ def check_scale(w: float, what: str = "guidance") -> None:
     """A guidance scale is finite and >= 0 (0: the unconditional model, 1: the conditional one)."""
     if not (math.isfinite(w) and w >= 0):
         raise ConfigError(f"{what}={w} must be a finite number >= 0 (0: unconditional, 1: conditional, > 1: guided)")
+
+
+def check_range(scales: Sequence[float]) -> None:
+    """guidance_range is [w_min, w_max] with 0 <= w_min < w_max."""
+    if len(scales) != 2:
+        raise ConfigError(f"guidance_range={list(scales)} must be two numbers [w_min, w_max]")
+    for w in scales:
+        check_scale(w, "guidance_range entry")
+    if scales[0] >= scales[1]:
+        raise ConfigError(
+            f"guidance_range={list(scales)} needs w_min < w_max (for one fixed w use guidance_scale instead)"
+        )
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """The guidance scale w of a distillation: fixed (w = w_min = w_max), or with ``student_input`` drawn per sample
+    w ~ U[w_min, w_max] and read by the student and the fake model (:class:`ScaleConditioned`)."""
+
+    w_min: float
+    w_max: float
+    student_input: bool = False
+
+    def draw(self, noise: Noise, batch: int, like: Tensor) -> float | Tensor:
+        """w of an update: the fixed number, or (B,) w = w_min + (w_max − w_min)·u with u ~ U[0, 1) from ``noise``."""
+        if not self.student_input:
+            return self.w_min
+        return self.w_min + (self.w_max - self.w_min) * noise.rand(batch, like)
+
+    def student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
+        """The network of G_θ and f and its spec: ``net`` itself, or with ``student_input`` a ScaleConditioned copy."""
+        if not self.student_input:
+            return net, spec
+        wrapped = ScaleConditioned(copy.deepcopy(net), self.w_min, self.w_max)
+        class_path = f"{ScaleConditioned.__module__}.{ScaleConditioned.__qualname__}"
+        init_args = {"net": spec, "w_min": self.w_min, "w_max": self.w_max}
+        return wrapped, None if spec is None else {"class_path": class_path, "init_args": init_args}
+
+    def record(self) -> dict[str, Any]:
+        """The run record's entries: ``guidance_range`` [w_min, w_max] or ``guidance_scale`` w."""
+        if self.student_input:
+            return {"guidance_range": [self.w_min, self.w_max]}
+        return {"guidance_scale": self.w_min}
 
 
 def guided_prediction(net: nn.Module, t: Tensor, x: Tensor, cond: Tensor, w: float | Tensor) -> Tensor:
@@ -153,6 +198,21 @@ class ScaleConditioned(nn.Module):
         w = torch.full_like(t, self.default_scale) if w is None else w
         with self._scale(w):
             return self.net(t, x, cond)
+
+
+def scale_input(net: nn.Module, w: float | None, like: Tensor) -> tuple[Tensor, ...]:
+    """The extra input of a one-step generator's network at scale w: () without w, else (w repeated (B,),) for a
+    :class:`ScaleConditioned` network, w in its range; one-line error for any other network."""
+    if w is None:
+        return ()
+    if not isinstance(net, ScaleConditioned):
+        raise ConfigError(
+            f"guidance={w}: this student has no guidance-scale input (it was not distilled with guidance_range); "
+            "leave the guidance out"
+        )
+    if not net.w_min <= w <= net.w_max:
+        raise ConfigError(f"guidance={w} is outside the range [{net.w_min}, {net.w_max}] this student was trained on")
+    return (torch.full((like.shape[0],), float(w), device=like.device, dtype=like.dtype),)
 
 
 def _label_embedding_slot(net: nn.Module) -> tuple[nn.Module, str]:

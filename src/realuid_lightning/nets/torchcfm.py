@@ -10,6 +10,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 
 INSTALL_HINT = "pip install 'realuid-lightning[official]'"
 
@@ -27,8 +28,7 @@ def checked_unet_wrapper(
         raise ConfigError(f"dim={list(dim)} must be (channels, height, width)")
     if class_cond and (num_classes is None or num_classes < 1):
         raise ConfigError(f"class_cond=True needs num_classes >= 1 (got num_classes={num_classes})")
-    if null_class and not class_cond:
-        raise ConfigError("null_class=True needs a class-conditional network (class_cond=True); it is the label ∅ = C")
+    checked_null_class(null_class, num_classes if class_cond else None)
     return UNetModelWrapper
 
 

@@ -9,6 +9,7 @@ from diffusers import UNet2DModel
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 
 
 class UNet(nn.Module):
@@ -46,7 +47,7 @@ class UNet(nn.Module):
         self.layers_per_block, self.attention_levels = layers_per_block, list(attention_levels)
         self.attention_head_dim, self.num_classes, self.dropout = attention_head_dim, num_classes, dropout
         self.norm_num_groups, self.time_scale, self.source_channels = norm_num_groups, time_scale, source_channels
-        self.null_class = null_class
+        self.null_class = checked_null_class(null_class, num_classes)
         self._check_config()
         self.unet = UNet2DModel(
             sample_size=sample_size,
@@ -72,8 +73,6 @@ class UNet(nn.Module):
         block_out_channels, attention_levels = self.block_out_channels, self.attention_levels
         attention_head_dim, norm_num_groups = self.attention_head_dim, self.norm_num_groups
         levels = len(block_out_channels)
-        if self.null_class and num_classes is None:
-            raise ConfigError("null_class=True needs a class-conditional network (num_classes); it is the label ∅ = C")
         if source_channels < 0 or (source_channels and num_classes is not None):
             raise ConfigError(
                 f"source_channels={source_channels} must be >= 0, and 0 with num_classes={num_classes} "
