@@ -8,11 +8,11 @@ The teacher is checkpoints/digits_teacher_cond.ckpt (configs/digits_teacher_cond
 model draws ``--num-samples`` samples from the same noise with labels 0 … 9 in turn, scored against the 1 797 real
 digits: FD-digits (Fréchet distance in the features of the shipped digit classifier, DigitsFeatures) and class
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
-steps at w ∈ --scales. Students (the configs/digits_realuid.yaml recipe: K = 5, Adam (0, 0.999), lr 3e-4, warm-up
-50, cosine to 0.1, EMA with warm-up; ``--iterations`` iterations each, one at a time): fixed w (guidance_scale),
-the range [1, 4] (guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98).
-Results are written to --out after every student, so a cut run keeps what it finished. Prints a table and one JSON
-line.
+steps at w ∈ --scales. Students (the configs/digits_realuid.yaml recipe through convergence.distil: K = 5, Adam
+(0, 0.999), lr 3e-4, warm-up 50, cosine to 0.1, EMA with warm-up, scored at EMA 0.995; ``--iterations`` iterations
+each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID
+(α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps
+what it finished. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -24,19 +24,10 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
+import convergence  # the distillation recipe and the UID / RealUID settings of the convergence study
 import torch
-from convergence import SETTINGS  # the UID / RealUID (α, β) pairs of the convergence study
 
-from realuid_lightning import (
-    EMA,
-    DigitsDataModule,
-    GeneratorOptions,
-    Objective,
-    OptimisationOptions,
-    RealUIDModule,
-    TeacherOptions,
-)
+from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
@@ -44,7 +35,7 @@ from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.sampling import sample_teacher
 
-STUDENTS = {  # name: (guidance options, setting of convergence.SETTINGS)
+STUDENTS = {  # name: (guidance options, setting of convergence.SETTINGS: the (α, β) pairs)
     "fixed1": ({"guidance_scale": 1.0}, "uid"),
     "fixed2": ({"guidance_scale": 2.0}, "uid"),
     "fixed4": ({"guidance_scale": 4.0}, "uid"),
@@ -52,6 +43,7 @@ STUDENTS = {  # name: (guidance options, setting of convergence.SETTINGS)
     "fixed2_realuid": ({"guidance_scale": 2.0}, "realuid0.98"),
 }
 DECAY = 0.995  # the EMA decay scored (configs/digits_realuid.yaml keeps 0.99 and 0.995)
+RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]  # configs/digits_realuid.yaml on convergence.py's defaults
 
 
 def arguments() -> argparse.Namespace:
@@ -92,29 +84,14 @@ class Scorer:
         }
 
 
-def distil(name: str, net: torch.nn.Module, process, args: argparse.Namespace) -> tuple[RealUIDModule, EMA, float]:
-    """Student ``name`` trained for ``--iterations`` iterations; (module, its EMA, seconds)."""
+def distil_student(
+    name: str, net: torch.nn.Module, process, args: argparse.Namespace
+) -> tuple[RealUIDModule, EMA, float]:
+    """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
     guidance, setting = STUDENTS[name]
-    pl.seed_everything(args.seed, verbose=False)
-    student = RealUIDModule(
-        TeacherOptions(net=net, process=process, **guidance),
-        Objective(*SETTINGS[setting]),
-        OptimisationOptions(
-            generator_lr=3e-4, fake_lr=3e-4, adam_betas=(0.0, 0.999), warmup_steps=50, final_lr_ratio=0.1
-        ),
-        GeneratorOptions(fake_init="scratch"),
-    )
-    ema, start = EMA([0.99, DECAY], warmup=True), time.perf_counter()
-    pl.Trainer(
-        max_steps=args.iterations,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ema],
-        limit_val_batches=0,
-    ).fit(student, DigitsDataModule(batch_size=64, conditional=True))
+    recipe = convergence.arguments(RECIPE + ["--iterations", str(args.iterations)])
+    start = time.perf_counter()
+    student, ema = convergence.distil(net, process, setting, args.seed, recipe, teacher=guidance)
     return student, ema, time.perf_counter() - start
 
 
@@ -158,7 +135,7 @@ def main() -> None:
     seconds = {}
     for name in [None, *args.students]:  # None: the teacher rows alone, saved before the first student trains
         if name is not None:
-            student, ema, seconds[name] = distil(name, net, process, args)
+            student, ema, seconds[name] = distil_student(name, net, process, args)
             rows += student_rows(name, student, ema, noise, score, args)
             print(rows[-1], f"{seconds[name]:.0f} s", flush=True)
         result = {
