@@ -8,7 +8,7 @@ from test_cli import one_line_error, run_main
 from test_distill import DIFFUSERS_CONFIG
 from test_official import ARCH
 
-from realuid_lightning import DigitsDataModule, FlowMatching, MatchingModule, RealUIDModule
+from realuid_lightning import DigitsDataModule, FlowMatching, MatchingModule, OneStepGenerator, RealUIDModule
 from realuid_lightning.cli import main
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets import UNet
@@ -203,3 +203,44 @@ def test_guidance_mistakes_are_one_line_errors(build, match):
     """Guidance on a network without a trained null class, or a bad scale or range, raises one clear error."""
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
+    """realuid export of a guidance_range student writes a pipeline whose guidance_scale w gives the student's
+    samples at w (the scale embedding saved beside the UNet), and refuses a w outside the range."""
+    from realuid_lightning.export import OneStepPipeline, export_generator
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(4, tmp_path, callbacks=[ckpt]).fit(distiller(guidance_range=(1.0, 4.0)), digits())
+    export_generator(tmp_path / "last.ckpt", tmp_path / "pipe", ema=None)
+    pipe, student = OneStepPipeline.from_pretrained(tmp_path / "pipe"), load_sampler(tmp_path / "last.ckpt", "raw")
+    labels, z = torch.arange(4), torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    for w in (1.0, 4.0):
+        images = pipe(4, torch.Generator().manual_seed(0), "latent", labels, guidance_scale=w).images
+        expected = OneStepGenerator(student.net, student.process)(z, labels, torch.full((4,), w))
+        torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="outside the range"):
+        pipe(4, class_labels=labels, guidance_scale=5.0)
+
+
+def test_frechet_distance_and_previews_take_guidance_scales(tmp_path):
+    """FrechetDistance(guidance_scales) logs the student and the teacher reference at each w (suffix _w{w}); a
+    guided teacher reference differs from the unguided one; SamplePreview draws one grid per w."""
+    from realuid_lightning import FrechetDistance, SamplePreview
+
+    module = distiller(guidance_range=(1.0, 4.0))
+    fd = FrechetDistance(
+        2,
+        100,
+        "digits",
+        cache_dir=str(tmp_path),
+        batch_size=50,
+        teacher_steps=2,
+        guidance_scales=[1.0, 4.0],
+        summary=False,
+    )
+    trainer(2, callbacks=[fd]).fit(module, digits())
+    assert {"fid/raw_w1", "fid/raw_w4", "fid/teacher_2steps_w1", "fid/teacher_2steps_w4"} <= set(fd.last_scores)
+    assert fd.last_scores["fid/teacher_2steps_w1"] != fd.last_scores["fid/teacher_2steps_w4"]
+    preview = SamplePreview(num_samples=8, guidance_scales=[1.0, 4.0])
+    assert not torch.equal(preview._sample(module, 1.0), preview._sample(module, 4.0))  # e(w) moved in one update

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         TeacherOptions,
     )
     from realuid_lightning.nets import MLP
+    from realuid_lightning.nets.guidance import ScaleEmbedding
     from realuid_lightning.objective import Objective
     from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
 
@@ -53,6 +54,7 @@ __all__ = [
     "RealUIDDDPStrategy",
     "RealUIDModule",
     "SamplePreview",
+    "ScaleEmbedding",
     "SpeedOptions",
     "StochasticInterpolant",
     "TeacherOptions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from realuid_lightning.checkpoint import instantiate, spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import OneStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
+from realuid_lightning.nets.guidance import ScaleConditioned, ScaleEmbedding, scale_input
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
@@ -47,7 +49,9 @@ class OneStepPipeline(DiffusionPipeline):
     exactly :class:`~realuid_lightning.OneStepGenerator`. The config holds the process spec (rebuilt
     with :func:`~realuid_lightning.checkpoint.instantiate`; only Process classes are accepted), the
     generator time t_G and the time convention of the network (``net_adapter``: 'UNet' reads
-    timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps (1 − t)(N − 1)).
+    timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps (1 − t)(N − 1)). A generator distilled with a
+    guidance range keeps its scale embedding e(w) as the ``scale_embedding`` component and the range as
+    ``guidance_range``; the call then takes ``guidance_scale`` w (default: the middle of the range).
 
     Example::
 
@@ -56,6 +60,7 @@ class OneStepPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["scale_embedding"]  # a component (loaded from its folder), though it defaults to None
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class OneStepPipeline(DiffusionPipeline):
         net_adapter: str = "UNet",
         time_scale: float = 1000.0,
         num_train_timesteps: int = 1000,
+        scale_embedding: ScaleEmbedding | None = None,
+        guidance_range: list[float] | None = None,
     ) -> None:
         super().__init__()
         if net_adapter not in ADAPTERS:
@@ -74,8 +81,11 @@ class OneStepPipeline(DiffusionPipeline):
             if process is not None
             else {"class_path": f"{FlowMatching.__module__}.FlowMatching", "init_args": {}}
         )
-        self.register_modules(unet=unet)
+        if (scale_embedding is None) != (guidance_range is None):
+            raise ConfigError("give scale_embedding and guidance_range together (a student trained on a range of w)")
+        self.register_modules(unet=unet, scale_embedding=scale_embedding)
         self.register_to_config(
+            guidance_range=guidance_range,
             process=process,
             generator_time=generator_time,
             net_adapter=net_adapter,
@@ -84,9 +94,13 @@ class OneStepPipeline(DiffusionPipeline):
         )
 
     def one_step_generator(self) -> OneStepGenerator:
-        """G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G) around this pipeline's UNet."""
+        """G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G) around this pipeline's UNet; with a scale
+        embedding, G(z, c, w) around a copy of it that reads w (:class:`ScaleConditioned`)."""
         cfg = self.config
         net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
+        if self.scale_embedding is not None:
+            net = ScaleConditioned(copy.deepcopy(net), *cfg.guidance_range)
+            net.embedding.scale = self.scale_embedding
         return OneStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_time)
 
     @property
@@ -111,9 +125,11 @@ class OneStepPipeline(DiffusionPipeline):
         output_type: str = "pil",
         class_labels: Tensor | None = None,
         return_dict: bool = True,
+        guidance_scale: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`;
-        ``class_labels`` (B,) for a class-conditional UNet.
+        ``class_labels`` (B,) for a class-conditional UNet; ``guidance_scale`` w for a generator distilled with a
+        guidance range (within it).
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
         i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).
@@ -122,7 +138,8 @@ class OneStepPipeline(DiffusionPipeline):
             raise ConfigError(f"output_type={output_type!r} is not supported; choose one of {OUTPUT_TYPES}")
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
-        images = self.one_step_generator()(self.noise(batch_size, generator), class_labels)
+        z, one_step = self.noise(batch_size, generator), self.one_step_generator()
+        images = one_step(z, class_labels, *scale_input(one_step.net, guidance_scale, z))
         if output_type != "latent":
             images = (images / 2 + 0.5).clamp(0, 1)
         if output_type in ("np", "pil"):
@@ -145,19 +162,29 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
         raise ConfigError(
             f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported"
         )
-    net, process = sampler.net, sampler.process
+    net, process, guided = sampler.net, sampler.process, isinstance(sampler.net, ScaleConditioned)
     _check_noise_only(process, what)
-    adapter, time_scale, steps = _net_adapter(net, what)
+    adapter, time_scale, steps = _net_adapter(net.net if guided else net, what)
     pipe = OneStepPipeline(
-        unet=net.unet,
+        unet=_plain_unet(net.net.unet) if guided else net.unet,
         process=spec_of(process),
         generator_time=sampler.time,
         net_adapter=adapter,
         time_scale=time_scale,
         num_train_timesteps=steps,
+        scale_embedding=net.embedding.scale if guided else None,
+        guidance_range=[net.w_min, net.w_max] if guided else None,
     )
     pipe.save_pretrained(out)
     return Path(out)
+
+
+def _plain_unet(unet: UNet2DModel) -> UNet2DModel:
+    """A copy of a scale-conditioned generator's UNet2DModel with its own label embedding back in place of
+    E[c] + e(w) (the pipeline keeps e apart)."""
+    plain = copy.deepcopy(unet)
+    plain.class_embedding = plain.class_embedding.labels
+    return plain
 
 
 def _check_noise_only(process: Process, what: str) -> None:

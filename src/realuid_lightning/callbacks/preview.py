@@ -10,6 +10,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.callbacks.fid_teacher import module_sampler, score_suffix
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import split_batch
 
@@ -50,13 +51,21 @@ class SamplePreview(Callback):
 
     Logs ``samples/raw`` and, when an :class:`EMA` callback is present, ``samples/ema_<decay>`` for each
     decay, so images are comparable over time. Needs a logger with ``experiment.add_image``
-    (TensorBoard); with other loggers it does nothing.
+    (TensorBoard); with other loggers it does nothing. ``guidance_scales``: one grid per classifier-free guidance
+    scale w of a guided teacher or a guidance_range student (tags suffixed ``_w{w}``; default: the module's own w).
     """
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 2000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        num_samples: int = 2000,
+        seed: int = 0,
+        guidance_scales: list[float] | None = None,
+    ) -> None:
         if every_n_steps < 1 or num_samples < 1:
             raise ConfigError(f"every_n_steps={every_n_steps} and num_samples={num_samples} must be positive")
         self.every_n_steps, self.num_samples, self.seed = every_n_steps, num_samples, seed
+        self.guidance_scales = list(guidance_scales or [None])  # None: the module's own w
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -67,17 +76,20 @@ class SamplePreview(Callback):
             return
         data = split_batch(batch)[0]
         ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
-        experiment.add_image("samples/raw", render_samples(self._sample(pl_module), data), step)
-        for decay in ema.decays if ema is not None else []:
-            with ema.swapped(pl_module, decay):
-                experiment.add_image(f"samples/ema_{decay}", render_samples(self._sample(pl_module), data), step)
+        for w in self.guidance_scales:
+            suffix = score_suffix(w)
+            experiment.add_image(f"samples/raw{suffix}", render_samples(self._sample(pl_module, w), data), step)
+            for decay in ema.decays if ema is not None else []:
+                with ema.swapped(pl_module, decay):
+                    grid = render_samples(self._sample(pl_module, w), data)
+                    experiment.add_image(f"samples/ema_{decay}{suffix}", grid, step)
 
-    def _sample(self, pl_module: LightningModule) -> Tensor:
+    def _sample(self, pl_module: LightningModule, w: float | None = None) -> Tensor:
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         was_training = pl_module.training
         pl_module.eval()
         try:
             # labels / sources: GenerativeModule.sampling_cond
-            return pl_module.sample(self.num_samples, generator=generator)
+            return module_sampler(pl_module, w)(self.num_samples, generator, None)
         finally:
             pl_module.train(was_training)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
@@ -81,6 +83,11 @@ class Guidance:
     w_max: float
     student_input: bool = False
 
+    @property
+    def default_scale(self) -> float:
+        """w where none is given (sampling, previews, FD): (w_min + w_max) / 2, the fixed w itself."""
+        return 0.5 * (self.w_min + self.w_max)
+
     def draw(self, noise: Noise, batch: int, like: Tensor) -> float | Tensor:
         """w of an update: the fixed number, or (B,) w = w_min + (w_max − w_min)·u with u ~ U[0, 1) from ``noise``."""
         if not self.student_input:
@@ -129,10 +136,11 @@ class Guided(nn.Module):
         return guided_prediction(self.net, t, x, cond, self.scale)
 
 
-class ScaleEmbedding(nn.Module):
+class ScaleEmbedding(ModelMixin, ConfigMixin):
     """e(w) = W₂·SiLU(W₁·[sin(ω_k w), cos(ω_k w)]) (B, dim), ω_k = 2^k, k = 0 … 7; W₂ starts at zero, so e ≡ 0 at
-    initialisation."""
+    initialisation. A diffusers model, so an exported pipeline saves and loads it beside its UNet."""
 
+    @register_to_config
     def __init__(self, dim: int, frequencies: int = 8) -> None:
         super().__init__()
         self.register_buffer("omega", 2.0 ** torch.arange(frequencies), persistent=False)
@@ -141,7 +149,7 @@ class ScaleEmbedding(nn.Module):
         nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, w: Tensor) -> Tensor:
-        angles = w.float()[:, None] * self.omega
+        angles = w.float()[:, None] * self.omega.float()
         return self.layers(torch.cat([angles.sin(), angles.cos()], dim=1))
 
 
@@ -183,8 +191,8 @@ class ScaleConditioned(nn.Module):
 
     @property
     def default_scale(self) -> float:
-        """w when none is given: (w_min + w_max) / 2."""
-        return 0.5 * (self.w_min + self.w_max)
+        """w when none is given: :attr:`Guidance.default_scale` of the range."""
+        return Guidance(self.w_min, self.w_max).default_scale
 
     @contextmanager
     def _scale(self, w: Tensor) -> Iterator[None]:
