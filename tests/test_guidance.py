@@ -194,7 +194,10 @@ def test_teacher_samples_guided_on_the_command_line(tmp_path, capsys):
         (lambda: distiller(guidance_range=(4.0, 1.0)), r"guidance_range=\[4.0, 1.0\] needs w_min < w_max"),
         (lambda: distiller(guidance_range=(1.0, 2.0, 3.0)), "must be two numbers"),
         (lambda: distiller(guidance_scale=-1.0), r"guidance_scale=-1.0 must be a finite number >= 0"),
-        (lambda: distiller(guidance_scale=2.0, guidance_range=(1.0, 4.0)), "give at most one of guidance_scale"),
+        (
+            lambda: distiller(guidance_scale=2.0, guidance_range=(1.0, 4.0)),
+            "give at most one of teacher.guidance_scale",
+        ),
         (lambda: distiller(UNet(8, 1, (8, 16), 1, (), 8, norm_num_groups=8), guidance_scale=2.0), "is unconditional"),
         (lambda: distiller(guidance_range=(1.0, 4.0), gan_generator_weight=0.1), "guidance_range with the GAN loss"),
     ],

@@ -13,11 +13,11 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
-from realuid_lightning.modules.frozen_teacher import FrozenTeacher, TeacherOptions
+from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
-from realuid_lightning.nets.guidance import scale_input
+from realuid_lightning.nets.guidance import check_guidable, scale_input
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
@@ -82,9 +82,9 @@ class RealUIDModule(GenerativeModule):
         super().__init__(speed.noise_chunks)
         self.objective, self.optimisation, self.speed = objective, optimisation, speed
         self.nonfinite = NonFiniteGuard(optimisation.max_nonfinite)  # skip non-finite updates, stop after many in a row
-        loaded, self.guidance = teacher.load(), teacher.guidance()
+        loaded, self.guidance = teacher.load(), generator.guidance(teacher.guidance_scale)
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
-        student_net, net_spec = self._student_network(loaded.net, net_spec)
+        student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
         self.generator = generator.one_step_generator(student_net, loaded.process)
         self.fake_model = generator.fake_model(student_net, net_spec)
         generator.load_distilled(self.generator)
@@ -97,13 +97,15 @@ class RealUIDModule(GenerativeModule):
         self.net_spec, self.process_spec = net_spec, describe(loaded.process, "process")
         self.automatic_optimization = False
 
-    def _student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
-        """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range."""
+    def _student_network(self, loaded: LoadedTeacher, spec: Any, source: str) -> tuple[nn.Module, Any]:
+        """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range. Guidance needs
+        a teacher with a trained null class."""
         if self.guidance is None:
-            return net, spec
+            return loaded.net, spec
+        check_guidable(loaded.net, loaded.cond_drop_prob, f"the teacher ({source})")
         if self.guidance.student_input and self.objective.uses_gan:
             raise ConfigError("guidance_range with the GAN loss is not supported (the GAN head has no w input)")
-        return self.guidance.student_network(net, spec)
+        return self.guidance.student_network(loaded.net, spec)
 
     def _scales(self, noise: Noise, like: Tensor) -> tuple[float | Tensor | None, tuple[Tensor, ...]]:
         """(w of the teacher's guided prediction, the (w,) the generator and fake model read): (None, ()) without

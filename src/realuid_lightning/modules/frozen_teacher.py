@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint, state_sha256
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
-from realuid_lightning.nets.guidance import Guidance, check_guidable, check_range, check_scale, guided_prediction
+from realuid_lightning.nets.guidance import check_scale, guided_prediction
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import RunMetadata
 
@@ -43,9 +43,8 @@ class TeacherOptions:
         net: the teacher network itself, instead of ``teacher_ckpt`` (give ``process`` with it).
         process: the teacher's process; overrides the one ``teacher_ckpt`` brings.
         guidance_scale: distil the guided teacher f*_w = f*(∅) + w·(f*(c) − f*(∅)) at this w (classifier-free
-            guidance; the teacher needs a trained null class). The fake model is not guided.
-        guidance_range: [w_min, w_max]: the student (and the fake model) take w as an input, drawn per sample
-            w ~ U[w_min, w_max]; the teacher is guided at each sample's w.
+            guidance; the teacher needs a trained null class). The fake model is not guided. (For a student that
+            takes w as an input: ``guidance_range`` of :class:`GeneratorOptions`.)
     """
 
     teacher_ckpt: str | None = None
@@ -53,21 +52,10 @@ class TeacherOptions:
     net: nn.Module | None = None
     process: Process | None = None
     guidance_scale: float | None = None
-    guidance_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.guidance_scale is not None and self.guidance_range is not None:
-            raise ConfigError("give at most one of guidance_scale (a fixed w) or guidance_range ([w_min, w_max])")
         if self.guidance_scale is not None:
             check_scale(self.guidance_scale, "guidance_scale")
-        if self.guidance_range is not None:
-            check_range(self.guidance_range)
-
-    def guidance(self) -> Guidance | None:
-        """The guidance of the distillation: a fixed w, or a range the student reads w from; None without."""
-        if self.guidance_range is not None:
-            return Guidance(*map(float, self.guidance_range), student_input=True)
-        return None if self.guidance_scale is None else Guidance(self.guidance_scale, self.guidance_scale)
 
     @property
     def source(self) -> str:
@@ -75,14 +63,7 @@ class TeacherOptions:
         return self.teacher_ckpt or "passed as a network"
 
     def load(self) -> LoadedTeacher:
-        """The teacher from exactly one of ``teacher_ckpt`` or ``net`` (+ ``process``); with guidance, one that has a
-        trained null class."""
-        loaded = self._load()
-        if self.guidance() is not None:
-            check_guidable(loaded.net, loaded.cond_drop_prob, f"the teacher ({self.source})")
-        return loaded
-
-    def _load(self) -> LoadedTeacher:
+        """The teacher from exactly one of ``teacher_ckpt`` or ``net`` (+ ``process``)."""
         if (self.teacher_ckpt is None) == (self.net is None):
             raise ConfigError("give exactly one of teacher_ckpt (a teacher checkpoint path) or net (a teacher network)")
         if self.net is not None:
