@@ -250,8 +250,8 @@ def test_frechet_distance_and_previews_take_guidance_scales(tmp_path):
 
 
 def test_range_student_resumes_bit_identically(tmp_path):
-    """With guidance_range the per-sample w comes from the module's Noise: stopping after 3 iterations and resuming to
-    6 (another global seed) gives the generator and fake model of an uninterrupted run, bit for bit."""
+    """With guidance_range the per-sample w comes from the module's Noise (an update's draws whatever the global RNG):
+    stopping after 3 iterations and resuming to 6 (another global seed) gives the uninterrupted run, bit for bit."""
     import lightning.pytorch as pl
 
     def run(steps, ckpt_path=None, callbacks=()):
@@ -265,6 +265,10 @@ def test_range_student_resumes_bit_identically(tmp_path):
     run(3, callbacks=[ModelCheckpoint(dirpath=tmp_path / "cut", every_n_train_steps=3, save_top_k=-1)])
     pl.seed_everything(123)  # everything must come from the checkpoint
     resumed = run(6, ckpt_path=str(tmp_path / "cut/epoch=0-step=3.ckpt"))
+    first, _ = resumed._scales(resumed.noise.for_update(7), torch.zeros(8, 1, 8, 8))
+    torch.rand(3)  # the global RNG moves on; the draws of update 7 do not
+    again, _ = resumed._scales(resumed.noise.for_update(7), torch.zeros(8, 1, 8, 8))
+    assert torch.equal(first, again) and first.min() >= 1.0 and first.max() <= 4.0 and first.std() > 0
     for net in ("generator", "fake_model"):
         assert all(
             torch.equal(a, b)
