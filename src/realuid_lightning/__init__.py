@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     )
     from realuid_lightning.distributed import RealUIDDDPStrategy
     from realuid_lightning.errors import ConfigError
+    from realuid_lightning.export import ScaleEmbeddingModel
     from realuid_lightning.generator import OneStepGenerator
     from realuid_lightning.modules import (
         GeneratorOptions,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         TeacherOptions,
     )
     from realuid_lightning.nets import MLP
-    from realuid_lightning.nets.guidance import ScaleEmbedding
     from realuid_lightning.objective import Objective
     from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
 
@@ -54,7 +54,7 @@ __all__ = [
     "RealUIDDDPStrategy",
     "RealUIDModule",
     "SamplePreview",
-    "ScaleEmbedding",
+    "ScaleEmbeddingModel",
     "SpeedOptions",
     "StochasticInterpolant",
     "TeacherOptions",

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import ConfigMixin, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DModel
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, spec_of
@@ -41,6 +42,16 @@ class _TimedUNet(nn.Module):
         return self.unet(x, k, class_labels=cond).sample
 
 
+class ScaleEmbeddingModel(ModelMixin, ConfigMixin):
+    """The pipeline component holding a guidance_range student's scale embedding e(w)
+    (:class:`~realuid_lightning.nets.guidance.ScaleEmbedding`), saved and loaded beside the UNet."""
+
+    @register_to_config
+    def __init__(self, dim: int, frequencies: int = 8) -> None:
+        super().__init__()
+        self.embedding = ScaleEmbedding(dim, frequencies)
+
+
 class OneStepPipeline(DiffusionPipeline):
     """A RealUID generator as a diffusers pipeline: images in ONE network evaluation,
 
@@ -70,7 +81,7 @@ class OneStepPipeline(DiffusionPipeline):
         net_adapter: str = "UNet",
         time_scale: float = 1000.0,
         num_train_timesteps: int = 1000,
-        scale_embedding: ScaleEmbedding | None = None,
+        scale_embedding: ScaleEmbeddingModel | None = None,
         guidance_range: list[float] | None = None,
     ) -> None:
         super().__init__()
@@ -100,7 +111,7 @@ class OneStepPipeline(DiffusionPipeline):
         net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
         if self.scale_embedding is not None:
             net = ScaleConditioned(copy.deepcopy(net), *cfg.guidance_range)
-            net.embedding.scale = self.scale_embedding
+            net.embedding.scale = self.scale_embedding.embedding
         return OneStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_time)
 
     @property
@@ -172,11 +183,18 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
         net_adapter=adapter,
         time_scale=time_scale,
         num_train_timesteps=steps,
-        scale_embedding=net.embedding.scale if guided else None,
+        scale_embedding=_scale_embedding_model(net.embedding.scale) if guided else None,
         guidance_range=[net.w_min, net.w_max] if guided else None,
     )
     pipe.save_pretrained(out)
     return Path(out)
+
+
+def _scale_embedding_model(scale: ScaleEmbedding) -> ScaleEmbeddingModel:
+    """e(w) as the pipeline component (a copy of its weights)."""
+    model = ScaleEmbeddingModel(scale.dim, scale.frequencies)
+    model.embedding.load_state_dict(scale.state_dict())
+    return model
 
 
 def _plain_unet(unet: UNet2DModel) -> UNet2DModel:

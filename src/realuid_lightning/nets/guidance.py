@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
@@ -136,13 +134,13 @@ class Guided(nn.Module):
         return guided_prediction(self.net, t, x, cond, self.scale)
 
 
-class ScaleEmbedding(ModelMixin, ConfigMixin):
+class ScaleEmbedding(nn.Module):
     """e(w) = W₂·SiLU(W₁·[sin(ω_k w), cos(ω_k w)]) (B, dim), ω_k = 2^k, k = 0 … 7; W₂ starts at zero, so e ≡ 0 at
-    initialisation. A diffusers model, so an exported pipeline saves and loads it beside its UNet."""
+    initialisation."""
 
-    @register_to_config
     def __init__(self, dim: int, frequencies: int = 8) -> None:
         super().__init__()
+        self.dim, self.frequencies = dim, frequencies
         self.register_buffer("omega", 2.0 ** torch.arange(frequencies), persistent=False)
         self.layers = nn.Sequential(nn.Linear(2 * frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.layers[-1].weight)
