@@ -172,9 +172,11 @@ def distil(
     args: argparse.Namespace,
     callbacks: list[pl.Callback] = (),
     teacher: dict | None = None,
+    generator: dict | None = None,
 ) -> tuple[RealUIDModule, EMA]:
     """A student of ``setting`` trained by the recipe of ``args`` for ``args.iterations`` iterations on the digits of
-    ``args.data`` (``teacher``: more TeacherOptions, e.g. guidance; conditional data then); (student, its EMA)."""
+    ``args.data`` (``teacher``, ``generator``: more TeacherOptions / GeneratorOptions, e.g. guidance; conditional data
+    then); (student, its EMA)."""
     alpha, beta = SETTINGS[setting]
     pl.seed_everything(seed, verbose=False)
     optimisation = OptimisationOptions(
@@ -190,12 +192,15 @@ def distil(
         TeacherOptions(net=net, process=process, **(teacher or {})),
         Objective(alpha, beta),
         optimisation,
-        GeneratorOptions(fake_init=args.fake_init),
+        GeneratorOptions(fake_init=args.fake_init, **(generator or {})),
     )
     ema = EMA(args.decays, warmup=args.ema_warmup)
     mnist = args.data == "mnist5k"
     data = DigitsDataModule(
-        source=args.data, batch_size=args.batch_size, heldout=1000 if mnist else 0, conditional=bool(teacher)
+        source=args.data,
+        batch_size=args.batch_size,
+        heldout=1000 if mnist else 0,
+        conditional=bool(teacher or generator),
     )
     pl.Trainer(
         max_steps=args.iterations,

@@ -35,12 +35,12 @@ from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.sampling import sample_teacher
 
-STUDENTS = {  # name: (guidance options, setting of convergence.SETTINGS: the (α, β) pairs)
-    "fixed1": ({"guidance_scale": 1.0}, "uid"),
-    "fixed2": ({"guidance_scale": 2.0}, "uid"),
-    "fixed4": ({"guidance_scale": 4.0}, "uid"),
-    "range": ({"guidance_range": (1.0, 4.0)}, "uid"),
-    "fixed2_realuid": ({"guidance_scale": 2.0}, "realuid0.98"),
+STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
+    "fixed1": ({"guidance_scale": 1.0}, {}, "uid"),
+    "fixed2": ({"guidance_scale": 2.0}, {}, "uid"),
+    "fixed4": ({"guidance_scale": 4.0}, {}, "uid"),
+    "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
+    "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
 }
 DECAY = 0.995  # the EMA decay scored (configs/digits_realuid.yaml keeps 0.99 and 0.995)
 RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]  # configs/digits_realuid.yaml on convergence.py's defaults
@@ -56,6 +56,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
+    parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
     return parser.parse_args()
 
 
@@ -88,10 +89,10 @@ def distil_student(
     name: str, net: torch.nn.Module, process, args: argparse.Namespace
 ) -> tuple[RealUIDModule, EMA, float]:
     """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
-    guidance, setting = STUDENTS[name]
+    teacher, generator, setting = STUDENTS[name]
     recipe = convergence.arguments(RECIPE + ["--iterations", str(args.iterations)])
     start = time.perf_counter()
-    student, ema = convergence.distil(net, process, setting, args.seed, recipe, teacher=guidance)
+    student, ema = convergence.distil(net, process, setting, args.seed, recipe, teacher=teacher, generator=generator)
     return student, ema, time.perf_counter() - start
 
 
@@ -99,14 +100,25 @@ def student_rows(
     name: str, student: RealUIDModule, ema: EMA, noise: torch.Tensor, score: Scorer, args: argparse.Namespace
 ) -> list[dict]:
     """Rows of the EMA student at its w (fixed), or at each of --scales (range)."""
-    guidance, setting = STUDENTS[name]
-    scales = args.scales if "guidance_range" in guidance else [guidance["guidance_scale"]]
+    teacher, generator, setting = STUDENTS[name]
+    scales = args.scales if generator else [teacher["guidance_scale"]]
     rows = []
     with torch.no_grad(), ema.swapped(student, DECAY):
         for w in scales:
-            ws = (torch.full((len(noise),), w),) if "guidance_range" in guidance else ()
+            ws = (torch.full((len(noise),), w),) if generator else ()
             samples = student.generator(noise, score.labels, *ws)
             rows.append({"model": name, "setting": setting, "w": w, "nfe": 1, **score(samples)})
+    return rows
+
+
+def teacher_rows(net: torch.nn.Module, process, noise: torch.Tensor, score: Scorer, args: argparse.Namespace) -> list:
+    """The real-digits floor and the teacher at ``--teacher-steps`` Euler steps, guided at each of ``--scales``."""
+    rows = [{"model": "real digits, half vs half", "setting": "-", "w": 0, "nfe": 0, **score.floor()}]
+    for w in args.scales:
+        samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=score.labels)
+        rows.append({"model": "teacher", "setting": "-", "w": w, "nfe": args.teacher_steps * (1 if w == 1 else 2)})
+        rows[-1] |= score(samples)
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -126,14 +138,11 @@ def main() -> None:
     start, score = time.perf_counter(), Scorer(args.num_samples)
     net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
     noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
-    rows = [{"model": "real digits (floor)", "setting": "-", "w": 0, "nfe": 0, **score.floor()}]
-    for w in args.scales:
-        samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=score.labels)
-        rows.append({"model": "teacher", "setting": "-", "w": w, "nfe": args.teacher_steps * (1 if w == 1 else 2)})
-        rows[-1] |= score(samples)
-        print(rows[-1], flush=True)
-    seconds = {}
-    for name in [None, *args.students]:  # None: the teacher rows alone, saved before the first student trains
+    earlier = json.loads(Path(args.resume).read_text()) if args.resume else {"rows": [], "train_seconds": {}}
+    rows, seconds = earlier["rows"], earlier["train_seconds"]
+    if not rows:
+        rows = teacher_rows(net, process, noise, score, args)
+    for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
         if name is not None:
             student, ema, seconds[name] = distil_student(name, net, process, args)
             rows += student_rows(name, student, ema, noise, score, args)
@@ -145,7 +154,7 @@ def main() -> None:
             "ema": DECAY,
             "rows": rows,
             "train_seconds": seconds,
-            "total_seconds": time.perf_counter() - start,
+            "total_seconds": earlier.get("total_seconds", 0.0) + time.perf_counter() - start,
             "threads": torch.get_num_threads(),
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
