@@ -58,8 +58,8 @@ class Curve(pl.Callback):
     """FD of the raw generator and each EMA decay every ``every`` generator updates, with the wall time and the
     process's CPU time (one thread: the core time, whatever else the machine runs) spent training so far."""
 
-    def __init__(self, every: int, score, ema: EMA, noise: torch.Tensor) -> None:
-        self.every, self.score, self.ema, self.noise, self.points = every, score, ema, noise, []
+    def __init__(self, every: int, score, noise: torch.Tensor) -> None:
+        self.every, self.score, self.noise, self.points = every, score, noise, []
         self.scoring = torch.zeros(2)  # wall, CPU seconds spent scoring
 
     def _evaluate(self, trainer: pl.Trainer, module: RealUIDModule) -> None:
@@ -71,17 +71,17 @@ class Curve(pl.Callback):
             "seconds": round(wall, 1),
             "cpu_seconds": round(cpu, 1),
         }
-        point |= self.scores(module)
+        point |= self.scores(module, next(c for c in trainer.callbacks if isinstance(c, EMA)))
         self.points.append(point)
         self.scoring += clocks() - start
         print(point, flush=True)
 
     @torch.no_grad()
-    def scores(self, module: RealUIDModule) -> dict:
-        """FD of the raw generator and of each EMA decay on the fixed noise."""
+    def scores(self, module: RealUIDModule, ema: EMA) -> dict:
+        """FD of the raw generator and of each EMA decay of the trainer's ``ema`` on the fixed noise."""
         point = {"raw": round(self.score(module.generator(self.noise)), 3)}
-        for decay in self.ema.decays:
-            with self.ema.swapped(module, decay):
+        for decay in ema.decays:
+            with ema.swapped(module, decay):
                 point[f"ema_{decay}"] = round(self.score(module.generator(self.noise)), 3)
         return point
 
@@ -165,7 +165,8 @@ def spread(values: list[float]) -> dict:
     }
 
 
-def arguments() -> argparse.Namespace:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The study's options (the distillation recipe among them) from ``argv`` (default: the command line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
     parser.add_argument("--data", default="sklearn", choices=["sklearn", "mnist5k"])
@@ -193,7 +194,49 @@ def arguments() -> argparse.Namespace:
         metavar="JSON",
         help="summarise the runs of earlier --out files (same recipe but seeds/settings) instead of training",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def distil(
+    net: torch.nn.Module,
+    process,
+    setting: str,
+    seed: int,
+    args: argparse.Namespace,
+    callbacks: list[pl.Callback] = (),
+    teacher: dict | None = None,
+    generator: dict | None = None,
+) -> tuple[RealUIDModule, EMA]:
+    """A student of ``setting`` trained by the recipe of ``args`` for ``args.iterations`` iterations on the digits of
+    ``args.data`` (``teacher``, ``generator``: more TeacherOptions / GeneratorOptions, e.g. guidance; conditional data
+    then); (student, its EMA)."""
+    alpha, beta = SETTINGS[setting]
+    pl.seed_everything(seed, verbose=False)
+    optimisation = OptimisationOptions(
+        fake_updates=args.fake_updates,
+        generator_lr=args.lr,
+        fake_lr=args.fake_lr or args.lr,
+        adam_betas=(args.adam_beta1, 0.999),
+        warmup_steps=args.warmup,
+        final_lr_ratio=args.final_lr_ratio,
+        grad_clip=args.grad_clip,
+    )
+    student = RealUIDModule(
+        TeacherOptions(net=net, process=process, **(teacher or {})),
+        Objective(alpha, beta),
+        optimisation,
+        GeneratorOptions(fake_init=args.fake_init, **(generator or {})),
+    )
+    ema = EMA(args.decays, warmup=args.ema_warmup)
+    mnist = args.data == "mnist5k"
+    data = DigitsDataModule(
+        source=args.data,
+        batch_size=args.batch_size,
+        heldout=1000 if mnist else 0,
+        conditional=bool(teacher or generator),
+    )
+    fit_quietly(student, data, args.iterations, [ema, *callbacks])
+    return student, ema
 
 
 def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
@@ -217,28 +260,10 @@ def run_study(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
 
     runs = []
     for setting in args.settings:
-        alpha, beta = SETTINGS[setting]
         for seed in args.seeds:
-            pl.seed_everything(seed, verbose=False)
-            optimisation = OptimisationOptions(
-                fake_updates=args.fake_updates,
-                generator_lr=args.lr,
-                fake_lr=args.fake_lr or args.lr,
-                adam_betas=(args.adam_beta1, 0.999),
-                warmup_steps=args.warmup,
-                final_lr_ratio=args.final_lr_ratio,
-                grad_clip=args.grad_clip,
-            )
-            student = RealUIDModule(
-                TeacherOptions(net=net, process=process),
-                Objective(alpha, beta),
-                optimisation,
-                GeneratorOptions(fake_init=args.fake_init),
-            )
-            ema = EMA(args.decays, warmup=args.ema_warmup)
-            curve = Curve(args.eval_every, score, ema, noise)
+            curve = Curve(args.eval_every, score, noise)
             t0 = time.perf_counter()
-            fit_quietly(student, data, args.iterations, [ema, curve])
+            student, ema = distil(net, process, setting, seed, args, [curve])
             key = f"ema_{args.decays[-1]}"
             with torch.no_grad(), ema.swapped(student, args.decays[-1]):
                 quality = sample_quality(student.generator(noise), data, features, mnist)

@@ -64,10 +64,10 @@ class StepCurve(Curve):
     """FD of each EMA decay at each trained step count, on the fixed noise and fixed re-noising."""
 
     @torch.no_grad()
-    def scores(self, module: RealUIDModule) -> dict:
+    def scores(self, module: RealUIDModule, ema: EMA) -> dict:
         point = {}
-        for decay in self.ema.decays:
-            with self.ema.swapped(module, decay):
+        for decay in ema.decays:
+            with ema.swapped(module, decay):
                 for m in module.generator.steps:
                     samples = module.generator(self.noise, None, m, torch.Generator().manual_seed(2))
                     point[f"ema_{decay}_{m}steps"] = round(self.score(samples), 3)
@@ -94,7 +94,7 @@ def distil(args: argparse.Namespace, teacher: tuple, data: DigitsDataModule, sco
         GeneratorOptions(generator_times=times, student_steps=steps),
     )
     ema = EMA(DECAYS, warmup=True)
-    curve = StepCurve(args.eval_every, score, ema, noise)
+    curve = StepCurve(args.eval_every, score, noise)
     trainer = fit_quietly(student, data, its, [ema, curve])
     if curve.points[-1]["updates"] != int(student.generator_updates):
         curve._evaluate(trainer, student)

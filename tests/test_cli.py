@@ -187,7 +187,7 @@ def test_configs_parse(config, capsys):
 
 # a value other than the default for every option of RealUIDModule's sections (the network and process are Python's)
 OPTIONS = {
-    "teacher": {"teacher_ckpt": "t.ckpt", "teacher_ema": 0.9},
+    "teacher": {"teacher_ckpt": "t.ckpt", "teacher_ema": 0.9, "guidance_scale": 2.0},
     "objective": {
         "alpha": 0.9,
         "beta": 0.88,
@@ -217,6 +217,7 @@ OPTIONS = {
         "generator_ema": 0.99,
         "fake_init": "teacher",
         "dropout": 0.1,
+        "guidance_range": [1.0, 4.0],
     },
     "speed": {"noise_chunks": 4, "channels_last": True, "compile": True, "fused_adam": True, "teacher_bf16": True},
 }

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     )
     from realuid_lightning.distributed import RealUIDDDPStrategy
     from realuid_lightning.errors import ConfigError
+    from realuid_lightning.export import ScaleEmbeddingModel
     from realuid_lightning.generator import FewStepGenerator, OneStepGenerator
     from realuid_lightning.modules import (
         GeneratorOptions,
@@ -54,6 +55,7 @@ __all__ = [
     "RealUIDDDPStrategy",
     "RealUIDModule",
     "SamplePreview",
+    "ScaleEmbeddingModel",
     "SpeedOptions",
     "StochasticInterpolant",
     "TeacherOptions",

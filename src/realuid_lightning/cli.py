@@ -18,7 +18,7 @@ from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.images import is_image_folder, write_pngs
 from realuid_lightning.run_record import RunMetadata
-from realuid_lightning.sampler import add_sampler_options, load_sampler
+from realuid_lightning.sampler import add_sampler_options, sampler_from_args
 from realuid_lightning.saving import FinalCheckpoint, check_writable, with_atomic_checkpoints
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
@@ -73,7 +73,7 @@ def sample_command(argv: list[str]) -> None:
     if (args.num is not None and args.num < 1) or args.batch_size < 1:
         raise ConfigError(f"--num {args.num} and --batch-size {args.batch_size} must be positive")
     check_writable([(f"--out {args.out!r}", args.out if is_image_folder(args.out) else Path(args.out).parent)])
-    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method).conditioned(args.label, args.sources)
+    sampler = sampler_from_args(args)
     if is_image_folder(args.out) and len(sampler.shape) != 3:
         raise ConfigError(
             f"--out {args.out!r} is a folder for PNG images, but this checkpoint's samples have shape "

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import ConfigMixin, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DModel
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
+from realuid_lightning.nets.guidance import ScaleConditioned, ScaleEmbedding, scale_input
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
@@ -39,6 +42,16 @@ class _TimedUNet(nn.Module):
         return self.unet(x, k, class_labels=cond).sample
 
 
+class ScaleEmbeddingModel(ModelMixin, ConfigMixin):
+    """The pipeline component holding a guidance_range student's scale embedding e(w)
+    (:class:`~realuid_lightning.nets.guidance.ScaleEmbedding`), saved and loaded beside the UNet."""
+
+    @register_to_config
+    def __init__(self, dim: int, frequencies: int = 8) -> None:
+        super().__init__()
+        self.embedding = ScaleEmbedding(dim, frequencies)
+
+
 class OneStepPipeline(DiffusionPipeline):
     """A RealUID generator as a diffusers pipeline: images in ONE network evaluation,
 
@@ -49,7 +62,9 @@ class OneStepPipeline(DiffusionPipeline):
     config holds the process spec (rebuilt with :func:`~realuid_lightning.checkpoint.instantiate`; only Process classes
     are accepted), the generator time t_G, a few-step student's ``generator_schedules`` and the time convention of the
     network (``net_adapter``: 'UNet' reads timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps
-    (1 − t)(N − 1)).
+    (1 − t)(N − 1)). A generator distilled with a guidance range keeps its scale embedding e(w) as the
+    ``scale_embedding`` component and the range as ``guidance_range``; the call then takes ``guidance_scale`` w
+    (default: the middle of the range).
 
     Example::
 
@@ -58,6 +73,7 @@ class OneStepPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["scale_embedding"]  # a component (loaded from its folder), though it defaults to None
 
     def __init__(
         self,
@@ -68,6 +84,8 @@ class OneStepPipeline(DiffusionPipeline):
         time_scale: float = 1000.0,
         num_train_timesteps: int = 1000,
         generator_schedules: list[list[float]] | None = None,
+        scale_embedding: ScaleEmbeddingModel | None = None,
+        guidance_range: list[float] | None = None,
     ) -> None:
         super().__init__()
         if net_adapter not in ADAPTERS:
@@ -77,8 +95,11 @@ class OneStepPipeline(DiffusionPipeline):
             if process is not None
             else {"class_path": f"{FlowMatching.__module__}.FlowMatching", "init_args": {}}
         )
-        self.register_modules(unet=unet)
+        if (scale_embedding is None) != (guidance_range is None):
+            raise ConfigError("give scale_embedding and guidance_range together (a student trained on a range of w)")
+        self.register_modules(unet=unet, scale_embedding=scale_embedding)
         self.register_to_config(
+            guidance_range=guidance_range,
             process=process,
             generator_time=generator_time,
             net_adapter=net_adapter,
@@ -89,9 +110,13 @@ class OneStepPipeline(DiffusionPipeline):
 
     def student(self) -> FewStepGenerator:
         """G around this pipeline's UNet: G(z) = process.to_data(net(t_G, b_{t_G}·z), b_{t_G}·z, t_G), or the few-step
-        student of its ``generator_schedules``."""
+        student of its ``generator_schedules``; with a scale embedding, G(z, c, w) around a copy of it that reads w
+        (:class:`ScaleConditioned`)."""
         cfg = self.config
         net = _TimedUNet(self.unet, cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps)
+        if self.scale_embedding is not None:
+            net = ScaleConditioned(copy.deepcopy(net), *cfg.guidance_range)
+            net.embedding.scale = self.scale_embedding.embedding
         return FewStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_schedules or [[cfg.generator_time]])
 
     @property
@@ -117,10 +142,11 @@ class OneStepPipeline(DiffusionPipeline):
         class_labels: Tensor | None = None,
         return_dict: bool = True,
         num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`, in ``num_inference_steps`` of the trained step
         counts (default: the most; its re-noising draws from ``generator`` after z); ``class_labels`` (B,) for a
-        class-conditional UNet.
+        class-conditional UNet; ``guidance_scale`` w for a generator distilled with a guidance range (within it).
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
         i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).
@@ -129,7 +155,9 @@ class OneStepPipeline(DiffusionPipeline):
             raise ConfigError(f"output_type={output_type!r} is not supported; choose one of {OUTPUT_TYPES}")
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
-        images = self.student()(self.noise(batch_size, generator), class_labels, num_inference_steps, generator)
+        z, student = self.noise(batch_size, generator), self.student()
+        w = scale_input(student.net, guidance_scale, z)
+        images = student(z, class_labels, num_inference_steps, generator, *w)
         if output_type != "latent":
             images = (images / 2 + 0.5).clamp(0, 1)
         if output_type in ("np", "pil"):
@@ -152,20 +180,37 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
         raise ConfigError(
             f"{what} is not a distillation (RealUIDModule) checkpoint: only a one-step generator can be exported"
         )
-    net, process = sampler.net, sampler.process
+    net, process, guided = sampler.net, sampler.process, isinstance(sampler.net, ScaleConditioned)
     _check_noise_only(process, what)
-    adapter, time_scale, steps = _net_adapter(net, what)
+    adapter, time_scale, steps = _net_adapter(net.net if guided else net, what)
     pipe = OneStepPipeline(
-        unet=net.unet,
+        unet=_plain_unet(net.net.unet) if guided else net.unet,
         process=spec_of(process),
         generator_time=sampler.time,
         net_adapter=adapter,
         time_scale=time_scale,
         num_train_timesteps=steps,
         generator_schedules=sampler.schedules,
+        scale_embedding=_scale_embedding_model(net.embedding.scale) if guided else None,
+        guidance_range=[net.w_min, net.w_max] if guided else None,
     )
     pipe.save_pretrained(out)
     return Path(out)
+
+
+def _scale_embedding_model(scale: ScaleEmbedding) -> ScaleEmbeddingModel:
+    """e(w) as the pipeline component (a copy of its weights)."""
+    model = ScaleEmbeddingModel(scale.dim, scale.frequencies)
+    model.embedding.load_state_dict(scale.state_dict())
+    return model
+
+
+def _plain_unet(unet: UNet2DModel) -> UNet2DModel:
+    """A copy of a scale-conditioned generator's UNet2DModel with its own label embedding back in place of
+    E[c] + e(w) (the pipeline keeps e apart)."""
+    plain = copy.deepcopy(unet)
+    plain.class_embedding = plain.class_embedding.labels
+    return plain
 
 
 def _check_noise_only(process: Process, what: str) -> None:

@@ -26,6 +26,7 @@ class FewStepGenerator(nn.Module):
     a_t·x̂1 + b_t·x0 + c_t·ε with the kept source x0 and a fresh ε (couplings, x0 in ``cond``). One network g_θ serves
     every schedule in ``schedules`` (one per trained step count, e.g. [[0], [0, 0.5], [0, 0.25, 0.5, 0.75]]); it has
     the teacher's architecture and is initialised from it. N = 1 is the one-step generator (:class:`OneStepGenerator`).
+    A student that reads the guidance scale w (``ScaleConditioned``) evaluates g_θ(t_k, x, c, w) at every step.
 
     Training (:meth:`forward` with the module's :class:`~realuid_lightning.noise.Noise`) is DMD2's backward simulation:
     per sample a trained step count N ~ U(schedules) and a step k ~ U{1, …, N}, then steps 1 … k − 1 of the current
@@ -64,29 +65,36 @@ class FewStepGenerator(nn.Module):
             raise ConfigError(f"--steps {steps}: this student was trained for {trained} steps only; choose one of them")
         return self.schedules[steps]
 
-    def read(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """x̂1 = process.to_data(g_θ(t, x, cond), x, t, cond), t of shape (B,)."""
-        return self.process.to_data(self.net(t, x, cond), x, t, cond)
+    def read(self, x: Tensor, t: Tensor, cond: Tensor | None = None, w: Tensor | None = None) -> Tensor:
+        """x̂1 = process.to_data(g_θ(t, x, cond[, w]), x, t, cond), t (and w, a guidance-scale input) of shape (B,)."""
+        g = self.net(t, x, cond) if w is None else self.net(t, x, cond, w)
+        return self.process.to_data(g, x, t, cond)
 
     def renoise(self, x1: Tensor, t: Tensor, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """x_t = a_t·x̂1 + start_state(t, z, cond): b_t·z (z the fresh source) or b_t·x0 + c_t·z (z the fresh ε)."""
         return expand_like(self.process.coefficients(t).a, x1) * x1 + self.process.start_state(t, z, cond)
 
     def forward(
-        self, z: Tensor, cond: Tensor | None = None, steps: int | None = None, noise: Noise | Generator | None = None
+        self,
+        z: Tensor,
+        cond: Tensor | None = None,
+        steps: int | None = None,
+        noise: Noise | Generator | None = None,
+        w: Tensor | None = None,
     ) -> Tensor:
         """x̂1 from z (B, *shape): the student's ``steps``-step sample with its re-noising drawn by the torch.Generator
-        ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read."""
+        ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read;
+        ``w`` (B,): the guidance scale of a network that reads one (``ScaleConditioned``)."""
         if isinstance(noise, Noise):
-            return self._simulated(z, cond, noise)
+            return self._simulated(z, cond, noise, w)
         x1, x = z, z
         for k, time in enumerate(self.schedule(steps)):
             t = torch.full((z.shape[0],), time, device=z.device, dtype=z.dtype)
             x = self.renoise(x1, t, fresh_noise(z, noise), cond) if k else self.process.start_state(t, z, cond)
-            x1 = self.read(x, t, cond)
+            x1 = self.read(x, t, cond, w)
         return x1
 
-    def _simulated(self, z: Tensor, cond: Tensor | None, noise: Noise) -> Tensor:
+    def _simulated(self, z: Tensor, cond: Tensor | None, noise: Noise, w: Tensor | None = None) -> Tensor:
         """Backward simulation: x_{t_k} from steps 1 … k − 1 of the student without gradient (each re-noised with a
         fresh draw of ``noise``; one draw of the whole batch per step, so every sample's noise is fixed by the
         update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient."""
@@ -98,9 +106,10 @@ class FewStepGenerator(nn.Module):
             if rows.numel():
                 c, t_next = None if cond is None else cond[rows], times[rows, j + 1]
                 with torch.no_grad():
-                    x_next = self.renoise(self.read(x[rows], t[rows], c), t_next, fresh[rows], c)
+                    x1 = self.read(x[rows], t[rows], c, None if w is None else w[rows])
+                    x_next = self.renoise(x1, t_next, fresh[rows], c)
                 x, t = x.index_put((rows,), x_next), t.index_put((rows,), t_next)
-        return self.read(x, t, cond)
+        return self.read(x, t, cond, w)
 
     def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor]:
         """Per sample, the times of a trained schedule N ~ U(steps), padded to N_max with its last time (B, N_max), and

@@ -38,7 +38,10 @@ class RunMetadata:
     ``process`` are its specs ``{"class_path", "init_args"}`` (None: not describable); ``data_shape`` is the shape of
     one sample. ``noise_seed`` (the run's noise) and ``teacher_fingerprint`` (SHA-256 of a student's teacher weights)
     are checked or restored on resume; ``weights`` says which weights the state_dict holds when not the raw ones (e.g.
-    'ema 0.999'); ``imported_from`` the source of a network imported from the official code.
+    'ema 0.999'); ``imported_from`` the source of a network imported from the official code. Classifier-free
+    guidance: a teacher's ``cond_drop_prob`` (> 0: its null class ∅ was trained, so it can be guided; None in
+    checkpoints written before it was recorded: it cannot); a student's ``guidance_scale`` (distilled from the teacher
+    guided at that w) or ``guidance_range`` [w_min, w_max] (the student takes w as an input).
     """
 
     role: Role
@@ -55,6 +58,9 @@ class RunMetadata:
     teacher_fingerprint: str | None = None
     weights: str | None = None
     imported_from: dict[str, Any] | None = None
+    cond_drop_prob: float | None = None
+    guidance_scale: float | None = None
+    guidance_range: list[float] | None = None
     version: int = VERSION
 
     KEY: ClassVar[str] = "realuid"

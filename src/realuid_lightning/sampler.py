@@ -20,8 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.data.sources import load_sources
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator
+from realuid_lightning.nets.guidance import Guided, check_guidable, check_scale, scale_input
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
@@ -39,8 +41,10 @@ class Sampler:
     count, re-noised with draws of the sampling generator (:class:`~realuid_lightning.generator.FewStepGenerator`).
 
     :meth:`draw` conditions sample i on the source x0 = sources[i mod N] for a bridge / interpolant, else on ``label``,
-    else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing. ``ema`` and ``weights``
-    say which weights were loaded.
+    else on the classes 0 … C − 1 in turn for a class-conditional network, else on nothing (never on the null class ∅).
+    ``ema`` and ``weights`` say which weights were loaded. ``guidance`` w: a teacher samples its guided prediction
+    f_w = f(∅) + w·(f(c) − f(∅)) (:class:`~realuid_lightning.nets.guidance.Guided`; it needs a null class trained
+    with ``cond_drop_prob`` > 0, recorded in the checkpoint), a student trained on a guidance range reads w.
     """
 
     net: nn.Module
@@ -54,6 +58,8 @@ class Sampler:
     label: int | None = None
     sources: Tensor | None = None
     schedules: list[list[float]] | None = None
+    guidance: float | None = None
+    cond_drop_prob: float | None = None
 
     @property
     def student(self) -> bool:
@@ -67,12 +73,26 @@ class Sampler:
     def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """x1 from z (B, *shape); ``generator`` draws an SDE's noise or a few-step student's re-noising."""
         if self.student:
-            return self.student_generator()(z, cond, self.steps, generator)
-        return sample_teacher(self.net, self.process, z, self.steps, self.method, cond, generator)
+            w = scale_input(self.net, self.guidance, z)
+            return self.student_generator()(z, cond, self.steps, generator, *w)
+        net = self.net if self.guidance is None else Guided(self.net, self.guidance)
+        return sample_teacher(net, self.process, z, self.steps, self.method, cond, generator)
 
-    def conditioned(self, label: int | None = None, sources: str | None = None) -> Sampler:
+    def guided(self, w: float | None) -> Sampler:
+        """This sampler at guidance scale w (None: unguided); one-line error for a network that cannot take it."""
+        if w is not None and self.student:
+            scale_input(self.net, w, torch.empty(1))
+        elif w is not None:
+            check_scale(w)
+            check_guidable(self.net, self.cond_drop_prob, "this teacher")
+        return dataclasses.replace(self, guidance=w)
+
+    def conditioned(
+        self, label: int | None = None, sources: str | None = None, guidance: float | None = None
+    ) -> Sampler:
         """This sampler drawing every sample of class ``label``, or from the sources x0 of the file or image folder
-        ``sources``; checks that the network has that class and that the process reads sources iff they are given."""
+        ``sources``, at guidance scale ``guidance``; checks that the network has that class and that the process reads
+        sources iff they are given."""
         classes = class_count(self.net)
         if label is not None and not (classes and 0 <= label < classes):
             raise ConfigError(
@@ -81,7 +101,7 @@ class Sampler:
             )
         x0 = None if sources is None else load_sources(sources, list(self.shape), self.process)
         self.process.known_source(x0)  # a process whose source comes with the data needs --sources
-        return dataclasses.replace(self, label=label, sources=x0)
+        return dataclasses.replace(self, label=label, sources=x0).guided(guidance)
 
     def protocol(self) -> dict[str, Any]:
         """What is sampled: model kind, weights, steps, method and conditioning, for a report."""
@@ -92,6 +112,7 @@ class Sampler:
             "steps": self.steps,
             "method": self.method,
             "label": "all" if self.label is None and class_count(self.net) else self.label,
+            **({} if self.guidance is None else {"guidance": self.guidance}),
         }
 
     @torch.no_grad()
@@ -156,15 +177,8 @@ def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
         schedules, time = record.generator_schedules, record.generator_time or 0.0
         steps = max(map(len, record.schedules))
         return Sampler(net, process, shape, steps, time=time, ema=decay, weights=record.weights, schedules=schedules)
-    return Sampler(
-        net,
-        process,
-        shape,
-        record.sample_steps or 100,
-        record.sample_method or "euler",
-        ema=decay,
-        weights=record.weights,
-    )
+    steps, method, dropped = record.sample_steps or 100, record.sample_method or "euler", record.cond_drop_prob or 0.0
+    return Sampler(net, process, shape, steps, method, ema=decay, weights=record.weights, cond_drop_prob=dropped)
 
 
 def _no_ema(ema: str | float | None, what: str) -> None:
@@ -203,45 +217,24 @@ def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
     return Sampler(generator.net, generator.process, shape, steps, time=generator.time, schedules=schedules)
 
 
-def load_sources(path: str, shape: list[int], process: Process) -> Tensor:
-    """The sources x0 of ``--sources`` for ``process``: a folder of images or a .pt tensor, (N, *shape)."""
-    sources = _read_sources(path, shape)
-    if process.known_source(sources) is None:
-        raise ConfigError(
-            f"--sources is for bridge / interpolant checkpoints; {type(process).__name__} samples from noise alone"
-        )
-    if list(sources.shape[1:]) != list(shape) or len(sources) == 0:
-        raise ConfigError(
-            f"--sources {path!r} holds {tuple(sources.shape)}; it must be a tensor "
-            f"(N, {', '.join(map(str, shape))}) of the data shape"
-        )
-    return sources.float()
-
-
-def _read_sources(path: str, shape: list[int]) -> Tensor:
-    """A folder of images read at ``shape``, or the tensor in a .pt file."""
-    if Path(path).is_dir():
-        from realuid_lightning.data.folder import read_images
-
-        return read_images(path, shape)
-    if not Path(path).is_file():
-        raise ConfigError(f"--sources {path!r} is neither an image folder nor a tensor file")
-    try:
-        sources = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or a pickle that is more than tensors
-        raise ConfigError(f"--sources {path!r} cannot be read as a tensor file ({str(err).splitlines()[0]})") from None
-    if not isinstance(sources, Tensor):
-        raise ConfigError(
-            f"--sources {path!r} holds {type(sources).__name__}; it must be a tensor "
-            f"(N, {', '.join(map(str, shape))}) of the data shape"
-        )
-    return sources
+def sampler_from_args(args: argparse.Namespace) -> Sampler:
+    """The sampler the options of :func:`add_sampler_options` describe."""
+    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
+    return sampler.conditioned(args.label, args.sources, args.guidance)
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
     """The options of :func:`load_sampler` and :meth:`Sampler.conditioned`, shared by ``realuid sample`` and
-    ``realuid evaluate``: the checkpoint, its weights, solver, class and sources."""
+    ``realuid evaluate``: the checkpoint, its weights, solver, class, sources and guidance scale."""
     _add_network_options(p)
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale w: a teacher trained with cond_drop_prob samples "
+        "f(∅) + w·(f(c) − f(∅)); a student distilled with guidance_range takes w (default: unguided / the range's "
+        "middle)",
+    )
     p.add_argument(
         "--label",
         type=int,

@@ -7,7 +7,6 @@ written in :mod:`~realuid_lightning.callbacks.fid_stats`; the teacher reference 
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,13 @@ from realuid_lightning.callbacks.fid_teacher import (
     SampleFn,
     check_teacher_steps,
     has_frozen_teacher,
+    module_sampler,
+    score_suffix,
     teacher_method,
     teacher_sampler,
 )
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
-from realuid_lightning.modules.base import sample_at
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
 from realuid_lightning.nets.labels import cycled_labels
 
@@ -94,6 +94,7 @@ class FrechetDistance(Callback):
         prefix: name prefix of the logged FIDs.
         seed: seed of the generation noise (plus the rank).
         summary: print the one-line summary at the end of fit.
+        guidance_scales: score at each classifier-free guidance scale w (suffix ``_w{w}``; default: the module's own).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class FrechetDistance(Callback):
         prefix: str = "fid",
         seed: int = 0,
         summary: bool = True,
+        guidance_scales: list[float] | None = None,
     ) -> None:
         steps = [teacher_steps] if isinstance(teacher_steps, int) else list(teacher_steps or [])
         check_fid_arguments(every_n_steps, num_samples, batch_size, num_classes, steps, feature)
@@ -117,6 +119,7 @@ class FrechetDistance(Callback):
         self.inception_weights = inception_weights
         self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
         self.teacher_steps, self.prefix, self.seed, self.summary = steps, prefix, seed, summary
+        self.guidance_scales = list(guidance_scales or [None])  # None: the module's own w
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
         self.extractor: nn.Module | None = None
         self.distances: FeatureDistances | None = None  # the FD / KID code realuid evaluate uses
@@ -163,8 +166,10 @@ class FrechetDistance(Callback):
         """The last evaluation's FD of the last EMA decay and the raw weights beside the teacher's at each step count
         (2 decimals, 1 from 100 on), e.g. ``FD-digits (1797 samples, seed 0): student EMA 0.995 = 3.41, raw = 5.20 |
         teacher 1 / 10 / 100 steps = 966.3 / 3.73 / 1.04``."""
+        suffix = score_suffix(self.guidance_scales[0])  # the first guidance scale's
         fd = {
-            k.removeprefix(f"{self.prefix}/"): f"{v:.{2 if abs(v) < 100 else 1}f}" for k, v in self.last_scores.items()
+            k.removeprefix(f"{self.prefix}/").removesuffix(suffix): f"{v:.{2 if abs(v) < 100 else 1}f}"
+            for k, v in self.last_scores.items()
         }
         ema, suffix = self._ema(trainer), [*trainer.lightning_module.sampled_steps][-1]  # the most steps
         student = f"EMA {ema.decays[-1]} = {fd[f'ema_{ema.decays[-1]}{suffix}']}, raw" if ema is not None else "raw"
@@ -194,37 +199,41 @@ class FrechetDistance(Callback):
         """Score the raw weights, every EMA decay and (with ``teacher_steps``) the teacher; returns {name: value}."""
         self.last_step = trainer.global_step
         self._prepare_real(trainer, pl_module)
-        ema = self._ema(trainer)
-        was_training = pl_module.training
+        ema, was_training = self._ema(trainer), pl_module.training
         pl_module.eval()
         try:
             scores = {}
-            for suffix, steps in pl_module.sampled_steps.items():
-                student = partial(sample_at, pl_module, steps)
-                scores |= self._score(f"raw{suffix}", student, trainer, pl_module)
-                for decay in ema.decays if ema is not None else []:
-                    with ema.swapped(pl_module, decay):
-                        scores |= self._score(f"ema_{decay}{suffix}", student, trainer, pl_module)
-            for steps in self.teacher_steps:
-                scores |= self._teacher_scores(steps, trainer, pl_module)
+            for w in self.guidance_scales:
+                for steps_suffix, steps in pl_module.sampled_steps.items():
+                    sample, suffix = module_sampler(pl_module, w, steps), steps_suffix + score_suffix(w)
+                    scores |= self._score("raw" + suffix, sample, trainer, pl_module)
+                    for decay in ema.decays if ema is not None else []:
+                        with ema.swapped(pl_module, decay):
+                            scores |= self._score(f"ema_{decay}{suffix}", sample, trainer, pl_module)
+                for steps in self.teacher_steps:
+                    scores |= self._teacher_scores(steps, trainer, pl_module, w)
         finally:
             pl_module.train(was_training)
         self.last_scores = scores
         return scores
 
-    def _teacher_scores(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """The teacher's scores at ``steps`` steps: a MatchingModule's at every evaluation (its network trains), a
-        frozen teacher's once, read from ``cache_dir`` if a run with the same teacher and protocol wrote them."""
-        name, sample = f"teacher_{steps}steps", teacher_sampler(pl_module, steps)
+    def _teacher_scores(
+        self, steps: int, trainer: Trainer, pl_module: LightningModule, w: float | None = None
+    ) -> dict[str, float]:
+        """The teacher's scores at ``steps`` steps (guided at w): a MatchingModule's at every evaluation (its network
+        trains), a frozen teacher's once, read from ``cache_dir`` if a run with the same teacher and protocol did."""
+        name, sample = f"teacher_{steps}steps{score_suffix(w)}", teacher_sampler(pl_module, steps, w)
         if not has_frozen_teacher(pl_module):
             return self._score(name, sample, trainer, pl_module)
         if f"{self.prefix}/{name}" not in self.teacher_scores:
-            path = self.teacher_cache_file(steps, trainer, pl_module) if trainer.global_rank == 0 else None
+            path = self.teacher_cache_file(steps, trainer, pl_module, w) if trainer.global_rank == 0 else None
             self.teacher_scores |= cached_scores(path, trainer, lambda: self._score(name, sample, trainer, pl_module))
         return {k: v for k, v in self.teacher_scores.items() if k.endswith(f"/{name}")}
 
-    def teacher_cache_file(self, steps: int, trainer: Trainer, pl_module: LightningModule) -> Path | None:
-        """Where a frozen teacher's scores at ``steps`` steps are cached (:func:`fid_cache.teacher_scores_file`)."""
+    def teacher_cache_file(
+        self, steps: int, trainer: Trainer, pl_module: LightningModule, w: float | None = None
+    ) -> Path | None:
+        """Where a frozen teacher's scores at ``steps`` steps, guided at w, are cached (fid_cache)."""
         protocol = (
             fingerprint(self.extractor),
             self.num_samples,
@@ -233,9 +242,8 @@ class FrechetDistance(Callback):
             trainer.world_size,
             self._classes(pl_module),
         )
-        return teacher_scores_file(
-            self.cache_dir, pl_module, steps, teacher_method(pl_module), protocol, self.cache_file(trainer.datamodule)
-        )
+        method, real_file = teacher_method(pl_module, w), self.cache_file(trainer.datamodule)
+        return teacher_scores_file(self.cache_dir, pl_module, steps, method, protocol, real_file)
 
     def _score(self, name: str, sampler: SampleFn, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Features of this rank's share of generated images → FID (and KID) after the metrics sync over ranks."""

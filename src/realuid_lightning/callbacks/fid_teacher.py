@@ -29,17 +29,41 @@ def check_teacher_steps(steps: list[int], pl_module: LightningModule) -> None:
         )
 
 
-def teacher_method(pl_module: LightningModule) -> str:
-    """The process's first sampling method: a coupling teacher's SDE from the sources the student sees, else Euler on
-    the ODE."""
-    return pl_module.process.sampling_methods[0]
+def teacher_method(pl_module: LightningModule, w: float | None = None) -> str:
+    """The process's first sampling method (a coupling teacher's SDE from the sources the student sees, else Euler on
+    the ODE), with the guidance scale of the reference (:func:`reference_scale`) when guided: e.g. 'euler, w = 2.0'."""
+    method, scale = pl_module.process.sampling_methods[0], reference_scale(pl_module, w)
+    return method if scale is None else f"{method}, w = {scale}"
 
 
-def teacher_sampler(pl_module: LightningModule, steps: int) -> SampleFn:
-    """n teacher samples with ``steps`` steps: the frozen teacher's :class:`~realuid_lightning.sampler.Sampler` from
-    the module's noise and conditioning, or a MatchingModule's own ``sample`` (its network is the teacher)."""
+def reference_scale(pl_module: LightningModule, w: float | None) -> float | None:
+    """The guidance scale of the teacher reference: w, else a guided distillation's own (its fixed w, the middle of
+    its range), else None (unguided)."""
+    guidance = getattr(pl_module, "guidance", None)
+    return w if w is not None or guidance is None else guidance.default_scale
+
+
+def score_suffix(w: float | None) -> str:
+    """The suffix of the scores at guidance scale w: '' (the module's own), else '_w{w}' ('_w2')."""
+    return "" if w is None else f"_w{w:g}"
+
+
+def module_sampler(pl_module: LightningModule, w: float | None, steps: int | None = None) -> SampleFn:
+    """n samples of ``pl_module.sample``, its noise from the generator g: in ``steps`` steps and at guidance scale w,
+    each unless it is None (then the module's default, and its ``sample`` need not take the argument); what the FD
+    and preview callbacks draw for each of the module's ``sampled_steps`` and guidance scales."""
+    options = {k: v for k, v in (("steps", steps), ("guidance", w)) if v is not None}
+    return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, **options)
+
+
+def teacher_sampler(pl_module: LightningModule, steps: int, w: float | None = None) -> SampleFn:
+    """n teacher samples with ``steps`` steps at guidance scale :func:`reference_scale`: the frozen teacher's
+    :class:`~realuid_lightning.sampler.Sampler` from the module's noise and conditioning, or a MatchingModule's own
+    ``sample`` (its network is the teacher)."""
+    w = reference_scale(pl_module, w)
     if not has_frozen_teacher(pl_module):
-        return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, steps=steps)
-    method = teacher_method(pl_module)
-    sampler = Sampler(pl_module.teacher, pl_module.process, tuple(pl_module.data_shape), steps, method)
+        return module_sampler(pl_module, w, steps=steps)
+    method = pl_module.process.sampling_methods[0]
+    net = pl_module.teacher if w is None else pl_module.teacher.net  # Guided calls the bare network twice
+    sampler = Sampler(net, pl_module.process, tuple(pl_module.data_shape), steps, method).guided(w)
     return lambda n, g, c: sampler(pl_module.source_noise(n, g), pl_module.sampling_cond(n, c), g)

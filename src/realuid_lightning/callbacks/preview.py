@@ -10,8 +10,9 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.callbacks.fid_teacher import module_sampler, score_suffix
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.modules.base import sample_at, split_batch
+from realuid_lightning.modules.base import split_batch
 
 DATA_COLOUR = torch.tensor([0.12, 0.47, 0.71])
 SAMPLE_COLOUR = torch.tensor([1.0, 0.5, 0.05])
@@ -50,14 +51,22 @@ class SamplePreview(Callback):
 
     Logs ``samples/raw`` and, when an :class:`EMA` callback is present, ``samples/ema_<decay>`` for each
     decay, so images are comparable over time; a student trained for several step counts M logs each, tagged
-    ``samples/raw_<M>steps`` and so on. Needs a logger with ``experiment.add_image``
-    (TensorBoard); with other loggers it does nothing.
+    ``samples/raw_<M>steps`` and so on. Needs a logger with ``experiment.add_image`` (TensorBoard); with other
+    loggers it does nothing. ``guidance_scales``: one grid per classifier-free guidance scale w of a guided teacher
+    or a guidance_range student (tags suffixed ``_w{w}``; default: the module's own w).
     """
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 2000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        num_samples: int = 2000,
+        seed: int = 0,
+        guidance_scales: list[float] | None = None,
+    ) -> None:
         if every_n_steps < 1 or num_samples < 1:
             raise ConfigError(f"every_n_steps={every_n_steps} and num_samples={num_samples} must be positive")
         self.every_n_steps, self.num_samples, self.seed = every_n_steps, num_samples, seed
+        self.guidance_scales = list(guidance_scales or [None])  # None: the module's own w
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -68,19 +77,22 @@ class SamplePreview(Callback):
             return
         data = split_batch(batch)[0]
         ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
-        for suffix, steps in pl_module.sampled_steps.items():
-            experiment.add_image(f"samples/raw{suffix}", render_samples(self._sample(pl_module, steps), data), step)
-            for decay in ema.decays if ema is not None else []:
-                with ema.swapped(pl_module, decay):
-                    image = render_samples(self._sample(pl_module, steps), data)
-                    experiment.add_image(f"samples/ema_{decay}{suffix}", image, step)
+        for w in self.guidance_scales:
+            for steps_suffix, steps in pl_module.sampled_steps.items():
+                suffix = steps_suffix + score_suffix(w)
+                grid = render_samples(self._sample(pl_module, w, steps), data)
+                experiment.add_image(f"samples/raw{suffix}", grid, step)
+                for decay in ema.decays if ema is not None else []:
+                    with ema.swapped(pl_module, decay):
+                        grid = render_samples(self._sample(pl_module, w, steps), data)
+                        experiment.add_image(f"samples/ema_{decay}{suffix}", grid, step)
 
-    def _sample(self, pl_module: LightningModule, steps: int | None = None) -> Tensor:
+    def _sample(self, pl_module: LightningModule, w: float | None = None, steps: int | None = None) -> Tensor:
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         was_training = pl_module.training
         pl_module.eval()
         try:
             # labels / sources: GenerativeModule.sampling_cond
-            return sample_at(pl_module, steps, self.num_samples, generator, None)
+            return module_sampler(pl_module, w, steps)(self.num_samples, generator, None)
         finally:
             pl_module.train(was_training)

@@ -29,7 +29,7 @@ from realuid_lightning.evaluation.reference import (
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
-from realuid_lightning.sampler import Sampler, add_sampler_options, load_sampler
+from realuid_lightning.sampler import Sampler, add_sampler_options, sampler_from_args
 
 LABELS = {
     "kid": "KID",
@@ -184,7 +184,7 @@ def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
 def evaluate_command(argv: list[str]) -> None:
     args = evaluate_parser().parse_args(argv)
     check_args(args)
-    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method).conditioned(args.label, args.sources)
+    sampler = sampler_from_args(args)
     reference, extractor = build_reference(args, sampler.shape)
     if args.save_stats:
         print(f"wrote the reference statistics to {reference.save(args.save_stats)}", file=sys.stderr)

@@ -51,16 +51,6 @@ def total_grad_norm(parameters: Any) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
 
 
-def sample_at(
-    module: LightningModule, steps: int | None, num: int, generator: torch.Generator | None, cond: Tensor | None
-) -> Tensor:
-    """``num`` samples of ``module`` in ``steps`` steps (None: the default of its ``sample``, which then need not take
-    ``steps``), its noise from ``generator``: what the FD and preview callbacks draw for each of ``sampled_steps``."""
-    if steps is None:
-        return module.sample(num, generator=generator, cond=cond)
-    return module.sample(num, generator=generator, cond=cond, steps=steps)
-
-
 class GenerativeModule(LightningModule):
     """Base of the modules: records the data shape, owns the run's randomness, saves RNG state and the run record
     (:class:`~realuid_lightning.run_record.RunMetadata`, from ``role``, ``network_prefix``, ``net_spec`` and

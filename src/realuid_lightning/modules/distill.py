@@ -13,10 +13,11 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
-from realuid_lightning.modules.frozen_teacher import FrozenTeacher, TeacherOptions
+from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
+from realuid_lightning.nets.guidance import check_guidable, scale_input
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
@@ -82,10 +83,11 @@ class RealUIDModule(GenerativeModule):
         super().__init__(speed.noise_chunks)
         self.objective, self.optimisation, self.speed = objective, optimisation, speed
         self.nonfinite = NonFiniteGuard(optimisation.max_nonfinite)  # skip non-finite updates, stop after many in a row
-        loaded = teacher.load()
+        loaded, self.guidance = teacher.load(), generator.guidance(teacher.guidance_scale)
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
-        self.generator = generator.few_step_generator(loaded.net, loaded.process)
-        self.fake_model = generator.fake_model(loaded.net, net_spec)
+        student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
+        self.generator = generator.few_step_generator(student_net, loaded.process)
+        self.fake_model = generator.fake_model(student_net, net_spec)
         generator.load_distilled(self.generator)
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
@@ -95,6 +97,24 @@ class RealUIDModule(GenerativeModule):
         self.hparams.update({name: _plain(value) for name, value in self.hparams.items() if is_dataclass(value)})
         self.net_spec, self.process_spec = net_spec, describe(loaded.process, "process")
         self.automatic_optimization = False
+
+    def _student_network(self, loaded: LoadedTeacher, spec: Any, source: str) -> tuple[nn.Module, Any]:
+        """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range. Guidance needs
+        a teacher with a trained null class."""
+        if self.guidance is None:
+            return loaded.net, spec
+        check_guidable(loaded.net, loaded.cond_drop_prob, f"the teacher ({source})")
+        if self.guidance.student_input and self.objective.uses_gan:
+            raise ConfigError("guidance_range with the GAN loss is not supported (the GAN head has no w input)")
+        return self.guidance.student_network(loaded.net, spec)
+
+    def _scales(self, noise: Noise, like: Tensor) -> tuple[float | Tensor | None, tuple[Tensor, ...]]:
+        """(w of the teacher's guided prediction, the (w,) the generator and fake model read): (None, ()) without
+        guidance, (w, ()) for a fixed w, ((B,), ((B,),)) with a guidance range (one draw per sample)."""
+        if self.guidance is None:
+            return None, ()
+        w = self.guidance.draw(noise, like.shape[0], like)
+        return w, (w,) if self.guidance.student_input else ()
 
     def _make_gan_head(self) -> GANHead:
         if not hasattr(self.fake_model, "bottleneck"):
@@ -114,16 +134,18 @@ class RealUIDModule(GenerativeModule):
         return int(self.generator_updates)
 
     def run_record(self) -> RunMetadata:
-        """The base record, with the generator time t_G, a few-step student's schedules (version 2) and the teacher's
-        fingerprint."""
+        """The base record, with the generator time t_G, a few-step student's schedules (version 2), the teacher's
+        fingerprint and the guidance scale(s)."""
         schedules = [list(s) for s in self.generator.schedules.values()]
         few = schedules != [[self.generator.time]]
+        guidance = {} if self.guidance is None else self.guidance.record()
         return replace(
             super().run_record(),
             generator_time=self.generator.time,
             generator_schedules=schedules if few else None,
             version=LATEST if few else VERSION,
             teacher_fingerprint=self.teacher.fingerprint(),
+            **guidance,
         )
 
     def restore_run_record(self, record: RunMetadata) -> None:
@@ -133,19 +155,25 @@ class RealUIDModule(GenerativeModule):
 
     @property
     def sampled_steps(self) -> dict[str, int | None]:
-        """{tag suffix: step count} the FD and preview callbacks sample: '' for one trained count, else '_{M}steps'
-        for each trained count M."""
+        """{tag suffix: step count} the FD and preview callbacks use: '' for one count, else '_{M}steps' per count."""
         counts = self.generator.steps
         return {"": None} if len(counts) == 1 else {f"_{m}steps": m for m in counts}
 
     @torch.no_grad()
     def sample(
-        self, num: int, generator: torch.Generator | None = None, cond: Tensor | None = None, steps: int | None = None
+        self,
+        num: int,
+        generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
         """x1 = G_θ(z), z ~ N(0, I), in ``steps`` of the trained step counts (default: the most), its re-noising drawn
-        by ``generator`` (G_θ(z, x0) with the sources x0 as cond for a coupling process)."""
+        by ``generator`` (G_θ(z, x0) with the sources x0 as cond for a coupling process); G_θ(z, c, w) at ``guidance``
+        w for a student trained on a guidance range (default: the range's middle)."""
         z = self.source_noise(num, generator)
-        return self.generator(z, self.sampling_cond(num, cond), steps, generator)
+        w = scale_input(self.generator.net, guidance, z)
+        return self.generator(z, self.sampling_cond(num, cond), steps, generator, *w)
 
     # ---- the game ------------------------------------------------------------------------------
     @property
@@ -194,16 +222,20 @@ class RealUIDModule(GenerativeModule):
     def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
         noise = self.update_noise()
+        z = noise.randn_like(x1_real)
+        w, w_input = self._scales(noise, x1_real)
         with torch.no_grad():
-            x1_gen = self.generator(noise.randn_like(x1_real), cond, noise=noise)
+            x1_gen = self.generator(z, cond, None, noise, *w_input)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
         branches = [self.process.sample(x0, x1, t, noise) for x1 in x1s]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        fake = self.trained("fake_model")(t_all, x_all, cond_all)
+        w_all = [torch.cat([w] * len(x1s)) for w in w_input]
+        fake = self.trained("fake_model")(t_all, x_all, cond_all, *w_all)
         with torch.no_grad():
-            teacher = self.teacher(t_all, x_all, cond_all) if self.objective.fake_reads_teacher else None
+            w_teacher = w_all[0] if w_all else w
+            teacher = self.teacher(t_all, x_all, cond_all, w_teacher) if self.objective.fake_reads_teacher else None
         head = self.trained("gan_head") if self.gan_head is not None else None
         logits = None if head is None else self._gan_logits([x1_gen, x1_real], x0, cond, noise, head)
         return self.objective.fake_loss(branches, fake, teacher, logits).mean()
@@ -211,11 +243,13 @@ class RealUIDModule(GenerativeModule):
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
         noise = self.update_noise()
-        x1_gen = self.trained("generator")(noise.randn_like(x1_real), cond, noise=noise)
+        z = noise.randn_like(x1_real)
+        w, w_input = self._scales(noise, x1_real)
+        x1_gen = self.trained("generator")(z, cond, None, noise, *w_input)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
-        teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond), self.fake_model(t, gen.x_t, cond)
+        teacher_gen, fake_gen = self.teacher(t, gen.x_t, cond, w), self.fake_model(t, gen.x_t, cond, *w_input)
         logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 

@@ -16,19 +16,21 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint, state_sha256
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
+from realuid_lightning.nets.guidance import check_scale, guided_prediction
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import RunMetadata
 
 
 @dataclass(frozen=True)
 class LoadedTeacher:
-    """A teacher network with its process, its spec (None when it cannot be described) and its data shape (None when
-    only the data will tell)."""
+    """A teacher network with its process, its spec (None when it cannot be described), its data shape (None when
+    only the data will tell) and the condition dropout it was trained with (None: not recorded)."""
 
     net: nn.Module
     process: Process
     spec: Any
     data_shape: list[int] | None
+    cond_drop_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,20 @@ class TeacherOptions:
         teacher_ema: the EMA decay whose weights ``teacher_ckpt`` gives (None: its raw weights).
         net: the teacher network itself, instead of ``teacher_ckpt`` (give ``process`` with it).
         process: the teacher's process; overrides the one ``teacher_ckpt`` brings.
+        guidance_scale: distil the guided teacher f*_w = f*(∅) + w·(f*(c) − f*(∅)) at this w (classifier-free
+            guidance; the teacher needs a trained null class). The fake model is not guided. (For a student that
+            takes w as an input: ``guidance_range`` of :class:`GeneratorOptions`.)
     """
 
     teacher_ckpt: str | None = None
     teacher_ema: float | None = 0.999
     net: nn.Module | None = None
     process: Process | None = None
+    guidance_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.guidance_scale is not None:
+            check_scale(self.guidance_scale, "guidance_scale")
 
     @property
     def source(self) -> str:
@@ -67,7 +77,7 @@ class TeacherOptions:
         if RunMetadata.read(ckpt, what).student:
             raise ConfigError(f"{what} is not a MatchingModule (teacher) checkpoint")
         net, process, record = network_from_checkpoint(ckpt, self.teacher_ema, what=what)
-        return LoadedTeacher(net, self._process(process), record.net, record.data_shape)
+        return LoadedTeacher(net, self._process(process), record.net, record.data_shape, record.cond_drop_prob or 0.0)
 
     def _process(self, stored: Process) -> Process:
         return self.process if self.process is not None else stored
@@ -85,8 +95,9 @@ class FrozenTeacher(nn.Module):
         self.net, self.source = net.requires_grad_(False), source
         self.eval()
 
-    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        return self.net(t, x, cond)
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, w: float | Tensor | None = None) -> Tensor:
+        """f*(t, x, cond), or with a guidance scale w (a number or (B,)) the guided f*_w (:func:`guided_prediction`)."""
+        return self.net(t, x, cond) if w is None else guided_prediction(self.net, t, x, cond, w)
 
     def train(self, mode: bool = True) -> FrozenTeacher:
         return super().train(False)

@@ -11,6 +11,7 @@ from torch import nn
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator, time_of_noise_level
+from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
 
 
@@ -57,6 +58,9 @@ class GeneratorOptions:
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it).
         dropout: the dropout of G_θ and f in every dropout layer (the official code uses 0).
+        guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
+            zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
+            teacher is guided at each sample's w (its null class must be trained). Sample with ``--guidance w``.
     """
 
     generator_time: float = 0.0
@@ -68,8 +72,11 @@ class GeneratorOptions:
     generator_ema: float | None = 0.999
     fake_init: Literal["scratch", "teacher"] = "scratch"
     dropout: float = 0.0
+    guidance_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.guidance_range is not None:
+            check_range(self.guidance_range)
         if self.fake_init not in ("scratch", "teacher"):
             raise ConfigError(f"fake_init={self.fake_init!r} is not supported; choose 'scratch' or 'teacher'")
         if not 0.0 <= self.dropout < 1.0:
@@ -103,6 +110,18 @@ class GeneratorOptions:
     def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
         """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
         return FewStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, self.schedules(process))
+
+    def guidance(self, guidance_scale: float | None) -> Guidance | None:
+        """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
+        w from; None without. One of the two at most."""
+        if guidance_scale is not None and self.guidance_range is not None:
+            raise ConfigError(
+                f"give at most one of teacher.guidance_scale={guidance_scale} (a fixed w) or "
+                f"generator.guidance_range={list(self.guidance_range)} (w as the student's input)"
+            )
+        if self.guidance_range is not None:
+            return Guidance(*map(float, self.guidance_range), student_input=True)
+        return None if guidance_scale is None else Guidance(guidance_scale, guidance_scale)
 
     def network_spec(self, teacher_spec: Any) -> Any:
         """The spec of G_θ's and f's network: the teacher's with their dropout."""

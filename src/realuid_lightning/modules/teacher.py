@@ -12,6 +12,7 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
+from realuid_lightning.nets.guidance import drop_labels, null_label
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
 from realuid_lightning.processes.base import Process
@@ -34,6 +35,8 @@ class MatchingModule(GenerativeModule):
         max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient (each is skipped).
         noise_chunks: draw each training batch's noise (x0, t) in this many seeded chunks; under DDP one chunk per rank
             by default, so ranks draw different noise (:class:`~realuid_lightning.noise.Noise`).
+        cond_drop_prob: condition dropout for classifier-free guidance: each label becomes the null class ∅ with this
+            probability, so f*(t, x, ∅) learns the unconditional model (a network with ``null_class: true``).
     """
 
     role = "teacher"
@@ -51,10 +54,15 @@ class MatchingModule(GenerativeModule):
         sample_method: Literal["euler", "heun", "sde"] = "euler",
         max_nonfinite: int = 10,
         noise_chunks: int | None = None,
+        cond_drop_prob: float = 0.0,
     ) -> None:
         super().__init__(noise_chunks)
         if lr <= 0:
             raise ConfigError(f"lr={lr} must be positive")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ConfigError(f"cond_drop_prob={cond_drop_prob} must lie in [0, 1) (0.1 is usual for guidance)")
+        what = f"{type(net).__name__} (cond_drop_prob={cond_drop_prob})"
+        self.null_cond = null_label(net, what) if cond_drop_prob else None  # the label ∅ dropped labels become
         if warmup_steps < 0:
             raise ConfigError(f"warmup_steps={warmup_steps} must be >= 0")
         self.nonfinite = NonFiniteGuard(max_nonfinite)
@@ -81,6 +89,8 @@ class MatchingModule(GenerativeModule):
         x0 = self.process.source(x1, cond, noise)  # noise, or the source of a pair [x1, x0] (coupling processes)
         t = noise.time(self.process, x1.shape[0], x1.device)
         s = self.process.sample(x0, x1, t, noise)
+        if self.null_cond is not None:  # classifier-free guidance: labels dropped to ∅ with probability cond_drop_prob
+            cond = drop_labels(cond, self.hparams.cond_drop_prob, self.null_cond, noise)
         return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -100,9 +110,13 @@ class MatchingModule(GenerativeModule):
         self.nonfinite.check(self, getattr(self, "_last_loss", grad_norm), grad_norm, optimizer, name="teacher")
 
     def run_record(self) -> RunMetadata:
-        """The base record, with the sampler of :meth:`sample`'s defaults."""
+        """The base record, with the sampler of :meth:`sample`'s defaults and the condition dropout."""
+        hp = self.hparams
         return replace(
-            super().run_record(), sample_steps=self.hparams.sample_steps, sample_method=self.hparams.sample_method
+            super().run_record(),
+            sample_steps=hp.sample_steps,
+            sample_method=hp.sample_method,
+            cond_drop_prob=hp.cond_drop_prob,
         )
 
     def configure_optimizers(self) -> Any:
@@ -119,19 +133,15 @@ class MatchingModule(GenerativeModule):
         cond: Tensor | None = None,
         steps: int | None = None,
         method: Literal["euler", "heun", "sde"] | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
         """x1 = ODE-solve(dx/dt = u*(t, x)) from noise with ``steps`` steps (default ``sample_steps``),
-        see :func:`sample_teacher`.
+        see :func:`sample_teacher`; with ``guidance`` w of the guided f*_w (classifier-free guidance).
 
         For a coupling process ``cond`` holds the sources x0 ('sde': Euler–Maruyama); a missing ``cond`` is filled in
         by :meth:`sampling_cond`.
         """
-        cond = self.sampling_cond(num, cond)
-        sampler = Sampler(
-            self.net,
-            self.process,
-            tuple(self.data_shape or ()),
-            steps or self.hparams.sample_steps,
-            method or self.hparams.sample_method,
-        )
-        return sampler(self.source_noise(num, generator), cond, generator)
+        cond, hp = self.sampling_cond(num, cond), self.hparams
+        shape, steps, method = tuple(self.data_shape or ()), steps or hp.sample_steps, method or hp.sample_method
+        sampler = Sampler(self.net, self.process, shape, steps, method, cond_drop_prob=hp.cond_drop_prob)
+        return sampler.guided(guidance)(self.source_noise(num, generator), cond, generator)

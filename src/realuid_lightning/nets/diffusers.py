@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import load_state_strict
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 from realuid_lightning.processes.diffusion import DiscreteVP, diffusers_timestep
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -50,10 +51,11 @@ class DiffusersUNet(nn.Module):
     config of the built model (defaults filled in, private ``_`` keys dropped) is kept as ``config``,
     so a checkpoint describes the architecture with plain data. Pair it with the
     :class:`~realuid_lightning.processes.diffusion.DiscreteVP` of the same scheduler: what the output
-    means (ε, v or x̂1) is that process's ``prediction``.
+    means (ε, v or x̂1) is that process's ``prediction``. ``null_class``: the last of the config's
+    ``num_class_embeds`` labels is the null class ∅ of classifier-free guidance (C = num_class_embeds − 1).
     """
 
-    def __init__(self, config: dict, num_train_timesteps: int = 1000) -> None:
+    def __init__(self, config: dict, num_train_timesteps: int = 1000, null_class: bool = False) -> None:
         super().__init__()
         if num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps={num_train_timesteps} must be >= 2")
@@ -62,7 +64,9 @@ class DiffusersUNet(nn.Module):
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config does not describe a diffusers UNet2DModel: {str(err).splitlines()[0]}") from None
         self.config = {k: _plain(v) for k, v in self.unet.config.items() if not k.startswith("_")}
+        embeds = self.config["num_class_embeds"]
         self.num_train_timesteps = num_train_timesteps
+        self.null_class = checked_null_class(null_class, embeds and embeds - 1)
         if self.config["time_embedding_type"] not in ("positional", "learned"):
             raise ConfigError(
                 f"time_embedding_type={self.config['time_embedding_type']!r} is not supported: "

@@ -10,11 +10,14 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 
 INSTALL_HINT = "pip install 'realuid-lightning[official]'"
 
 
-def checked_unet_wrapper(dim: Sequence[int], class_cond: bool, num_classes: int | None) -> type[nn.Module]:
+def checked_unet_wrapper(
+    dim: Sequence[int], class_cond: bool, num_classes: int | None, null_class: bool = False
+) -> type[nn.Module]:
     """torchcfm's ``UNetModelWrapper``, once ``dim`` and the class arguments are valid; one ConfigError line if not,
     or if torchcfm is not installed."""
     try:
@@ -25,6 +28,7 @@ def checked_unet_wrapper(dim: Sequence[int], class_cond: bool, num_classes: int 
         raise ConfigError(f"dim={list(dim)} must be (channels, height, width)")
     if class_cond and (num_classes is None or num_classes < 1):
         raise ConfigError(f"class_cond=True needs num_classes >= 1 (got num_classes={num_classes})")
+    checked_null_class(null_class, num_classes if class_cond else None)
     return UNetModelWrapper
 
 
@@ -40,7 +44,8 @@ class TorchCFMUNet(nn.Module):
     The init args are those of ``UNetModelWrapper`` with the same names, except ``learn_sigma`` and
     ``use_fp16`` (always False: a velocity network outputs the data channels, in float32).
     ``class_cond=True`` adds the label embedding for ``num_classes`` classes; ``cond`` is then a (B,)
-    tensor of integer labels. :meth:`bottleneck` returns the mid-block features a GAN head reads.
+    tensor of integer labels; ``null_class`` adds the null label ∅ = ``num_classes`` of classifier-free guidance (the
+    label embedding has C + 1 rows). :meth:`bottleneck` returns the mid-block features a GAN head reads.
     """
 
     def __init__(
@@ -60,22 +65,23 @@ class TorchCFMUNet(nn.Module):
         dropout: float = 0.0,
         resblock_updown: bool = False,
         use_new_attention_order: bool = False,
+        null_class: bool = False,
     ) -> None:
         super().__init__()
-        UNetModelWrapper = checked_unet_wrapper(dim, class_cond, num_classes)
+        UNetModelWrapper = checked_unet_wrapper(dim, class_cond, num_classes, null_class)
         self.dim, self.num_channels, self.num_classes, self.num_heads = tuple(dim), num_channels, num_classes, num_heads
         self.num_res_blocks, self.use_checkpoint, self.resblock_updown = num_res_blocks, use_checkpoint, resblock_updown
         self.channel_mult, self.class_cond, self.num_head_channels = tuple(channel_mult), class_cond, num_head_channels
         self.attention_resolutions, self.use_new_attention_order = attention_resolutions, use_new_attention_order
         self.num_heads_upsample, self.use_scale_shift_norm = num_heads_upsample, use_scale_shift_norm
-        self.dropout = dropout
+        self.dropout, self.null_class = dropout, null_class
         self.unet = UNetModelWrapper(
             dim=self.dim,
             num_channels=num_channels,
             num_res_blocks=num_res_blocks,
             channel_mult=list(channel_mult),
             class_cond=class_cond,
-            num_classes=num_classes,
+            num_classes=num_classes + int(null_class) if class_cond else num_classes,
             use_checkpoint=use_checkpoint,
             attention_resolutions=attention_resolutions,
             num_heads=num_heads,

@@ -9,6 +9,7 @@ from diffusers import UNet2DModel
 from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.nets.labels import checked_null_class
 
 
 class UNet(nn.Module):
@@ -17,7 +18,9 @@ class UNet(nn.Module):
     The paper's CIFAR-10 network (torchcfm U-Net: 128 channels, multipliers 1, 2, 2, 2, two residual
     blocks per level, attention at 16×16, 64-channel heads) is ``UNet(32, 3, (128, 256, 256, 256),
     attention_levels=(1,))`` here, 35.7M parameters. ``num_classes`` adds a label embedding (class-
-    conditional CIFAR-10); ``cond`` is then a (B,) tensor of integer labels. ``source_channels`` > 0 makes
+    conditional CIFAR-10); ``cond`` is then a (B,) tensor of integer labels. ``null_class`` adds one more label,
+    the null class ∅ = ``num_classes`` that classifier-free guidance reads (the embedding has C + 1 rows; the teacher
+    learns it with ``cond_drop_prob``). ``source_channels`` > 0 makes
     it the network of a coupling process: ``cond`` is the source image x0 (B, source_channels, H, W), concatenated
     to x_t on the channels (in_channels = channels + source_channels). :meth:`bottleneck`
     returns the mid-block features that the GAN head of METHOD.md §2.7 reads.
@@ -36,6 +39,7 @@ class UNet(nn.Module):
         norm_num_groups: int = 32,
         time_scale: float = 1000.0,
         source_channels: int = 0,
+        null_class: bool = False,
     ) -> None:
         super().__init__()
         levels = len(block_out_channels)
@@ -43,6 +47,7 @@ class UNet(nn.Module):
         self.layers_per_block, self.attention_levels = layers_per_block, list(attention_levels)
         self.attention_head_dim, self.num_classes, self.dropout = attention_head_dim, num_classes, dropout
         self.norm_num_groups, self.time_scale, self.source_channels = norm_num_groups, time_scale, source_channels
+        self.null_class = checked_null_class(null_class, num_classes)
         self._check_config()
         self.unet = UNet2DModel(
             sample_size=sample_size,
@@ -51,7 +56,7 @@ class UNet(nn.Module):
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             attention_head_dim=attention_head_dim,
-            num_class_embeds=num_classes,
+            num_class_embeds=None if num_classes is None else num_classes + int(null_class),
             down_block_types=tuple(
                 "AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)
             ),

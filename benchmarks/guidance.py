@@ -1,0 +1,167 @@
+"""Guidance benchmark: FD-digits and class accuracy of a classifier-free-guided digits teacher and of one-step
+students distilled from it (fixed w, a range of w, data-free vs RealUID).
+
+    python benchmarks/guidance.py [--iterations 1200] [--students fixed2 range fixed2_realuid fixed4 fixed1]
+    python benchmarks/guidance.py --students range --out benchmarks/results/guidance_range.json
+
+The teacher is checkpoints/digits_teacher_cond.ckpt (configs/digits_teacher_cond.yaml: cond_drop_prob 0.1). Every
+model draws ``--num-samples`` samples from the same noise with labels 0 … 9 in turn, scored against the 1 797 real
+digits: FD-digits (Fréchet distance in the features of the shipped digit classifier, DigitsFeatures) and class
+accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
+steps at w ∈ --scales. Students (the configs/digits_realuid.yaml recipe through convergence.distil: K = 5, Adam
+(0, 0.999), lr 3e-4, warm-up 50, cosine to 0.1, EMA with warm-up, scored at EMA 0.995; ``--iterations`` iterations
+each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID
+(α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps
+what it finished. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import convergence  # the distillation recipe and the UID / RealUID settings of the convergence study
+import torch
+
+from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.metrics import feature_frechet_distance, to_unit
+from realuid_lightning.nets import DigitsFeatures
+from realuid_lightning.nets.guidance import Guided
+from realuid_lightning.nets.labels import cycled_labels
+from realuid_lightning.sampling import sample_teacher
+
+STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
+    "fixed1": ({"guidance_scale": 1.0}, {}, "uid"),
+    "fixed2": ({"guidance_scale": 2.0}, {}, "uid"),
+    "fixed4": ({"guidance_scale": 4.0}, {}, "uid"),
+    "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
+    "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
+}
+DECAY = 0.995  # the EMA decay scored (configs/digits_realuid.yaml keeps 0.99 and 0.995)
+RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]  # configs/digits_realuid.yaml on convergence.py's defaults
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", default="checkpoints/digits_teacher_cond.ckpt")
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 2.0, 4.0])
+    parser.add_argument("--iterations", type=int, default=1200)
+    parser.add_argument("--teacher-steps", type=int, default=100)
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/guidance.json")
+    parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
+    return parser.parse_args()
+
+
+class Scorer:
+    """FD-digits and class accuracy of samples drawn for ``labels`` (default: 0 … 9 in turn)."""
+
+    def __init__(self, num: int) -> None:
+        data = DigitsDataModule()
+        self.real, self.real_labels = data.real_images(), data.labels
+        self.features, self.labels = DigitsFeatures.pretrained(), cycled_labels(0, num, 10)
+
+    @torch.no_grad()
+    def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        predicted = torch.cat([self.features.logits(to_unit(b)).argmax(1) for b in samples.split(1000)])
+        labels = self.labels if labels is None else labels
+        return {
+            "fd": feature_frechet_distance(samples, self.real, self.features),
+            "accuracy": float((predicted == labels).float().mean()),
+        }
+
+    def floor(self) -> dict[str, float]:
+        """Real digits: FD of the even- to the odd-indexed half, the classifier's accuracy on all of them."""
+        return {
+            "fd": feature_frechet_distance(self.real[::2], self.real[1::2], self.features),
+            "accuracy": self(self.real, self.real_labels)["accuracy"],
+        }
+
+
+def distil_student(
+    name: str, net: torch.nn.Module, process, args: argparse.Namespace
+) -> tuple[RealUIDModule, EMA, float]:
+    """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
+    teacher, generator, setting = STUDENTS[name]
+    recipe = convergence.arguments(RECIPE + ["--iterations", str(args.iterations)])
+    start = time.perf_counter()
+    student, ema = convergence.distil(net, process, setting, args.seed, recipe, teacher=teacher, generator=generator)
+    return student, ema, time.perf_counter() - start
+
+
+def student_rows(
+    name: str, student: RealUIDModule, ema: EMA, noise: torch.Tensor, score: Scorer, args: argparse.Namespace
+) -> list[dict]:
+    """Rows of the EMA student at its w (fixed), or at each of --scales (range)."""
+    teacher, generator, setting = STUDENTS[name]
+    scales = args.scales if generator else [teacher["guidance_scale"]]
+    rows = []
+    with torch.no_grad(), ema.swapped(student, DECAY):
+        for w in scales:
+            ws = (torch.full((len(noise),), w),) if generator else ()
+            samples = student.generator(noise, score.labels, *ws)
+            rows.append({"model": name, "setting": setting, "w": w, "nfe": 1, **score(samples)})
+    return rows
+
+
+def teacher_rows(net: torch.nn.Module, process, noise: torch.Tensor, score: Scorer, args: argparse.Namespace) -> list:
+    """The real-digits floor and the teacher at ``--teacher-steps`` Euler steps, guided at each of ``--scales``."""
+    rows = [{"model": "real digits, half vs half", "setting": "-", "w": 0, "nfe": 0, **score.floor()}]
+    for w in args.scales:
+        samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=score.labels)
+        rows.append({"model": "teacher", "setting": "-", "w": w, "nfe": args.teacher_steps * (1 if w == 1 else 2)})
+        rows[-1] |= score(samples)
+        print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | objective | w | NFE | FD-digits ↓ | class accuracy ↑ |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['w']:g} | {r['nfe']} | {r['fd']:.2f} | {100 * r['accuracy']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = arguments()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    start, score = time.perf_counter(), Scorer(args.num_samples)
+    net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+    noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
+    earlier = json.loads(Path(args.resume).read_text()) if args.resume else {"rows": [], "train_seconds": {}}
+    rows, seconds = earlier["rows"], earlier["train_seconds"]
+    if not rows:
+        rows = teacher_rows(net, process, noise, score, args)
+    for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
+        if name is not None:
+            student, ema, seconds[name] = distil_student(name, net, process, args)
+            rows += student_rows(name, student, ema, noise, score, args)
+            print(rows[-1], f"{seconds[name]:.0f} s", flush=True)
+        result = {
+            "benchmark": "guidance",
+            "teacher": args.teacher,
+            "recipe": vars(args),
+            "ema": DECAY,
+            "rows": rows,
+            "train_seconds": seconds,
+            "total_seconds": earlier.get("total_seconds", 0.0) + time.perf_counter() - start,
+            "threads": torch.get_num_threads(),
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(table(rows))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
