@@ -167,6 +167,23 @@ def test_few_step_range_student_reads_w_at_every_step():
         trained = ranged.generator(z, c, None, noise.for_update(1), mixed)
         by_w = [ranged.generator(z, c, None, noise.for_update(1), w) for w in (low, high)]
         assert torch.equal(trained[:3], by_w[0][:3]) and torch.equal(trained[3:], by_w[1][3:])
+        spy = ScaleSpy(ranged.generator.net)  # every read, the earlier steps' too, gets its own rows' w
+        ranged.generator.net = spy
+        ranged.generator(z, c, None, noise.for_update(1), mixed)
+        assert len(spy.calls) == 2 and all(w is not None and len(w) == rows for rows, w in spy.calls)
+        assert set(spy.calls[0][1].tolist()) <= {1.0, 4.0} and torch.equal(spy.calls[1][1], mixed)
+
+
+class ScaleSpy(torch.nn.Module):
+    """A w-reading network that records (batch size, w) of every call."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, t, x, cond=None, w=None):
+        self.calls.append((x.shape[0], None if w is None else w.clone()))
+        return self.net(t, x, cond, w)
 
 
 def test_guided_distillation_uses_the_guided_teacher():
