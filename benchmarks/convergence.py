@@ -320,15 +320,15 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
         "| to the real floor | core minutes to the floor |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    fmt = lambda s: (
-        "—"
-        if s["mean"] is None
-        else f"{s['mean']:.2f} ± {s['std']:.2f}" + (f" ({s['n']})" if s["n"] < len(args.seeds) else "")
-    )
     for setting, s in summary.items():
+        runs = s["final_raw"]["n"]  # this setting's runs; (n) marks a figure that fewer of them reached
+        fmt = lambda v: (  # noqa: E731
+            "—"
+            if v["mean"] is None
+            else f"{v['mean']:.2f} ± {v['std']:.2f}" + (f" ({v['n']})" if v["n"] < runs else "")
+        )
         print(
-            f"| {setting} | {len(args.seeds)} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | "
-            f"{fmt(s['settle'])} | "
+            f"| {setting} | {runs} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
             f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} | {fmt(s['reach']['real_floor'])} | "
             f"{fmt(minutes(s['cpu_seconds_to_floor']))} |"
         )
