@@ -94,8 +94,11 @@ class Curve(pl.Callback):
             self._evaluate(trainer, pl_module)
 
 
-def fit_quietly(student: RealUIDModule, data: DigitsDataModule, iterations: int, callbacks: list) -> pl.Trainer:
-    """Train ``student`` for ``iterations`` iterations on the CPU without logger, checkpoints or progress bar."""
+def fit_quietly(
+    module: pl.LightningModule, data: pl.LightningDataModule, iterations: int, callbacks: list
+) -> pl.Trainer:
+    """Train ``module`` for ``iterations`` iterations on the CPU without logger, checkpoints or progress bar (the
+    benchmarks' one Trainer)."""
     trainer = pl.Trainer(
         max_steps=iterations,
         accelerator="cpu",
@@ -106,7 +109,7 @@ def fit_quietly(student: RealUIDModule, data: DigitsDataModule, iterations: int,
         callbacks=callbacks,
         limit_val_batches=0,
     )
-    trainer.fit(student, data)
+    trainer.fit(module, data)
     return trainer
 
 

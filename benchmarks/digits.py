@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from convergence import fit_quietly
 
 from realuid_lightning import (
     EMA,
@@ -115,16 +116,7 @@ def main() -> None:
         ema = EMA(DECAYS, warmup=args.ema_warmup)
         curve = Curve(max(args.iterations // 6, 1), score, ema)
         t0 = time.perf_counter()
-        pl.Trainer(
-            max_steps=args.iterations,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[ema, curve],
-            limit_val_batches=0,
-        ).fit(student, data)
+        fit_quietly(student, data, args.iterations, [ema, curve])
         seconds = time.perf_counter() - t0
         rows.append({"model": f"{name}, raw", "steps": 1, "fd": score(student.generator(noise)), "seconds": seconds})
         for decay in DECAYS:

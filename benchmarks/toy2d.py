@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from convergence import fit_quietly
 
 from realuid_lightning import (
     EMA,
@@ -44,19 +45,8 @@ STUDENT_EMA = 0.99
 
 
 def fit(module: pl.LightningModule, steps: int, callbacks: list) -> float:
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
     start = time.perf_counter()
-    trainer.fit(module, Toy2DDataModule("8gaussians", batch_size=512))
+    fit_quietly(module, Toy2DDataModule("8gaussians", batch_size=512), steps, callbacks)
     return time.perf_counter() - start
 
 
