@@ -125,7 +125,7 @@ def main() -> None:
             "seconds": fit(teacher, args.teacher_steps, [teacher_ema]),
         }
     ]
-    teacher.load_state_dict({f"net.{k}": v for k, v in teacher_ema.averages["0.999"].items()})
+    teacher.net.load_state_dict(teacher_ema.averages["0.999"])
     for steps in (1, 4, 100):
         rows.append(
             {
