@@ -46,6 +46,7 @@ from realuid_lightning.nets.features import DigitsFeatures, MNISTFeatures
 from realuid_lightning.sampling import sample_teacher
 
 QUALITY = ("precision", "recall", "nn_distance", "nn_distance_real", "memorisation")
+DEFAULT_RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]  # configs/digits_realuid.yaml on this script's defaults
 SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
 
 
@@ -88,9 +89,17 @@ class Curve(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         self.t0 = clocks()
 
+    def _new(self, updates: int) -> bool:
+        return updates > 0 and (not self.points or self.points[-1]["updates"] != updates)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         updates = int(pl_module.generator_updates)
-        if updates % self.every == 0 and updates > 0 and (not self.points or self.points[-1]["updates"] != updates):
+        if updates % self.every == 0 and self._new(updates):
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        """The final point too, where the run does not end on a multiple of ``every``."""
+        if self._new(int(pl_module.generator_updates)):
             self._evaluate(trainer, pl_module)
 
 
@@ -209,10 +218,11 @@ def distil(
     callbacks: list[pl.Callback] = (),
     teacher: dict | None = None,
     generator: dict | None = None,
+    conditional: bool = False,
 ) -> tuple[RealUIDModule, EMA]:
     """A student of ``setting`` trained by the recipe of ``args`` for ``args.iterations`` iterations on the digits of
-    ``args.data`` (``teacher``, ``generator``: more TeacherOptions / GeneratorOptions, e.g. guidance; conditional data
-    then); (student, its EMA)."""
+    ``args.data`` (``teacher``, ``generator``: more TeacherOptions / GeneratorOptions, e.g. guidance or a few-step
+    schedule; ``conditional``: labelled digits); (student, its EMA)."""
     alpha, beta = SETTINGS[setting]
     pl.seed_everything(seed, verbose=False)
     optimisation = OptimisationOptions(
@@ -236,7 +246,7 @@ def distil(
         source=args.data,
         batch_size=args.batch_size,
         heldout=1000 if mnist else 0,
-        conditional=bool(teacher or generator),
+        conditional=conditional,
     )
     fit_quietly(student, data, args.iterations, [ema, *callbacks])
     return student, ema

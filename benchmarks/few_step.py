@@ -27,20 +27,11 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
+import convergence
 import matplotlib
 import torch
-from convergence import Curve, fit_quietly
 
-from realuid_lightning import (
-    EMA,
-    DigitsDataModule,
-    GeneratorOptions,
-    Objective,
-    OptimisationOptions,
-    RealUIDModule,
-    TeacherOptions,
-)
+from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets.features import DigitsFeatures
@@ -55,12 +46,11 @@ STUDENTS = {  # name: (generator_times, student_steps)
     "4-step": ([0.0, 0.25, 0.5, 0.75], None),
     "shared": ([0.0, 0.25, 0.5, 0.75], [1, 2, 4]),
 }
-DECAYS = (0.99, 0.995)
 KEY = "ema_0.995_{}steps"
 TEACHER_STEPS = (1, 2, 4, 10, 100)
 
 
-class StepCurve(Curve):
+class StepCurve(convergence.Curve):
     """FD of each EMA decay at each trained step count, on the fixed noise and fixed re-noising."""
 
     @torch.no_grad()
@@ -74,30 +64,13 @@ class StepCurve(Curve):
         return point
 
 
-def distil(args: argparse.Namespace, teacher: tuple, data: DigitsDataModule, score, noise, name: str, its: int) -> dict:
+def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, its: int) -> dict:
     """One student trained ``its`` iterations: its curve, final point and training seconds (scoring excluded)."""
     times, steps = STUDENTS[name]
-    pl.seed_everything(0, verbose=False)
-    optimisation = OptimisationOptions(
-        fake_updates=5,
-        generator_lr=3e-4,
-        fake_lr=3e-4,
-        adam_betas=(0.0, 0.999),
-        warmup_steps=50,
-        final_lr_ratio=0.1,
-        grad_clip=1.0,
-    )
-    student = RealUIDModule(
-        TeacherOptions(net=teacher[0], process=teacher[1]),
-        Objective(1.0, 1.0),
-        optimisation,
-        GeneratorOptions(generator_times=times, student_steps=steps),
-    )
-    ema = EMA(DECAYS, warmup=True)
+    recipe = convergence.arguments(convergence.DEFAULT_RECIPE + ["--iterations", str(its)])
     curve = StepCurve(args.eval_every, score, noise)
-    trainer = fit_quietly(student, data, its, [ema, curve])
-    if curve.points[-1]["updates"] != int(student.generator_updates):
-        curve._evaluate(trainer, student)
+    schedule = {"generator_times": times, "student_steps": steps}
+    convergence.distil(*teacher, "uid", 0, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
     return {**run, "curve": curve.points}
@@ -171,10 +144,10 @@ def main() -> None:
     floor = feature_frechet_distance(real[::2], real[1::2], features)
     teacher = {k: round(score(sample_teacher(net, process, noise, k)), 3) for k in TEACHER_STEPS}
     print("teacher:", teacher, "floor:", round(floor, 3), flush=True)
-    runs = {name: distil(args, (net, process), data, score, noise, name, args.iterations) for name in STUDENTS}
+    runs = {name: distil(args, (net, process), score, noise, name, args.iterations) for name in STUDENTS}
     budget = runs["2-step"]["seconds"]
     its = round(args.iterations * budget / runs["1-step"]["seconds"] / 6) * 6
-    runs["1-step, equal time"] = distil(args, (net, process), data, score, noise, "1-step", its)
+    runs["1-step, equal time"] = distil(args, (net, process), score, noise, "1-step", its)
     rows = table(teacher, runs, budget, args.iterations)
     fd = {(r["model"].split(" ")[0], r["nfe"]): r for r in rows}
     summary = {

@@ -43,7 +43,6 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
 }
 DECAY = 0.995  # the EMA decay scored (configs/digits_realuid.yaml keeps 0.99 and 0.995)
-RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]  # configs/digits_realuid.yaml on convergence.py's defaults
 
 
 def arguments() -> argparse.Namespace:
@@ -90,9 +89,11 @@ def distil_student(
 ) -> tuple[RealUIDModule, EMA, float]:
     """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
     teacher, generator, setting = STUDENTS[name]
-    recipe = convergence.arguments(RECIPE + ["--iterations", str(args.iterations)])
+    recipe = convergence.arguments(convergence.DEFAULT_RECIPE + ["--iterations", str(args.iterations)])
     start = time.perf_counter()
-    student, ema = convergence.distil(net, process, setting, args.seed, recipe, teacher=teacher, generator=generator)
+    student, ema = convergence.distil(
+        net, process, setting, args.seed, recipe, teacher=teacher, generator=generator, conditional=True
+    )
     return student, ema, time.perf_counter() - start
 
 
