@@ -26,6 +26,7 @@ import logging
 import statistics
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -164,6 +165,13 @@ def first_reach(points: list[dict], key: str, threshold: float, unit: str = "upd
 def minutes(seconds: dict) -> dict:
     """A :func:`spread` of seconds in minutes."""
     return {k: v / 60 if k != "n" and v is not None else v for k, v in seconds.items()}
+
+
+def mean_std(v: dict, count: int) -> str:
+    """'mean ± std' of a spread; '(n)' after it where fewer than ``count`` runs reached it; '—' where none did."""
+    if v["mean"] is None:
+        return "—"
+    return f"{v['mean']:.2f} ± {v['std']:.2f}" + (f" ({v['n']})" if v["n"] < count else "")
 
 
 def spread(values: list[float]) -> dict:
@@ -334,14 +342,10 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for setting, s in summary.items():
-        runs = s["final_raw"]["n"]  # this setting's runs; (n) marks a figure that fewer of them reached
-        fmt = lambda v: (  # noqa: E731
-            "—"
-            if v["mean"] is None
-            else f"{v['mean']:.2f} ± {v['std']:.2f}" + (f" ({v['n']})" if v["n"] < runs else "")
-        )
+        count = s["final_raw"]["n"]
+        fmt = partial(mean_std, count=count)
         print(
-            f"| {setting} | {runs} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
+            f"| {setting} | {count} | {fmt(s['final_raw'])} | {fmt(s['final_' + key])} | {fmt(s['settle'])} | "
             f"{fmt(s['reach']['10'])} | {fmt(s['reach']['100'])} | {fmt(s['reach']['real_floor'])} | "
             f"{fmt(minutes(s['cpu_seconds_to_floor']))} |"
         )
@@ -354,7 +358,7 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
     print("| setting | precision | recall | memorisation (nn distance / real's) |")
     print("|---|---|---|---|")
     for setting, s in summary.items():
-        q = s["quality"]
+        q, fmt = s["quality"], partial(mean_std, count=s["final_raw"]["n"])
         print(f"| {setting} | {fmt(q['precision'])} | {fmt(q['recall'])} | {fmt(q['memorisation'])} |")
     result = {
         "benchmark": "convergence",
