@@ -25,8 +25,8 @@ from realuid_lightning.objective import Objective
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
 
-# The frozen teacher stays in eval mode on purpose (no dropout, fixed normalisation statistics).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+# On purpose: the frozen teacher stays in eval mode; a checkpoint holds the state after an update (resume's state).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training|Using Model")
 
 
 def _plain(section: Any) -> dict[str, Any]:
