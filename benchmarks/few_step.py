@@ -4,7 +4,7 @@
     python benchmarks/few_step.py --iterations 1200 --out benchmarks/results/few_step_digits.json
 
 Protocol: the teacher checkpoints/digits_teacher.ckpt at 1, 2, 4, 10 and 100 Euler steps; the students follow
-configs/digits_realuid.yaml (UID α = β = 1, K = 5, lr 3e-4 for both, Adam (0, 0.999), warm-up 50, cosine to 0.1×,
+convergence.DEFAULT_RECIPE (UID α = β = 1, K = 5, lr 3e-4 for both, Adam (0, 0.999), warm-up 50, cosine to 0.1×,
 clip 1, EMA 0.99 / 0.995 with warm-up), seed 0, schedules evenly spaced from t = 0 (DMD2's): 2 steps [0, 0.5],
 4 steps [0, 0.25, 0.5, 0.75], the shared student's 1 / 2 / 4 steps every 4th / 2nd / time of the latter. FD-digits of
 the EMA 0.995 student (0.99 recorded too): 2000 samples from fixed noise (seed 1) with fixed re-noising (seed 2)

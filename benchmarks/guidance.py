@@ -8,7 +8,7 @@ The teacher is checkpoints/digits_teacher_cond.ckpt (configs/digits_teacher_cond
 model draws ``--num-samples`` samples from the same noise with labels 0 … 9 in turn, scored against the 1 797 real
 digits: FD-digits (Fréchet distance in the features of the shipped digit classifier, DigitsFeatures) and class
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
-steps at w ∈ --scales. Students (the configs/digits_realuid.yaml recipe through convergence.distil: K = 5, Adam
+steps at w ∈ --scales. Students (convergence.DEFAULT_RECIPE through convergence.distil: K = 5, Adam
 (0, 0.999), lr 3e-4, warm-up 50, cosine to 0.1, EMA with warm-up, scored at EMA 0.995; ``--iterations`` iterations
 each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID
 (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps
