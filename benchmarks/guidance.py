@@ -42,7 +42,7 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
     "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
 }
-DECAY = 0.995  # the EMA decay scored (configs/digits_realuid.yaml keeps 0.99 and 0.995)
+DECAY = 0.995  # the EMA decay scored (the last of convergence.py's default decays, 0.99 and 0.995)
 
 
 def arguments() -> argparse.Namespace:

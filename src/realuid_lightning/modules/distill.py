@@ -26,7 +26,7 @@ from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
 
 # On purpose: the frozen teacher stays in eval mode; a checkpoint holds the state after an update (resume's state).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training|Using Model")
+warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode at the start of training|Using ModelCheckpoint")
 
 
 def _plain(section: Any) -> dict[str, Any]:
