@@ -52,8 +52,8 @@ from realuid_lightning.sampling import sample_teacher
 from realuid_lightning.saving import save_atomic
 
 QUALITY = ("precision", "recall", "nn_distance", "nn_distance_real", "memorisation")
-# The recipe of the shipped few-step and guidance results on this script's defaults: configs/digits_realuid.yaml up to
-# 2026-12-03 (lr 3e-4; the config now runs lr 1e-4, README "Convergence on digits").
+# The few-step and guidance students' recipe on this script's defaults (K = 5, batch 64, warm-up 50, clip 1): cosine
+# to 0.1x, EMA with warm-up; their --lr is 3e-4 (configs/digits_realuid.yaml up to 2026-12-03) or 1e-4 (it since).
 DEFAULT_RECIPE = ["--final-lr-ratio", "0.1", "--ema-warmup"]
 CACHE = Path(".cache/realuid_convergence")  # the teacher's FDs and quality, under a hash of what fixes them
 SETTINGS = {"uid": (1.0, 1.0), "realuid0.98": (0.94, 0.94 * 0.98), "realuid1.02": (0.94, 0.94 * 1.02)}
@@ -223,6 +223,11 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="summarise the runs of earlier --out files (same recipe but seeds/settings) instead of training",
     )
     return parser.parse_args(argv)
+
+
+def recipe(iterations: int, lr: float) -> argparse.Namespace:
+    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks)."""
+    return arguments(DEFAULT_RECIPE + ["--iterations", str(iterations), "--lr", str(lr)])
 
 
 def distil(
