@@ -77,9 +77,16 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
 
 
 def at_time(run: dict, seconds: float) -> dict:
-    """The last curve point of ``run`` at or before ``seconds`` of training (CPU time; the equal-time 1-step run's
-    last point lies within rounding of it)."""
+    """The last curve point of ``run`` at or before ``seconds`` of training (CPU time)."""
     return [p for p in run["curve"] if p["cpu_seconds"] <= seconds + 1e-6][-1]
+
+
+def timed_point(runs: dict, name: str, budget: float | None) -> dict:
+    """Student ``name`` at ``budget`` seconds: the equal-time 1-step run's end (its iterations fill the budget up to
+    rounding), the others' curves read at the budget; {} without a budget."""
+    if budget is None:
+        return {}
+    return runs["1-step, equal time"]["final"] if name == "1-step" else at_time(runs[name], budget)
 
 
 def table(teacher: dict, runs: dict, budget: float | None, iterations: int) -> list[dict]:
@@ -92,7 +99,7 @@ def table(teacher: dict, runs: dict, budget: float | None, iterations: int) -> l
         if name not in runs:
             continue
         run = runs[name]
-        timed = {} if budget is None else at_time(runs[f"{name}, equal time" if name == "1-step" else name], budget)
+        timed = timed_point(runs, name, budget)
         for m in steps or [len(times)]:
             rows.append(
                 {
