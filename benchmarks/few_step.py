@@ -194,7 +194,8 @@ def main() -> None:
         runs["1-step, equal time"] = distil(args, (net, process), score, noise, "1-step", its)
     result = summarise(args, teacher, floor, runs, budget)
     result |= {"total_seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads()}
-    print(f"| model | NFE | FD-digits, {args.iterations // 6} updates | FD-digits, {budget or 0:.0f} s | training s |")
+    timed = "equal time: not run" if budget is None else f"{budget:.0f} s"
+    print(f"| model | NFE | FD-digits, {args.iterations // 6} updates | FD-digits, {timed} | training s |")
     print("|---|---|---|---|---|")
     for r in result["rows"]:
         timed = "—" if r["fd_time"] is None else f"{r['fd_time']:.2f}"

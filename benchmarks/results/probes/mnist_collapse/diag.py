@@ -42,8 +42,8 @@ def main() -> None:
     setting, seed, iterations, init = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    recipe = ["--data", "mnist5k", "--iterations", iterations, "--ema-warmup", "--final-lr-ratio", "0.1"]
-    args = convergence.arguments(recipe + ["--decays", "0.99", "0.995", "0.999", "--lr", "1e-4", "--fake-init", init])
+    study = ["--data", "mnist5k", "--iterations", iterations, "--decays", "0.99", "0.995", "0.999", "--lr", "1e-4"]
+    args = convergence.arguments(convergence.DEFAULT_RECIPE + study + ["--fake-init", init])
     net, process, record = network_from_checkpoint(load_checkpoint("checkpoints/mnist_teacher.ckpt"), ema=None, what="")
     noise = torch.randn(256, *record.data_shape, generator=torch.Generator().manual_seed(1))
     convergence.distil(net, process, setting, seed, args, [OutputStatistics(noise)])
