@@ -209,6 +209,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--final-lr-ratio", type=float, default=1.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"])
+    parser.add_argument("--generator-time", type=float, default=0.0, help="the one-step generator's t_G")
     parser.add_argument("--adam-beta1", type=float, default=0.0)
     parser.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.995])
     parser.add_argument("--ema-warmup", action="store_true", help="EMA(warmup=True): d_n = min(d, (1 + n)/(10 + n))")
@@ -225,9 +226,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def recipe(iterations: int, lr: float) -> argparse.Namespace:
-    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks)."""
-    return arguments(DEFAULT_RECIPE + ["--iterations", str(iterations), "--lr", str(lr)])
+def recipe(iterations: int, lr: float, generator_time: float = 0.0) -> argparse.Namespace:
+    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G."""
+    options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
+    return arguments(DEFAULT_RECIPE + options)
 
 
 def distil(
@@ -259,7 +261,7 @@ def distil(
         TeacherOptions(net=net, process=process, **(teacher or {})),
         Objective(alpha, beta),
         optimisation,
-        GeneratorOptions(fake_init=args.fake_init, **(generator or {})),
+        GeneratorOptions(fake_init=args.fake_init, **({"generator_time": args.generator_time} | (generator or {}))),
     )
     ema = EMA(args.decays, warmup=args.ema_warmup)
     mnist = args.data == "mnist5k"
@@ -399,6 +401,9 @@ def merged(args: argparse.Namespace) -> tuple[argparse.Namespace, dict, dict, li
     """(recipe, teacher FDs, teacher quality, runs) of several --out files whose recipes differ only in
     seeds/settings."""
     files = [json.loads(Path(f).read_text()) for f in args.merge]
+    defaults = vars(arguments([]))  # options added since a file was written take their default
+    for f in files:
+        f["recipe"] = defaults | f["recipe"]
     own = ("settings", "seeds", "out", "merge")
     recipes = [{k: v for k, v in f["recipe"].items() if k not in own} for f in files]
     if any(r != recipes[0] for r in recipes):

@@ -6,10 +6,11 @@
 
 Protocol: the teacher checkpoints/digits_teacher.ckpt at 1, 2, 4, 10 and 100 Euler steps; the students follow
 convergence.recipe (UID α = β = 1, K = 5, ``--lr`` for both, Adam (0, 0.999), warm-up 50, cosine to 0.1×, clip 1,
-EMA 0.99 / 0.995 with warm-up), training seed ``--seed``, schedules evenly spaced from t = 0 (DMD2's): 2 steps [0, 0.5],
-4 steps [0, 0.25, 0.5, 0.75], the shared student's 1 / 2 / 4 steps every 4th / 2nd / time of the latter. FD-digits of
-the EMA 0.995 student (0.99 recorded too): 2000 samples from fixed noise (seed 1) with fixed re-noising (seed 2)
-against the 1797 real digits; the floor is the FD of their interleaved halves. One CPU thread.
+EMA 0.99 / 0.995 with warm-up), training seed ``--seed``, schedules evenly spaced from t_1 = ``--start`` (0: DMD2's)
+to 1: 2 steps [0, 0.5], 4 steps [0, 0.25, 0.5, 0.75] (t_1 = 0.4: [0.4, 0.7], [0.4, 0.55, 0.7, 0.85]), the shared
+student's 1 / 2 / 4 steps every 4th / 2nd / time of the latter. FD-digits of the EMA 0.995 student (0.99 recorded
+too): 2000 samples from fixed noise (seed 1) with fixed re-noising (seed 2) against the 1797 real digits; the floor is
+the FD of their interleaved halves. One CPU thread.
 
 Equal updates: every student trains ``--iterations`` iterations (iterations / 6 generator updates). Equal wall time: a
 second 1-step student trains as many iterations as fit into the 2-step student's training time (measured as the
@@ -41,12 +42,7 @@ from realuid_lightning.sampling import sample_teacher
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
-STUDENTS = {  # name: (generator_times, student_steps)
-    "1-step": ([0.0], None),
-    "2-step": ([0.0, 0.5], None),
-    "4-step": ([0.0, 0.25, 0.5, 0.75], None),
-    "shared": ([0.0, 0.25, 0.5, 0.75], [1, 2, 4]),
-}
+STUDENTS = {"1-step": (1, None), "2-step": (2, None), "4-step": (4, None), "shared": (4, [1, 2, 4])}  # (N, steps)
 KEY = "ema_0.995_{}steps"
 TEACHER_STEPS = (1, 2, 4, 10, 100)
 
@@ -67,13 +63,18 @@ class StepCurve(convergence.Curve):
 
 def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, its: int) -> dict:
     """One student trained ``its`` iterations: its curve, final point and training seconds (scoring excluded)."""
-    times, steps = STUDENTS[name]
+    n, steps = STUDENTS[name]
     curve = StepCurve(args.eval_every, score, noise)
-    schedule = {"generator_times": times, "student_steps": steps}
+    schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
     convergence.distil(*teacher, "uid", args.seed, convergence.recipe(its, args.lr), [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
     return {**run, "curve": curve.points}
+
+
+def evenly_spaced(start: float, n: int) -> list[float]:
+    """t_k = t_1 + (k − 1)(1 − t_1)/N, k = 1 … N: [0, 0.25, 0.5, 0.75] for t_1 = 0, N = 4."""
+    return [round(start + k * (1 - start) / n, 6) for k in range(n)]
 
 
 def at_time(run: dict, seconds: float) -> dict:
@@ -95,12 +96,12 @@ def table(teacher: dict, runs: dict, budget: float | None, iterations: int) -> l
     rows = [
         {"model": f"teacher, {k} Euler steps", "nfe": k, "fd_updates": fd, "fd_time": fd} for k, fd in teacher.items()
     ]
-    for name, (times, steps) in STUDENTS.items():
+    for name, (n, steps) in STUDENTS.items():
         if name not in runs:
             continue
         run = runs[name]
         timed = timed_point(runs, name, budget)
-        for m in steps or [len(times)]:
+        for m in steps or [n]:
             rows.append(
                 {
                     "model": f"{name} student" if name != "shared" else "shared [1, 2, 4] student",
@@ -140,6 +141,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--iterations", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
+    parser.add_argument("--start", type=float, default=0.0, help="t_1, the schedules' first time (one-step t_G)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the noise and re-noising stay fixed)")
     parser.add_argument("--eval-every", type=int, default=25, help="generator updates between curve points")
     parser.add_argument("--num-samples", type=int, default=2000)
@@ -154,7 +156,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
     fd = {(r["model"].split(" ")[0], r["nfe"]): r for r in rows}
     summary = {
         "benchmark": "few_step",
-        **{k: getattr(args, k) for k in ("teacher", "students", "iterations", "lr", "seed", "num_samples")},
+        **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "seed", "num_samples")},
         "generator_updates": args.iterations // 6,
         "equal_time_seconds": budget,
         "one_step_equal_time_iterations": runs.get("1-step, equal time", {}).get("iterations"),
