@@ -257,11 +257,10 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     )
 
 
-@pytest.mark.parametrize("config", ["teacher", "realuid"])
-def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypatch):
-    """7 steps with checkpoints every 5 leave last.ckpt at step 7 (Lightning alone leaves it at 5); it resumes to 9."""
+def every_5_args(config: str, runs: Path, folder: Path) -> list[str]:
+    """``realuid fit`` arguments for a toy run in ``folder`` with checkpoints every 5 steps into ``folder/ckpts``."""
     every_5 = "{dirpath: ckpts, save_last: true, every_n_train_steps: 5}"
-    (tmp_path / "every_5.yaml").write_text(
+    (folder / "every_5.yaml").write_text(
         "trainer:\n  callbacks:\n    - {class_path: lightning.pytorch.callbacks."
         f"ModelCheckpoint, init_args: {every_5}}}\n"
     )
@@ -274,7 +273,7 @@ def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypat
         "--trainer.logger=false",
         "--trainer.limit_val_batches=0",
     ]
-    args += (
+    return args + (
         ["--model.init_args.warmup_steps=2", "--model.init_args.net.init_args.hidden=32"]
         if config == "teacher"
         else [
@@ -282,6 +281,12 @@ def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypat
             f"--model.teacher.teacher_ckpt={runs / 'runs/toy2d_teacher/checkpoints/last.ckpt'}",
         ]
     )
+
+
+@pytest.mark.parametrize("config", ["teacher", "realuid"])
+def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypatch):
+    """7 steps with checkpoints every 5 leave last.ckpt at step 7 (Lightning alone leaves it at 5); it resumes to 9."""
+    args = every_5_args(config, runs, tmp_path)
     monkeypatch.chdir(tmp_path)
     handler = Restored()
     logging.getLogger("lightning.pytorch").addHandler(handler)
@@ -295,6 +300,28 @@ def test_fit_ends_with_its_final_state_on_disk(config, runs, tmp_path, monkeypat
         logging.getLogger("lightning.pytorch").removeHandler(handler)
     assert handler.paths and handler.paths[0].endswith("last.ckpt")
     assert torch.load("ckpts/last.ckpt", weights_only=True)["global_step"] == 9
+
+
+def test_a_fresh_fit_never_leaves_last_ckpt_stale(runs, tmp_path, monkeypatch, capsys):
+    """A second fresh fit into a folder with an earlier run's checkpoints is refused in one line (Lightning would
+    write last-v1.ckpt and leave last.ckpt the earlier run's), as is a resume from a file elsewhere; resuming a file
+    in the folder continues that run, and the folder then holds no -v1 file."""
+    args = every_5_args("teacher", runs, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with one_thread():
+        main(["fit", *args, "--trainer.max_steps=5"])
+        before = (tmp_path / "ckpts/last.ckpt").read_bytes()
+        code, err = run_main(["fit", *args, "--trainer.max_steps=5"], capsys)
+        ckpts = tmp_path.resolve() / "ckpts"
+        one_line_error(code, err, f"'{ckpts}'", "(epoch=0-step=5.ckpt, last.ckpt)", f"--ckpt_path {ckpts}/last.ckpt")
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere/start.ckpt").write_bytes(before)
+        code, err = run_main(["fit", *args, "--trainer.max_steps=7", "--ckpt_path=elsewhere/start.ckpt"], capsys)
+        one_line_error(code, err, "earlier run's checkpoints")
+        assert (tmp_path / "ckpts/last.ckpt").read_bytes() == before
+        main(["fit", *args, "--trainer.max_steps=7", "--ckpt_path=ckpts/epoch=0-step=5.ckpt"])
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]
+    assert torch.load("ckpts/last.ckpt", weights_only=True)["global_step"] == 7
 
 
 def test_teacher_skips_nonfinite_updates_and_stops():

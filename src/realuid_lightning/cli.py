@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
@@ -19,7 +20,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.images import is_image_folder, write_pngs
 from realuid_lightning.run_record import RunMetadata
 from realuid_lightning.sampler import add_sampler_options, sampler_from_args
-from realuid_lightning.saving import FinalCheckpoint, check_writable, with_atomic_checkpoints
+from realuid_lightning.saving import FinalCheckpoint, check_no_earlier_run, check_writable, with_atomic_checkpoints
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
 
@@ -187,6 +188,14 @@ class RealUIDCLI(LightningCLI):
         checkpoints = self.trainer.checkpoint_callbacks
         dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in checkpoints if getattr(cb, "dirpath", None)]
         check_writable(dirs or [("trainer.default_root_dir", self.trainer.default_root_dir)])
+        if self.trainer.fast_dev_run:
+            return
+        for callback in checkpoints:
+            check_no_earlier_run(getattr(callback, "dirpath", None), self.config["fit"].get("ckpt_path"))
+            # the folder now holds only this run's files (resumed, e.g. from a step-N checkpoint whose saved
+            # last_model_path is empty): overwrite them, never write last-v1.ckpt beside a stale last.ckpt
+            if isinstance(callback, ModelCheckpoint):
+                callback._enable_version_counter = False
 
     def _check_step(self, step: str) -> None:
         """validate / test / predict run the model's ``{step}_step``: a model without it is one line,

@@ -9,6 +9,8 @@ final checkpoint.
 * :func:`save_atomic` is that writer, for any object (without the fsync unless ``durable``): checkpoints, the FD
   caches, imported checkpoints, evaluation statistics files.
 * :func:`check_writable` names an output directory that cannot be written before training starts.
+* :func:`check_no_earlier_run` refuses a fresh fit into a checkpoint folder that holds another run's checkpoints;
+  the CLI then turns ModelCheckpoint's version counter off, so a resumed run overwrites its own ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -154,3 +156,26 @@ def check_writable(paths: Iterable[tuple[str, Any]]) -> None:
             raise ConfigError(
                 f"output directory {str(path)!r} ({what}) is not writable: {err.strerror or err}"
             ) from None
+
+
+def check_no_earlier_run(dirpath: Any, ckpt_path: Any) -> None:
+    """A fit that does not resume from ``dirpath`` must not write into it while it holds checkpoints: ModelCheckpoint
+    would name this run's files ``last-v1.ckpt`` and leave ``last.ckpt`` the earlier run's, silently stale.
+
+    Resuming (``ckpt_path`` a file in ``dirpath``, or a word Lightning resolves there such as ``last``) continues the
+    run that wrote them, and is allowed; a fresh fit, or one resumed from a file elsewhere, gets a one-line error.
+    """
+    if dirpath is None or _is_remote(dirpath) or not Path(dirpath).is_dir():
+        return
+    folder = Path(dirpath).resolve()
+    earlier = sorted(path.name for path in folder.glob("*.ckpt"))
+    resuming_here = ckpt_path is not None and (
+        not Path(ckpt_path).is_file() or Path(ckpt_path).resolve().parent == folder
+    )
+    if earlier and not resuming_here:
+        shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        resume = folder / ("last.ckpt" if "last.ckpt" in earlier else earlier[-1])
+        raise ConfigError(
+            f"checkpoint folder {str(dirpath)!r} already holds an earlier run's checkpoints ({shown}): resume that "
+            f"run with --ckpt_path {resume}, or move or delete the folder to start afresh"
+        )
