@@ -226,9 +226,11 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def recipe(iterations: int, lr: float, generator_time: float = 0.0) -> argparse.Namespace:
-    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G."""
+def recipe(iterations: int, lr: float, generator_time: float = 0.0, fake_updates: int = 5) -> argparse.Namespace:
+    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
+    ``fake_updates`` (K) fake-model updates per generator update."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
+    options.append(f"--fake-updates={fake_updates}")
     return arguments(DEFAULT_RECIPE + options)
 
 

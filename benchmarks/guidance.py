@@ -8,11 +8,11 @@ The teacher is checkpoints/digits_teacher_cond.ckpt (configs/digits_teacher_cond
 model draws ``--num-samples`` samples from the same noise with labels 0 … 9 in turn, scored against the 1 797 real
 digits: FD-digits (Fréchet distance in the features of the shipped digit classifier, DigitsFeatures) and class
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
-steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = 5, Adam (0, 0.999), ``--lr``
-for both networks, warm-up 50, cosine to 0.1, EMA with warm-up, t_G = ``--generator-time``, scored at EMA 0.995;
-``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored
-at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every
-student, so a cut run keeps what it finished. Prints a table and one JSON line.
+steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = ``--fake-updates`` (5), Adam
+(0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA with warm-up, t_G = ``--generator-time``,
+scored at EMA 0.995; ``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4]
+(guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are
+written to --out after every student, so a cut run keeps what it finished. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
     parser.add_argument("--generator-time", type=float, default=0.0, help="the students' t_G")
+    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
     parser.add_argument("--teacher-steps", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -91,7 +92,7 @@ def distil_student(
 ) -> tuple[RealUIDModule, EMA, float]:
     """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
     teacher, generator, setting = STUDENTS[name]
-    recipe = convergence.recipe(args.iterations, args.lr, args.generator_time)
+    recipe = convergence.recipe(args.iterations, args.lr, args.generator_time, args.fake_updates)
     start = time.perf_counter()
     student, ema = convergence.distil(
         net, process, setting, args.seed, recipe, teacher=teacher, generator=generator, conditional=True
