@@ -5,15 +5,15 @@
     python benchmarks/few_step.py --students 4-step --iterations 3600 --lr 1e-4 --seed 1 --out OUT.json
 
 Protocol: the teacher checkpoints/digits_teacher.ckpt at 1, 2, 4, 10 and 100 Euler steps; the students follow
-convergence.recipe (UID α = β = 1, K = 5, ``--lr`` for both, Adam (0, 0.999), warm-up 50, cosine to 0.1×, clip 1,
-EMA 0.99 / 0.995 with warm-up), training seed ``--seed``, schedules evenly spaced from t_1 = ``--start`` (0: DMD2's)
-to 1: 2 steps [0, 0.5], 4 steps [0, 0.25, 0.5, 0.75] (t_1 = 0.4: [0.4, 0.7], [0.4, 0.55, 0.7, 0.85]), the shared
-student's 1 / 2 / 4 steps every 4th / 2nd / time of the latter. FD-digits of the EMA 0.995 student (0.99 recorded
-too): 2000 samples from fixed noise (seed 1) with fixed re-noising (seed 2) against the 1797 real digits; the floor is
-the FD of their interleaved halves. One CPU thread.
+convergence.recipe (UID α = β = 1, K = ``--fake-updates`` (5), ``--lr`` for both, Adam (0, 0.999), warm-up 50,
+cosine to 0.1×, clip 1, EMA 0.99 / 0.995 with warm-up), training seed ``--seed``, schedules evenly spaced from
+t_1 = ``--start`` (0: DMD2's) to 1: 2 steps [0, 0.5], 4 steps [0, 0.25, 0.5, 0.75] (t_1 = 0.4: [0.4, 0.7],
+[0.4, 0.55, 0.7, 0.85]), the shared student's 1 / 2 / 4 steps every 4th / 2nd / time of the latter. FD-digits of
+the EMA 0.995 student (0.99 recorded too): 2000 samples from fixed noise (seed 1) with fixed re-noising (seed 2)
+against the 1797 real digits; the floor is the FD of their interleaved halves. One CPU thread.
 
-Equal updates: every student trains ``--iterations`` iterations (iterations / 6 generator updates). Equal wall time: a
-second 1-step student trains as many iterations as fit into the 2-step student's training time (measured as the
+Equal updates: every student trains ``--iterations`` iterations (iterations / (K + 1) generator updates). Equal wall
+time: a second 1-step student trains as many iterations as fit into the 2-step student's training time (measured as the
 process's CPU time at one thread, which other jobs on the machine do not inflate; scoring excluded; its cosine runs
 over those iterations); the 4-step and shared students are read off their curves at that time (an interim point,
 before their learning rate has decayed); it needs both the 1- and the 2-step student among ``--students``. Prints a
@@ -66,7 +66,8 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     n, steps = STUDENTS[name]
     curve = StepCurve(args.eval_every, score, noise)
     schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
-    convergence.distil(*teacher, "uid", args.seed, convergence.recipe(its, args.lr), [curve], generator=schedule)
+    recipe = convergence.recipe(its, args.lr, fake_updates=args.fake_updates)
+    convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
     return {**run, "curve": curve.points}
@@ -90,7 +91,7 @@ def timed_point(runs: dict, name: str, budget: float | None) -> dict:
     return runs["1-step, equal time"]["final"] if name == "1-step" else at_time(runs[name], budget)
 
 
-def table(teacher: dict, runs: dict, budget: float | None, iterations: int) -> list[dict]:
+def table(teacher: dict, runs: dict, budget: float | None, updates: int) -> list[dict]:
     """Rows: model, NFE, FD at equal updates, FD at equal wall time (``budget`` s: the 2-step student's; None
     where the 1- and 2-step students did not both train)."""
     rows = [
@@ -108,7 +109,7 @@ def table(teacher: dict, runs: dict, budget: float | None, iterations: int) -> l
                     "nfe": m,
                     "fd_updates": run["final"][KEY.format(m)],
                     "fd_time": timed.get(KEY.format(m)),
-                    "updates": iterations // 6,
+                    "updates": updates,
                     "seconds": run["seconds"],
                 }
             )
@@ -142,6 +143,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
     parser.add_argument("--start", type=float, default=0.0, help="t_1, the schedules' first time (one-step t_G)")
+    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the noise and re-noising stay fixed)")
     parser.add_argument("--eval-every", type=int, default=25, help="generator updates between curve points")
     parser.add_argument("--num-samples", type=int, default=2000)
@@ -149,15 +151,21 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def generator_updates(args: argparse.Namespace) -> int:
+    """Generator updates in ``--iterations``: one per cycle of K fake updates and one generator update."""
+    return args.iterations // (args.fake_updates + 1)
+
+
 def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict, budget: float | None) -> dict:
     """The issue's figures that the trained students allow: 4-step over the 100-step teacher and the floor, 2-step
     against 1-step at equal time, shared over dedicated at each step count."""
-    rows = table(teacher, runs, budget, args.iterations)
+    rows = table(teacher, runs, budget, generator_updates(args))
     fd = {(r["model"].split(" ")[0], r["nfe"]): r for r in rows}
     summary = {
         "benchmark": "few_step",
-        **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "seed", "num_samples")},
-        "generator_updates": args.iterations // 6,
+        **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
+        "num_samples": args.num_samples,
+        "generator_updates": generator_updates(args),
         "equal_time_seconds": budget,
         "one_step_equal_time_iterations": runs.get("1-step, equal time", {}).get("iterations"),
         "teacher_fd": teacher,
@@ -192,12 +200,13 @@ def main() -> None:
     runs = {name: distil(args, (net, process), score, noise, name, args.iterations) for name in args.students}
     budget = runs["2-step"]["seconds"] if {"1-step", "2-step"} <= runs.keys() else None
     if budget is not None:
-        its = round(args.iterations * budget / runs["1-step"]["seconds"] / 6) * 6
+        cycle = args.fake_updates + 1
+        its = round(args.iterations * budget / runs["1-step"]["seconds"] / cycle) * cycle
         runs["1-step, equal time"] = distil(args, (net, process), score, noise, "1-step", its)
     result = summarise(args, teacher, floor, runs, budget)
     result |= {"total_seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads()}
     timed = "equal time: not run" if budget is None else f"{budget:.0f} s"
-    print(f"| model | NFE | FD-digits, {args.iterations // 6} updates | FD-digits, {timed} | training s |")
+    print(f"| model | NFE | FD-digits, {generator_updates(args)} updates | FD-digits, {timed} | training s |")
     print("|---|---|---|---|---|")
     for r in result["rows"]:
         timed = "—" if r["fd_time"] is None else f"{r['fd_time']:.2f}"
