@@ -230,8 +230,13 @@ def recipe(iterations: int, lr: float, generator_time: float = 0.0, fake_updates
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
     ``fake_updates`` (K) fake-model updates per generator update."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
-    options.append(f"--fake-updates={fake_updates}")
-    return arguments(DEFAULT_RECIPE + options)
+    return arguments(DEFAULT_RECIPE + options + [f"--fake-updates={fake_updates}"])
+
+
+def generator_updates(args: argparse.Namespace) -> int:
+    """Generator updates in ``args.iterations``: one per cycle of K = ``args.fake_updates`` fake updates and one
+    generator update."""
+    return args.iterations // (args.fake_updates + 1)
 
 
 def distil(
@@ -352,7 +357,7 @@ def summarise(args: argparse.Namespace, teacher: dict, teacher_quality: dict, ru
         target = summary["uid"][f"final_{key}"]["mean"]
         for setting in args.settings:
             reach = [first_reach(r["curve"], key, target) for r in runs if r["setting"] == setting]
-            uid_final = args.iterations // (args.fake_updates + 1)
+            uid_final = generator_updates(args)
             summary[setting]["updates_to_uid_final"] = spread(reach)
             summary[setting]["ratio_to_uid"] = spread([u / uid_final for u in reach if u is not None])
     print(

@@ -151,21 +151,16 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def generator_updates(args: argparse.Namespace) -> int:
-    """Generator updates in ``--iterations``: one per cycle of K fake updates and one generator update."""
-    return args.iterations // (args.fake_updates + 1)
-
-
 def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict, budget: float | None) -> dict:
     """The issue's figures that the trained students allow: 4-step over the 100-step teacher and the floor, 2-step
     against 1-step at equal time, shared over dedicated at each step count."""
-    rows = table(teacher, runs, budget, generator_updates(args))
+    rows = table(teacher, runs, budget, convergence.generator_updates(args))
     fd = {(r["model"].split(" ")[0], r["nfe"]): r for r in rows}
     summary = {
         "benchmark": "few_step",
         **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
         "num_samples": args.num_samples,
-        "generator_updates": generator_updates(args),
+        "generator_updates": convergence.generator_updates(args),
         "equal_time_seconds": budget,
         "one_step_equal_time_iterations": runs.get("1-step, equal time", {}).get("iterations"),
         "teacher_fd": teacher,
@@ -206,7 +201,7 @@ def main() -> None:
     result = summarise(args, teacher, floor, runs, budget)
     result |= {"total_seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads()}
     timed = "equal time: not run" if budget is None else f"{budget:.0f} s"
-    print(f"| model | NFE | FD-digits, {generator_updates(args)} updates | FD-digits, {timed} | training s |")
+    print(f"| model | NFE | FD-digits, {result['generator_updates']} updates | FD-digits, {timed} | training s |")
     print("|---|---|---|---|---|")
     for r in result["rows"]:
         timed = "—" if r["fd_time"] is None else f"{r['fd_time']:.2f}"
