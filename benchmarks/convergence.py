@@ -226,11 +226,18 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def recipe(iterations: int, lr: float, generator_time: float = 0.0, fake_updates: int = 5) -> argparse.Namespace:
+def recipe(
+    iterations: int,
+    lr: float,
+    generator_time: float = 0.0,
+    fake_updates: int = 5,
+    decays: list[float] | None = None,
+) -> argparse.Namespace:
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
-    ``fake_updates`` (K) fake-model updates per generator update."""
+    ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995)."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
-    return arguments(DEFAULT_RECIPE + options + [f"--fake-updates={fake_updates}"])
+    options += [f"--fake-updates={fake_updates}", *(["--decays", *map(str, decays)] if decays else [])]
+    return arguments(DEFAULT_RECIPE + options)
 
 
 def generator_updates(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ model draws ``--num-samples`` samples from the same noise with labels 0 … 9 in
 digits: FD-digits (Fréchet distance in the features of the shipped digit classifier, DigitsFeatures) and class
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
 steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = ``--fake-updates`` (5), Adam
-(0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA with warm-up, t_G = ``--generator-time``,
-scored at EMA 0.995; ``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4]
-(guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are
-written to --out after every student, so a cut run keeps what it finished. Prints a table and one JSON line.
+(0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA ``--decays`` (0.99, 0.995) with warm-up,
+t_G = ``--generator-time``, scored at the last decay; ``--iterations`` iterations each, one at a time): fixed w
+(guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID
+(α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps what it finished.
+Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
     "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
 }
-DECAY = 0.995  # the EMA decay scored (the last of convergence.py's default decays, 0.99 and 0.995)
 
 
 def arguments() -> argparse.Namespace:
@@ -54,6 +54,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
     parser.add_argument("--generator-time", type=float, default=0.0, help="the students' t_G")
     parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
+    parser.add_argument(
+        "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
+    )
     parser.add_argument("--teacher-steps", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -92,7 +95,7 @@ def distil_student(
 ) -> tuple[RealUIDModule, EMA, float]:
     """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
     teacher, generator, setting = STUDENTS[name]
-    recipe = convergence.recipe(args.iterations, args.lr, args.generator_time, args.fake_updates)
+    recipe = convergence.recipe(args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays)
     start = time.perf_counter()
     student, ema = convergence.distil(
         net, process, setting, args.seed, recipe, teacher=teacher, generator=generator, conditional=True
@@ -107,7 +110,7 @@ def student_rows(
     teacher, generator, setting = STUDENTS[name]
     scales = args.scales if generator else [teacher["guidance_scale"]]
     rows = []
-    with torch.no_grad(), ema.swapped(student, DECAY):
+    with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
             ws = (torch.full((len(noise),), w),) if generator else ()
             samples = student.generator(noise, score.labels, *ws)
@@ -155,7 +158,7 @@ def main() -> None:
             "benchmark": "guidance",
             "teacher": args.teacher,
             "recipe": vars(args),
-            "ema": DECAY,
+            "ema": args.decays[-1],
             "rows": rows,
             "train_seconds": seconds,
             "total_seconds": earlier.get("total_seconds", 0.0) + time.perf_counter() - start,
