@@ -146,6 +146,8 @@ def main() -> None:
     net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
     noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
     earlier = json.loads(Path(args.resume).read_text()) if args.resume else {"rows": [], "train_seconds": {}}
+    if earlier.get("ema", args.decays[-1]) != args.decays[-1]:
+        raise SystemExit(f"--resume {args.resume} scored EMA {earlier['ema']}; --decays must end in it: {args.decays}")
     rows, seconds = earlier["rows"], earlier["train_seconds"]
     if not rows:
         rows = teacher_rows(net, process, noise, score, args)
