@@ -226,6 +226,16 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def add_student_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`recipe` that the few-step and guidance benchmarks expose, with their shared defaults."""
+    parser.add_argument("--iterations", type=int, default=1200)
+    parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
+    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
+    parser.add_argument(
+        "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
+    )
+
+
 def recipe(
     iterations: int,
     lr: float,

@@ -145,14 +145,9 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="checkpoints/digits_teacher.ckpt")
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
-    parser.add_argument("--iterations", type=int, default=1200)
-    parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
+    convergence.add_student_arguments(parser)
     parser.add_argument("--start", type=float, default=0.0, help="t_1, the schedules' first time (one-step t_G)")
-    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the noise and re-noising stay fixed)")
-    parser.add_argument(
-        "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; the table reads the last"
-    )
     parser.add_argument("--eval-every", type=int, default=25, help="generator updates between curve points")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/few_step_digits.json")

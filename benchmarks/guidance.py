@@ -50,13 +50,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--teacher", default="checkpoints/digits_teacher_cond.ckpt")
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 2.0, 4.0])
-    parser.add_argument("--iterations", type=int, default=1200)
-    parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
+    convergence.add_student_arguments(parser)
     parser.add_argument("--generator-time", type=float, default=0.0, help="the students' t_G")
-    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
-    parser.add_argument(
-        "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
-    )
     parser.add_argument("--teacher-steps", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
