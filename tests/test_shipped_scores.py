@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from realuid_lightning import FrechetDistance
+from realuid_lightning import DigitsDataModule, FrechetDistance
 from realuid_lightning.cli import RealUIDCLI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +48,11 @@ def test_shipped_teacher_scores_fall_with_steps(default_job):
 def test_default_job_finds_the_shipped_real_statistics(default_job):
     _, fd, trainer = default_job
     assert (ROOT / fd.cache_file(trainer.datamodule)).is_file()
+
+
+def test_cache_key_is_the_same_for_the_cli_and_python(default_job):
+    """LightningCLI adds private hparams (``_class_path`` as the config spells it, ``_instantiator``); the same data
+    module built in Python must find the files a `realuid fit` run wrote, and the other way round."""
+    _, fd, trainer = default_job
+    built = DigitsDataModule(source="sklearn", batch_size=64)
+    assert fd.cache_file(built) == fd.cache_file(trainer.datamodule)

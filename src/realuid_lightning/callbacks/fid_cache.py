@@ -13,13 +13,19 @@ from realuid_lightning.evaluation.scores import fingerprint
 
 
 def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
-    """Class and hparams (or, without ``save_hyperparameters()``, plain public attributes): what the cache key
-    hashes."""
+    """Class and public hparams (or, without ``save_hyperparameters()``, plain public attributes): what the cache key
+    hashes. Private entries are left out: LightningCLI adds ``_class_path`` (as the config spells it) and
+    ``_instantiator`` to the hparams, so the same data module built by ``realuid fit`` and in Python would miss each
+    other's cache."""
     described = dict(datamodule.hparams)
     if not described:
         plain = (bool, int, float, str, tuple, type(None))
-        described = {k: v for k, v in vars(datamodule).items() if not k.startswith("_") and isinstance(v, plain)}
-    return type(datamodule).__module__, type(datamodule).__qualname__, sorted(described.items())
+        described = {k: v for k, v in vars(datamodule).items() if isinstance(v, plain)}
+    return (
+        type(datamodule).__module__,
+        type(datamodule).__qualname__,
+        sorted((k, v) for k, v in described.items() if not k.startswith("_")),
+    )
 
 
 def real_statistics_file(
