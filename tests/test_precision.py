@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from realuid_lightning import ConfigError, FlowMatching, RealUIDModule
 from realuid_lightning.losses import general_realuid_objective, realuid_generator_loss
+from realuid_lightning.modules.base import total_grad_norm
 from realuid_lightning.nets import UNet
 
 
@@ -153,6 +154,30 @@ def test_fused_adam_matches_the_default_adam():
     for a, b in zip(params(plain.fake_model), params(fused.fake_model)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert tiny_distiller(fused_adam=None).speed.adam_options(torch.device("cpu")) == {}  # None: fused only on CUDA
+
+
+def test_fused_adam_under_bf16_mixed_trains_and_clips():
+    """The GPU recipe's combination (found on an H200 by benchmarks/gpu_check.sh): fused Adam, bf16-mixed and gradient
+    clipping. Lightning's clip_gradients refuses a fused optimiser under mixed precision; the module clips itself
+    (bf16 has no loss scale to undo), so it trains, and every step sees gradients of norm <= grad_clip."""
+    clip, seen = 1e-3, []
+
+    class StepNorms(Callback):
+        def on_train_start(self, trainer, pl_module):
+            for opt in trainer.optimizers:
+                step = opt.step
+                params = [p for group in opt.param_groups for p in group["params"]]
+                opt.step = lambda *a, step=step, params=params, **k: (
+                    seen.append(total_grad_norm(params)),
+                    step(*a, **k),
+                )[1]
+
+    module = unet_distiller(fused_adam=True, grad_clip=clip)
+    gen = params(module.generator)
+    trainer(4, callbacks=[StepNorms()], precision="bf16-mixed").fit(module, images())
+    assert all(opt.defaults["fused"] for opt in module.trainer.optimizers)
+    assert len(seen) == 4 and all(norm <= clip * (1 + 1e-4) for norm in seen), seen
+    assert not any(torch.equal(a, b) for a, b in zip(gen, params(module.generator)))
 
 
 def test_bad_options_are_refused():

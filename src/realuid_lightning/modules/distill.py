@@ -193,9 +193,9 @@ class RealUIDModule(GenerativeModule):
             grad_norm = total_grad_norm(net.parameters())
             stepped = self.nonfinite.check(self, loss, grad_norm, opt, name=name)
             if stepped:
-                self.clip_gradients(
-                    opt, gradient_clip_val=self.optimisation.grad_clip or None, gradient_clip_algorithm="norm"
-                )
+                if self.optimisation.grad_clip:  # by hand: Lightning's clip_gradients refuses fused Adam under bf16
+                    params = [p for group in opt.param_groups for p in group["params"]]
+                    nn.utils.clip_grad_norm_(params, self.optimisation.grad_clip)
                 opt.step()
                 sched.step()
         self.iteration += 1
