@@ -359,9 +359,9 @@ def main() -> None:
     runs = {"a": [], "b": []}
     for _ in range(rounds):  # alternate, so that a slow spell of a shared machine hits both
         for key in runs:
-            runs[key].append(measure(key, teacher, images(batch), device, warm, timed))
+            runs[key].append(shown(key, measure(key, teacher, images(batch), device, warm, timed)))
     results = {key: pooled(r) for key, r in runs.items()}
-    results["c"] = measure("c", teacher, images(batch), device, warm, timed)
+    results["c"] = shown("c", measure("c", teacher, images(batch), device, warm, timed))
     scaling = {
         bs: measure("b", teacher, images(bs), device, warm, timed)["seconds"]["average"]
         for bs in (batch // 4, batch // 2)
@@ -393,6 +393,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+
+
+def shown(key: str, result: dict) -> dict:
+    """``result`` of setting ``key``, printed as it comes, so that a run cut short keeps what it measured."""
+    print(f"({key}) {json.dumps(result)}", flush=True)
+    return result
 
 
 def pooled(runs: list[dict]) -> dict:
