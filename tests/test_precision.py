@@ -166,7 +166,7 @@ def test_fused_adam_under_bf16_mixed_trains_and_clips():
         def on_train_start(self, trainer, pl_module):
             for opt in trainer.optimizers:
                 step = opt.step
-                params = [p for group in opt.param_groups for p in group["params"]]
+                params = list(trainer.precision_plugin.main_params(opt))
                 opt.step = lambda *a, step=step, params=params, **k: (
                     seen.append(total_grad_norm(params)),
                     step(*a, **k),

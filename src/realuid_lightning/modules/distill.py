@@ -193,9 +193,8 @@ class RealUIDModule(GenerativeModule):
             grad_norm = total_grad_norm(net.parameters())
             stepped = self.nonfinite.check(self, loss, grad_norm, opt, name=name)
             if stepped:
-                if self.optimisation.grad_clip:  # by hand: Lightning's clip_gradients refuses fused Adam under bf16
-                    params = [p for group in opt.param_groups for p in group["params"]]
-                    nn.utils.clip_grad_norm_(params, self.optimisation.grad_clip)
+                if self.optimisation.grad_clip:  # clip_gradients' own path, without its refusal of fused Adam in bf16
+                    self.trainer.precision_plugin.clip_grad_by_norm(opt, self.optimisation.grad_clip)
                 opt.step()
                 sched.step()
         self.iteration += 1
