@@ -1,18 +1,21 @@
 """Throughput of RealUID distillation: a plain PyTorch loop vs RealUIDModule (fp32)
-vs RealUIDModule (bf16 + channels_last + compile).
+vs RealUIDModule (bf16 + channels_last, without and with compile).
 
     python benchmarks/throughput.py                                  # CPU: a small UNet, one thread
     python benchmarks/throughput.py --device cuda --batch 256        # GPU: the paper's CIFAR-10 UNet (35.7M)
+    python benchmarks/throughput.py --device cuda --settings c0 c    # only the bf16 settings (no scaling table)
 
 (a) is the official recipe as a hand-written PyTorch loop (fp32, one process): the fake model runs on the generated
 and the real batch in two forward passes; in a generator update the fake model's stray gradients are computed and
-discarded. (b) is RealUIDModule through a Lightning Trainer in fp32; (c) adds precision='bf16-mixed',
-channels_last, compile, teacher_bf16 and fused Adam where available (CUDA). All three: the same network, batch,
-α = 0.94, β = 0.9588 (the real batch is used), K = 5, Adam (0, 0.999), warm-up, clipping at 1 and EMA (0.999,
+discarded. (b) is RealUIDModule through a Lightning Trainer in fp32; (c0) adds precision='bf16-mixed',
+channels_last, teacher_bf16 and fused Adam where available (CUDA); (c) adds compile to (c0). All: the same network,
+batch, α = 0.94, β = 0.9588 (the real batch is used), K = 5, Adam (0, 0.999), warm-up, clipping at 1 and EMA (0.999,
 0.9996, 0.9999). Reports images/s and peak memory per update type and the K:1 average (the median of the
 measured updates; on CUDA peak allocated memory, on a CPU the peak of the memory allocated during the update, from
-the profiler, on top of weights and Adam states), the ratios, the fp32-vs-bf16 loss agreement on a fixed batch, and
-the scaling model: time per iteration vs batch size, and DDP all-reduce volume and expected efficiency.
+the profiler, on top of weights and Adam states), the seconds of the warm-up cycle (compilation included), the
+ratios, the fp32-vs-bf16 loss agreement on a fixed batch, and, when (b) is measured, the scaling model: time per
+iteration vs batch size, and DDP all-reduce volume and expected efficiency. Each setting's result is printed as it is
+measured, (c) last, so that a run cut short keeps the rest.
 Writes the report to --out (.txt) and its JSON line beside it (.json).
 """
 
@@ -47,6 +50,12 @@ from realuid_lightning.modules.base import lr_factor
 from realuid_lightning.nets import UNet
 
 K, ALPHA, BETA, LR, DECAYS = 5, 0.94, 0.9588, 3e-5, (0.999, 0.9996, 0.9999)
+SETTINGS = {
+    "a": "(a) plain PyTorch, fp32",
+    "b": "(b) RealUIDModule, fp32",
+    "c0": "(c0) RealUIDModule, bf16 + channels_last",
+    "c": "(c) RealUIDModule, bf16 + channels_last + compile",
+}
 
 
 def network(device: str) -> UNet:
@@ -64,10 +73,11 @@ def network(device: str) -> UNet:
     )
 
 
-def distiller(teacher: torch.nn.Module, fast: bool = False) -> RealUIDModule:
+def distiller(teacher: torch.nn.Module, setting: str = "b") -> RealUIDModule:
+    """The module of setting (b), (c0) or (c); (a) takes its networks and initial weights."""
     torch.manual_seed(1)
-    fast_options = SpeedOptions(channels_last=True, compile=True, teacher_bf16=True, fused_adam=None)
-    speed = fast_options if fast else SpeedOptions()
+    fast_options = SpeedOptions(channels_last=True, compile=setting == "c", teacher_bf16=True, fused_adam=None)
+    speed = fast_options if setting in ("c0", "c") else SpeedOptions()
     optimisation = OptimisationOptions(fake_updates=K, generator_lr=LR, fake_lr=LR, warmup_steps=500)
     return RealUIDModule(
         TeacherOptions(net=copy.deepcopy(teacher), process=FlowMatching()),
@@ -99,6 +109,7 @@ class Meter:
         self.device, self.warm, self.timed = device, warm, timed
         self.seconds = {"fake": [], "generator": []}
         self.peak = {"fake": 0, "generator": 0}
+        self.warmup_seconds = 0.0
 
     def start(self, i: int) -> None:
         self.kind = "generator" if i % (K + 1) == K else "fake"
@@ -117,6 +128,8 @@ class Meter:
         if self.prof is not None:
             self.prof.__exit__(None, None, None)
             self.peak[self.kind] = max(self.peak[self.kind], cpu_peak_bytes(self.prof))
+        elif self.i < self.warm:
+            self.warmup_seconds += seconds
         elif self.warm <= self.i < self.warm + self.timed:
             self.seconds[self.kind].append(seconds)
             if self.device == "cuda":
@@ -180,14 +193,14 @@ def run_plain(teacher, data, device: str, meter: Meter, iterations: int) -> None
         meter.stop()
 
 
-def run_module(teacher, data, device: str, meter: Meter, iterations: int, fast: bool) -> None:
-    """(b) / (c): RealUIDModule through a Lightning Trainer."""
-    module = distiller(teacher, fast)
+def run_module(teacher, data, device: str, meter: Meter, iterations: int, setting: str) -> None:
+    """(b), (c0) or (c): RealUIDModule through a Lightning Trainer."""
+    module = distiller(teacher, setting)
     trainer = pl.Trainer(
         accelerator=device,
         devices=1,
         max_steps=iterations,
-        precision="bf16-mixed" if fast else "32-true",
+        precision="32-true" if setting == "b" else "bf16-mixed",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -200,9 +213,10 @@ def run_module(teacher, data, device: str, meter: Meter, iterations: int, fast: 
 
 
 def loss_agreement(teacher, x1, device: str) -> dict:
-    """Fake and generator losses of (a) in fp32 and of (c) in bf16 on the same batch, weights and noise:
-    relative differences."""
-    plain, fast = distiller(teacher).to(device), distiller(teacher, fast=True).to(device)
+    """Fake and generator losses of (a) in fp32 and of (c0) in bf16 on the same batch, weights and noise:
+    relative differences. (c0), not (c): the question is bf16's round-off, and compiling once more would double
+    (c)'s warm-up."""
+    plain, fast = distiller(teacher).to(device), distiller(teacher, "c0").to(device)
     fast.configure_model()
     out = {}
     for kind in ("fake", "generator"):
@@ -216,13 +230,13 @@ def loss_agreement(teacher, x1, device: str) -> dict:
     return out
 
 
-def measure(config: str, teacher, data, device: str, warm: int, timed: int) -> dict:
+def measure(setting: str, teacher, data, device: str, warm: int, timed: int) -> dict:
     profiled = 0 if device == "cuda" else K + 1
     meter = Meter(device, warm, timed)
-    if config == "a":
+    if setting == "a":
         run_plain(teacher, data, device, meter, warm + timed + profiled)
     else:
-        run_module(teacher, data, device, meter, warm + timed + profiled, fast=config == "c")
+        run_module(teacher, data, device, meter, warm + timed + profiled, setting)
     batch = data.shape[1]
     t = {kind: statistics.median(s) for kind, s in meter.seconds.items()}
     t["average"] = (K * t["fake"] + t["generator"]) / (K + 1)
@@ -230,6 +244,7 @@ def measure(config: str, teacher, data, device: str, warm: int, timed: int) -> d
         "seconds": t,
         "images_per_s": {k: batch / v for k, v in t.items()},
         "peak_mib": {**{k: v / 2**20 for k, v in meter.peak.items()}, "average": max(meter.peak.values()) / 2**20},
+        "warmup_seconds": meter.warmup_seconds,
     }
 
 
@@ -258,32 +273,32 @@ def ddp_model(params: dict, seconds_at_batch: dict, world_sizes: list[int], bus_
 def report(
     results: dict, machine: str, batch: int, params: dict, scaling: dict, ddp: list, agreement: dict
 ) -> list[str]:
-    names = {
-        "a": "(a) plain PyTorch, fp32",
-        "b": "(b) RealUIDModule, fp32",
-        "c": "(c) RealUIDModule, bf16 + channels_last + compile",
-    }
     lines = [
         f"RealUID throughput on {machine}; UNet {params['generator'] / 1e6:.2f}M parameters, batch {batch}, K = {K}",
         "",
-        "| setting | fake update img/s | generator update img/s | K:1 average img/s | peak MiB fake / generator |",
-        "|---|---|---|---|---|",
+        "| setting | fake update img/s | generator update img/s | K:1 average img/s | peak MiB fake / generator "
+        "| warm-up cycle s |",
+        "|---|---|---|---|---|---|",
     ]
     for key, r in results.items():
         ips, peak = r["images_per_s"], r["peak_mib"]
         lines.append(
-            f"| {names[key]} | {ips['fake']:.1f} | {ips['generator']:.1f} | {ips['average']:.1f} | "
-            f"{peak['fake']:.0f} / {peak['generator']:.0f} |"
+            f"| {SETTINGS[key]} | {ips['fake']:.1f} | {ips['generator']:.1f} | {ips['average']:.1f} | "
+            f"{peak['fake']:.0f} / {peak['generator']:.0f} | {r['warmup_seconds']:.1f} |"
         )
-    a, b, c = (results[k]["images_per_s"]["average"] for k in "abc")
+    if len(results) > 1:
+        lines += ["", "ratios of K:1 images/s: " + ", ".join(f"{k} = {v:.3f}" for k, v in ratios(results).items())]
+    if agreement:
+        lines.append(
+            "loss agreement on a fixed batch, (a) fp32 vs (c0) bf16: "
+            + ", ".join(
+                f"{k} {v['fp32']:.4g} vs {v['bf16']:.4g} (relative {v['relative_difference']:.2e})"
+                for k, v in agreement.items()
+            )
+        )
+    if not scaling:
+        return lines
     lines += [
-        "",
-        f"ratios of K:1 images/s: (b)/(a) = {b / a:.3f}, (c)/(a) = {c / a:.3f}, (c)/(b) = {c / b:.3f}",
-        "loss agreement on a fixed batch, (a) fp32 vs (c) bf16: "
-        + ", ".join(
-            f"{k} {v['fp32']:.4g} vs {v['bf16']:.4g} (relative {v['relative_difference']:.2e})"
-            for k, v in agreement.items()
-        ),
         "",
         "scaling, (b) fp32: seconds per iteration (K:1 average) vs batch",
         "| batch | s / iteration | images/s |",
@@ -312,6 +327,13 @@ def report(
     return lines
 
 
+def ratios(results: dict) -> dict[str, float]:
+    """K:1 images/s of each measured setting over each measured setting before it in (a), (b), (c0), (c)."""
+    keys = [k for k in SETTINGS if k in results]
+    speed = {k: results[k]["images_per_s"]["average"] for k in keys}
+    return {f"({k})/({base})": speed[k] / speed[base] for i, k in enumerate(keys) for base in keys[:i]}
+
+
 def linear_fit(points: dict) -> tuple[float, float]:
     """Least squares T(B) = a + b·B."""
     xs, ys = list(points), list(points.values())
@@ -325,6 +347,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=None, help="default: 256 on a GPU, 32 on a CPU")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTINGS),
+        choices=list(SETTINGS),
+        help="settings to measure (default: all); the scaling table and the DDP model need (b)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -356,24 +385,31 @@ def main() -> None:
     shape = (teacher.channels, teacher.sample_size, teacher.sample_size)
     images = lambda b: torch.rand(4, b, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     warm, timed = K + 1, args.timed_cycles * (K + 1)
-    runs = {"a": [], "b": []}
+    runs = {key: [] for key in ("a", "b") if key in args.settings}
     for _ in range(rounds):  # alternate, so that a slow spell of a shared machine hits both
         for key in runs:
             runs[key].append(shown(key, measure(key, teacher, images(batch), device, warm, timed)))
     results = {key: pooled(r) for key, r in runs.items()}
-    results["c"] = shown("c", measure("c", teacher, images(batch), device, warm, timed))
-    scaling = {
-        bs: measure("b", teacher, images(bs), device, warm, timed)["seconds"]["average"]
-        for bs in (batch // 4, batch // 2)
-    }
-    scaling[batch] = results["b"]["seconds"]["average"]
+    agreement = {}
+    for key in ("c0", "c"):  # (c) last: compiling the networks is the longest part
+        if key in args.settings:
+            results[key] = shown(key, measure(key, teacher, images(batch), device, warm, timed))
+        if key == "c0" and {"c0", "c"} & set(args.settings):
+            agreement = shown("agreement", loss_agreement(teacher, images(batch)[0].to(device), device))
     params = {
         "generator": sum(p.numel() for p in teacher.parameters()),
         "fake_model": sum(p.numel() for p in teacher.parameters()),
     }
-    ddp = ddp_model(params, {bs: s for bs, s in scaling.items() if bs >= batch // 2}, [8, 64], args.bus_gbps)
-    agreement = loss_agreement(teacher, images(batch)[0].to(device), device)
-    lines = report(results, machine, batch, params, dict(sorted(scaling.items())), ddp, agreement)
+    scaling, ddp = {}, []
+    if "b" in results:
+        scaling = {
+            bs: measure("b", teacher, images(bs), device, warm, timed)["seconds"]["average"]
+            for bs in (batch // 4, batch // 2)
+        }
+        scaling[batch] = results["b"]["seconds"]["average"]
+        scaling = dict(sorted(scaling.items()))
+        ddp = ddp_model(params, {bs: s for bs, s in scaling.items() if bs >= batch // 2}, [8, 64], args.bus_gbps)
+    lines = report(results, machine, batch, params, scaling, ddp, agreement)
     summary = {
         "benchmark": "throughput",
         "machine": machine,
@@ -381,8 +417,7 @@ def main() -> None:
         "fake_updates": K,
         "params": params,
         "results": results,
-        "ratio_b_over_a": results["b"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
-        "ratio_c_over_a": results["c"]["images_per_s"]["average"] / results["a"]["images_per_s"]["average"],
+        "ratios": ratios(results),
         "scaling_seconds": scaling,
         "loss_agreement": agreement,
         "ddp_model": ddp,
@@ -402,8 +437,8 @@ def shown(key: str, result: dict) -> dict:
 
 
 def pooled(runs: list[dict]) -> dict:
-    """Several runs of one setting: the median seconds per update type (as means of the runs' medians) and the
-    largest peaks."""
+    """Several runs of one setting: the median seconds per update type (as means of the runs' medians), the
+    largest peaks and the longest warm-up."""
     seconds = {k: statistics.mean(r["seconds"][k] for r in runs) for k in ("fake", "generator")}
     seconds["average"] = (K * seconds["fake"] + seconds["generator"]) / (K + 1)
     batch = runs[0]["images_per_s"]["fake"] * runs[0]["seconds"]["fake"]
@@ -411,6 +446,7 @@ def pooled(runs: list[dict]) -> dict:
         "seconds": seconds,
         "images_per_s": {k: batch / v for k, v in seconds.items()},
         "peak_mib": {k: max(r["peak_mib"][k] for r in runs) for k in runs[0]["peak_mib"]},
+        "warmup_seconds": max(r["warmup_seconds"] for r in runs),
         "runs": runs,
     }
 
