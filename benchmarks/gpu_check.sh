@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU measurements of docs/scaling.md in one device call: throughput of (a) plain PyTorch, (b) RealUIDModule fp32,
-# (c) RealUIDModule bf16 + channels_last + compile on the paper's CIFAR-10 UNet (35.7M) at batch 256, the fp32-vs-bf16
+# The GPU measurements of docs/scaling.md: throughput of (a) plain PyTorch, (b) RealUIDModule fp32, (c0) RealUIDModule
+# bf16 + channels_last, (c) the same + compile on the paper's CIFAR-10 UNet (35.7M) at batch 256, the fp32-vs-bf16
 # loss agreement, T(B) and the DDP model. The device image has torch, lightning and torchmetrics but not diffusers.
+# On an H200 all of it takes about 8 minutes, 6 of them compiling (c); EXTRA="--settings c0 c" (7 min) and
+# EXTRA="--settings a b" (1 min) split it into two device calls.
 #
 #   here:   bash benchmarks/gpu_check.sh fetch     # diffusers + importlib_metadata wheels for Python 3.12 → .whl/ (6.4 MB)
 #   device: bash benchmarks/gpu_check.sh run       # run tool, carry [".whl"], timeout_s 600; report under $OUT
