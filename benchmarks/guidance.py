@@ -1,7 +1,7 @@
 """Guidance benchmark: FD-digits and class accuracy of a classifier-free-guided digits teacher and of one-step
 students distilled from it (fixed w, a range of w, data-free vs RealUID).
 
-    python benchmarks/guidance.py [--iterations 1200] [--students fixed2 range fixed2_realuid fixed4 fixed1]
+    python benchmarks/guidance.py [--iterations 1200] [--students fixed2 range fixed2_realuid fixed4 fixed1 fixed1.5]
     python benchmarks/guidance.py --students range --out benchmarks/results/guidance_range.json
 
 The teacher is checkpoints/digits_teacher_cond.ckpt (configs/digits_teacher_cond.yaml: cond_drop_prob 0.1). Every
@@ -13,7 +13,10 @@ steps at w ∈ --scales. Students (convergence.recipe through convergence.distil
 t_G = ``--generator-time``, scored at the last decay; ``--iterations`` iterations each, one at a time): fixed w
 (guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID
 (α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps what it finished.
-Prints a table and one JSON line.
+
+Which guided teacher a model is closest to: every row also gives the FD-digits of its samples to the teacher's at each
+w of --scales drawn from a second noise (seed 3), ``fd_to_teacher``; on a teacher row the entry at its own w is the
+sampling floor of that distance. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from realuid_lightning.sampling import sample_teacher
 
 STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
     "fixed1": ({"guidance_scale": 1.0}, {}, "uid"),
+    "fixed1.5": ({"guidance_scale": 1.5}, {}, "uid"),
     "fixed2": ({"guidance_scale": 2.0}, {}, "uid"),
     "fixed4": ({"guidance_scale": 4.0}, {}, "uid"),
     "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
@@ -61,20 +65,25 @@ def arguments() -> argparse.Namespace:
 
 
 class Scorer:
-    """FD-digits and class accuracy of samples drawn for ``labels`` (default: 0 … 9 in turn)."""
+    """FD-digits and class accuracy of samples drawn for ``labels`` (default: 0 … 9 in turn), and their FD-digits to
+    each of the ``references`` (the guided teacher's samples, by w)."""
 
     def __init__(self, num: int) -> None:
         data = DigitsDataModule()
         self.real, self.real_labels = data.real_images(), data.labels
         self.features, self.labels = DigitsFeatures.pretrained(), cycled_labels(0, num, 10)
+        self.references: dict[float, torch.Tensor] = {}
 
     @torch.no_grad()
-    def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         predicted = torch.cat([self.features.logits(to_unit(b)).argmax(1) for b in samples.split(1000)])
         labels = self.labels if labels is None else labels
         return {
             "fd": feature_frechet_distance(samples, self.real, self.features),
             "accuracy": float((predicted == labels).float().mean()),
+            "fd_to_teacher": {
+                str(w): feature_frechet_distance(samples, ref, self.features) for w, ref in self.references.items()
+            },
         }
 
     def floor(self) -> dict[str, float]:
@@ -113,6 +122,12 @@ def student_rows(
     return rows
 
 
+def teacher_references(net: torch.nn.Module, process, noise: torch.Tensor, score: Scorer, args: argparse.Namespace):
+    """The teacher's samples at each of ``--scales`` from ``noise`` (the second noise), the scorer's references."""
+    for w in args.scales:
+        score.references[w] = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=score.labels)
+
+
 def teacher_rows(net: torch.nn.Module, process, noise: torch.Tensor, score: Scorer, args: argparse.Namespace) -> list:
     """The real-digits floor and the teacher at ``--teacher-steps`` Euler steps, guided at each of ``--scales``."""
     rows = [{"model": "real digits, half vs half", "setting": "-", "w": 0, "nfe": 0, **score.floor()}]
@@ -125,10 +140,15 @@ def teacher_rows(net: torch.nn.Module, process, noise: torch.Tensor, score: Scor
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | objective | w | NFE | FD-digits ↓ | class accuracy ↑ |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | objective | w | NFE | FD-digits ↓ | class accuracy ↑ | FD-digits to the teacher at w = … |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
+        to_teacher = ", ".join(f"{w}: {fd:.2f}" for w, fd in r.get("fd_to_teacher", {}).items()) or "—"
         lines.append(
-            f"| {r['model']} | {r['setting']} | {r['w']:g} | {r['nfe']} | {r['fd']:.2f} | {100 * r['accuracy']:.1f} % |"
+            f"| {r['model']} | {r['setting']} | {r['w']:g} | {r['nfe']} | {r['fd']:.2f} | {100 * r['accuracy']:.1f} % "
+            f"| {to_teacher} |"
         )
     return "\n".join(lines)
 
@@ -140,6 +160,8 @@ def main() -> None:
     start, score = time.perf_counter(), Scorer(args.num_samples)
     net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
     noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
+    second_noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(3))
+    teacher_references(net, process, second_noise, score, args)
     earlier = json.loads(Path(args.resume).read_text()) if args.resume else {"rows": [], "train_seconds": {}}
     if earlier.get("ema", args.decays[-1]) != args.decays[-1]:
         raise SystemExit(f"--resume {args.resume} scored EMA {earlier['ema']}; --decays must end in it: {args.decays}")
