@@ -3,6 +3,8 @@
     python benchmarks/bridges.py [--teacher-steps 1500] [--iterations 900]
     python benchmarks/bridges.py --tasks "4× super-resolution" --generator-times 0.1 0.55 \
         --out benchmarks/results/bridges_sr_2step.json                    # 2-step students (README 'Few-step students')
+    python benchmarks/bridges.py --tasks "4× super-resolution" --generator-times 0.1 0.55 --students uid \
+        --fake-updates 2 --iterations 2700 --lr 1e-4 --seed 1 --out OUT.json   # another recipe and training seed
 
 For each task a bridge teacher f*(t, x_t, x0) is trained on pairs [x1, x0] of the 1 797 8×8 digits and
 their degraded copies (4× average-pool downsampling upsampled back, i.e. 2×2 → 8×8; or a random 4×4 box
@@ -47,7 +49,7 @@ TASKS = {
     "4× super-resolution": {"degradation": "downsample", "factor": 4},
     "inpainting (4×4 box)": {"degradation": "box", "box_size": 4},
 }
-STUDENTS = [("UID (α=β=1)", 1.0, 1.0), ("RealUID (α=0.94, β/α=1.02)", 0.94, 0.9588)]
+STUDENTS = {"uid": ("UID (α=β=1)", 1.0, 1.0), "realuid": ("RealUID (α=0.94, β/α=1.02)", 0.94, 0.9588)}
 STUDENT_EMA = 0.95  # over ~150 generator updates
 QUIET = dict(
     accelerator="cpu",
@@ -96,12 +98,14 @@ def distil(
     generator_time: float,
     lr: float,
     generator_times: list[float] | None = None,
+    fake_updates: int = 5,
+    seed: int = 0,
 ) -> tuple[RealUIDModule, EMA, float]:
-    pl.seed_everything(0)
+    pl.seed_everything(seed)
     student = RealUIDModule(
         TeacherOptions(net=teacher.net, process=teacher.process),
         Objective(alpha, beta),
-        OptimisationOptions(generator_lr=lr, fake_lr=lr, warmup_steps=50),
+        OptimisationOptions(fake_updates=fake_updates, generator_lr=lr, fake_lr=lr, warmup_steps=50),
         GeneratorOptions(generator_time=generator_time, generator_times=generator_times),
     )
     ema = EMA([STUDENT_EMA])
@@ -113,9 +117,10 @@ def distil(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher-steps", type=int, default=1500)
-    parser.add_argument(
-        "--iterations", type=int, default=900, help="distillation iterations (K = 5 fake updates per generator update)"
-    )
+    parser.add_argument("--iterations", type=int, default=900, help="distillation iterations")
+    parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--seed", type=int, default=0, help="the students' training seed (the teacher's stays 0)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sigma", type=float, default=1.0)
     parser.add_argument("--prediction", default="drift", choices=("drift", "x1", "velocity"))
@@ -159,9 +164,18 @@ def main() -> None:
                 generator=torch.Generator().manual_seed(2),
             )
             rows.append({"task": task, "model": f"teacher, {steps} SDE steps", "nfe": steps, **score(out)})
-        for name, alpha, beta in STUDENTS:
+        for name, alpha, beta in (STUDENTS[key] for key in args.students):
             student, ema, seconds = distil(
-                teacher, data, alpha, beta, args.iterations, args.generator_time, args.lr, args.generator_times
+                teacher,
+                data,
+                alpha,
+                beta,
+                args.iterations,
+                args.generator_time,
+                args.lr,
+                args.generator_times,
+                args.fake_updates,
+                args.seed,
             )
             nfe = len(args.generator_times or [args.generator_time])
             draw = lambda: student.generator(noise, x0, None, torch.Generator().manual_seed(2))  # noqa: E731
@@ -188,7 +202,10 @@ def main() -> None:
         "benchmark": "bridges",
         "teacher_steps": args.teacher_steps,
         "iterations": args.iterations,
-        "generator_updates": args.iterations // 6,
+        "fake_updates": args.fake_updates,
+        "generator_updates": args.iterations // (args.fake_updates + 1),
+        "lr": args.lr,
+        "seed": args.seed,
         "prediction": args.prediction,
         "sigma": args.sigma,
         "generator_time": args.generator_time,
