@@ -116,8 +116,8 @@ def student_rows(
     rows = []
     with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
-            ws = (torch.full((len(noise),), w),) if generator else ()
-            samples = student.generator(noise, score.labels, *ws)
+            scale = torch.full((len(noise),), w) if generator else None
+            samples = student.generator(noise, score.labels, w=scale)
             rows.append({"model": name, "setting": setting, "w": w, "nfe": 1, **score(samples)})
     return rows
 
