@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import lightning.pytorch as pl
 import torch
@@ -28,6 +31,14 @@ SECTIONS = {
     "generator": GeneratorOptions,
     "speed": SpeedOptions,
 }
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of benchmarks/ or scripts/ as a module named ``name`` (neither folder is a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:

@@ -4,19 +4,18 @@ generator's few-step ``steps`` slot."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance.py"
 
 
 def test_fixed_and_range_students_are_scored(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # guidance.py imports convergence.py beside it
-    spec = importlib.util.spec_from_file_location("guidance_benchmark", SCRIPT)
-    guidance = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(guidance)
+    guidance = load_script(SCRIPT, "guidance_benchmark")
     out = tmp_path / "guidance.json"
     argv = ["--students", "fixed1.5", "range", "--scales", "1", "2", "--iterations", "6", "--fake-updates", "2"]
     argv += ["--num-samples", "40", "--teacher-steps", "2", "--decays", "0.9", "--out", str(out)]

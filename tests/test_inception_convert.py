@@ -5,12 +5,12 @@ The source layout below (unit name under ``net.layers.``, conv weight shape) was
 layout is torch-fidelity's own ``FeatureExtractorInceptionV3``, which loads the converted dict strictly.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tfi
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inception_weights_from_fid_helper.py"
 SOURCE_LAYOUT = """
@@ -48,14 +48,6 @@ SOURCE_LAYOUT = """
 """
 
 
-def load_script():
-    """The script as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("inception_weights_from_fid_helper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def synthetic_source() -> dict[str, torch.Tensor]:
     """fid-helper's 94 units; unit i's conv weight is filled with i, beta i + 0.25, mean i + 0.5, var i + 1."""
     words = SOURCE_LAYOUT.split()
@@ -70,7 +62,7 @@ def synthetic_source() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_script(SCRIPT, "inception_weights_from_fid_helper")
 
 
 @pytest.fixture(scope="module")

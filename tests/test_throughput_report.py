@@ -5,12 +5,12 @@ the report, which crashed once on the GPU after the measurements had been paid f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 SECONDS = {"a": 0.30, "b": 0.31, "c0": 0.25, "c": 0.15}
@@ -18,9 +18,7 @@ SECONDS = {"a": 0.30, "b": 0.31, "c0": 0.25, "c": 0.15}
 
 @pytest.fixture
 def throughput(monkeypatch):
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "throughput_benchmark")
 
     def measure(setting, teacher, data, device, warm, timed):
         per_batch = SECONDS[setting] * data.shape[1] / 32
