@@ -34,7 +34,7 @@ SECTIONS = {
 
 
 def load_script(path: Path, name: str) -> ModuleType:
-    """A script of benchmarks/ or scripts/ as a module named ``name`` (neither folder is a package)."""
+    """A script of benchmarks/, scripts/ or tests/fixtures/ as a module named ``name`` (none is a package)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,19 +1,17 @@
 """Checkpoints written by the release before the issue-12 refactor (tests/fixtures, made by
 tests/fixtures/make_fixtures.py) still load, sample identically for the same seed, and resume."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
 from realuid_lightning.cli import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
+make_fixtures = load_script(FIXTURES / "make_fixtures.py", "make_fixtures")
 
 
 @pytest.mark.parametrize(
