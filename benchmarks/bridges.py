@@ -90,27 +90,20 @@ def train_teacher(data: PairedDataModule, steps: int, sigma: float, prediction: 
 
 
 def distil(
-    teacher: MatchingModule,
-    data: PairedDataModule,
-    alpha: float,
-    beta: float,
-    iterations: int,
-    generator_time: float,
-    lr: float,
-    generator_times: list[float] | None = None,
-    fake_updates: int = 5,
-    seed: int = 0,
+    teacher: MatchingModule, data: PairedDataModule, alpha: float, beta: float, args: argparse.Namespace
 ) -> tuple[RealUIDModule, EMA, float]:
-    pl.seed_everything(seed)
+    """A student (α, β) of ``teacher`` by the command line's recipe: (module, its EMA, seconds)."""
+    pl.seed_everything(args.seed)
+    lr = args.lr
     student = RealUIDModule(
         TeacherOptions(net=teacher.net, process=teacher.process),
         Objective(alpha, beta),
-        OptimisationOptions(fake_updates=fake_updates, generator_lr=lr, fake_lr=lr, warmup_steps=50),
-        GeneratorOptions(generator_time=generator_time, generator_times=generator_times),
+        OptimisationOptions(fake_updates=args.fake_updates, generator_lr=lr, fake_lr=lr, warmup_steps=50),
+        GeneratorOptions(generator_time=args.generator_time, generator_times=args.generator_times),
     )
     ema = EMA([STUDENT_EMA])
     start = time.perf_counter()
-    pl.Trainer(max_steps=iterations, callbacks=[ema], **QUIET).fit(student, data)
+    pl.Trainer(max_steps=args.iterations, callbacks=[ema], **QUIET).fit(student, data)
     return student, ema, time.perf_counter() - start
 
 
@@ -165,18 +158,7 @@ def main() -> None:
             )
             rows.append({"task": task, "model": f"teacher, {steps} SDE steps", "nfe": steps, **score(out)})
         for name, alpha, beta in (STUDENTS[key] for key in args.students):
-            student, ema, seconds = distil(
-                teacher,
-                data,
-                alpha,
-                beta,
-                args.iterations,
-                args.generator_time,
-                args.lr,
-                args.generator_times,
-                args.fake_updates,
-                args.seed,
-            )
+            student, ema, seconds = distil(teacher, data, alpha, beta, args)
             nfe = len(args.generator_times or [args.generator_time])
             draw = lambda: student.generator(noise, x0, None, torch.Generator().manual_seed(2))  # noqa: E731
             with torch.no_grad():
