@@ -99,7 +99,9 @@ def distil(
         TeacherOptions(net=teacher.net, process=teacher.process),
         Objective(alpha, beta),
         OptimisationOptions(fake_updates=args.fake_updates, generator_lr=lr, fake_lr=lr, warmup_steps=50),
-        GeneratorOptions(generator_time=args.generator_time, generator_times=args.generator_times),
+        GeneratorOptions(
+            generator_time=args.generator_time, generator_times=args.generator_times, fake_per_step=args.fake_per_step
+        ),
     )
     ema = EMA([STUDENT_EMA])
     start = time.perf_counter()
@@ -120,6 +122,9 @@ def main() -> None:
     parser.add_argument("--generator-time", type=float, default=0.1)
     parser.add_argument(
         "--generator-times", type=float, nargs="+", default=None, help="a few-step schedule instead (e.g. 0.1 0.55)"
+    )
+    parser.add_argument(
+        "--fake-per-step", action="store_true", help="one fake model per step path (GeneratorOptions.fake_per_step)"
     )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
@@ -192,6 +197,7 @@ def main() -> None:
         "sigma": args.sigma,
         "generator_time": args.generator_time,
         "generator_times": args.generator_times,
+        "fake_per_step": args.fake_per_step,
         "total_seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),
     }

@@ -242,10 +242,13 @@ def recipe(
     generator_time: float = 0.0,
     fake_updates: int = 5,
     decays: list[float] | None = None,
+    fake_init: str = "scratch",
 ) -> argparse.Namespace:
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
-    ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995)."""
+    ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995), the fake
+    model(s) starting as ``fake_init``."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
+    options += [f"--fake-init={fake_init}"]
     options += [f"--fake-updates={fake_updates}", *(["--decays", *map(str, decays)] if decays else [])]
     return arguments(DEFAULT_RECIPE + options)
 

@@ -48,25 +48,38 @@ TEACHER_STEPS = (1, 2, 4, 10, 100)
 
 
 class StepCurve(convergence.Curve):
-    """FD of each EMA decay at each trained step count, on the fixed noise and fixed re-noising."""
+    """FD of each EMA decay at each trained step count, on the fixed noise and fixed re-noising; ``per_step``: also,
+    at the most steps M, the FD of the data estimate after each step 1 … M (``…_each``) and of their mixture (M
+    equal parts, ``…_mixture``: what one fake model is fitted to when the step k is drawn uniformly)."""
+
+    def __init__(self, every: int, score, noise: torch.Tensor, per_step: bool = False) -> None:
+        super().__init__(every, score, noise)
+        self.per_step = per_step
 
     @torch.no_grad()
     def scores(self, module: RealUIDModule, ema: EMA) -> dict:
-        point = {}
+        point, most = {}, max(module.generator.steps)
         for decay in ema.decays:
             with ema.swapped(module, decay):
                 for m in module.generator.steps:
-                    samples = module.generator(self.noise, None, m, torch.Generator().manual_seed(2))
-                    point[f"ema_{decay}_{m}steps"] = round(self.score(samples), 3)
+                    reads = module.generator.estimates(self.noise, None, m, torch.Generator().manual_seed(2))
+                    point[key(decay, m)] = round(self.score(reads[-1]), 3)
+                    if self.per_step and m == most > 1:
+                        point[f"{key(decay, m)}_each"] = [round(self.score(r), 3) for r in reads]
+                        mixture = torch.cat([r[k::m] for k, r in enumerate(reads)])
+                        point[f"{key(decay, m)}_mixture"] = round(self.score(mixture), 3)
         return point
 
 
 def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, its: int) -> dict:
     """One student trained ``its`` iterations: its curve, final point and training seconds (scoring excluded)."""
     n, steps = STUDENTS[name]
-    curve = StepCurve(args.eval_every, score, noise)
+    curve = StepCurve(args.eval_every, score, noise, args.per_step)
     schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
-    recipe = convergence.recipe(its, args.lr, fake_updates=args.fake_updates, decays=args.decays)
+    schedule |= {"fake_per_step": args.fake_per_step}
+    recipe = convergence.recipe(
+        its, args.lr, fake_updates=args.fake_updates, decays=args.decays, fake_init=args.fake_init
+    )
     convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
@@ -150,6 +163,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="training seed (the noise and re-noising stay fixed)")
     parser.add_argument("--eval-every", type=int, default=25, help="generator updates between curve points")
     parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument(
+        "--fake-per-step", action="store_true", help="one fake model per step path (GeneratorOptions.fake_per_step)"
+    )
+    parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
+    parser.add_argument(
+        "--per-step", action="store_true", help="also score the estimate after each step and their mixture"
+    )
     parser.add_argument("--out", default="benchmarks/results/few_step_digits.json")
     return parser.parse_args()
 
@@ -162,6 +182,8 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
     summary = {
         "benchmark": "few_step",
         **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
+        "fake_per_step": args.fake_per_step,
+        "fake_init": args.fake_init,
         "ema": args.decays[-1],
         "num_samples": args.num_samples,
         "generator_updates": convergence.generator_updates(args),

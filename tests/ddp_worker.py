@@ -3,8 +3,9 @@
 Lightning's launcher re-runs this script for ranks 1…DEVICES−1. Each rank saves its generator, fake model,
 EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.pt, for every strategy in turn
 (a strategy that RealUIDModule refuses, such as plain 'ddp', goes last: its file holds the error). The pseudo-strategy
-'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS; 'teacher'
-trains a MatchingModule instead (``run_teacher``).
+'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS;
+'per_step_fake' is 'realuid_ddp' with a few-step student that has one fake model per step path (PER_STEP_FAKE);
+'teacher' trains a MatchingModule instead (``run_teacher``).
 The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
 
@@ -27,6 +28,8 @@ from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, To
 # 5 iterations an epoch: the run crosses an epoch;
 # the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
 STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320
+# 8 paths, 7 of them drawn with probability 1/16: a rank's 32 rows often miss one, whose fake model must still join
+PER_STEP_FAKE = {"generator_times": [i / 8 for i in range(8)], "student_steps": [1, 8], "fake_per_step": True}
 
 
 def data(world: int) -> Toy2DDataModule:
@@ -52,11 +55,14 @@ class Record(pl.Callback):
         self.batches.append(batch[0].clone())
 
 
-def run(strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None) -> dict:
-    """STEPS iterations (K = FAKE_UPDATES) from seed 0; the final state of this rank.
+def run(
+    strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None, options: dict = {}
+) -> dict:
+    """STEPS iterations (K = FAKE_UPDATES) from seed 0 of a student with ``options``; the final state of this rank.
     'resume': stop at RESUME_AT, resume."""
     pl.seed_everything(0, verbose=False)
-    module, averages, record = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), ema(), Record()
+    module = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **options)
+    averages, record = ema(), Record()
     if strategy == "resume":
         # saved on the batch's end
         save = ModelCheckpoint(dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT)
@@ -102,7 +108,12 @@ if __name__ == "__main__":
     out, devices = Path(sys.argv[1]), int(sys.argv[2])
     for strategy in sys.argv[3:]:
         try:
-            state = run_teacher(devices) if strategy == "teacher" else run(strategy, devices, out=out)
+            if strategy == "teacher":
+                state = run_teacher(devices)
+            elif strategy == "per_step_fake":
+                state = run("realuid_ddp", devices, out=out, options=PER_STEP_FAKE)
+            else:
+                state = run(strategy, devices, out=out)
         except (
             ConfigError
         ) as err:  # plain 'ddp' is refused before the first update (Lightning then stops the other ranks)

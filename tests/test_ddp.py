@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_worker import run, run_teacher
+from ddp_worker import PER_STEP_FAKE, run, run_teacher
 
 STRATEGIES = ("realuid_ddp", "ddp_find_unused_parameters_true")
 
@@ -29,7 +29,7 @@ def ranks(tmp_path_factory):
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     worker = Path(__file__).with_name("ddp_worker.py")
     proc = subprocess.run(
-        [sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "teacher", "ddp"],
+        [sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "per_step_fake", "teacher", "ddp"],
         env=env,
         capture_output=True,
         text=True,
@@ -38,7 +38,7 @@ def ranks(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-4000:]
     states = {
         s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)]
-        for s in (*STRATEGIES, "resume", "teacher")
+        for s in (*STRATEGIES, "resume", "per_step_fake", "teacher")
     }
     states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
     return states
@@ -77,6 +77,17 @@ def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
     assert all(max_diff(r0["ema"][d], single["ema"][d]) < 1e-5 for d in single["ema"])
     # global-RNG noise differs: the check has teeth
     assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4
+
+
+def test_per_step_fake_models_under_ddp_equal_one_process(ranks):
+    """A few-step student with one fake model per step path trains under realuid_ddp (a rank's rows miss some paths,
+    whose fake models join with zero gradients) to the same weights on both ranks as one process on the global batch."""
+    r0, r1 = ranks["per_step_fake"]
+    single = run("auto", 1, noise_chunks=2, options=PER_STEP_FAKE)
+    for net in ("generator", "fake_model"):
+        assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
+        assert max_diff(r0[net], single[net]) < 1e-5, net
+    assert len({k.split(".")[1] for k in r0["fake_model"] if k.startswith("models.")}) == 8
 
 
 def test_ranks_split_every_global_batch_and_reshuffle_each_epoch(ranks, single):

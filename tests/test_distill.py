@@ -104,12 +104,17 @@ def test_fake_init_from_scratch_differs_from_teacher():
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]}],
-    ids=["one_step", "few_step"],
+    [
+        {},
+        {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]},
+        {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4], "fake_per_step": True},
+    ],
+    ids=["one_step", "few_step", "few_step_fake_per_step"],
 )
 def test_resume_is_bit_identical(options, tmp_path):
     """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator,
-    fake model, EMA and counters (a one-step and a shared 1/2/4-step student)."""
+    fake model, EMA and counters (a one-step and a shared 1/2/4-step student, with one fake model and with one per
+    step path)."""
     pl.seed_everything(0)
     full_ema = ema()
     full = tiny_distiller(fake_updates=2, **options)

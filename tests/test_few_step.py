@@ -25,6 +25,8 @@ from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.export import OneStepPipeline, export_generator
+from realuid_lightning.generator import step_paths
+from realuid_lightning.modules.networks import PerStepFakeModels
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes import EDM, BrownianBridge, ContinuousVP, StochasticInterpolant
 from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
@@ -100,6 +102,62 @@ def test_backward_simulation_carries_no_gradient_into_earlier_steps():
     assert set(k.tolist()) == {0, 1, 2, 3}
     assert (z.grad[k > 0] == 0).all() and (z.grad[k == 0].abs().sum(1) > 0).all()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.net.parameters())
+
+
+def test_training_read_names_its_step_path():
+    """A shared student's training read returns each sample's path t_1 … t_k: the drawn schedule's first k times,
+    whose last is the time of the read with gradient."""
+    schedules = GeneratorOptions(**SHARED).schedules(FlowMatching())
+    assert step_paths(schedules) == [(0.0,), (0.0, 0.5), (0.0, 0.25), (0.0, 0.25, 0.5), (0.0, 0.25, 0.5, 0.75)]
+    student = FewStepGenerator(MLP(dim=2, hidden=16, depth=2, time_dim=8), FlowMatching(), schedules)
+    read_times = []
+    student.net.register_forward_pre_hook(lambda _, args: read_times.append(args[0]))
+    z = torch.randn(512, 2)
+    torch.manual_seed(1)
+    times, k, _ = student._drawn_schedules(z, Noise())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        _, path = student(z, noise=Noise(), with_path=True)
+    paths = [student.paths[p] for p in path.tolist()]
+    assert paths == [tuple(times[i, : k[i] + 1].tolist()) for i in range(len(z))]
+    assert read_times[-1].tolist() == [p[-1] for p in paths]
+    assert set(path.tolist()) == set(range(5))
+
+
+def test_per_step_fake_models_read_each_row_with_its_path():
+    """PerStepFakeModels evaluates each row with its path's model; the gradient of a loss reaches a model only through
+    its rows, and a model without rows in the batch gets zero gradients (so DDP finds every parameter used)."""
+    torch.manual_seed(0)
+    models = [MLP(dim=2, hidden=8, depth=1, time_dim=4) for _ in range(3)]
+    fake = PerStepFakeModels(models)
+    t, x, path = torch.rand(10), torch.randn(10, 2), torch.tensor([0, 1, 0, 1, 1, 0, 0, 1, 0, 1])
+    out = fake(t, x, None, path=path)
+    for p in (0, 1):
+        torch.testing.assert_close(out[path == p], models[p](t[path == p], x[path == p]), rtol=0, atol=0)
+    (out[path == 0] ** 2).sum().backward()
+    assert all(q.grad.abs().sum() > 0 for q in models[0].parameters() if q.numel() > 1)
+    assert all(q.grad is not None and not q.grad.any() for m in models[1:] for q in m.parameters())
+
+
+def test_fake_per_step_fits_one_fake_model_per_path(tmp_path):
+    """fake_per_step builds one fake model per step path (a copy of the scratch network each), trains each on its own
+    path's rows, and is refused with the GAN loss; a one-step student keeps its single fake model and trains bit for
+    bit as without the option."""
+    pl.seed_everything(0)
+    module = tiny_distiller(fake_updates=1, generator_times=[0.0, 0.5], fake_per_step=True)
+    assert isinstance(module.fake_model, PerStepFakeModels) and len(module.fake_model.models) == 2
+    before = [[q.clone() for q in m.parameters()] for m in module.fake_model.models]
+    trainer(4).fit(module, tiny_data())
+    assert all(
+        any(not torch.equal(a, b) for a, b in zip(old, m.parameters()))
+        for old, m in zip(before, module.fake_model.models)
+    )
+    _, with_option = one_step_student({"generator_times": [0.25], "fake_per_step": True})
+    _, without = one_step_student({"generator_times": [0.25]})
+    assert torch.equal(with_option["samples"], without["samples"])
+    assert all(torch.equal(v, without["fake_model"][k]) for k, v in with_option["fake_model"].items())
+    with pytest.raises(ConfigError, match="fake_per_step=True with the GAN loss is not supported"):
+        tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, gan_generator_weight=0.1)
 
 
 def test_backward_simulation_draws_what_the_ranks_draw():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import Generator, Tensor, nn
@@ -38,6 +38,7 @@ class FewStepGenerator(nn.Module):
         super().__init__()
         self.net, self.process = net, process
         self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
+        self.paths = step_paths(self.schedules.values())
         first = self.schedules[min(self.schedules)][0]
         if start_noise(process, first) == 0:
             warnings.warn(
@@ -81,24 +82,42 @@ class FewStepGenerator(nn.Module):
         steps: int | None = None,
         noise: Noise | Generator | None = None,
         w: Tensor | None = None,
-    ) -> Tensor:
+        with_path: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """x̂1 from z (B, *shape): the student's ``steps``-step sample with its re-noising drawn by the torch.Generator
-        ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read;
+        ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read
+        (``with_path``: and each sample's index into :attr:`paths`, the steps that gave its read);
         ``w`` (B,): the guidance scale of a network that reads one (``ScaleConditioned``)."""
         if isinstance(noise, Noise):
-            return self._simulated(z, cond, noise, w)
-        x1, x = z, z
+            x1, path = self._simulated(z, cond, noise, w)
+            return (x1, path) if with_path else x1
+        return self.estimates(z, cond, steps, noise, w)[-1]
+
+    def estimates(
+        self,
+        z: Tensor,
+        cond: Tensor | None = None,
+        steps: int | None = None,
+        noise: Generator | None = None,
+        w: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The data estimates x̂1 after each step 1 … M of the ``steps``-step sample from z (the last one is the
+        sample), re-noised in between with draws of ``noise`` (global RNG: None)."""
+        x1, reads = z, []
         for k, time in enumerate(self.schedule(steps)):
             t = torch.full((z.shape[0],), time, device=z.device, dtype=z.dtype)
             x = self.renoise(x1, t, fresh_noise(z, noise), cond) if k else self.process.start_state(t, z, cond)
             x1 = self.read(x, t, cond, w)
-        return x1
+            reads.append(x1)
+        return reads
 
-    def _simulated(self, z: Tensor, cond: Tensor | None, noise: Noise, w: Tensor | None = None) -> Tensor:
+    def _simulated(
+        self, z: Tensor, cond: Tensor | None, noise: Noise, w: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Backward simulation: x_{t_k} from steps 1 … k − 1 of the student without gradient (each re-noised with a
         fresh draw of ``noise``; one draw of the whole batch per step, so every sample's noise is fixed by the
-        update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient."""
-        times, k = self._drawn_schedules(z, noise)  # (B, N_max), (B,): k − 1 steps before the one with gradient
+        update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient; (x̂1, its path index (B,))."""
+        times, k, path = self._drawn_schedules(z, noise)  # (B, N_max), (B,): k − 1 steps before the one with gradient
         t = times[:, 0]
         x = self.process.start_state(t, z, cond)
         for j in range(times.shape[1] - 1):
@@ -109,22 +128,25 @@ class FewStepGenerator(nn.Module):
                     x1 = self.read(x[rows], t[rows], c, None if w is None else w[rows])
                     x_next = self.renoise(x1, t_next, fresh[rows], c)
                 x, t = x.index_put((rows,), x_next), t.index_put((rows,), t_next)
-        return self.read(x, t, cond, w)
+        return self.read(x, t, cond, w), path
 
-    def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor]:
-        """Per sample, the times of a trained schedule N ~ U(steps), padded to N_max with its last time (B, N_max), and
-        k − 1 with k ~ U{1, …, N} (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
+    def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor]:
+        """Per sample, the times of a trained schedule N ~ U(steps), padded to N_max with its last time (B, N_max),
+        k − 1 with k ~ U{1, …, N} (B,) and the index of its path t_1 … t_k in :attr:`paths` (B,); ``noise`` draws
+        u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
         counts, batch = self.steps, z.shape[0]
-        table = torch.tensor(
-            [[*self.schedules[n], *[self.schedules[n][-1]] * (counts[-1] - n)] for n in counts],
+        padded = [[*self.schedules[n], *[self.schedules[n][-1]] * (counts[-1] - n)] for n in counts]
+        table = torch.tensor(padded, device=z.device, dtype=z.dtype)
+        path_table = torch.tensor(
+            [[self.paths.index(self.schedules[n][: min(j, n - 1) + 1]) for j in range(counts[-1])] for n in counts],
             device=z.device,
-            dtype=z.dtype,
         )
         m = torch.zeros(batch, dtype=torch.long, device=z.device)
         if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
             m = _uniform_index(noise, torch.full_like(m, len(counts)), z)
         n = torch.tensor(counts, device=z.device)[m]
-        return table[m], _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
+        k = _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
+        return table[m], k, path_table[m, k]
 
 
 class OneStepGenerator(FewStepGenerator):
@@ -140,6 +162,16 @@ class OneStepGenerator(FewStepGenerator):
 
     def __init__(self, net: nn.Module, process: Process, time: float = 0.0) -> None:
         super().__init__(net, process, [[time]])
+
+
+def step_paths(schedules: Iterable[Sequence[float]]) -> list[tuple[float, ...]]:
+    """The distinct paths t_1 … t_k of a student's steps (every step k of every trained schedule), in order of first
+    appearance: [[0.4], [0.4, 0.7]] gives (0.4,), (0.4, 0.7). A path fixes the distribution of the data estimates
+    x̂1 read at its last time, which a per-step fake model fits (``GeneratorOptions.fake_per_step``)."""
+    paths: list[tuple[float, ...]] = []
+    for times in schedules:
+        paths += [p for p in (tuple(float(t) for t in times[: k + 1]) for k in range(len(times))) if p not in paths]
+    return paths
 
 
 def _uniform_index(noise: Noise, n: Tensor, like: Tensor) -> Tensor:

@@ -6,11 +6,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, time_of_noise_level
+from realuid_lightning.generator import FewStepGenerator, step_paths, time_of_noise_level
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
 
@@ -41,6 +41,27 @@ def fresh_network(spec: Any, teacher: nn.Module) -> nn.Module:
     return instantiate(spec)
 
 
+class PerStepFakeModels(nn.Module):
+    """f_1 … f_P, one fake model per step path p = t_1 … t_k of a few-step student (:func:`step_paths`): f_p fits the
+    data estimates that G_θ reads after path p, so the game matches each step's estimates to the data, where one
+    fake model fits only their mixture. ``f(t, x, cond, *w, path=p)`` evaluates each row with its path's model."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, *w: Tensor, path: Tensor) -> Tensor:
+        out, unused = None, x.new_zeros(())
+        for p, model in enumerate(self.models):
+            rows = (path == p).nonzero().squeeze(1)
+            if rows.numel() == 0:  # keep every model in the graph, with zero gradients (DDP waits for all of them)
+                unused = unused + sum(q.sum() for q in model.parameters() if q.requires_grad) * 0
+                continue
+            y = model(t[rows], x[rows], None if cond is None else cond[rows], *(v[rows] for v in w))
+            out = (x.new_zeros((x.shape[0], *y.shape[1:]), dtype=y.dtype) if out is None else out).index_put((rows,), y)
+        return out + unused
+
+
 @dataclass(frozen=True)
 class GeneratorOptions:
     """How the generator G_θ and the fake model f start.
@@ -59,6 +80,11 @@ class GeneratorOptions:
         generator_ckpt: fine-tuning: start G_θ from this distillation checkpoint's generator.
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it).
+        fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
+            data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
+            DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
+            (the first) is made up for by the others moving off the data (README 'Few-step students'). A one-step
+            student has one path: the same single f either way.
         dropout: the dropout of G_θ and f in every dropout layer (the official code uses 0).
         guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
             zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
@@ -73,6 +99,7 @@ class GeneratorOptions:
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
     fake_init: Literal["scratch", "teacher"] = "scratch"
+    fake_per_step: bool = False
     dropout: float = 0.0
     guidance_range: tuple[float, float] | None = None
 
@@ -129,11 +156,15 @@ class GeneratorOptions:
         """The spec of G_θ's and f's network: the teacher's with their dropout."""
         return with_dropout(teacher_spec, self.dropout)
 
-    def fake_model(self, teacher: nn.Module, spec: Any) -> nn.Module:
-        """f: the network of ``spec`` as its constructor builds it ('scratch') or a copy of the teacher, trainable."""
-        return trainable(
-            copy.deepcopy(teacher) if self.fake_init == "teacher" else fresh_network(spec, teacher), self.dropout
-        )
+    def fake_model(self, teacher: nn.Module, spec: Any, process: Process) -> nn.Module:
+        """f: the network of ``spec`` as its constructor builds it ('scratch') or a copy of the teacher, trainable;
+        with ``fake_per_step``, one such network per step path of the student (:class:`PerStepFakeModels`)."""
+        paths = step_paths(self.schedules(process)) if self.fake_per_step else [()]
+        copied = self.fake_init == "teacher"
+        fakes = [
+            trainable(copy.deepcopy(teacher) if copied else fresh_network(spec, teacher), self.dropout) for _ in paths
+        ]
+        return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes)
 
     def load_distilled(self, generator: FewStepGenerator) -> None:
         """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights); nothing without one."""
