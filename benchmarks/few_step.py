@@ -19,6 +19,11 @@ process's CPU time at one thread, which other jobs on the machine do not inflate
 over those iterations); the 4-step and shared students are read off their curves at that time (an interim point,
 before their learning rate has decayed); it needs both the 1- and the 2-step student among ``--students``. Prints a
 table and one JSON line; writes the runs to ``--out`` and the plot to the same name with .png.
+
+Diagnostics, recorded in each curve point: ``--per-step``, the FD of the data estimate after each step of the most-step
+schedule and of their mixture; ``--real-reads``, the FD of one read at each time of the 4-step schedule from re-noised
+real digits (:func:`real_reads`; the teacher's too). Variants: ``--fake-per-step`` (one fake model per step path),
+``--fake-init teacher``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import convergence
 import matplotlib
 import torch
 
-from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning import EMA, DigitsDataModule, FewStepGenerator, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets.features import DigitsFeatures
@@ -52,9 +57,9 @@ class StepCurve(convergence.Curve):
     at the most steps M, the FD of the data estimate after each step 1 … M (``…_each``) and of their mixture (M
     equal parts, ``…_mixture``: what one fake model is fitted to when the step k is drawn uniformly)."""
 
-    def __init__(self, every: int, score, noise: torch.Tensor, per_step: bool = False) -> None:
+    def __init__(self, every: int, score, noise: torch.Tensor, per_step: bool = False, probe=None) -> None:
         super().__init__(every, score, noise)
-        self.per_step = per_step
+        self.per_step, self.probe = per_step, probe
 
     @torch.no_grad()
     def scores(self, module: RealUIDModule, ema: EMA) -> dict:
@@ -68,13 +73,32 @@ class StepCurve(convergence.Curve):
                         point[f"{key(decay, m)}_each"] = [round(self.score(r), 3) for r in reads]
                         mixture = torch.cat([r[k::m] for k, r in enumerate(reads)])
                         point[f"{key(decay, m)}_mixture"] = round(self.score(mixture), 3)
+                if self.probe is not None:
+                    point[f"ema_{decay}_real_reads"] = self.probe(module.generator)
         return point
 
 
-def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, its: int) -> dict:
-    """One student trained ``its`` iterations: its curve, final point and training seconds (scoring excluded)."""
+def real_reads(real: torch.Tensor, features: DigitsFeatures, times: list[float]):
+    """FD-digits of one read x̂1 = G_θ(x_t, t) at each of ``times`` from the even half of the real digits re-noised to
+    t (fixed noise, seed 5) against the odd half (the halves' own FD is the floor): how well the network finishes a
+    sample from a perfect input. A function of the generator, giving {time: FD}."""
+    even, odd = real[::2], real[1::2]
+    z = torch.randn(even.shape, generator=torch.Generator().manual_seed(5))
+
+    @torch.no_grad()
+    def fds(generator: FewStepGenerator) -> dict[str, float]:
+        ts = {time_: torch.full((even.shape[0],), time_) for time_ in times}
+        reads = {time_: generator.read(generator.renoise(even, t, z), t) for time_, t in ts.items()}
+        return {str(time_): round(feature_frechet_distance(x1, odd, features), 3) for time_, x1 in reads.items()}
+
+    return fds
+
+
+def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, its: int, probe=None) -> dict:
+    """One student trained ``its`` iterations: its curve, final point and training seconds (scoring excluded);
+    ``probe``: :func:`real_reads` at each curve point."""
     n, steps = STUDENTS[name]
-    curve = StepCurve(args.eval_every, score, noise, args.per_step)
+    curve = StepCurve(args.eval_every, score, noise, args.per_step, probe)
     schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
     schedule |= {"fake_per_step": args.fake_per_step}
     recipe = convergence.recipe(
@@ -166,6 +190,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--fake-per-step", action="store_true", help="one fake model per step path (GeneratorOptions.fake_per_step)"
     )
+    parser.add_argument(
+        "--real-reads",
+        action="store_true",
+        help="also score one read at each time of the 4-step schedule from re-noised real digits (real_reads)",
+    )
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
     parser.add_argument(
         "--per-step", action="store_true", help="also score the estimate after each step and their mixture"
@@ -217,14 +246,17 @@ def main() -> None:
     noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
     floor = feature_frechet_distance(real[::2], real[1::2], features)
     teacher = {k: round(score(sample_teacher(net, process, noise, k)), 3) for k in TEACHER_STEPS}
-    print("teacher:", teacher, "floor:", round(floor, 3), flush=True)
-    runs = {name: distil(args, (net, process), score, noise, name, args.iterations) for name in args.students}
+    probe = real_reads(real, features, evenly_spaced(args.start, 4)) if args.real_reads else None
+    teacher_reads = probe(FewStepGenerator(net, process, [[args.start]])) if probe else None
+    print("teacher:", teacher, "floor:", round(floor, 3), "reads of re-noised real digits:", teacher_reads, flush=True)
+    runs = {name: distil(args, (net, process), score, noise, name, args.iterations, probe) for name in args.students}
     budget = runs["2-step"]["seconds"] if {"1-step", "2-step"} <= runs.keys() else None
     if budget is not None:
         cycle = args.fake_updates + 1
         its = round(args.iterations * budget / runs["1-step"]["seconds"] / cycle) * cycle
         runs["1-step, equal time"] = distil(args, (net, process), score, noise, "1-step", its)
     result = summarise(args, teacher, floor, runs, budget)
+    result |= {"teacher_real_reads": teacher_reads} if probe else {}
     result |= {"total_seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads()}
     timed = "equal time: not run" if budget is None else f"{budget:.0f} s"
     print(f"| model | NFE | FD-digits, {result['generator_updates']} updates | FD-digits, {timed} | training s |")

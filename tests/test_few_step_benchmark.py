@@ -1,0 +1,41 @@
+"""benchmarks/few_step.py end to end on a tiny budget, with its diagnostics: the FD after each step and of their
+mixture (the last entry is the student's own FD) and the reads of re-noised real digits (the teacher's at step 0),
+for a 4-step student with one fake model per step path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from helpers import load_script
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "few_step.py"
+
+
+def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # few_step.py imports convergence.py beside it
+    few_step = load_script(SCRIPT, "few_step_benchmark")
+    out = tmp_path / "few_step.json"
+    argv = ["--students", "4-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2"]
+    argv += [
+        "--num-samples",
+        "40",
+        "--decays",
+        "0.9",
+        "--per-step",
+        "--real-reads",
+        "--fake-per-step",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(sys, "argv", ["few_step.py", *argv])
+    few_step.main()
+    result = json.loads(out.read_text())
+    final = result["runs"]["4-step"]["final"]
+    assert final["updates"] == 2 and result["fake_per_step"] is True
+    assert len(final["ema_0.9_4steps_each"]) == 4 and final["ema_0.9_4steps_each"][-1] == final["ema_0.9_4steps"]
+    assert final["ema_0.9_4steps_mixture"] > 0
+    times = ["0.4", "0.55", "0.7", "0.85"]
+    assert list(final["ema_0.9_real_reads"]) == times and list(result["teacher_real_reads"]) == times
+    assert final["ema_0.9_real_reads"] != result["teacher_real_reads"]  # two updates moved the network
