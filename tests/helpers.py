@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -39,6 +40,14 @@ def load_script(path: Path, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_benchmark(monkeypatch, name: str, argv: list[str]) -> None:
+    """benchmarks/``name``.py's main() with command line ``argv`` (it imports convergence.py beside it)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    monkeypatch.setattr(sys, "argv", [script.name, *argv])
+    load_script(script, f"{name}_benchmark").main()
 
 
 def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:

@@ -5,17 +5,11 @@ for a 4-step student with one fake model per step path."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-from helpers import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "few_step.py"
+from helpers import run_benchmark
 
 
 def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # few_step.py imports convergence.py beside it
-    few_step = load_script(SCRIPT, "few_step_benchmark")
     out = tmp_path / "few_step.json"
     argv = ["--students", "4-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2"]
     argv += [
@@ -29,8 +23,7 @@ def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
         "--out",
         str(out),
     ]
-    monkeypatch.setattr(sys, "argv", ["few_step.py", *argv])
-    few_step.main()
+    run_benchmark(monkeypatch, "few_step", argv)
     result = json.loads(out.read_text())
     final = result["runs"]["4-step"]["final"]
     assert final["updates"] == 2 and result["fake_per_step"] is True

@@ -5,22 +5,15 @@ generator's few-step ``steps`` slot."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-from helpers import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance.py"
+from helpers import run_benchmark
 
 
 def test_fixed_and_range_students_are_scored(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # guidance.py imports convergence.py beside it
-    guidance = load_script(SCRIPT, "guidance_benchmark")
     out = tmp_path / "guidance.json"
     argv = ["--students", "fixed1.5", "range", "--scales", "1", "2", "--iterations", "6", "--fake-updates", "2"]
     argv += ["--num-samples", "40", "--teacher-steps", "2", "--decays", "0.9", "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", ["guidance.py", *argv])
-    guidance.main()
+    run_benchmark(monkeypatch, "guidance", argv)
     rows = json.loads(out.read_text())["rows"]
     students = [(r["model"], r["w"]) for r in rows if r["model"] in ("fixed1.5", "range")]
     assert students == [("fixed1.5", 1.5), ("range", 1.0), ("range", 2.0)]
