@@ -100,7 +100,10 @@ def distil(
         Objective(alpha, beta),
         OptimisationOptions(fake_updates=args.fake_updates, generator_lr=lr, fake_lr=lr, warmup_steps=50),
         GeneratorOptions(
-            generator_time=args.generator_time, generator_times=args.generator_times, fake_per_step=args.fake_per_step
+            generator_time=args.generator_time,
+            generator_times=args.generator_times,
+            fake_per_step=args.fake_per_step,
+            fake_init=args.fake_init,
         ),
     )
     ema = EMA([STUDENT_EMA])
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--fake-per-step", action="store_true", help="one fake model per step path (GeneratorOptions.fake_per_step)"
     )
+    parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--out", default="benchmarks/results/bridges.json")
@@ -198,6 +202,7 @@ def main() -> None:
         "generator_time": args.generator_time,
         "generator_times": args.generator_times,
         "fake_per_step": args.fake_per_step,
+        "fake_init": args.fake_init,
         "total_seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),
     }
