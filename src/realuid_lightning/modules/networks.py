@@ -79,7 +79,9 @@ class GeneratorOptions:
             [0, 0.25, 0.5, 0.75] are [0, 0.5] and [0]). Training draws M and the step k per sample.
         generator_ckpt: fine-tuning: start G_θ from this distillation checkpoint's generator.
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
-        fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it).
+        fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it: the
+            generator gets no gradient until f has learnt its samples; on digits the better start for a 4-step
+            student, whose later reads a scratch f trains away from the teacher's, README 'Few-step students').
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
