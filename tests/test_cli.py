@@ -216,6 +216,7 @@ OPTIONS = {
         "generator_ckpt": "g.ckpt",
         "generator_ema": 0.99,
         "fake_init": "teacher",
+        "fake_per_step": True,
         "dropout": 0.1,
         "guidance_range": [1.0, 4.0],
     },

@@ -156,7 +156,7 @@ def test_fake_per_step_fits_one_fake_model_per_path(tmp_path):
     _, without = one_step_student({"generator_times": [0.25]})
     assert torch.equal(with_option["samples"], without["samples"])
     assert all(torch.equal(v, without["fake_model"][k]) for k, v in with_option["fake_model"].items())
-    with pytest.raises(ConfigError, match="fake_per_step=True with the GAN loss is not supported"):
+    with pytest.raises(ConfigError, match="GAN loss needs one fake model .* got PerStepFakeModels"):
         tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, gan_generator_weight=0.1)
 
 

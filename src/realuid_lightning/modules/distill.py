@@ -14,7 +14,7 @@ from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
-from realuid_lightning.modules.networks import GeneratorOptions, PerStepFakeModels
+from realuid_lightning.modules.networks import GeneratorOptions, fake_routing
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
 from realuid_lightning.nets.guidance import check_guidable, scale_input
@@ -117,15 +117,10 @@ class RealUIDModule(GenerativeModule):
         return w, (w,) if self.guidance.student_input else ()
 
     def _make_gan_head(self) -> GANHead:
-        if isinstance(self.fake_model, PerStepFakeModels):
+        if not hasattr(self.fake_model, "bottleneck"):  # PerStepFakeModels (fake_per_step=True) has none either
             raise ConfigError(
-                "fake_per_step=True with the GAN loss is not supported (the GAN head reads one fake model's "
-                "bottleneck); drop one of the two"
-            )
-        if not hasattr(self.fake_model, "bottleneck"):
-            raise ConfigError(
-                f"the GAN loss needs a network with bottleneck features (e.g. realuid_lightning.nets.UNet); "
-                f"got {type(self.fake_model).__name__}"
+                f"the GAN loss needs one fake model with bottleneck features (e.g. realuid_lightning.nets.UNet, "
+                f"fake_per_step=False); got {type(self.fake_model).__name__}"
             )
         return GANHead(self.fake_model.bottleneck_channels, getattr(self.fake_model, "norm_num_groups", 32))
 
@@ -235,8 +230,8 @@ class RealUIDModule(GenerativeModule):
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
         branches = [self.process.sample(x0, x1, t, noise) for x1 in x1s]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        w_all = [torch.cat([w] * len(x1s)) for w in w_input]
-        fake = self.trained("fake_model")(t_all, x_all, cond_all, *w_all, **self._route(path, len(x1s)))
+        w_all, route = [torch.cat([w] * len(x1s)) for w in w_input], fake_routing(self.fake_model, path, len(x1s))
+        fake = self.trained("fake_model")(t_all, x_all, cond_all, *w_all, **route)
         with torch.no_grad():
             w_teacher = w_all[0] if w_all else w
             teacher = self.teacher(t_all, x_all, cond_all, w_teacher) if self.objective.fake_reads_teacher else None
@@ -254,14 +249,9 @@ class RealUIDModule(GenerativeModule):
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
         teacher_gen = self.teacher(t, gen.x_t, cond, w)
-        fake_gen = self.fake_model(t, gen.x_t, cond, *w_input, **self._route(path, 1))
+        fake_gen = self.fake_model(t, gen.x_t, cond, *w_input, **fake_routing(self.fake_model, path, 1))
         logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
-
-    def _route(self, path: Tensor, copies: int) -> dict[str, Tensor]:
-        """The fake model's routing: each row's step path (the generated rows' paths, repeated for the real rows of
-        a fake update, so every per-step fake model sees real and generated rows alike); {} for one fake model."""
-        return {"path": torch.cat([path] * copies)} if isinstance(self.fake_model, PerStepFakeModels) else {}
 
     def _gan_logits(self, x1s: list[Tensor], x0: Tensor, cond: Tensor | None, noise: Noise, head: nn.Module) -> Tensor:
         """D(x_t) = head(fake_model.bottleneck(t, x_t)) at t ~ U[gan_time_min, 1] near the data,

@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
@@ -60,6 +61,12 @@ class PerStepFakeModels(nn.Module):
             y = model(t[rows], x[rows], None if cond is None else cond[rows], *(v[rows] for v in w))
             out = (x.new_zeros((x.shape[0], *y.shape[1:]), dtype=y.dtype) if out is None else out).index_put((rows,), y)
         return out + unused
+
+
+def fake_routing(fake_model: nn.Module, path: Tensor, copies: int) -> dict[str, Tensor]:
+    """The fake model's keyword for rows of step paths ``path`` (B,) repeated ``copies`` times (a fake update's real
+    rows take their generated twins' paths, so every per-step model sees both alike); {} for one fake model."""
+    return {"path": torch.cat([path] * copies)} if isinstance(fake_model, PerStepFakeModels) else {}
 
 
 @dataclass(frozen=True)
