@@ -56,12 +56,12 @@ class Record(pl.Callback):
 
 
 def run(
-    strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None, options: dict = {}
+    strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None, options: dict | None = None
 ) -> dict:
     """STEPS iterations (K = FAKE_UPDATES) from seed 0 of a student with ``options``; the final state of this rank.
     'resume': stop at RESUME_AT, resume."""
     pl.seed_everything(0, verbose=False)
-    module = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **options)
+    module = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **(options or {}))
     averages, record = ema(), Record()
     if strategy == "resume":
         # saved on the batch's end

@@ -39,6 +39,10 @@ class FewStepGenerator(nn.Module):
         self.net, self.process = net, process
         self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
         self.paths = step_paths(self.schedules.values())
+        # per trained count (ascending), its times and its steps' path indices, padded to the longest with the last
+        ordered, longest = [self.schedules[n] for n in self.steps], self.steps[-1]
+        self._padded = [[s[min(j, len(s) - 1)] for j in range(longest)] for s in ordered]
+        self._path_index = [[self.paths.index(s[: min(j, len(s) - 1) + 1]) for j in range(longest)] for s in ordered]
         first = self.schedules[min(self.schedules)][0]
         if start_noise(process, first) == 0:
             warnings.warn(
@@ -135,12 +139,8 @@ class FewStepGenerator(nn.Module):
         k − 1 with k ~ U{1, …, N} (B,) and the index of its path t_1 … t_k in :attr:`paths` (B,); ``noise`` draws
         u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
         counts, batch = self.steps, z.shape[0]
-        padded = [[*self.schedules[n], *[self.schedules[n][-1]] * (counts[-1] - n)] for n in counts]
-        table = torch.tensor(padded, device=z.device, dtype=z.dtype)
-        path_table = torch.tensor(
-            [[self.paths.index(self.schedules[n][: min(j, n - 1) + 1]) for j in range(counts[-1])] for n in counts],
-            device=z.device,
-        )
+        table = torch.tensor(self._padded, device=z.device, dtype=z.dtype)
+        path_table = torch.tensor(self._path_index, device=z.device)
         m = torch.zeros(batch, dtype=torch.long, device=z.device)
         if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
             m = _uniform_index(noise, torch.full_like(m, len(counts)), z)
