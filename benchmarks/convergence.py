@@ -234,6 +234,7 @@ def add_student_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
     )
+    parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
 
 
 def recipe(

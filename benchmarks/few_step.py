@@ -195,7 +195,6 @@ def arguments() -> argparse.Namespace:
         action="store_true",
         help="also score one read at each time of the 4-step schedule from re-noised real digits (real_reads)",
     )
-    parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
     parser.add_argument(
         "--per-step", action="store_true", help="also score the estimate after each step and their mixture"
     )

@@ -10,18 +10,27 @@ digits: FD-digits (Fréchet distance in the features of the shipped digit classi
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
 steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = ``--fake-updates`` (5), Adam
 (0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA ``--decays`` (0.99, 0.995) with warm-up,
-t_G = ``--generator-time``, scored at the last decay; ``--iterations`` iterations each, one at a time): fixed w
-(guidance_scale), the range [1, 4] (guidance_range, scored at each w), data-free UID (α = β = 1) or RealUID
-(α = 0.94, β/α = 0.98). Results are written to --out after every student, so a cut run keeps what it finished.
+t_G = ``--generator-time``, the fake model starting as ``--fake-init`` (scratch), scored at the last decay;
+``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored
+at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every
+student, so a cut run keeps what it finished.
 
 Which guided teacher a model is closest to: every row also gives the FD-digits of its samples to the teacher's at each
 w of --scales drawn from a second noise (seed 3), ``fd_to_teacher``; on a teacher row the entry at its own w is the
 sampling floor of that distance. Prints a table and one JSON line.
+
+Distilling the guided sampler's distribution instead of its field (``refit2``, ``refit1.5``): f*_w is not the marginal
+field of any distribution, so a student matched to it need not land on the teacher's samples at w. These students first
+fine-tune the teacher by flow matching on ``--refit-samples`` of its own samples at w (``--teacher-steps`` Euler steps,
+labels 0 … 9 in turn, noise seed 4; ``--refit-steps`` updates of batch 128 at ``--refit-lr``, EMA 0.999, training seed
+``--seed``), whose unguided field is then a marginal one, and distil that network unguided (w = 1); its own row at 100
+steps is reported beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -29,9 +38,11 @@ import warnings
 from pathlib import Path
 
 import convergence  # the distillation recipe and the UID / RealUID settings of the convergence study
+import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
+from realuid_lightning import EMA, DigitsDataModule, MatchingModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
@@ -46,7 +57,10 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "fixed4": ({"guidance_scale": 4.0}, {}, "uid"),
     "range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
     "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
+    "refit2": ({"guidance_scale": 1.0}, {}, "uid"),
+    "refit1.5": ({"guidance_scale": 1.0}, {}, "uid"),
 }
+REFITS = {"refit2": 2.0, "refit1.5": 1.5}  # student: the w of the teacher samples its teacher is fine-tuned on
 
 
 def arguments() -> argparse.Namespace:
@@ -58,6 +72,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--generator-time", type=float, default=0.0, help="the students' t_G")
     parser.add_argument("--teacher-steps", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--refit-samples", type=int, default=4000, help="refit students: guided teacher samples")
+    parser.add_argument("--refit-steps", type=int, default=2000, help="refit students: fine-tuning updates")
+    parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -94,17 +111,36 @@ class Scorer:
         }
 
 
+def refit_teacher(net: torch.nn.Module, process, w: float, args: argparse.Namespace) -> torch.nn.Module:
+    """The teacher fine-tuned by flow matching on its own samples guided at ``w`` (the module docstring's recipe): the
+    EMA-0.999 network, whose unguided field is the marginal field of the guided sampler's distribution."""
+    noise = torch.randn(args.refit_samples, *args.data_shape, generator=torch.Generator().manual_seed(4))
+    labels = cycled_labels(0, args.refit_samples, 10)
+    samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=labels)
+    pl.seed_everything(args.seed, verbose=False)
+    module, ema = MatchingModule(copy.deepcopy(net), process, lr=args.refit_lr, warmup_steps=100), EMA([0.999])
+    order = torch.Generator().manual_seed(args.seed)
+    data = DataLoader(TensorDataset(samples, labels), batch_size=128, shuffle=True, drop_last=True, generator=order)
+    convergence.fit_quietly(module, data, args.refit_steps, [ema])
+    with ema.swapped(module, 0.999):
+        return copy.deepcopy(module.net).eval().requires_grad_(False)
+
+
 def distil_student(
     name: str, net: torch.nn.Module, process, args: argparse.Namespace
-) -> tuple[RealUIDModule, EMA, float]:
-    """Student ``name`` trained by the recipe for ``--iterations`` iterations; (module, its EMA, seconds)."""
+) -> tuple[RealUIDModule, EMA, float, torch.nn.Module]:
+    """Student ``name`` trained by the recipe for ``--iterations`` iterations (a refit student: after its teacher's
+    fine-tuning); (module, its EMA, seconds, the teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
-    recipe = convergence.recipe(args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays)
+    recipe = convergence.recipe(
+        args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays, fake_init=args.fake_init
+    )
     start = time.perf_counter()
+    net = refit_teacher(net, process, REFITS[name], args) if name in REFITS else net
     student, ema = convergence.distil(
         net, process, setting, args.seed, recipe, teacher=teacher, generator=generator, conditional=True
     )
-    return student, ema, time.perf_counter() - start
+    return student, ema, time.perf_counter() - start, net
 
 
 def student_rows(
@@ -112,12 +148,12 @@ def student_rows(
 ) -> list[dict]:
     """Rows of the EMA student at its w (fixed), or at each of --scales (range)."""
     teacher, generator, setting = STUDENTS[name]
-    scales = args.scales if generator else [teacher["guidance_scale"]]
+    scales = args.scales if generator else [REFITS.get(name, teacher["guidance_scale"])]
     rows = []
     with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
             scale = torch.full((len(noise),), w) if generator else None
-            samples = student.generator(noise, score.labels, w=scale)
+            samples = student.generator(noise, score.labels, w=None if name in REFITS else scale)
             rows.append({"model": name, "setting": setting, "w": w, "nfe": 1, **score(samples)})
     return rows
 
@@ -159,6 +195,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start, score = time.perf_counter(), Scorer(args.num_samples)
     net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+    args.data_shape = record.data_shape
     noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(1))
     second_noise = torch.randn(args.num_samples, *record.data_shape, generator=torch.Generator().manual_seed(3))
     teacher_references(net, process, second_noise, score, args)
@@ -170,7 +207,11 @@ def main() -> None:
         rows = teacher_rows(net, process, noise, score, args)
     for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
         if name is not None:
-            student, ema, seconds[name] = distil_student(name, net, process, args)
+            student, ema, seconds[name], distilled = distil_student(name, net, process, args)
+            if name in REFITS:  # the fine-tuned teacher, unguided
+                samples = sample_teacher(distilled, process, noise, args.teacher_steps, cond=score.labels)
+                rows.append({"model": f"teacher fine-tuned on its w = {REFITS[name]:g} samples", "setting": "-"})
+                rows[-1] |= {"w": 1.0, "nfe": args.teacher_steps, **score(samples)}
             rows += student_rows(name, student, ema, noise, score, args)
             print(rows[-1], f"{seconds[name]:.0f} s", flush=True)
         result = {

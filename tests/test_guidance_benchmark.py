@@ -4,9 +4,17 @@ generator's few-step ``steps`` slot."""
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
-from helpers import run_benchmark
+import torch
+from helpers import load_script, run_benchmark
+
+from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TEACHER = str(BENCHMARKS.parent / "checkpoints" / "digits_teacher_cond.ckpt")
 
 
 def test_fixed_and_range_students_are_scored(monkeypatch, tmp_path):
@@ -18,3 +26,31 @@ def test_fixed_and_range_students_are_scored(monkeypatch, tmp_path):
     students = [(r["model"], r["w"]) for r in rows if r["model"] in ("fixed1.5", "range")]
     assert students == [("fixed1.5", 1.5), ("range", 1.0), ("range", 2.0)]
     assert all(set(r["fd_to_teacher"]) == {"1.0", "2.0"} for r in rows if r["model"] != "real digits, half vs half")
+
+
+def test_refit_student_distils_the_fine_tuned_teacher_unguided(monkeypatch, tmp_path):
+    """A refit student: the teacher fine-tuned on its own w = 2 samples gets a row of its own (unguided, w = 1), and
+    the student after it is scored at the w of those samples without a w input."""
+    out = tmp_path / "guidance.json"
+    argv = ["--students", "refit2", "--scales", "2", "--iterations", "6", "--fake-updates", "2", "--decays", "0.9"]
+    argv += ["--refit-samples", "128", "--refit-steps", "2", "--num-samples", "40", "--teacher-steps", "2"]
+    run_benchmark(monkeypatch, "guidance", [*argv, "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["w"]) for r in rows[1:]] == [
+        ("teacher", 2.0),
+        ("teacher fine-tuned on its w = 2 samples", 1.0),
+        ("refit2", 2.0),
+    ]
+
+
+def test_refit_teacher_fine_tunes_a_copy(monkeypatch):
+    """refit_teacher returns a changed, frozen copy of the teacher and leaves the teacher itself as it was."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    guidance = load_script(BENCHMARKS / "guidance.py", "guidance_benchmark")
+    net, process, record = network_from_checkpoint(load_checkpoint(TEACHER), ema=None, what=TEACHER)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    args = argparse.Namespace(refit_samples=128, refit_steps=3, refit_lr=1e-3, teacher_steps=2, seed=0)
+    refit = guidance.refit_teacher(net, process, 2.0, argparse.Namespace(**vars(args), data_shape=record.data_shape))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, refit.state_dict()[k]) for k, v in before.items())
+    assert not any(p.requires_grad for p in refit.parameters())
