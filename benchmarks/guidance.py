@@ -23,8 +23,8 @@ Distilling the guided sampler's distribution instead of its field (``refit2``, `
 field of any distribution, so a student matched to it need not land on the teacher's samples at w. These students first
 fine-tune the teacher by flow matching on ``--refit-samples`` of its own samples at w (``--teacher-steps`` Euler steps,
 labels 0 … 9 in turn, noise seed 4; ``--refit-steps`` updates of batch 128 at ``--refit-lr``, EMA 0.999, training seed
-``--seed``), whose unguided field is then a marginal one, and distil that network unguided (w = 1); its own row at 100
-steps is reported beside them.
+``--seed``; ``realuid_lightning.refit.fine_tune``, what ``realuid refit`` runs), whose unguided field is then a
+marginal one, and distil that network unguided (w = 1); its own row at 100 steps is reported beside them.
 """
 
 from __future__ import annotations
@@ -38,16 +38,15 @@ import warnings
 from pathlib import Path
 
 import convergence  # the distillation recipe and the UID / RealUID settings of the convergence study
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from realuid_lightning import EMA, DigitsDataModule, MatchingModule, RealUIDModule
+from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
+from realuid_lightning.refit import REFIT_EMA, fine_tune
 from realuid_lightning.sampling import sample_teacher
 
 STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
@@ -112,17 +111,14 @@ class Scorer:
 
 
 def refit_teacher(net: torch.nn.Module, process, w: float, args: argparse.Namespace) -> torch.nn.Module:
-    """The teacher fine-tuned by flow matching on its own samples guided at ``w`` (the module docstring's recipe): the
-    EMA-0.999 network, whose unguided field is the marginal field of the guided sampler's distribution."""
+    """The teacher fine-tuned on its own samples guided at ``w`` (the module docstring's recipe, through
+    :func:`realuid_lightning.refit.fine_tune`, as ``realuid refit`` does): its EMA-0.999 network, frozen."""
     noise = torch.randn(args.refit_samples, *args.data_shape, generator=torch.Generator().manual_seed(4))
     labels = cycled_labels(0, args.refit_samples, 10)
     samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=labels)
-    pl.seed_everything(args.seed, verbose=False)
-    module, ema = MatchingModule(copy.deepcopy(net), process, lr=args.refit_lr, warmup_steps=100), EMA([0.999])
-    order = torch.Generator().manual_seed(args.seed)
-    data = DataLoader(TensorDataset(samples, labels), batch_size=128, shuffle=True, drop_last=True, generator=order)
-    convergence.fit_quietly(module, data, args.refit_steps, [ema])
-    with ema.swapped(module, 0.999):
+    trainer, ema = fine_tune(net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed)
+    module = trainer.lightning_module
+    with ema.swapped(module, REFIT_EMA):
         return copy.deepcopy(module.net).eval().requires_grad_(False)
 
 

@@ -1,5 +1,5 @@
-"""The ``realuid`` command: LightningCLI's fit / validate / test / predict, plus ``sample``, ``evaluate``, ``export``
-and ``import-official``."""
+"""The ``realuid`` command: LightningCLI's fit / validate / test / predict, plus ``sample``, ``evaluate``, ``export``,
+``import-official`` and ``refit``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from realuid_lightning.run_record import RunMetadata
 from realuid_lightning.sampler import add_sampler_options, sampler_from_args
 from realuid_lightning.saving import FinalCheckpoint, check_no_earlier_run, check_writable, with_atomic_checkpoints
 
-HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official} ...
+HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official,refit} ...
 
 Distil matching models into one-step generators with RealUID.
 
@@ -37,6 +37,9 @@ Distil matching models into one-step generators with RealUID.
   realuid import-official --ckpt OFFICIAL.pt --role teacher --out teacher.ckpt
                                                             convert an official RealUID / torchcfm checkpoint
   realuid export --ckpt PATH --out DIR                      save a generator as a diffusers pipeline
+  realuid refit --ckpt TEACHER --guidance 2 --out REFIT.ckpt
+                                                            a teacher that samples unguided what TEACHER samples at
+                                                            w = 2 (fine-tuned on those samples): distil it unguided
   realuid validate|test|predict --config CONFIG ...         the other LightningCLI subcommands
 
 'realuid SUBCOMMAND --help' lists every option of a subcommand.
@@ -255,6 +258,10 @@ def main(argv: list[str] | None = None) -> None:
             import_command(argv[1:])
         elif argv[0] == "export":
             export_command(argv[1:])
+        elif argv[0] == "refit":
+            from realuid_lightning.refit import refit_command  # the Trainer loads only when fine-tuning
+
+            refit_command(argv[1:])
         else:
             RealUIDCLI(cli_args)
     except Exception as err:
