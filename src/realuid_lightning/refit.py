@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -22,9 +24,10 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.teacher import MatchingModule
 from realuid_lightning.nets.labels import class_count, cycled_labels
+from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
 from realuid_lightning.sampler import _add_network_options, load_sampler
-from realuid_lightning.saving import check_writable, with_atomic_checkpoints
+from realuid_lightning.saving import check_writable, save_atomic
 
 REFIT_EMA = 0.999  # the decay the refit network is read at (the teachers' default teacher_ema)
 
@@ -42,7 +45,7 @@ def fine_tune(
 ) -> tuple[pl.Trainer, EMA]:
     """A copy of ``net`` trained ``updates`` Adam updates of its matching loss L_UM on (``samples``, ``labels``)
     (batches of ``batch_size`` in an order drawn from ``seed``, warm-up 100 updates, then ``lr``), with an EMA of
-    decay 0.999 that the returned trainer saves; (the trainer, the EMA callback): the network is
+    decay 0.999, the copy in train mode as the teacher trained; (the trainer, the EMA callback): the network is
     ``trainer.lightning_module.net``."""
     if len(samples) < batch_size:
         raise ConfigError(f"--num {len(samples)} samples is fewer than one batch (--batch-size {batch_size})")
@@ -61,10 +64,27 @@ def fine_tune(
         enable_model_summary=False,
         callbacks=[ema],
         limit_val_batches=0,
-        plugins=with_atomic_checkpoints(None),
     )
     trainer.fit(module, data)
     return trainer, ema
+
+
+def teacher_checkpoint(trainer: pl.Trainer, ema: EMA) -> dict[str, Any]:
+    """The fine-tuned teacher as a shipped teacher checkpoint (as scripts/slim_checkpoint.py writes): its EMA-0.999
+    weights as the module's weights, hyperparameters and run record, no optimiser state (load it with teacher_ema:
+    null)."""
+    module = trainer.lightning_module
+    with ema.swapped(module, REFIT_EMA):
+        state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    check_finite_state(state)  # a diverged fine-tune is a one-line error, never a written teacher
+    checkpoint = {
+        "state_dict": state,
+        "hyper_parameters": dict(module.hparams),
+        "global_step": trainer.global_step,
+        "pytorch-lightning_version": pl.__version__,
+    }
+    dataclasses.replace(module.run_record(), weights=f"ema {REFIT_EMA}").write(checkpoint)
+    return checkpoint
 
 
 def refit_parser() -> argparse.ArgumentParser:
@@ -98,10 +118,10 @@ def refit_command(argv: list[str]) -> None:
     samples = guided.draw(args.num, args.seed, args.batch_size, args.device)
     labels = cycled_labels(0, args.num, class_count(sampler.net))  # the classes draw() conditioned on, in turn
     accelerator = "cpu" if torch.device(args.device).type == "cpu" else "gpu"
-    trainer, _ = fine_tune(
+    trainer, ema = fine_tune(
         sampler.net, sampler.process, samples, labels, args.updates, args.lr, args.seed, args.batch_size, accelerator
     )
-    trainer.save_checkpoint(args.out)
+    save_atomic(teacher_checkpoint(trainer, ema), args.out)
     print(
         f"wrote teacher checkpoint {args.out}: {args.updates} updates on {args.num} samples at w = {args.guidance:g}; "
         f"sample it unguided, distil it with guidance_scale 1"
