@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import sections
-from test_cli import one_line_error, run_main
+from test_cli import ROOT, one_line_error, run_main
 
 from realuid_lightning import RealUIDModule
-from realuid_lightning.cli import main
+from realuid_lightning.cli import RealUIDCLI, main
 from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.refit import fine_tune
@@ -63,3 +63,12 @@ def test_refit_mistakes_are_one_line(ckpt, options, needles, tmp_path, capsys):
     argv = ["refit", "--ckpt", str(ckpt), "--guidance", "2", "--steps", "2", "--num", "64", "--batch-size", "32"]
     code, err = run_main([*argv, "--out", str(tmp_path / "r.ckpt"), *options], capsys)
     one_line_error(code, err, *needles)
+
+
+def test_shipped_refit_config_builds_on_the_shipped_refit_teacher(tmp_path, monkeypatch):
+    """configs/digits_realuid_guided_refit.yaml builds its distillation on checkpoints/digits_teacher_cond_refit_w2.ckpt
+    (a guidance_scale on it would be refused: the refit teacher records no condition dropout)."""
+    monkeypatch.chdir(ROOT)
+    cli = RealUIDCLI(["--config", "configs/digits_realuid_guided_refit.yaml", "--trainer.logger=false"], run=False)
+    written = load_sampler(CHECKPOINTS / "digits_teacher_cond_refit_w2.ckpt", "raw").net.state_dict()
+    assert all(torch.equal(v, written[k]) for k, v in cli.model.teacher.net.state_dict().items())
