@@ -149,7 +149,7 @@ def student_rows(
     with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
             scale = torch.full((len(noise),), w) if generator else None
-            samples = student.generator(noise, score.labels, w=None if name in REFITS else scale)
+            samples = student.generator(noise, score.labels, w=scale)
             rows.append({"model": name, "setting": setting, "w": w, "nfe": 1, **score(samples)})
     return rows
 

@@ -124,5 +124,5 @@ def refit_command(argv: list[str]) -> None:
     save_atomic(teacher_checkpoint(trainer, ema), args.out)
     print(
         f"wrote teacher checkpoint {args.out}: {args.updates} updates on {args.num} samples at w = {args.guidance:g}; "
-        f"sample it unguided, distil it with guidance_scale 1"
+        "sample it and distil it unguided (no guidance_scale)"
     )
