@@ -13,7 +13,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from realuid_lightning.checkpoint import load_checkpoint, sub_state
+from realuid_lightning.checkpoint import load_checkpoint, sub_state, weights_checkpoint
 from realuid_lightning.run_record import EMAState, RunMetadata
 from realuid_lightning.saving import save_atomic
 
@@ -32,13 +32,9 @@ def main() -> None:
         weights = sub_state(ckpt["state_dict"], record.network_prefix)
     else:
         weights = EMAState.read(ckpt).weights(args.ema, args.source)
-    slim = {
-        "hyper_parameters": RunMetadata.init_args(ckpt),
-        "state_dict": {f"{record.network_prefix}.{k}": v for k, v in weights.items()},
-        "global_step": ckpt.get("global_step"),
-        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
-    }
-    replace(record, weights=f"ema {args.ema}" if args.ema else "raw").write(slim)
+    record = replace(record, weights=f"ema {args.ema}" if args.ema else "raw")
+    hparams, step, version = RunMetadata.init_args(ckpt), ckpt.get("global_step"), ckpt.get("pytorch-lightning_version")
+    slim = weights_checkpoint(record, hparams, weights, step, version)
     save_atomic(slim, args.target)
     target = Path(args.target)
     print(

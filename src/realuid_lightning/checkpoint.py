@@ -141,6 +141,26 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: s
     module.load_state_dict(state)
 
 
+def weights_checkpoint(
+    record: RunMetadata,
+    hyper_parameters: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    global_step: int | None,
+    lightning_version: str | None,
+) -> dict[str, Any]:
+    """A checkpoint of one set of network ``weights`` (keys without the network prefix) with its hyperparameters and
+    run ``record``, no optimiser or callback state: the form of the shipped teachers (scripts/slim_checkpoint.py,
+    ``realuid refit``)."""
+    checkpoint = {
+        "hyper_parameters": hyper_parameters,
+        "state_dict": {f"{record.network_prefix}.{k}": v for k, v in weights.items()},
+        "global_step": global_step,
+        "pytorch-lightning_version": lightning_version,
+    }
+    record.write(checkpoint)
+    return checkpoint
+
+
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of a state dict under ``prefix.``, with the prefix removed."""
     return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}

@@ -21,11 +21,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from realuid_lightning.callbacks.ema import EMA
+from realuid_lightning.checkpoint import weights_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.teacher import MatchingModule
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
+from realuid_lightning.run_record import pick_decay
 from realuid_lightning.sampler import _add_network_options, load_sampler
 from realuid_lightning.saving import check_writable, save_atomic
 
@@ -70,21 +72,13 @@ def fine_tune(
 
 
 def teacher_checkpoint(trainer: pl.Trainer, ema: EMA) -> dict[str, Any]:
-    """The fine-tuned teacher as a shipped teacher checkpoint (as scripts/slim_checkpoint.py writes): its EMA-0.999
-    weights as the module's weights, hyperparameters and run record, no optimiser state (load it with teacher_ema:
-    null)."""
+    """The fine-tuned teacher in the form of the shipped teachers (:func:`weights_checkpoint`): its EMA-0.999 weights
+    as the network's weights, hyperparameters and run record, no optimiser state (load it with teacher_ema: null)."""
     module = trainer.lightning_module
-    with ema.swapped(module, REFIT_EMA):
-        state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    check_finite_state(state)  # a diverged fine-tune is a one-line error, never a written teacher
-    checkpoint = {
-        "state_dict": state,
-        "hyper_parameters": dict(module.hparams),
-        "global_step": trainer.global_step,
-        "pytorch-lightning_version": pl.__version__,
-    }
-    dataclasses.replace(module.run_record(), weights=f"ema {REFIT_EMA}").write(checkpoint)
-    return checkpoint
+    weights = {k: v.detach().cpu().clone() for k, v in pick_decay(ema.averages, REFIT_EMA, "the refit's EMA").items()}
+    check_finite_state(weights)  # a diverged fine-tune is a one-line error, never a written teacher
+    record = dataclasses.replace(module.run_record(), weights=f"ema {REFIT_EMA}")
+    return weights_checkpoint(record, dict(module.hparams), weights, trainer.global_step, pl.__version__)
 
 
 def refit_parser() -> argparse.ArgumentParser:
