@@ -25,6 +25,10 @@ fine-tune the teacher by flow matching on ``--refit-samples`` of its own samples
 labels 0 … 9 in turn, noise seed 4; ``--refit-steps`` updates of batch 128 at ``--refit-lr``, EMA 0.999, training seed
 ``--seed``; ``realuid_lightning.refit.fine_tune``, what ``realuid refit`` runs), whose unguided field is then a
 marginal one, and distil that network unguided (w = 1); its own row at 100 steps is reported beside them.
+``refit_range`` does the same for the range [1, 4]: ``--refit-samples`` samples at each of ``--refit-points`` evenly
+spaced w (noise seeds 4, 5, …), fitted by the teacher with a zero-initialised w input (``realuid refit
+--guidance-range``), whose student (guidance_range [1, 4]) starts from it, its e(w) included; the refit teacher is
+reported at each w of --scales.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import REFIT_EMA, fine_tune
+from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples
+from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampling import sample_teacher
 
 STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
@@ -58,8 +63,10 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "fixed2_realuid": ({"guidance_scale": 2.0}, {}, "realuid0.98"),
     "refit2": ({"guidance_scale": 1.0}, {}, "uid"),
     "refit1.5": ({"guidance_scale": 1.0}, {}, "uid"),
+    "refit4": ({"guidance_scale": 1.0}, {}, "uid"),
+    "refit_range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
 }
-REFITS = {"refit2": 2.0, "refit1.5": 1.5}  # student: the w of the teacher samples its teacher is fine-tuned on
+REFITS = {"refit2": 2.0, "refit1.5": 1.5, "refit4": 4.0, "refit_range": (1.0, 4.0)}  # the w of the refit's samples
 
 
 def arguments() -> argparse.Namespace:
@@ -74,6 +81,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-samples", type=int, default=4000, help="refit students: guided teacher samples")
     parser.add_argument("--refit-steps", type=int, default=2000, help="refit students: fine-tuning updates")
     parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
+    parser.add_argument("--refit-points", type=int, default=7, help="refit_range: evenly spaced w, each with samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -110,16 +118,34 @@ class Scorer:
         }
 
 
-def refit_teacher(net: torch.nn.Module, process, w: float, args: argparse.Namespace) -> torch.nn.Module:
-    """The teacher fine-tuned on its own samples guided at ``w`` (the module docstring's recipe, through
-    :func:`realuid_lightning.refit.fine_tune`, as ``realuid refit`` does): its EMA-0.999 network, frozen."""
-    noise = torch.randn(args.refit_samples, *args.data_shape, generator=torch.Generator().manual_seed(4))
-    labels = cycled_labels(0, args.refit_samples, 10)
-    samples = sample_teacher(Guided(net, w), process, noise, args.teacher_steps, cond=labels)
-    trainer, ema = fine_tune(net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed)
+def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float], args: argparse.Namespace):
+    """The teacher fine-tuned on ``--refit-samples`` of its own samples guided at ``w``, or at each of
+    ``--refit-points`` w across the range ``w`` into a network that reads w (the module docstring's recipe, through
+    :mod:`realuid_lightning.refit`'s functions, as ``realuid refit`` does): its EMA-0.999 network, frozen."""
+    teacher = Sampler(net, process, tuple(args.data_shape), args.teacher_steps, "euler")
+    ranged = isinstance(w, tuple)
+    scales = torch.linspace(*w, args.refit_points).tolist() if ranged else [w]
+    samples, labels, drawn = guided_samples(teacher, scales, args.refit_samples, 4, args.refit_samples, "cpu")
+    trainer, ema = fine_tune(
+        net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed, scales=drawn if ranged else None
+    )
     module = trainer.lightning_module
     with ema.swapped(module, REFIT_EMA):
         return copy.deepcopy(module.net).eval().requires_grad_(False)
+
+
+def refit_rows(name: str, refit: torch.nn.Module, process, noise: torch.Tensor, score, args) -> list[dict]:
+    """The refit teacher at ``--teacher-steps`` Euler steps: unguided (it samples its samples' w), or at each of
+    --scales through its w input (refit on a range)."""
+    w, rows = REFITS[name], []
+    for scale in args.scales if isinstance(w, tuple) else [None]:
+        net = refit if scale is None else Guided(refit, scale)
+        samples = sample_teacher(net, process, noise, args.teacher_steps, cond=score.labels)
+        model = f"teacher fine-tuned on its w = {w:g} samples" if scale is None else f"teacher refit on w in {list(w)}"
+        rows.append({"model": model, "setting": "-", "w": 1.0 if scale is None else scale})
+        rows[-1] |= {"nfe": args.teacher_steps, **score(samples)}
+        print(rows[-1], flush=True)
+    return rows
 
 
 def distil_student(
@@ -144,7 +170,7 @@ def student_rows(
 ) -> list[dict]:
     """Rows of the EMA student at its w (fixed), or at each of --scales (range)."""
     teacher, generator, setting = STUDENTS[name]
-    scales = args.scales if generator else [REFITS.get(name, teacher["guidance_scale"])]
+    scales = args.scales if generator else [REFITS.get(name, teacher["guidance_scale"])]  # a refit's: its samples' w
     rows = []
     with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
@@ -204,10 +230,8 @@ def main() -> None:
     for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
         if name is not None:
             student, ema, seconds[name], distilled = distil_student(name, net, process, args)
-            if name in REFITS:  # the fine-tuned teacher, unguided
-                samples = sample_teacher(distilled, process, noise, args.teacher_steps, cond=score.labels)
-                rows.append({"model": f"teacher fine-tuned on its w = {REFITS[name]:g} samples", "setting": "-"})
-                rows[-1] |= {"w": 1.0, "nfe": args.teacher_steps, **score(samples)}
+            if name in REFITS:  # the fine-tuned teacher
+                rows += refit_rows(name, distilled, process, noise, score, args)
             rows += student_rows(name, student, ema, noise, score, args)
             print(rows[-1], f"{seconds[name]:.0f} s", flush=True)
         result = {

@@ -210,7 +210,7 @@ def test_guided_students_train_save_and_sample(tmp_path):
     assert low.shape == (6, 1, 8, 8) and not torch.equal(low, high)
     with pytest.raises(ConfigError, match="guidance=2.0: this student has no guidance-scale input"):
         fixed.conditioned(guidance=2.0)
-    with pytest.raises(ConfigError, match=r"guidance=5.0 is outside the range \[1.0, 4.0\]"):
+    with pytest.raises(ConfigError, match=r"guidance=5.0 is outside \[1.0, 4.0\]"):
         ranged.conditioned(guidance=5.0)
 
 
@@ -271,7 +271,7 @@ def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
         images = pipe(4, torch.Generator().manual_seed(0), "latent", labels, guidance_scale=w).images
         expected = OneStepGenerator(student.net, student.process)(z, labels, w=torch.full((4,), w))
         torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ConfigError, match="outside the range"):
+    with pytest.raises(ConfigError, match=r"is outside \[1.0, 4.0\]"):
         pipe(4, class_labels=labels, guidance_scale=5.0)
 
 
@@ -323,3 +323,68 @@ def test_range_student_resumes_bit_identically(tmp_path):
             torch.equal(a, b)
             for a, b in zip(getattr(full, net).state_dict().values(), getattr(resumed, net).state_dict().values())
         )
+
+
+def scale_teacher(seed=0):
+    """A teacher that reads w on [1, 4] (what ``realuid refit --guidance-range`` writes), its e(w) moved off zero."""
+    net = ScaleConditioned(null_net(seed=seed), 1.0, 4.0)
+    with torch.no_grad():
+        for p in net.embedding.scale.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net.eval()
+
+
+def test_a_teacher_that_reads_w_is_called_at_w_instead_of_guided():
+    """guided_prediction of a ScaleConditioned teacher is its one call at w (a number or one per sample), and w
+    reaches it: two scales give two predictions."""
+    net, (t, x, c) = scale_teacher(), inputs()
+    ws = torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
+    with torch.no_grad():
+        assert torch.equal(guided_prediction(net, t, x, c, ws), net(t, x, c, ws))
+        assert torch.equal(guided_prediction(net, t, x, c, 2.0), net(t, x, c, torch.full((6,), 2.0)))
+        assert torch.equal(Guided(net, 3.0)(t, x, c), net(t, x, c, torch.full((6,), 3.0)))
+        assert not torch.equal(net(t, x, c, torch.full((6,), 1.0)), net(t, x, c, torch.full((6,), 4.0)))
+
+
+def test_range_student_of_a_teacher_that_reads_w_starts_as_it_at_every_w():
+    """The student copies the teacher's e(w) (it does not start from a zero embedding): at step 0 the generator's and
+    the fake model's networks (teacher copies) are the teacher at every w; the student's range is its own."""
+    teacher = scale_teacher()
+    module = distiller(teacher, guidance_range=(1.5, 3.0))
+    net = module.generator.net
+    assert (net.w_min, net.w_max) == (1.5, 3.0)
+    z, (t, x, c) = torch.randn(6, 1, 8, 8), inputs()
+    with torch.no_grad():
+        for w in (1.5, 3.0):
+            ws = torch.full((6,), w)
+            assert torch.equal(module.fake_model(t, x, c, ws), teacher(t, x, c, ws))
+            assert torch.equal(module.teacher(t, x, c, ws), teacher(t, x, c, ws))
+            assert torch.equal(net(t, x, c, ws), teacher(t, x, c, ws))
+        assert not torch.equal(
+            module.generator(z, c, w=torch.full((6,), 1.5)), module.generator(z, c, w=torch.full((6,), 3.0))
+        )
+
+
+@pytest.mark.parametrize(
+    "options,needles",
+    [
+        ({}, ["reads w as an input on [1.0, 4.0]", "guidance_range"]),
+        ({"guidance_scale": 2.0}, ["[1.0, 4.0]", "got w = 2.0"]),
+        ({"guidance_range": (0.5, 4.0)}, ["[1.0, 4.0]", "got guidance_range [0.5, 4.0]"]),
+    ],
+)
+def test_a_teacher_that_reads_w_distils_only_with_a_range_inside_its_own(options, needles):
+    with pytest.raises(ConfigError) as err:
+        distiller(scale_teacher(), **options)
+    assert all(n in str(err.value) for n in needles) and "\n" not in str(err.value)
+
+
+def test_matching_module_reads_the_scale_column_of_a_batch():
+    """A batch (x1, cond, w) trains a ScaleConditioned network at each sample's w: the loss moves with w; given to a
+    network without a w input it is a one-line error."""
+    x1, (_, _, c) = torch.randn(6, 1, 8, 8), inputs()
+    module = MatchingModule(scale_teacher(), FlowMatching())
+    losses = [float(module._loss((x1, c, torch.full((6,), w)), Noise().for_update(0))) for w in (1.0, 4.0)]
+    assert losses[0] != losses[1]
+    with pytest.raises(ConfigError, match="ScaleConditioned network reads; got UNet"):
+        MatchingModule(null_net(), FlowMatching())._loss((x1, c, torch.ones(6)), Noise().for_update(0))

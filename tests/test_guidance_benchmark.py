@@ -43,6 +43,24 @@ def test_refit_student_distils_the_fine_tuned_teacher_unguided(monkeypatch, tmp_
     ]
 
 
+def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_path):
+    """refit_range: the teacher refit on samples across [1, 4] is scored at each w of --scales through its w input,
+    and so is the range student distilled from it."""
+    out = tmp_path / "guidance.json"
+    argv = ["--students", "refit_range", "--scales", "1", "4", "--iterations", "6", "--fake-updates", "2"]
+    argv += ["--decays", "0.9", "--refit-samples", "64", "--refit-points", "2", "--refit-steps", "2"]
+    run_benchmark(monkeypatch, "guidance", [*argv, "--num-samples", "40", "--teacher-steps", "2", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["w"]) for r in rows[3:]] == [
+        ("teacher refit on w in [1.0, 4.0]", 1.0),
+        ("teacher refit on w in [1.0, 4.0]", 4.0),
+        ("refit_range", 1.0),
+        ("refit_range", 4.0),
+    ]
+    refit, student = rows[3:5], rows[5:]
+    assert refit[0]["fd"] != refit[1]["fd"] and student[0]["fd"] != student[1]["fd"]  # w reaches both networks
+
+
 def test_refit_teacher_fine_tunes_a_copy(monkeypatch):
     """refit_teacher returns a changed, frozen copy of the teacher and leaves the teacher itself as it was."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))

@@ -10,9 +10,9 @@ from test_cli import ROOT, one_line_error, run_main
 
 from realuid_lightning import RealUIDModule
 from realuid_lightning.cli import RealUIDCLI, main
-from realuid_lightning.nets.guidance import Guided
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import fine_tune
+from realuid_lightning.refit import fine_tune, guided_samples
 from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import sample_teacher
 
@@ -22,7 +22,8 @@ TEACHER = str(CHECKPOINTS / "digits_teacher_cond.ckpt")
 
 def refit(tmp_path, *options: str) -> str:
     out = str(tmp_path / "refit.ckpt")
-    argv = ["refit", "--ckpt", TEACHER, "--ema", "raw", "--guidance", "2", "--steps", "2", "--num", "64"]
+    argv = ["refit", "--ckpt", TEACHER, "--ema", "raw", "--steps", "2", "--num", "64"]
+    argv += [] if "--guidance-range" in options else ["--guidance", "2"]
     main([*argv, "--updates", "3", "--batch-size", "32", "--lr", "1e-3", "--device", "cpu", "--out", out, *options])
     return out
 
@@ -51,17 +52,43 @@ def test_refit_writes_the_teacher_fine_tuned_on_its_guided_samples(tmp_path):
         load_sampler(out).conditioned(guidance=2.0)
 
 
+def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path):
+    """--guidance-range: --num samples at each of --points evenly spaced w (noise of --seed + k), fitted by the
+    teacher with a zero-initialised w input; the checkpoint holds that fine_tune's EMA network, samples at any w of
+    its range (and refuses one outside it), and distils with a guidance_range inside it."""
+    out = refit(tmp_path, "--guidance-range", "1", "4", "--points", "2")
+    teacher = load_sampler(TEACHER, "raw", steps=2)
+    samples, labels, scales = guided_samples(teacher, [1.0, 4.0], 64, 0, 1024, "cpu")
+    assert torch.equal(scales, torch.tensor([1.0] * 64 + [4.0] * 64)) and torch.equal(labels[64:], labels[:64])
+    assert torch.equal(samples[64:], teacher.guided(4.0).draw(64, 1))
+    trainer, ema = fine_tune(teacher.net, teacher.process, samples, labels, 3, 1e-3, 0, 32, scales=scales)
+    written = load_sampler(out, "raw")
+    assert isinstance(written.net, ScaleConditioned) and (written.net.w_min, written.net.w_max) == (1.0, 4.0)
+    with ema.swapped(trainer.lightning_module, 0.999):
+        expected = trainer.lightning_module.net.state_dict()
+        assert all(torch.equal(v, written.net.state_dict()[k]) for k, v in expected.items())
+    main(["sample", "--ckpt", out, "--num", "4", "--steps", "2", "--guidance", "2.5", "--out", str(tmp_path / "s.pt")])
+    assert torch.load(tmp_path / "s.pt", weights_only=True).shape == (4, 1, 8, 8)
+    with pytest.raises(Exception, match=r"guidance=5.0 is outside \[1.0, 4.0\]"):
+        written.guided(5.0)
+    student = RealUIDModule(**sections(teacher_ckpt=out, teacher_ema=None, guidance_range=(1.0, 4.0)))
+    assert all(torch.equal(v, student.generator.net.state_dict()[k]) for k, v in written.net.state_dict().items())
+
+
 @pytest.mark.parametrize(
     "ckpt,options,needles",
     [
         (CHECKPOINTS / "digits_teacher.ckpt", [], ["unconditional"]),
         (TEACHER, ["--num", "16"], ["--num 16", "--batch-size 32"]),
         (TEACHER, ["--updates", "0"], ["--updates 0", "must be positive"]),
+        (TEACHER, ["--guidance-range", "4", "1"], ["guidance_range=[4.0, 1.0]", "w_min < w_max"]),
+        (TEACHER, ["--guidance-range", "1", "4", "--points", "1"], ["--points 1", "at least 2"]),
     ],
 )
 def test_refit_mistakes_are_one_line(ckpt, options, needles, tmp_path, capsys):
-    argv = ["refit", "--ckpt", str(ckpt), "--guidance", "2", "--steps", "2", "--num", "64", "--batch-size", "32"]
-    code, err = run_main([*argv, "--out", str(tmp_path / "r.ckpt"), *options], capsys)
+    argv = ["refit", "--ckpt", str(ckpt), "--steps", "2", "--num", "64", "--batch-size", "32"]
+    scale = [] if "--guidance-range" in options else ["--guidance", "2"]
+    code, err = run_main([*argv, *scale, "--out", str(tmp_path / "r.ckpt"), *options], capsys)
     one_line_error(code, err, *needles)
 
 

@@ -40,6 +40,7 @@ Distil matching models into one-step generators with RealUID.
   realuid refit --ckpt TEACHER --guidance 2 --out REFIT.ckpt
                                                             a teacher that samples unguided what TEACHER samples at
                                                             w = 2 (fine-tuned on those samples): distil it unguided
+                                                            (--guidance-range 1 4: a teacher that reads w as an input)
   realuid validate|test|predict --config CONFIG ...         the other LightningCLI subcommands
 
 'realuid SUBCOMMAND --help' lists every option of a subcommand.

@@ -5,6 +5,11 @@ student matched to it (``guidance_scale: w``) need not land on the teacher's sam
 guidance (README, "Classifier-free guidance"). Fine-tuning a copy of the teacher with its own matching loss on N of its
 samples at w, labels kept, gives a network whose field is the marginal field of those samples; distilled unguided
 (w = 1), its student lands on them.
+
+On a range of w (``--guidance-range``): samples at several w, fitted by a copy of the teacher that reads w through a
+zero-initialised embedding (:class:`~realuid_lightning.nets.guidance.ScaleConditioned`, which starts as the teacher);
+the checkpoint samples the teacher's distribution at any w of the range with ``--guidance w`` (one network call per
+step), and distils with ``generator.guidance_range`` into a student that starts from it, e(w) included.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.checkpoint import weights_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.teacher import MatchingModule
+from realuid_lightning.nets.guidance import ScaleConditioned, check_range
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import pick_decay
-from realuid_lightning.sampler import _add_network_options, load_sampler
+from realuid_lightning.sampler import Sampler, _add_network_options, load_sampler
 from realuid_lightning.saving import check_writable, save_atomic
 
 REFIT_EMA = 0.999  # the decay the refit network is read at (the teachers' default teacher_ema)
@@ -44,17 +50,22 @@ def fine_tune(
     seed: int = 0,
     batch_size: int = 128,
     accelerator: str = "cpu",
+    scales: Tensor | None = None,
 ) -> tuple[pl.Trainer, EMA]:
     """A copy of ``net`` trained ``updates`` Adam updates of its matching loss L_UM on (``samples``, ``labels``)
     (batches of ``batch_size`` in an order drawn from ``seed``, warm-up 100 updates, then ``lr``), with an EMA of
     decay 0.999, the copy in train mode as the teacher trained; (the trainer, the EMA callback): the network is
-    ``trainer.lightning_module.net``."""
+    ``trainer.lightning_module.net``. ``scales``: each sample's guidance scale w, read by ``net`` through a
+    zero-initialised w input on [min w, max w] (:class:`ScaleConditioned`, its weights drawn from ``seed``)."""
     if len(samples) < batch_size:
         raise ConfigError(f"--num {len(samples)} samples is fewer than one batch (--batch-size {batch_size})")
     pl.seed_everything(seed, verbose=False)
+    if scales is not None:
+        net = ScaleConditioned(copy.deepcopy(net), float(scales.min()), float(scales.max()))
     module = MatchingModule(copy.deepcopy(net).train().requires_grad_(True), process, lr=lr, warmup_steps=100)
     order = torch.Generator().manual_seed(seed)
-    data = DataLoader(TensorDataset(samples, labels), batch_size, shuffle=True, drop_last=True, generator=order)
+    columns = (samples, labels) if scales is None else (samples, labels, scales)
+    data = DataLoader(TensorDataset(*columns), batch_size, shuffle=True, drop_last=True, generator=order)
     ema = EMA([REFIT_EMA])
     trainer = pl.Trainer(
         max_steps=updates,
@@ -81,16 +92,36 @@ def teacher_checkpoint(trainer: pl.Trainer, ema: EMA) -> dict[str, Any]:
     return weights_checkpoint(record, dict(module.hparams), weights, trainer.global_step, pl.__version__)
 
 
+def guided_samples(
+    sampler: Sampler, scales: list[float], num: int, seed: int, batch_size: int, device: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(samples, labels, w) of the teacher: ``num`` samples at each guidance scale of ``scales`` (the k-th scale's
+    noise from ``seed`` + k), labels 0 … C − 1 in turn at each."""
+    samples = [sampler.guided(w).draw(num, seed + k, batch_size, device) for k, w in enumerate(scales)]
+    labels = cycled_labels(0, num, class_count(sampler.net)).repeat(len(scales))  # the classes draw() conditioned on
+    return torch.cat(samples), labels, torch.tensor(scales).repeat_interleave(num)
+
+
 def refit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="realuid refit",
         description="Fine-tune a class-conditional teacher on its own samples at guidance scale w: the teacher "
         "checkpoint written samples unguided what the teacher samples at w, and distils unguided into a student "
-        "that does too.",
+        "that does too. With --guidance-range, on samples at several w, into a teacher that reads w as an input.",
     )
     _add_network_options(p)
-    p.add_argument("--guidance", type=float, required=True, help="the guidance scale w of the samples")
-    p.add_argument("--num", type=int, default=4000, help="guided samples, the classes 0 … C−1 in turn")
+    scale = p.add_mutually_exclusive_group(required=True)
+    scale.add_argument("--guidance", type=float, help="the guidance scale w of the samples")
+    scale.add_argument(
+        "--guidance-range",
+        type=float,
+        nargs=2,
+        metavar=("W_MIN", "W_MAX"),
+        help="samples at --points evenly spaced w in [W_MIN, W_MAX], fitted by the teacher with a w input "
+        "(sample it with --guidance w, distil it with generator.guidance_range)",
+    )
+    p.add_argument("--points", type=int, default=7, help="--guidance-range: how many evenly spaced w")
+    p.add_argument("--num", type=int, default=4000, help="guided samples at each w, the classes 0 … C−1 in turn")
     p.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=128)
@@ -104,19 +135,36 @@ def refit_command(argv: list[str]) -> None:
     args = refit_parser().parse_args(argv)
     if args.num < 1 or args.updates < 1 or args.lr <= 0:
         raise ConfigError(f"--num {args.num}, --updates {args.updates} and --lr {args.lr} must be positive")
+    if args.guidance_range is not None:
+        check_range(args.guidance_range)
+        if args.points < 2:
+            raise ConfigError(f"--points {args.points} must be at least 2 (the range's ends)")
     check_writable([("--out", Path(args.out).parent)])
     sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
     if sampler.student:
         raise ConfigError(f"--ckpt {args.ckpt!r} is a student; realuid refit fine-tunes a teacher")
-    guided = sampler.conditioned(guidance=args.guidance)  # a network without a trained null class: one line
-    samples = guided.draw(args.num, args.seed, args.batch_size, args.device)
-    labels = cycled_labels(0, args.num, class_count(sampler.net))  # the classes draw() conditioned on, in turn
+    ranged = args.guidance_range is not None
+    scales = torch.linspace(*args.guidance_range, args.points).tolist() if ranged else [args.guidance]
+    sampler.guided(scales[0])  # a network without a trained null class: one line, before any sampling
+    samples, labels, w = guided_samples(sampler, scales, args.num, args.seed, args.batch_size, args.device)
     accelerator = "cpu" if torch.device(args.device).type == "cpu" else "gpu"
     trainer, ema = fine_tune(
-        sampler.net, sampler.process, samples, labels, args.updates, args.lr, args.seed, args.batch_size, accelerator
+        sampler.net,
+        sampler.process,
+        samples,
+        labels,
+        args.updates,
+        args.lr,
+        args.seed,
+        args.batch_size,
+        accelerator,
+        scales=w if ranged else None,
     )
     save_atomic(teacher_checkpoint(trainer, ema), args.out)
-    print(
-        f"wrote teacher checkpoint {args.out}: {args.updates} updates on {args.num} samples at w = {args.guidance:g}; "
-        "sample it and distil it unguided (no guidance_scale)"
+    where = f"w in [{scales[0]:g}, {scales[-1]:g}] ({len(scales)} values)" if ranged else f"w = {scales[0]:g}"
+    then = (
+        "sample it with --guidance w and distil it with generator.guidance_range inside that range"
+        if ranged
+        else "sample it and distil it unguided (no guidance_scale)"
     )
+    print(f"wrote teacher checkpoint {args.out}: {args.updates} updates on {len(samples)} samples at {where}; {then}")

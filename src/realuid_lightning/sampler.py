@@ -23,7 +23,7 @@ from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoin
 from realuid_lightning.data.sources import load_sources
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator
-from realuid_lightning.nets.guidance import Guided, check_guidable, check_scale, scale_input
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned, check_guidable, check_scale, scale_input
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
@@ -80,7 +80,7 @@ class Sampler:
 
     def guided(self, w: float | None) -> Sampler:
         """This sampler at guidance scale w (None: unguided); one-line error for a network that cannot take it."""
-        if w is not None and self.student:
+        if w is not None and (self.student or isinstance(self.net, ScaleConditioned)):  # w as the network's input
             scale_input(self.net, w, torch.empty(1))
         elif w is not None:
             check_scale(w)

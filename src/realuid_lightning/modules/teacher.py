@@ -12,7 +12,7 @@ from realuid_lightning.checkpoint import describe
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.losses import matching_loss
 from realuid_lightning.modules.base import GenerativeModule, lr_factor, split_batch, total_grad_norm
-from realuid_lightning.nets.guidance import drop_labels, null_label
+from realuid_lightning.nets.guidance import ScaleConditioned, drop_labels, null_label
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
 from realuid_lightning.processes.base import Process
@@ -27,7 +27,8 @@ class MatchingModule(GenerativeModule):
     L_UM(f) = E_t E_{x0, x1} w(t)·||f_t(x_t) − c_t(x0, x1)||²,  x_t and c from ``process``.
 
     Args:
-        net: backbone called as ``net(t, x_t, cond)``.
+        net: backbone called as ``net(t, x_t, cond)``; a :class:`~realuid_lightning.nets.guidance.ScaleConditioned`
+            one trained on batches (x1, cond, w) also reads each sample's guidance scale w (``realuid refit``).
         process: the matching process (default: rectified flow matching).
         lr, betas, weight_decay: Adam(W) settings.
         warmup_steps: linear learning-rate warm-up length in optimiser steps.
@@ -91,7 +92,7 @@ class MatchingModule(GenerativeModule):
         s = self.process.sample(x0, x1, t, noise)
         if self.null_cond is not None:  # classifier-free guidance: labels dropped to ∅ with probability cond_drop_prob
             cond = drop_labels(cond, self.hparams.cond_drop_prob, self.null_cond, noise)
-        return matching_loss(self.net(t, s.x_t, cond), s.target, s.weight).mean()
+        return matching_loss(self.net(t, s.x_t, cond, *scale_of(batch, self.net)), s.target, s.weight).mean()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._loss(batch, self.update_noise())
@@ -145,3 +146,16 @@ class MatchingModule(GenerativeModule):
         shape, steps, method = tuple(self.data_shape or ()), steps or hp.sample_steps, method or hp.sample_method
         sampler = Sampler(self.net, self.process, shape, steps, method, cond_drop_prob=hp.cond_drop_prob)
         return sampler.guided(guidance)(self.source_noise(num, generator), cond, generator)
+
+
+def scale_of(batch: Any, net: nn.Module) -> tuple[Tensor, ...]:
+    """The guidance scales w (B,) of a batch (x1, cond, w) for a network that reads w (:class:`ScaleConditioned`,
+    what ``realuid refit --guidance-range`` fits), as the extra input: (w,); () for a batch of (x1[, cond])."""
+    if not isinstance(batch, (list, tuple)) or len(batch) < 3:
+        return ()
+    if not isinstance(net, ScaleConditioned):
+        raise ConfigError(
+            f"a batch of {len(batch)} tensors (x1, cond, w) gives a guidance scale per sample, which only a "
+            f"ScaleConditioned network reads; got {type(net).__name__}: give (x1) or (x1, cond)"
+        )
+    return (batch[2],)

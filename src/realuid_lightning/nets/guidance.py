@@ -39,7 +39,10 @@ def null_label(net: nn.Module, what: str = "the network") -> int:
 
 def check_guidable(net: nn.Module, cond_drop_prob: float | None, what: str) -> None:
     """One-line error unless ``net`` has a null class that was trained: ``cond_drop_prob`` > 0 (None: not recorded,
-    a network passed in Python, trusted)."""
+    a network passed in Python, trusted), or reads w as an input (:class:`ScaleConditioned`, a teacher refit on a
+    range of w)."""
+    if isinstance(net, ScaleConditioned):
+        return
     null_label(net, what)
     if cond_drop_prob is not None and cond_drop_prob <= 0:
         raise ConfigError(
@@ -93,7 +96,21 @@ class Guidance:
         return self.w_min + (self.w_max - self.w_min) * noise.rand(batch, like)
 
     def student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
-        """The network of G_θ and f and its spec: ``net`` itself, or with ``student_input`` a ScaleConditioned copy."""
+        """The network of G_θ and f and its spec: ``net`` itself, or with ``student_input`` a ScaleConditioned copy;
+        a teacher that reads w already (refit on a range of w) is copied as it is, e(w) included, and needs
+        ``student_input`` with a range inside its own (the student's range)."""
+        if isinstance(net, ScaleConditioned):
+            if not (self.student_input and net.w_min <= self.w_min and self.w_max <= net.w_max):
+                asked = f"guidance_range [{self.w_min}, {self.w_max}]" if self.student_input else f"w = {self.w_min}"
+                raise ConfigError(
+                    f"the teacher reads w as an input on [{net.w_min}, {net.w_max}] (refit on that range), so it "
+                    f"distils with a generator.guidance_range inside it; got {asked}"
+                )
+            student = copy.deepcopy(net)
+            student.w_min, student.w_max = self.w_min, self.w_max
+            if spec is not None:
+                spec = {**spec, "init_args": {**spec["init_args"], "w_min": self.w_min, "w_max": self.w_max}}
+            return student, spec
         if not self.student_input:
             return net, spec
         wrapped = ScaleConditioned(copy.deepcopy(net), self.w_min, self.w_max)
@@ -110,7 +127,11 @@ class Guidance:
 
 def guided_prediction(net: nn.Module, t: Tensor, x: Tensor, cond: Tensor, w: float | Tensor) -> Tensor:
     """f_w = f(∅) + w·(f(c) − f(∅)), w a number or one per sample (B,); torch.lerp makes w = 0 give f(∅) and
-    w = 1 give f(c) exactly. Two network calls (one at w = 1, the conditional prediction)."""
+    w = 1 give f(c) exactly. Two network calls (one at w = 1, the conditional prediction). A network that reads w
+    (:class:`ScaleConditioned`: a teacher refit on a range of w, ``realuid refit --guidance-range``) is called at w
+    instead, once."""
+    if isinstance(net, ScaleConditioned):
+        return net(t, x, cond, torch.as_tensor(w, dtype=t.dtype, device=x.device).expand(x.shape[0]))
     f_cond = net(t, x, cond)
     if isinstance(w, (int, float)) and w == 1:
         return f_cond
@@ -125,7 +146,7 @@ class Guided(nn.Module):
     def __init__(self, net: nn.Module, scale: float) -> None:
         super().__init__()
         check_scale(scale)
-        null_label(net)
+        check_guidable(net, None, "the network")
         self.net, self.scale = net, scale
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -217,7 +238,7 @@ def scale_input(net: nn.Module, w: float | None, like: Tensor) -> tuple[Tensor, 
             "leave the guidance out"
         )
     if not net.w_min <= w <= net.w_max:
-        raise ConfigError(f"guidance={w} is outside the range [{net.w_min}, {net.w_max}] this student was trained on")
+        raise ConfigError(f"guidance={w} is outside [{net.w_min}, {net.w_max}], the range this network was trained on")
     return (torch.full((like.shape[0],), float(w), device=like.device, dtype=like.dtype),)
 
 
