@@ -52,10 +52,10 @@ def test_refit_writes_the_teacher_fine_tuned_on_its_guided_samples(tmp_path):
         load_sampler(out).conditioned(guidance=2.0)
 
 
-def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path):
+def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys):
     """--guidance-range: --num samples at each of --points evenly spaced w (noise of --seed + k), fitted by the
     teacher with a zero-initialised w input; the checkpoint holds that fine_tune's EMA network, samples at any w of
-    its range (and refuses one outside it), and distils with a guidance_range inside it."""
+    its range (and refuses one outside it), is not refit again, and distils with a guidance_range inside it."""
     out = refit(tmp_path, "--guidance-range", "1", "4", "--points", "2")
     teacher = load_sampler(TEACHER, "raw", steps=2)
     samples, labels, scales = guided_samples(teacher, [1.0, 4.0], 64, 0, 1024, "cpu")
@@ -71,6 +71,8 @@ def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path):
     assert torch.load(tmp_path / "s.pt", weights_only=True).shape == (4, 1, 8, 8)
     with pytest.raises(Exception, match=r"guidance=5.0 is outside \[1.0, 4.0\]"):
         written.guided(5.0)
+    code, err = run_main(["refit", "--ckpt", out, "--guidance", "2", "--out", str(tmp_path / "again.ckpt")], capsys)
+    one_line_error(code, err, "was refit on a range of w already")
     student = RealUIDModule(**sections(teacher_ckpt=out, teacher_ema=None, guidance_range=(1.0, 4.0)))
     assert all(torch.equal(v, student.generator.net.state_dict()[k]) for k, v in written.net.state_dict().items())
 

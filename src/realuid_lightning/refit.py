@@ -143,6 +143,8 @@ def refit_command(argv: list[str]) -> None:
     sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
     if sampler.student:
         raise ConfigError(f"--ckpt {args.ckpt!r} is a student; realuid refit fine-tunes a teacher")
+    if isinstance(sampler.net, ScaleConditioned):
+        raise ConfigError(f"--ckpt {args.ckpt!r} was refit on a range of w already; refit the teacher it came from")
     ranged = args.guidance_range is not None
     scales = torch.linspace(*args.guidance_range, args.points).tolist() if ranged else [args.guidance]
     sampler.guided(scales[0])  # a network without a trained null class: one line, before any sampling
