@@ -81,7 +81,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-samples", type=int, default=4000, help="refit students: guided teacher samples")
     parser.add_argument("--refit-steps", type=int, default=2000, help="refit students: fine-tuning updates")
     parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
-    parser.add_argument("--refit-points", type=int, default=7, help="refit_range: evenly spaced w, each with samples")
+    parser.add_argument("--refit-points", type=int, default=4, help="refit_range: evenly spaced w, each with samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")

@@ -52,7 +52,7 @@ def test_refit_writes_the_teacher_fine_tuned_on_its_guided_samples(tmp_path):
         load_sampler(out).conditioned(guidance=2.0)
 
 
-def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys):
+def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys, monkeypatch):
     """--guidance-range: --num samples at each of --points evenly spaced w (noise of --seed + k), fitted by the
     teacher with a zero-initialised w input; the checkpoint holds that fine_tune's EMA network, samples at any w of
     its range (and refuses one outside it), is not refit again, and distils with a guidance_range inside it."""
@@ -73,8 +73,11 @@ def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys):
         written.guided(5.0)
     code, err = run_main(["refit", "--ckpt", out, "--guidance", "2", "--out", str(tmp_path / "again.ckpt")], capsys)
     one_line_error(code, err, "was refit on a range of w already")
-    student = RealUIDModule(**sections(teacher_ckpt=out, teacher_ema=None, guidance_range=(1.0, 4.0)))
-    assert all(torch.equal(v, student.generator.net.state_dict()[k]) for k, v in written.net.state_dict().items())
+    monkeypatch.chdir(ROOT)  # the README's command: the range config on the refit teacher, f starting as it
+    overrides = [f"--model.teacher.teacher_ckpt={out}", "--model.generator.fake_init=teacher", "--trainer.logger=false"]
+    student = RealUIDCLI(["--config", "configs/digits_realuid_guided_range.yaml", *overrides], run=False).model
+    for net in (student.generator.net, student.fake_model):
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in written.net.state_dict().items())
 
 
 @pytest.mark.parametrize(

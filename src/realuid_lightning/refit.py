@@ -120,7 +120,9 @@ def refit_parser() -> argparse.ArgumentParser:
         help="samples at --points evenly spaced w in [W_MIN, W_MAX], fitted by the teacher with a w input "
         "(sample it with --guidance w, distil it with generator.guidance_range)",
     )
-    p.add_argument("--points", type=int, default=7, help="--guidance-range: how many evenly spaced w")
+    p.add_argument(
+        "--points", type=int, default=4, help="--guidance-range: how many evenly spaced w (1, 2, 3, 4 on [1, 4])"
+    )
     p.add_argument("--num", type=int, default=4000, help="guided samples at each w, the classes 0 … C−1 in turn")
     p.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
     p.add_argument("--lr", type=float, default=1e-4)
