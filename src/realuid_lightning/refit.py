@@ -37,6 +37,10 @@ from realuid_lightning.run_record import pick_decay
 from realuid_lightning.sampler import Sampler, _add_network_options, load_sampler
 from realuid_lightning.saving import check_writable, save_atomic
 
+RANGE_HELP = (
+    "samples at --points evenly spaced w in [W_MIN, W_MAX], fitted by the teacher with a w input (sample it with "
+    "--guidance w, distil it with generator.guidance_range)"
+)
 REFIT_EMA = 0.999  # the decay the refit network is read at (the teachers' default teacher_ema)
 
 
@@ -112,17 +116,8 @@ def refit_parser() -> argparse.ArgumentParser:
     _add_network_options(p)
     scale = p.add_mutually_exclusive_group(required=True)
     scale.add_argument("--guidance", type=float, help="the guidance scale w of the samples")
-    scale.add_argument(
-        "--guidance-range",
-        type=float,
-        nargs=2,
-        metavar=("W_MIN", "W_MAX"),
-        help="samples at --points evenly spaced w in [W_MIN, W_MAX], fitted by the teacher with a w input "
-        "(sample it with --guidance w, distil it with generator.guidance_range)",
-    )
-    p.add_argument(
-        "--points", type=int, default=4, help="--guidance-range: how many evenly spaced w (1, 2, 3, 4 on [1, 4])"
-    )
+    scale.add_argument("--guidance-range", type=float, nargs=2, metavar=("W_MIN", "W_MAX"), help=RANGE_HELP)
+    p.add_argument("--points", type=int, default=4, help="--guidance-range: how many evenly spaced w (default 4)")
     p.add_argument("--num", type=int, default=4000, help="guided samples at each w, the classes 0 … C−1 in turn")
     p.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -133,42 +128,37 @@ def refit_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sample_scales(args: argparse.Namespace) -> list[float]:
+    """The w of the samples: ``--guidance``, or ``--points`` evenly spaced w on ``--guidance-range``; one-line errors
+    for a bad range or too few points."""
+    if args.guidance_range is None:
+        return [args.guidance]
+    check_range(args.guidance_range)
+    if args.points < 2:
+        raise ConfigError(f"--points {args.points} must be at least 2 (the range's ends)")
+    return torch.linspace(*args.guidance_range, args.points).tolist()
+
+
 def refit_command(argv: list[str]) -> None:
     args = refit_parser().parse_args(argv)
     if args.num < 1 or args.updates < 1 or args.lr <= 0:
         raise ConfigError(f"--num {args.num}, --updates {args.updates} and --lr {args.lr} must be positive")
-    if args.guidance_range is not None:
-        check_range(args.guidance_range)
-        if args.points < 2:
-            raise ConfigError(f"--points {args.points} must be at least 2 (the range's ends)")
+    scales, ranged = sample_scales(args), args.guidance_range is not None
     check_writable([("--out", Path(args.out).parent)])
     sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
     if sampler.student:
         raise ConfigError(f"--ckpt {args.ckpt!r} is a student; realuid refit fine-tunes a teacher")
     if isinstance(sampler.net, ScaleConditioned):
         raise ConfigError(f"--ckpt {args.ckpt!r} was refit on a range of w already; refit the teacher it came from")
-    ranged = args.guidance_range is not None
-    scales = torch.linspace(*args.guidance_range, args.points).tolist() if ranged else [args.guidance]
     sampler.guided(scales[0])  # a network without a trained null class: one line, before any sampling
     samples, labels, w = guided_samples(sampler, scales, args.num, args.seed, args.batch_size, args.device)
     accelerator = "cpu" if torch.device(args.device).type == "cpu" else "gpu"
-    trainer, ema = fine_tune(
-        sampler.net,
-        sampler.process,
-        samples,
-        labels,
-        args.updates,
-        args.lr,
-        args.seed,
-        args.batch_size,
-        accelerator,
-        scales=w if ranged else None,
-    )
+    training = (args.updates, args.lr, args.seed, args.batch_size, accelerator)
+    trainer, ema = fine_tune(sampler.net, sampler.process, samples, labels, *training, scales=w if ranged else None)
     save_atomic(teacher_checkpoint(trainer, ema), args.out)
     where = f"w in [{scales[0]:g}, {scales[-1]:g}] ({len(scales)} values)" if ranged else f"w = {scales[0]:g}"
-    then = (
-        "sample it with --guidance w and distil it with generator.guidance_range inside that range"
-        if ranged
-        else "sample it and distil it unguided (no guidance_scale)"
+    then = "with --guidance w, distil it with generator.guidance_range in that range" if ranged else "and distil it"
+    print(
+        f"wrote teacher checkpoint {args.out}: {args.updates} updates on {len(samples)} samples at {where}; "
+        f"sample it {then}" + ("" if ranged else " unguided (no guidance_scale)")
     )
-    print(f"wrote teacher checkpoint {args.out}: {args.updates} updates on {len(samples)} samples at {where}; {then}")

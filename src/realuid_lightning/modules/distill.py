@@ -17,7 +17,7 @@ from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeache
 from realuid_lightning.modules.networks import GeneratorOptions, fake_routing
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
-from realuid_lightning.nets.guidance import ScaleConditioned, check_guidable, scale_input
+from realuid_lightning.nets.guidance import check_guidable, scale_input, unguided_network
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
@@ -101,13 +101,8 @@ class RealUIDModule(GenerativeModule):
     def _student_network(self, loaded: LoadedTeacher, spec: Any, source: str) -> tuple[nn.Module, Any]:
         """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range. Guidance needs
         a teacher with a trained null class; a teacher that reads w (refit on a range of w) needs a range."""
-        if self.guidance is None and isinstance(loaded.net, ScaleConditioned):
-            raise ConfigError(
-                f"the teacher ({source}) reads w as an input on [{loaded.net.w_min}, {loaded.net.w_max}] (refit on "
-                "that range); distil it with generator.guidance_range inside that range"
-            )
         if self.guidance is None:
-            return loaded.net, spec
+            return unguided_network(loaded.net, f"the teacher ({source})"), spec
         check_guidable(loaded.net, loaded.cond_drop_prob, f"the teacher ({source})")
         if self.guidance.student_input and self.objective.uses_gan:
             raise ConfigError("guidance_range with the GAN loss is not supported (the GAN head has no w input)")

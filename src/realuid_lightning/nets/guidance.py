@@ -227,6 +227,16 @@ class ScaleConditioned(nn.Module):
             return self.net(t, x, cond)
 
 
+def unguided_network(net: nn.Module, what: str) -> nn.Module:
+    """``net`` for a distillation without guidance; one-line error for a teacher that reads w (refit on a range)."""
+    if isinstance(net, ScaleConditioned):
+        raise ConfigError(
+            f"{what} reads w as an input on [{net.w_min}, {net.w_max}] (refit on that range); distil it with "
+            "generator.guidance_range inside that range"
+        )
+    return net
+
+
 def scale_input(net: nn.Module, w: float | None, like: Tensor) -> tuple[Tensor, ...]:
     """The extra input of a one-step generator's network at scale w: () without w, else (w repeated (B,),) for a
     :class:`ScaleConditioned` network, w in its range; one-line error for any other network."""
