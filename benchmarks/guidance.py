@@ -50,7 +50,7 @@ from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples
+from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales
 from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampling import sample_teacher
 
@@ -124,7 +124,7 @@ def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float],
     :mod:`realuid_lightning.refit`'s functions, as ``realuid refit`` does): its EMA-0.999 network, frozen."""
     teacher = Sampler(net, process, tuple(args.data_shape), args.teacher_steps, "euler")
     ranged = isinstance(w, tuple)
-    scales = torch.linspace(*w, args.refit_points).tolist() if ranged else [w]
+    scales = range_scales(w, args.refit_points) if ranged else [w]
     samples, labels, drawn = guided_samples(teacher, scales, args.refit_samples, 4, args.refit_samples, "cpu")
     trainer, ema = fine_tune(
         net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed, scales=drawn if ranged else None

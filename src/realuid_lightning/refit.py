@@ -128,6 +128,11 @@ def refit_parser() -> argparse.ArgumentParser:
     return p
 
 
+def range_scales(w_range: tuple[float, float], points: int) -> list[float]:
+    """The w a refit on the range [w_min, w_max] samples at: ``points`` evenly spaced, both ends included."""
+    return torch.linspace(*w_range, points).tolist()
+
+
 def sample_scales(args: argparse.Namespace) -> list[float]:
     """The w of the samples: ``--guidance``, or ``--points`` evenly spaced w on ``--guidance-range``; one-line errors
     for a bad range or too few points."""
@@ -136,7 +141,7 @@ def sample_scales(args: argparse.Namespace) -> list[float]:
     check_range(args.guidance_range)
     if args.points < 2:
         raise ConfigError(f"--points {args.points} must be at least 2 (the range's ends)")
-    return torch.linspace(*args.guidance_range, args.points).tolist()
+    return range_scales(args.guidance_range, args.points)
 
 
 def refit_command(argv: list[str]) -> None:
@@ -150,8 +155,9 @@ def refit_command(argv: list[str]) -> None:
         raise ConfigError(f"--ckpt {args.ckpt!r} is a student; realuid refit fine-tunes a teacher")
     if isinstance(sampler.net, ScaleConditioned):
         raise ConfigError(f"--ckpt {args.ckpt!r} was refit on a range of w already; refit the teacher it came from")
-    sampler.guided(scales[0])  # a network without a trained null class: one line, before any sampling
-    samples, labels, w = guided_samples(sampler, scales, args.num, args.seed, args.batch_size, args.device)
+    samples, labels, w = guided_samples(  # a network without a trained null class: one line, before any sampling
+        sampler, scales, args.num, args.seed, args.batch_size, args.device
+    )
     accelerator = "cpu" if torch.device(args.device).type == "cpu" else "gpu"
     training = (args.updates, args.lr, args.seed, args.batch_size, accelerator)
     trainer, ema = fine_tune(sampler.net, sampler.process, samples, labels, *training, scales=w if ranged else None)
