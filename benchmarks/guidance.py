@@ -28,7 +28,9 @@ marginal one, and distil that network unguided (w = 1); its own row at 100 steps
 ``refit_range`` does the same for the range [1, 4]: ``--refit-samples`` samples at each of ``--refit-points`` evenly
 spaced w (noise seeds 4, 5, …), fitted by the teacher with a zero-initialised w input (``realuid refit
 --guidance-range``), whose student (guidance_range [1, 4]) starts from it, its e(w) included; the refit teacher is
-reported at each w of --scales.
+reported at each w of --scales. ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students of that same refit
+teacher, each pinned to one w (guidance_scale w): what sharing one student across w costs, on one teacher. A run
+refits once for all the students that share a refit's w.
 """
 
 from __future__ import annotations
@@ -65,8 +67,14 @@ STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.
     "refit1.5": ({"guidance_scale": 1.0}, {}, "uid"),
     "refit4": ({"guidance_scale": 1.0}, {}, "uid"),
     "refit_range": ({}, {"guidance_range": (1.0, 4.0)}, "uid"),
+    **{f"refit_range_fixed{w:g}": ({"guidance_scale": w}, {}, "uid") for w in (1.0, 2.0, 4.0)},
 }
-REFITS = {"refit2": 2.0, "refit1.5": 1.5, "refit4": 4.0, "refit_range": (1.0, 4.0)}  # the w of the refit's samples
+REFITS = {  # the w of the refit's samples
+    "refit2": 2.0,
+    "refit1.5": 1.5,
+    "refit4": 4.0,
+    **{name: (1.0, 4.0) for name in STUDENTS if name.startswith("refit_range")},
+}
 
 
 def arguments() -> argparse.Namespace:
@@ -149,16 +157,19 @@ def refit_rows(name: str, refit: torch.nn.Module, process, noise: torch.Tensor, 
 
 
 def distil_student(
-    name: str, net: torch.nn.Module, process, args: argparse.Namespace
+    name: str, net: torch.nn.Module, process, refits: dict, args: argparse.Namespace
 ) -> tuple[RealUIDModule, EMA, float, torch.nn.Module]:
     """Student ``name`` trained by the recipe for ``--iterations`` iterations (a refit student: after its teacher's
-    fine-tuning); (module, its EMA, seconds, the teacher it distilled)."""
+    fine-tuning, done once per run for each refit's w and kept in ``refits``); (module, its EMA, seconds, the
+    teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
     recipe = convergence.recipe(
         args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays, fake_init=args.fake_init
     )
     start = time.perf_counter()
-    net = refit_teacher(net, process, REFITS[name], args) if name in REFITS else net
+    if name in REFITS and REFITS[name] not in refits:
+        refits[REFITS[name]] = refit_teacher(net, process, REFITS[name], args)
+    net = refits.get(REFITS.get(name), net)
     student, ema = convergence.distil(
         net, process, setting, args.seed, recipe, teacher=teacher, generator=generator, conditional=True
     )
@@ -170,7 +181,8 @@ def student_rows(
 ) -> list[dict]:
     """Rows of the EMA student at its w (fixed), or at each of --scales (range)."""
     teacher, generator, setting = STUDENTS[name]
-    scales = args.scales if generator else [REFITS.get(name, teacher["guidance_scale"])]  # a refit's: its samples' w
+    refit_w = REFITS.get(name)  # a refit at one w is distilled unguided: its samples' w
+    scales = args.scales if generator else [refit_w if isinstance(refit_w, float) else teacher["guidance_scale"]]
     rows = []
     with torch.no_grad(), ema.swapped(student, args.decays[-1]):
         for w in scales:
@@ -224,13 +236,14 @@ def main() -> None:
     earlier = json.loads(Path(args.resume).read_text()) if args.resume else {"rows": [], "train_seconds": {}}
     if earlier.get("ema", args.decays[-1]) != args.decays[-1]:
         raise SystemExit(f"--resume {args.resume} scored EMA {earlier['ema']}; --decays must end in it: {args.decays}")
-    rows, seconds = earlier["rows"], earlier["train_seconds"]
+    rows, seconds, refits = earlier["rows"], earlier["train_seconds"], {}
     if not rows:
         rows = teacher_rows(net, process, noise, score, args)
     for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
         if name is not None:
-            student, ema, seconds[name], distilled = distil_student(name, net, process, args)
-            if name in REFITS:  # the fine-tuned teacher
+            fresh_refit = name in REFITS and REFITS[name] not in refits
+            student, ema, seconds[name], distilled = distil_student(name, net, process, refits, args)
+            if fresh_refit:  # the fine-tuned teacher, once
                 rows += refit_rows(name, distilled, process, noise, score, args)
             rows += student_rows(name, student, ema, noise, score, args)
             print(rows[-1], f"{seconds[name]:.0f} s", flush=True)

@@ -13,7 +13,7 @@ from realuid_lightning.cli import main
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets import UNet
 from realuid_lightning.nets.diffusers import DiffusersUNet
-from realuid_lightning.nets.guidance import Guided, ScaleConditioned, drop_labels, guided_prediction
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned, drop_labels, guided_prediction, scale_input
 from realuid_lightning.nets.labels import class_count
 from realuid_lightning.nets.torchcfm import TorchCFMUNet
 from realuid_lightning.noise import Noise
@@ -365,15 +365,32 @@ def test_range_student_of_a_teacher_that_reads_w_starts_as_it_at_every_w():
         )
 
 
+def test_fixed_w_student_of_a_teacher_that_reads_w_is_pinned_to_that_w():
+    """With a fixed guidance_scale inside the teacher's range, the generator and the fake model are copies of the
+    teacher pinned to w (range [w, w], read without a w input): at step 0 both are the teacher at w, and the student
+    samples only at w."""
+    teacher = scale_teacher()
+    module = distiller(teacher, guidance_scale=2.0)
+    net, (t, x, c) = module.generator.net, inputs()
+    assert (net.w_min, net.w_max) == (2.0, 2.0)
+    assert module._scales(Noise().for_update(0), x) == (2.0, ())
+    with torch.no_grad():
+        at_w = teacher(t, x, c, torch.full((6,), 2.0))
+        assert torch.equal(net(t, x, c), at_w) and torch.equal(module.fake_model(t, x, c), at_w)
+        assert not torch.equal(net(t, x, c), teacher(t, x, c, torch.full((6,), 3.0)))
+    with pytest.raises(ConfigError, match=r"guidance=3.0 is outside \[2.0, 2.0\]"):
+        scale_input(net, 3.0, x)
+
+
 @pytest.mark.parametrize(
     "options,needles",
     [
         ({}, ["reads w as an input on [1.0, 4.0]", "guidance_range"]),
-        ({"guidance_scale": 2.0}, ["[1.0, 4.0]", "got w = 2.0"]),
+        ({"guidance_scale": 5.0}, ["[1.0, 4.0]", "got w = 5.0"]),
         ({"guidance_range": (0.5, 4.0)}, ["[1.0, 4.0]", "got guidance_range [0.5, 4.0]"]),
     ],
 )
-def test_a_teacher_that_reads_w_distils_only_with_a_range_inside_its_own(options, needles):
+def test_a_teacher_that_reads_w_distils_only_with_a_w_or_range_inside_its_own(options, needles):
     with pytest.raises(ConfigError) as err:
         distiller(scale_teacher(), **options)
     assert all(n in str(err.value) for n in needles) and "\n" not in str(err.value)

@@ -61,6 +61,23 @@ def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_pat
     assert refit[0]["fd"] != refit[1]["fd"] and student[0]["fd"] != student[1]["fd"]  # w reaches both networks
 
 
+def test_fixed_w_students_of_the_range_refit_share_one_refit(monkeypatch, tmp_path):
+    """refit_range_fixed2 and refit_range_fixed4: one refit on [1, 4] (its rows once), then a student pinned to each w
+    of it, scored at that w."""
+    out = tmp_path / "guidance.json"
+    argv = ["--students", "refit_range_fixed2", "refit_range_fixed4", "--scales", "2", "4", "--iterations", "6"]
+    argv += ["--fake-updates", "2", "--decays", "0.9", "--refit-samples", "64", "--refit-points", "2"]
+    argv += ["--refit-steps", "2", "--num-samples", "40", "--teacher-steps", "2", "--out", str(out)]
+    run_benchmark(monkeypatch, "guidance", argv)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["w"]) for r in rows[3:]] == [
+        ("teacher refit on w in [1.0, 4.0]", 2.0),
+        ("teacher refit on w in [1.0, 4.0]", 4.0),
+        ("refit_range_fixed2", 2.0),
+        ("refit_range_fixed4", 4.0),
+    ]
+
+
 def test_refit_teacher_fine_tunes_a_copy(monkeypatch):
     """refit_teacher returns a changed, frozen copy of the teacher and leaves the teacher itself as it was."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))

@@ -97,14 +97,14 @@ class Guidance:
 
     def student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
         """The network of G_θ and f and its spec: ``net`` itself, or with ``student_input`` a ScaleConditioned copy;
-        a teacher that reads w already (refit on a range of w) is copied as it is, e(w) included, and needs
-        ``student_input`` with a range inside its own (the student's range)."""
+        a teacher that reads w already (refit on a range of w) is copied as it is, e(w) included, with the student's
+        range inside its own, or pinned to a fixed w inside it (w_min = w_max = w: the copy reads w by default)."""
         if isinstance(net, ScaleConditioned):
-            if not (self.student_input and net.w_min <= self.w_min and self.w_max <= net.w_max):
+            if not net.w_min <= self.w_min <= self.w_max <= net.w_max:
                 asked = f"guidance_range [{self.w_min}, {self.w_max}]" if self.student_input else f"w = {self.w_min}"
                 raise ConfigError(
                     f"the teacher reads w as an input on [{net.w_min}, {net.w_max}] (refit on that range), so it "
-                    f"distils with a generator.guidance_range inside it; got {asked}"
+                    f"distils with a guidance_scale or generator.guidance_range inside it; got {asked}"
                 )
             student = copy.deepcopy(net)
             student.w_min, student.w_max = self.w_min, self.w_max
@@ -231,8 +231,8 @@ def unguided_network(net: nn.Module, what: str) -> nn.Module:
     """``net`` for a distillation without guidance; one-line error for a teacher that reads w (refit on a range)."""
     if isinstance(net, ScaleConditioned):
         raise ConfigError(
-            f"{what} reads w as an input on [{net.w_min}, {net.w_max}] (refit on that range); distil it with "
-            "generator.guidance_range inside that range"
+            f"{what} reads w as an input on [{net.w_min}, {net.w_max}] (refit on that range); distil it with a "
+            "teacher.guidance_scale or generator.guidance_range inside that range"
         )
     return net
 
