@@ -275,6 +275,22 @@ def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
         pipe(4, class_labels=labels, guidance_scale=5.0)
 
 
+def test_pinned_student_of_a_teacher_that_reads_w_saves_samples_and_exports_at_its_w(tmp_path):
+    """A fixed-w student of a w-reading teacher, written by a fit: its checkpoint samples (``realuid sample``) and its
+    exported pipeline give the student at its w without being told w."""
+    from realuid_lightning.export import OneStepPipeline, export_generator
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(4, tmp_path, callbacks=[ckpt]).fit(distiller(scale_teacher(), guidance_scale=2.0), digits())
+    export_generator(tmp_path / "last.ckpt", tmp_path / "pipe", ema=None)
+    pipe, student = OneStepPipeline.from_pretrained(tmp_path / "pipe"), load_sampler(tmp_path / "last.ckpt", "raw")
+    assert (student.net.w_min, student.net.w_max) == (2.0, 2.0)
+    labels, z = torch.arange(4), torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    images = pipe(4, torch.Generator().manual_seed(0), "latent", labels).images
+    expected = OneStepGenerator(student.net, student.process)(z, labels, w=torch.full((4,), 2.0))
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_frechet_distance_and_previews_take_guidance_scales(tmp_path):
     """FrechetDistance(guidance_scales) logs the student and the teacher reference at each w (suffix _w{w}); a
     guided teacher reference differs from the unguided one; SamplePreview draws one grid per w."""
