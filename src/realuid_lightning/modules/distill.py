@@ -100,7 +100,7 @@ class RealUIDModule(GenerativeModule):
 
     def _student_network(self, loaded: LoadedTeacher, spec: Any, source: str) -> tuple[nn.Module, Any]:
         """G_θ's and f's network and spec: the teacher's, reading w as an input with a guidance range. Guidance needs
-        a teacher with a trained null class; a teacher that reads w (refit on a range) needs a w or range inside its."""
+        a trained null class; a teacher that reads w (refit on a range) needs a w or a range inside its own range."""
         if self.guidance is None:
             return unguided_network(loaded.net, f"the teacher ({source})"), spec
         check_guidable(loaded.net, loaded.cond_drop_prob, f"the teacher ({source})")
