@@ -39,8 +39,12 @@ from realuid_lightning.saving import check_writable, save_atomic
 
 RANGE_HELP = (
     "samples at --points evenly spaced w in [W_MIN, W_MAX], fitted by the teacher with a w input (sample it with "
-    "--guidance w, distil it with generator.guidance_range)"
+    "--guidance w, distil it with a guidance_scale or generator.guidance_range inside the range)"
 )
+NEXT_STEPS = {  # what to do with the written teacher, refit on one w (False) or on a range (True)
+    False: "and distil it unguided (no guidance_scale)",
+    True: "with --guidance w; distil it with a guidance_scale or generator.guidance_range inside that range",
+}
 REFIT_EMA = 0.999  # the decay the refit network is read at (the teachers' default teacher_ema)
 
 
@@ -163,8 +167,8 @@ def refit_command(argv: list[str]) -> None:
     trainer, ema = fine_tune(sampler.net, sampler.process, samples, labels, *training, scales=w if ranged else None)
     save_atomic(teacher_checkpoint(trainer, ema), args.out)
     where = f"w in [{scales[0]:g}, {scales[-1]:g}] ({len(scales)} values)" if ranged else f"w = {scales[0]:g}"
-    then = "with --guidance w, distil it with generator.guidance_range in that range" if ranged else "and distil it"
+    then = NEXT_STEPS[ranged]
     print(
         f"wrote teacher checkpoint {args.out}: {args.updates} updates on {len(samples)} samples at {where}; "
-        f"sample it {then}" + ("" if ranged else " unguided (no guidance_scale)")
+        f"sample it {then}"
     )
