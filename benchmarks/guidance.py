@@ -241,9 +241,9 @@ def main() -> None:
         rows = teacher_rows(net, process, noise, score, args)
     for name in [None, *[s for s in args.students if s not in seconds]]:  # None: the rows so far, saved first
         if name is not None:
-            fresh_refit = name in REFITS and REFITS[name] not in refits
+            refitted = len(refits)
             student, ema, seconds[name], distilled = distil_student(name, net, process, refits, args)
-            if fresh_refit:  # the fine-tuned teacher, once
+            if len(refits) > refitted:  # a new fine-tuned teacher: its rows, once
                 rows += refit_rows(name, distilled, process, noise, score, args)
             rows += student_rows(name, student, ema, noise, score, args)
             print(rows[-1], f"{seconds[name]:.0f} s", flush=True)
