@@ -23,7 +23,7 @@ table and one JSON line; writes the runs to ``--out`` and the plot to the same n
 Diagnostics, recorded in each curve point: ``--per-step``, the FD of the data estimate after each step of the most-step
 schedule and of their mixture; ``--real-reads``, the FD of one read at each time of the 4-step schedule from re-noised
 real digits (:func:`real_reads`; the teacher's too). Variants: ``--fake-per-step`` (one fake model per step path),
-``--fake-init teacher``.
+``--fake-init teacher``, ``--step-weights 1 2 4`` (the shared student draws its 1 / 2 / 4 steps ∝ these weights).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     n, steps = STUDENTS[name]
     curve = StepCurve(args.eval_every, score, noise, args.per_step, probe)
     schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
-    schedule |= {"fake_per_step": args.fake_per_step}
+    schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
     recipe = convergence.recipe(
         its, args.lr, fake_updates=args.fake_updates, decays=args.decays, fake_init=args.fake_init
     )
@@ -198,6 +198,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--per-step", action="store_true", help="also score the estimate after each step and their mixture"
     )
+    parser.add_argument(
+        "--step-weights",
+        nargs=3,
+        type=float,
+        help="the shared student's weights of 1 / 2 / 4 steps (GeneratorOptions.student_step_weights; default equal)",
+    )
     parser.add_argument("--out", default="benchmarks/results/few_step_digits.json")
     return parser.parse_args()
 
@@ -212,6 +218,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
         **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
         "fake_per_step": args.fake_per_step,
         "fake_init": args.fake_init,
+        "step_weights": args.step_weights,
         "ema": args.decays[-1],
         "num_samples": args.num_samples,
         "generator_updates": convergence.generator_updates(args),

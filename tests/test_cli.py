@@ -213,6 +213,7 @@ OPTIONS = {
         "generator_times": [0.1, 0.5],
         "generator_sigmas": [2.5, 1.0],
         "student_steps": [1, 2],
+        "student_step_weights": [1.0, 3.0],
         "generator_ckpt": "g.ckpt",
         "generator_ema": 0.99,
         "fake_init": "teacher",

@@ -104,6 +104,37 @@ def test_backward_simulation_carries_no_gradient_into_earlier_steps():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.net.parameters())
 
 
+def drawn_shares(options: dict, batch: int = 70_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shares of a training batch (seed 0) that draw each step count (ascending) and read at each generator time."""
+    student = GeneratorOptions(**options).few_step_generator(MLP(dim=2), FlowMatching())
+    torch.manual_seed(0)
+    times, k, _ = student._drawn_schedules(torch.zeros(batch, 2), Noise())
+    drawn = 1 + (times[:, 1:] != times[:, :-1]).sum(1)  # a row's count: its schedule is padded with its last time
+    read = times.gather(1, k[:, None]).squeeze(1)
+    shares = [(drawn == m).double().mean() for m in student.steps]
+    return torch.stack(shares), torch.stack([(read == t).double().mean() for t in options["generator_times"]])
+
+
+def test_step_weights_set_how_often_each_count_and_time_is_drawn():
+    """student_step_weights draws count M with probability ∝ its weight (counted over 70 000 rows): [1, 2, 4] for
+    [1, 2, 4] makes every (count, step) pair equally likely (time 0.25, read by the 4-step schedule only, gets 1/7
+    instead of 1/12); the weights follow their counts whatever the order; mistakes are one-line ConfigErrors."""
+    uniform, uniform_reads = drawn_shares(SHARED)
+    torch.testing.assert_close(uniform, torch.full((3,), 1 / 3, dtype=torch.float64), rtol=0, atol=0.01)
+    torch.testing.assert_close(uniform_reads[1], torch.tensor(1 / 12, dtype=torch.float64), rtol=0, atol=0.01)
+    weighted, reads = drawn_shares({**SHARED, "student_step_weights": [1.0, 2.0, 4.0]})
+    torch.testing.assert_close(weighted, torch.tensor([1, 2, 4], dtype=torch.float64) / 7, rtol=0, atol=0.01)
+    torch.testing.assert_close(reads, torch.tensor([3, 1, 2, 1], dtype=torch.float64) / 7, rtol=0, atol=0.01)
+    reordered = {**SHARED, "student_steps": [4, 1, 2], "student_step_weights": [4.0, 1.0, 2.0]}
+    assert torch.equal(drawn_shares(reordered)[0], weighted)
+    with pytest.raises(ConfigError, match=r"student_step_weights=\[1.0, 2.0\] must be one weight per distinct count"):
+        GeneratorOptions(**SHARED, student_step_weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match=r"one weight per distinct count of student_steps=\[1, 1\]"):
+        GeneratorOptions(generator_times=[0.0, 0.5], student_steps=[1, 1], student_step_weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match=r"student_step_weights=\[1.0, 0.0, 4.0\] must be positive and finite"):
+        GeneratorOptions(**SHARED, student_step_weights=[1.0, 0.0, 4.0])
+
+
 def test_training_read_names_its_step_path():
     """A shared student's training read returns each sample's path t_1 … t_k: the drawn schedule's first k times,
     whose last is the time of the read with gradient."""

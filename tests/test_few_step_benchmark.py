@@ -32,3 +32,17 @@ def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
     times = ["0.4", "0.55", "0.7", "0.85"]
     assert list(final["ema_0.9_real_reads"]) == times and list(result["teacher_real_reads"]) == times
     assert final["ema_0.9_real_reads"] != result["teacher_real_reads"]  # two updates moved the network
+
+
+def test_shared_student_step_weights_reach_the_generator(monkeypatch, tmp_path):
+    """--step-weights 1 2 4 is recorded and trains another shared student than equal weights from the same seed."""
+    finals = {}
+    for weights in ([], ["--step-weights", "1", "2", "4"]):
+        out = tmp_path / f"few_step_{len(weights)}.json"
+        argv = ["--students", "shared", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
+        argv += ["2", "--num-samples", "40", "--decays", "0.9", *weights, "--out", str(out)]
+        run_benchmark(monkeypatch, "few_step", argv)
+        result = json.loads(out.read_text())
+        assert result["step_weights"] == ([1.0, 2.0, 4.0] if weights else None)
+        finals[len(weights)] = result["runs"]["shared"]["final"]["ema_0.9_4steps"]
+    assert finals[0] != finals[4]

@@ -29,15 +29,23 @@ class FewStepGenerator(nn.Module):
     A student that reads the guidance scale w (``ScaleConditioned``) evaluates g_θ(t_k, x, c, w) at every step.
 
     Training (:meth:`forward` with the module's :class:`~realuid_lightning.noise.Noise`) is DMD2's backward simulation:
-    per sample a trained step count N ~ U(schedules) and a step k ~ U{1, …, N}, then steps 1 … k − 1 of the current
-    student without gradient, and x̂1 = G_θ(x_{t_k}, t_k) with gradient. A time where the read is singular (e.g.
+    per sample a trained step count N ~ U(schedules) (or P(N) ∝ its entry of ``step_weights``, one per schedule) and a
+    step k ~ U{1, …, N}, then steps 1 … k − 1 of the current student without gradient, and x̂1 = G_θ(x_{t_k}, t_k)
+    with gradient. A time where the read is singular (e.g.
     x0-prediction flows at t = 0, where a = 0) is refused; a first time where x_{t_1} ignores z is warned about.
     """
 
-    def __init__(self, net: nn.Module, process: Process, schedules: Sequence[Sequence[float]]) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        process: Process,
+        schedules: Sequence[Sequence[float]],
+        step_weights: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.net, self.process = net, process
         self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
+        self._count_cdf = count_cdf(schedules, step_weights)
         self.paths = step_paths(self.schedules.values())
         # per trained count (ascending), its times and its steps' path indices, padded to the longest with the last
         ordered, longest = [self.schedules[n] for n in self.steps], self.steps[-1]
@@ -135,18 +143,26 @@ class FewStepGenerator(nn.Module):
         return self.read(x, t, cond, w), path
 
     def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor]:
-        """Per sample, the times of a trained schedule N ~ U(steps), padded to N_max with its last time (B, N_max),
-        k − 1 with k ~ U{1, …, N} (B,) and the index of its path t_1 … t_k in :attr:`paths` (B,); ``noise`` draws
-        u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
+        """Per sample, the times of a trained schedule N ~ U(steps) (or ∝ the step weights), padded to N_max with its
+        last time (B, N_max), k − 1 with k ~ U{1, …, N} (B,) and the index of its path t_1 … t_k in :attr:`paths`
+        (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
         counts, batch = self.steps, z.shape[0]
         table = torch.tensor(self._padded, device=z.device, dtype=z.dtype)
         path_table = torch.tensor(self._path_index, device=z.device)
         m = torch.zeros(batch, dtype=torch.long, device=z.device)
         if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
-            m = _uniform_index(noise, torch.full_like(m, len(counts)), z)
+            m = self._count_index(noise, z)
         n = torch.tensor(counts, device=z.device)[m]
         k = _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
         return table[m], k, path_table[m, k]
+
+    def _count_index(self, noise: Noise, z: Tensor) -> Tensor:
+        """Per sample, the index of its step count in :attr:`steps`: i ~ U{0, …, C − 1}, or with step weights the
+        first count whose cumulative probability exceeds u ~ U[0, 1) (B,)."""
+        if self._count_cdf is None:
+            return _uniform_index(noise, torch.full((z.shape[0],), len(self.steps), device=z.device), z)
+        cdf = torch.tensor(self._count_cdf, device=z.device, dtype=z.dtype)
+        return torch.searchsorted(cdf, noise.rand(z.shape[0], z), right=True).clamp(max=len(cdf) - 1)
 
 
 class OneStepGenerator(FewStepGenerator):
@@ -172,6 +188,28 @@ def step_paths(schedules: Iterable[Sequence[float]]) -> list[tuple[float, ...]]:
     for times in schedules:
         paths += [p for p in (tuple(float(t) for t in times[: k + 1]) for k in range(len(times))) if p not in paths]
     return paths
+
+
+def check_step_weights(step_weights: Sequence[float], counts: Sequence[int]) -> None:
+    """One-line ConfigError unless ``step_weights`` is one positive, finite weight per distinct step count."""
+    if len(step_weights) != len(counts) or len(set(counts)) != len(counts):
+        raise ConfigError(
+            f"student_step_weights={list(step_weights)} must be one weight per distinct count of "
+            f"student_steps={list(counts)}"
+        )
+    if not all(0 < w < float("inf") for w in step_weights):
+        raise ConfigError(f"student_step_weights={list(step_weights)} must be positive and finite")
+
+
+def count_cdf(schedules: Sequence[Sequence[float]], step_weights: Sequence[float] | None) -> list[float] | None:
+    """The cumulative probabilities of the trained step counts in ascending order, P(N) ∝ the weight given with its
+    schedule (``step_weights[i]`` goes with ``schedules[i]``); None (uniform) without weights."""
+    if step_weights is None:
+        return None
+    check_step_weights(step_weights, [len(s) for s in schedules])
+    by_count = sorted(zip((len(s) for s in schedules), step_weights))
+    total = sum(w for _, w in by_count)
+    return [sum(w for _, w in by_count[: i + 1]) / total for i in range(len(by_count))]
 
 
 def _uniform_index(noise: Noise, n: Tensor, like: Tensor) -> Tensor:

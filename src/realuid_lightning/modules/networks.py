@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, step_paths, time_of_noise_level
+from realuid_lightning.generator import FewStepGenerator, check_step_weights, step_paths, time_of_noise_level
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
 
@@ -84,6 +84,9 @@ class GeneratorOptions:
         student_steps: the step counts M one student is trained for (e.g. [1, 2, 4]; default [N]), each M dividing
             N: count M samples on every (N/M)-th time from t_1 (DMD2's evenly spaced sub-schedules; 4 → 2 → 1 steps of
             [0, 0.25, 0.5, 0.75] are [0, 0.5] and [0]). Training draws M and the step k per sample.
+        student_step_weights: one weight per entry of ``student_steps``: training draws count M with probability ∝
+            its weight (default: equal). [1, 2, 4] for [1, 2, 4] makes every (count, step) pair equally likely, so a
+            time that only the longest schedule reads gets 1/7 of the batch instead of 1/12.
         generator_ckpt: fine-tuning: start G_θ from this distillation checkpoint's generator.
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it: the
@@ -105,6 +108,7 @@ class GeneratorOptions:
     generator_times: list[float] | None = None
     generator_sigmas: list[float] | None = None
     student_steps: list[int] | None = None
+    student_step_weights: list[float] | None = None
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
     fake_init: Literal["scratch", "teacher"] = "scratch"
@@ -130,6 +134,8 @@ class GeneratorOptions:
                 f"student_steps={self.student_steps} must be counts M >= 1 that divide the N = {n} generator times "
                 "(count M samples on every (N/M)-th of them)"
             )
+        if self.student_step_weights is not None:
+            check_step_weights(self.student_step_weights, self.student_steps or [n])
 
     def schedules(self, process: Process) -> list[list[float]]:
         """Each trained step count's times: every (N/M)-th of t_1 … t_N for M in ``student_steps`` (default [N]);
@@ -147,7 +153,10 @@ class GeneratorOptions:
 
     def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
         """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
-        return FewStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, self.schedules(process))
+        net, weights = trainable(copy.deepcopy(teacher), self.dropout), self.student_step_weights
+        if weights is not None:  # in the order of schedules(): ascending counts
+            weights = [w for _, w in sorted(zip(self.student_steps or [1], weights))]
+        return FewStepGenerator(net, process, self.schedules(process), weights)
 
     def guidance(self, guidance_scale: float | None) -> Guidance | None:
         """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
