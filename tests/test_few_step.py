@@ -118,7 +118,8 @@ def drawn_shares(options: dict, batch: int = 70_000) -> tuple[torch.Tensor, torc
 def test_step_weights_set_how_often_each_count_and_time_is_drawn():
     """student_step_weights draws count M with probability ∝ its weight (counted over 70 000 rows): [1, 2, 4] for
     [1, 2, 4] makes every (count, step) pair equally likely (time 0.25, read by the 4-step schedule only, gets 1/7
-    instead of 1/12); the weights follow their counts whatever the order; mistakes are one-line ConfigErrors."""
+    instead of 1/12); the weights follow their counts whatever the order; mistakes are one-line ConfigErrors, and
+    FewStepGenerator takes them by count."""
     uniform, uniform_reads = drawn_shares(SHARED)
     torch.testing.assert_close(uniform, torch.full((3,), 1 / 3, dtype=torch.float64), rtol=0, atol=0.01)
     torch.testing.assert_close(uniform_reads[1], torch.tensor(1 / 12, dtype=torch.float64), rtol=0, atol=0.01)
@@ -133,6 +134,9 @@ def test_step_weights_set_how_often_each_count_and_time_is_drawn():
         GeneratorOptions(generator_times=[0.0, 0.5], student_steps=[1, 1], student_step_weights=[1.0, 2.0])
     with pytest.raises(ConfigError, match=r"student_step_weights=\[1.0, 0.0, 4.0\] must be positive and finite"):
         GeneratorOptions(**SHARED, student_step_weights=[1.0, 0.0, 4.0])
+    schedules = GeneratorOptions(**SHARED).schedules(FlowMatching())
+    with pytest.raises(ConfigError, match=r"step_weights for counts \[1, 3\]; the student trains \[1, 2, 4\]"):
+        FewStepGenerator(MLP(dim=2), FlowMatching(), schedules, {1: 1.0, 3: 1.0})
 
 
 def test_training_read_names_its_step_path():

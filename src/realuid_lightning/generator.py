@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Generator, Tensor, nn
@@ -29,10 +29,10 @@ class FewStepGenerator(nn.Module):
     A student that reads the guidance scale w (``ScaleConditioned``) evaluates g_θ(t_k, x, c, w) at every step.
 
     Training (:meth:`forward` with the module's :class:`~realuid_lightning.noise.Noise`) is DMD2's backward simulation:
-    per sample a trained step count N ~ U(schedules) (or P(N) ∝ its entry of ``step_weights``, one per schedule) and a
-    step k ~ U{1, …, N}, then steps 1 … k − 1 of the current student without gradient, and x̂1 = G_θ(x_{t_k}, t_k)
-    with gradient. A time where the read is singular (e.g.
-    x0-prediction flows at t = 0, where a = 0) is refused; a first time where x_{t_1} ignores z is warned about.
+    per sample a trained step count N ~ U(schedules) (or P(N) ∝ ``step_weights[N]``) and a step k ~ U{1, …, N}, then
+    steps 1 … k − 1 of the current student without gradient, and x̂1 = G_θ(x_{t_k}, t_k) with gradient. A time where
+    the read is singular (e.g. x0-prediction flows at t = 0, where a = 0) is refused; a first time where x_{t_1}
+    ignores z is warned about.
     """
 
     def __init__(
@@ -40,12 +40,12 @@ class FewStepGenerator(nn.Module):
         net: nn.Module,
         process: Process,
         schedules: Sequence[Sequence[float]],
-        step_weights: Sequence[float] | None = None,
+        step_weights: Mapping[int, float] | None = None,
     ) -> None:
         super().__init__()
         self.net, self.process = net, process
         self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
-        self._count_cdf = count_cdf(schedules, step_weights)
+        self._count_cdf = count_cdf(self.steps, step_weights)
         self.paths = step_paths(self.schedules.values())
         # per trained count (ascending), its times and its steps' path indices, padded to the longest with the last
         ordered, longest = [self.schedules[n] for n in self.steps], self.steps[-1]
@@ -201,15 +201,16 @@ def check_step_weights(step_weights: Sequence[float], counts: Sequence[int]) -> 
         raise ConfigError(f"student_step_weights={list(step_weights)} must be positive and finite")
 
 
-def count_cdf(schedules: Sequence[Sequence[float]], step_weights: Sequence[float] | None) -> list[float] | None:
-    """The cumulative probabilities of the trained step counts in ascending order, P(N) ∝ the weight given with its
-    schedule (``step_weights[i]`` goes with ``schedules[i]``); None (uniform) without weights."""
+def count_cdf(counts: Sequence[int], step_weights: Mapping[int, float] | None) -> list[float] | None:
+    """The cumulative probabilities of the step ``counts`` (ascending) with P(N) ∝ ``step_weights[N]``; None (uniform)
+    without weights."""
     if step_weights is None:
         return None
-    check_step_weights(step_weights, [len(s) for s in schedules])
-    by_count = sorted(zip((len(s) for s in schedules), step_weights))
-    total = sum(w for _, w in by_count)
-    return [sum(w for _, w in by_count[: i + 1]) / total for i in range(len(by_count))]
+    if set(step_weights) != set(counts):
+        raise ConfigError(f"step_weights for counts {sorted(step_weights)}; the student trains {list(counts)}")
+    weights = [step_weights[n] for n in counts]
+    check_step_weights(weights, counts)
+    return [sum(weights[: i + 1]) / sum(weights) for i in range(len(weights))]
 
 
 def _uniform_index(noise: Noise, n: Tensor, like: Tensor) -> Tensor:

@@ -91,7 +91,8 @@ class GeneratorOptions:
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it: the
             generator gets no gradient until f has learnt its samples; on digits the better start for a 4-step
-            student, whose later reads a scratch f trains away from the teacher's, README 'Few-step students').
+            student, whose later reads a scratch f trains away from the teacher's, and the worse one for the one-step
+            default job: README 'Few-step students').
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
@@ -153,10 +154,14 @@ class GeneratorOptions:
 
     def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
         """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
-        net, weights = trainable(copy.deepcopy(teacher), self.dropout), self.student_step_weights
-        if weights is not None:  # in the order of schedules(): ascending counts
-            weights = [w for _, w in sorted(zip(self.student_steps or [1], weights))]
-        return FewStepGenerator(net, process, self.schedules(process), weights)
+        weights = self.student_step_weights
+        counts = [len(s) for s in self.schedules(process)] if self.student_steps is None else self.student_steps
+        return FewStepGenerator(
+            trainable(copy.deepcopy(teacher), self.dropout),
+            process,
+            self.schedules(process),
+            None if weights is None else dict(zip(counts, weights)),
+        )
 
     def guidance(self, guidance_scale: float | None) -> Guidance | None:
         """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
