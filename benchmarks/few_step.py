@@ -23,7 +23,8 @@ table and one JSON line; writes the runs to ``--out`` and the plot to the same n
 Diagnostics, recorded in each curve point: ``--per-step``, the FD of the data estimate after each step of the most-step
 schedule and of their mixture; ``--real-reads``, the FD of one read at each time of the 4-step schedule from re-noised
 real digits (:func:`real_reads`; the teacher's too). Variants: ``--fake-per-step`` (one fake model per step path),
-``--fake-init teacher``, ``--step-weights 1 2 4`` (the shared student draws its 1 / 2 / 4 steps ∝ these weights).
+``--fake-init teacher``, ``--step-weights 1 2 4`` (the shared student draws its 1 / 2 / 4 steps ∝ these weights),
+``--two-step-times 0.4 0.9`` (the dedicated 2-step student's schedule, e.g. its second read late).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     ``probe``: :func:`real_reads` at each curve point."""
     n, steps = STUDENTS[name]
     curve = StepCurve(args.eval_every, score, noise, args.per_step, probe)
-    schedule = {"generator_times": evenly_spaced(args.start, n), "student_steps": steps}
+    times = args.two_step_times if n == 2 and args.two_step_times else evenly_spaced(args.start, n)
+    schedule = {"generator_times": times, "student_steps": steps}
     schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
     recipe = convergence.recipe(
         its, args.lr, fake_updates=args.fake_updates, decays=args.decays, fake_init=args.fake_init
@@ -204,8 +206,17 @@ def arguments() -> argparse.Namespace:
         type=float,
         help="the shared student's weights of 1 / 2 / 4 steps (GeneratorOptions.student_step_weights; default equal)",
     )
+    parser.add_argument(
+        "--two-step-times",
+        nargs=2,
+        type=float,
+        help="the dedicated 2-step student's schedule t_1 t_2 (default evenly spaced; t_1 must be --start)",
+    )
     parser.add_argument("--out", default="benchmarks/results/few_step_digits.json")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.two_step_times and args.two_step_times[0] != args.start:
+        raise SystemExit(f"--two-step-times {args.two_step_times} must start at --start {args.start}, the 1-step t_G")
+    return args
 
 
 def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict, budget: float | None) -> dict:
@@ -219,6 +230,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
         "fake_per_step": args.fake_per_step,
         "fake_init": args.fake_init,
         "step_weights": args.step_weights,
+        "two_step_times": args.two_step_times or evenly_spaced(args.start, 2),
         "ema": args.decays[-1],
         "num_samples": args.num_samples,
         "generator_updates": convergence.generator_updates(args),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import run_benchmark
 
 
@@ -46,3 +47,20 @@ def test_shared_student_step_weights_reach_the_generator(monkeypatch, tmp_path):
         assert result["step_weights"] == ([1.0, 2.0, 4.0] if weights else None)
         finals[len(weights)] = result["runs"]["shared"]["final"]["ema_0.9_4steps"]
     assert finals[0] != finals[4]
+
+
+def test_two_step_times_set_the_dedicated_two_step_schedule(monkeypatch, tmp_path):
+    """--two-step-times 0.4 0.9 is recorded and trains another 2-step student than the evenly spaced [0.4, 0.7];
+    a schedule that does not start at --start is a one-line error."""
+    finals = {}
+    for times in ([], ["--two-step-times", "0.4", "0.9"]):
+        out = tmp_path / f"few_step_{len(times)}.json"
+        argv = ["--students", "2-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
+        argv += ["2", "--num-samples", "40", "--decays", "0.9", *times, "--out", str(out)]
+        run_benchmark(monkeypatch, "few_step", argv)
+        result = json.loads(out.read_text())
+        assert result["two_step_times"] == ([0.4, 0.9] if times else [0.4, 0.7])
+        finals[len(times)] = result["runs"]["2-step"]["final"]["ema_0.9_2steps"]
+    assert finals[0] != finals[3]
+    with pytest.raises(SystemExit, match=r"--two-step-times \[0.5, 0.9\] must start at --start 0.4"):
+        run_benchmark(monkeypatch, "few_step", ["--start", "0.4", "--two-step-times", "0.5", "0.9"])
