@@ -100,8 +100,7 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     ``probe``: :func:`real_reads` at each curve point."""
     n, steps = STUDENTS[name]
     curve = StepCurve(args.eval_every, score, noise, args.per_step, probe)
-    times = args.two_step_times if n == 2 and args.two_step_times else evenly_spaced(args.start, n)
-    schedule = {"generator_times": times, "student_steps": steps}
+    schedule = {"generator_times": schedule_times(args, n), "student_steps": steps}
     schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
     recipe = convergence.recipe(
         its, args.lr, fake_updates=args.fake_updates, decays=args.decays, fake_init=args.fake_init
@@ -110,6 +109,11 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)
     return {**run, "curve": curve.points}
+
+
+def schedule_times(args: argparse.Namespace, n: int) -> list[float]:
+    """The times of an ``n``-step student: ``--two-step-times`` for 2 steps where given, else evenly spaced."""
+    return args.two_step_times if n == 2 and args.two_step_times else evenly_spaced(args.start, n)
 
 
 def evenly_spaced(start: float, n: int) -> list[float]:
@@ -230,7 +234,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
         "fake_per_step": args.fake_per_step,
         "fake_init": args.fake_init,
         "step_weights": args.step_weights,
-        "two_step_times": args.two_step_times or evenly_spaced(args.start, 2),
+        "two_step_times": schedule_times(args, 2),
         "ema": args.decays[-1],
         "num_samples": args.num_samples,
         "generator_updates": convergence.generator_updates(args),
