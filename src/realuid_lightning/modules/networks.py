@@ -154,14 +154,9 @@ class GeneratorOptions:
 
     def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
         """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
-        weights = self.student_step_weights
-        counts = [len(s) for s in self.schedules(process)] if self.student_steps is None else self.student_steps
-        return FewStepGenerator(
-            trainable(copy.deepcopy(teacher), self.dropout),
-            process,
-            self.schedules(process),
-            None if weights is None else dict(zip(counts, weights)),
-        )
+        schedules, weights = self.schedules(process), self.student_step_weights
+        by_count = None if weights is None else dict(zip(self.student_steps or [len(schedules[0])], weights))
+        return FewStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, schedules, by_count)
 
     def guidance(self, guidance_scale: float | None) -> Guidance | None:
         """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
