@@ -103,7 +103,12 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     schedule = {"generator_times": schedule_times(args, n), "student_steps": steps}
     schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
     recipe = convergence.recipe(
-        its, args.lr, fake_updates=args.fake_updates, decays=args.decays, fake_init=args.fake_init
+        its,
+        args.lr,
+        fake_updates=args.fake_updates,
+        decays=args.decays,
+        fake_init=args.fake_init,
+        precision=args.precision,
     )
     convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
@@ -233,6 +238,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
         **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
         "fake_per_step": args.fake_per_step,
         "fake_init": args.fake_init,
+        "precision": args.precision,
         "step_weights": args.step_weights,
         "two_step_times": schedule_times(args, 2),
         "ema": args.decays[-1],

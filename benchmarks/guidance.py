@@ -164,7 +164,7 @@ def distil_student(
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
     recipe = convergence.recipe(
-        args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays, fake_init=args.fake_init
+        args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays, args.fake_init, args.precision
     )
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:

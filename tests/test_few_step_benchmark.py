@@ -64,3 +64,19 @@ def test_two_step_times_set_the_dedicated_two_step_schedule(monkeypatch, tmp_pat
     assert finals[0] != finals[3]
     with pytest.raises(SystemExit, match=r"--two-step-times \[0.5, 0.9\] must start at --start 0.4"):
         run_benchmark(monkeypatch, "few_step", ["--start", "0.4", "--two-step-times", "0.5", "0.9"])
+
+
+def test_precision_reaches_the_students(monkeypatch, tmp_path):
+    """--precision bf16-mixed is recorded and trains another 2-step student than fp32 from the same seed (the
+    option is convergence.py's, shared with the guidance benchmark)."""
+    finals = {}
+    for precision in ("32-true", "bf16-mixed"):
+        out = tmp_path / f"few_step_{precision}.json"
+        argv = ["--students", "2-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
+        argv += ["2", "--num-samples", "40", "--decays", "0.9", "--precision", precision, "--out", str(out)]
+        run_benchmark(monkeypatch, "few_step", argv)
+        result = json.loads(out.read_text())
+        assert result["precision"] == precision
+        finals[precision] = result["runs"]["2-step"]["final"]["ema_0.9_2steps"]
+    assert finals["32-true"] != finals["bf16-mixed"]
+    assert finals["bf16-mixed"] == pytest.approx(finals["32-true"], rel=0.05)

@@ -1,0 +1,37 @@
+"""benchmarks/convergence.py end to end on a tiny budget: ``--precision bf16-mixed`` trains under bf16 autocast
+(recorded in the result, a different student than fp32 from the same seed, close to it after two updates), and
+``--merge`` reads files written before the option existed as fp32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_benchmark
+
+TINY = ["--settings", "uid", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2", "--num-samples", "40"]
+
+
+def study(monkeypatch, tmp_path, *options: str) -> dict:
+    out = tmp_path / f"convergence{len(options)}.json"
+    run_benchmark(monkeypatch, "convergence", [*TINY, "--decays", "0.9", *options, "--out", str(out)])
+    return json.loads(out.read_text())
+
+
+def test_bf16_mixed_precision_trains_under_autocast_and_is_recorded(monkeypatch, tmp_path):
+    fp32 = study(monkeypatch, tmp_path)
+    bf16 = study(monkeypatch, tmp_path, "--precision", "bf16-mixed")
+    assert fp32["recipe"]["precision"] == "32-true" and bf16["recipe"]["precision"] == "bf16-mixed"
+    raw = [result["runs"][0]["final"]["raw"] for result in (fp32, bf16)]
+    assert raw[0] != raw[1]  # bf16 rounding reached the generator's updates
+    assert raw[1] == pytest.approx(raw[0], rel=0.05)  # and only rounding: the same student, two updates in
+
+
+def test_merge_reads_files_without_the_precision_option_as_fp32(monkeypatch, tmp_path):
+    fp32 = study(monkeypatch, tmp_path)
+    del fp32["recipe"]["precision"]  # a file written before --precision existed
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(fp32))
+    merged = tmp_path / "merged.json"
+    run_benchmark(monkeypatch, "convergence", ["--merge", str(old), "--out", str(merged)])
+    assert json.loads(merged.read_text())["recipe"]["precision"] == "32-true"
