@@ -16,8 +16,8 @@ and the updates needed to reach the thresholds (the teacher's 10- and 100-step F
 final EMA student precision / recall and the memorisation figure (:func:`sample_quality`); per setting the mean ± std
 over seeds and the update ratio to UID's final quality. Runs made as separate processes (one thread each, in parallel)
 are summarised together with ``--merge``. ``--precision bf16-mixed`` trains under the Trainer's bf16 autocast (fp32
-weights; the scores sample in fp32): on a CPU with bf16 instructions (AVX512-BF16, AMX) about 1.5× fewer core seconds
-per update on MNIST. Prints a table and one JSON line; writes the curves to ``--out``. The
+weights; the scores sample in fp32): on this project's CPU (AMD EPYC, AVX512-BF16) 1.63× fewer core seconds per
+MNIST RealUID update (README). Prints a table and one JSON line; writes the curves to ``--out``. The
 teacher's part (FDs at 1, 10 and 100 Euler steps, the floor, quality) is cached in ``.cache/realuid_convergence``
 under a hash of its weights and process, the feature network, the data and the noise (on MNIST it took about 18 min
 of CPU, a third of a 60-minute run).
