@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -43,11 +44,17 @@ def load_script(path: Path, name: str) -> ModuleType:
 
 
 def run_benchmark(monkeypatch, name: str, argv: list[str]) -> None:
-    """benchmarks/``name``.py's main() with command line ``argv`` (it imports convergence.py beside it)."""
+    """benchmarks/``name``.py's main() with command line ``argv`` (it imports convergence.py beside it); the
+    Lightning log level that main() lowers to ERROR is restored after it (tests/test_faults.py reads INFO records)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     monkeypatch.syspath_prepend(str(script.parent))
     monkeypatch.setattr(sys, "argv", [script.name, *argv])
-    load_script(script, f"{name}_benchmark").main()
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    try:
+        load_script(script, f"{name}_benchmark").main()
+    finally:
+        lightning_log.setLevel(level)
 
 
 def tiny_data(batch_size: int = 64, num_train: int = 384) -> Toy2DDataModule:
