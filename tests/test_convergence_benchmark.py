@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from helpers import run_benchmark
@@ -28,7 +29,9 @@ def test_bf16_mixed_precision_trains_under_autocast_and_is_recorded(monkeypatch,
 
 
 def test_merge_reads_files_without_the_precision_option_as_fp32(monkeypatch, tmp_path):
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)  # Lightning's own level, whatever ran before
     fp32 = study(monkeypatch, tmp_path)
+    assert logging.getLogger("lightning.pytorch").level == logging.INFO  # main() quiets it; later tests read INFO
     del fp32["recipe"]["precision"]  # a file written before --precision existed
     old = tmp_path / "old.json"
     old.write_text(json.dumps(fp32))
