@@ -195,6 +195,25 @@ def test_fake_per_step_fits_one_fake_model_per_path(tmp_path):
         tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, gan_generator_weight=0.1)
 
 
+def test_fake_init_per_step_path():
+    """With fake_per_step, fake_init as a list starts each path's fake model its own way: ['scratch', 'teacher']
+    gives a first model as the constructor builds it and a second equal to the teacher; a list without
+    fake_per_step, of the wrong length, or with an unknown start is refused in one line."""
+    pl.seed_everything(0)
+    module = tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, fake_init=["scratch", "teacher"])
+    first, second = module.fake_model.models
+    teacher = module.teacher.net.state_dict()
+    assert all(torch.equal(v, teacher[k]) for k, v in second.state_dict().items())
+    assert any(not torch.equal(v, teacher[k]) for k, v in first.state_dict().items())
+    assert all(q.requires_grad for q in second.parameters())
+    with pytest.raises(ConfigError, match=r"fake_init=\['scratch', 'teacher'\] is a list, .* needs fake_per_step=true"):
+        tiny_distiller(generator_times=[0.0, 0.5], fake_init=["scratch", "teacher"])
+    with pytest.raises(ConfigError, match=r"gives 1 starts for 2 step paths \[\[0.0\], \[0.0, 0.5\]\]; give one"):
+        tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, fake_init=["teacher"])
+    with pytest.raises(ConfigError, match=r"fake_init=\['scratch', 'random'\] is not supported"):
+        tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, fake_init=["scratch", "random"])
+
+
 def test_backward_simulation_draws_what_the_ranks_draw():
     """Under noise chunks a shared student's training read of the global batch is rank 0's reads then rank 1's (the
     step count and k are drawn per sample, every draw is a whole-batch draw), and the global RNG is untouched."""

@@ -63,6 +63,21 @@ class PerStepFakeModels(nn.Module):
         return out + unused
 
 
+def check_fake_init(fake_init: str | list[str], fake_per_step: bool) -> None:
+    """One-line ConfigError unless ``fake_init`` is 'scratch' or 'teacher', or with ``fake_per_step`` a list of them."""
+    starts = fake_init if isinstance(fake_init, list) else [fake_init]
+    if not starts or any(start not in ("scratch", "teacher") for start in starts):
+        raise ConfigError(
+            f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher' (with fake_per_step, a list of "
+            "them, one per step path)"
+        )
+    if isinstance(fake_init, list) and not fake_per_step:
+        raise ConfigError(
+            f"fake_init={fake_init} is a list, one start per step path, which needs fake_per_step=true; give "
+            "'scratch' or 'teacher' for one fake model"
+        )
+
+
 def fake_routing(fake_model: nn.Module, path: Tensor, copies: int) -> dict[str, Tensor]:
     """The fake model's keyword for rows of step paths ``path`` (B,) repeated ``copies`` times (a fake update's real
     rows take their generated twins' paths, so every per-step model sees both alike); {} for one fake model."""
@@ -92,7 +107,9 @@ class GeneratorOptions:
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it: the
             generator gets no gradient until f has learnt its samples; on digits the better start for a 4-step
             student, whose later reads a scratch f trains away from the teacher's, and the worse one for the one-step
-            default job: README 'Few-step students').
+            default job: README 'Few-step students'); with ``fake_per_step``, a list gives each step path's start
+            (e.g. ['scratch', 'teacher']: the first step learns as a one-step student's, the later reads start as
+            the teacher's).
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
@@ -112,7 +129,7 @@ class GeneratorOptions:
     student_step_weights: list[float] | None = None
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
-    fake_init: Literal["scratch", "teacher"] = "scratch"
+    fake_init: Literal["scratch", "teacher"] | list[Literal["scratch", "teacher"]] = "scratch"
     fake_per_step: bool = False
     dropout: float = 0.0
     guidance_range: tuple[float, float] | None = None
@@ -120,8 +137,7 @@ class GeneratorOptions:
     def __post_init__(self) -> None:
         if self.guidance_range is not None:
             check_range(self.guidance_range)
-        if self.fake_init not in ("scratch", "teacher"):
-            raise ConfigError(f"fake_init={self.fake_init!r} is not supported; choose 'scratch' or 'teacher'")
+        check_fake_init(self.fake_init, self.fake_per_step)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
@@ -178,9 +194,15 @@ class GeneratorOptions:
         """f: the network of ``spec`` as its constructor builds it ('scratch') or a copy of the teacher, trainable;
         with ``fake_per_step``, one such network per step path of the student (:class:`PerStepFakeModels`)."""
         paths = step_paths(self.schedules(process)) if self.fake_per_step else [()]
-        copied = self.fake_init == "teacher"
+        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(paths)
+        if len(starts) != len(paths):
+            raise ConfigError(
+                f"fake_init={self.fake_init} gives {len(starts)} starts for {len(paths)} step paths "
+                f"{[list(p) for p in paths]}; give one per path"
+            )
         fakes = [
-            trainable(copy.deepcopy(teacher) if copied else fresh_network(spec, teacher), self.dropout) for _ in paths
+            trainable(copy.deepcopy(teacher) if start == "teacher" else fresh_network(spec, teacher), self.dropout)
+            for start in starts
         ]
         return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes)
 
