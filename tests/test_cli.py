@@ -216,7 +216,7 @@ OPTIONS = {
         "student_step_weights": [1.0, 3.0],
         "generator_ckpt": "g.ckpt",
         "generator_ema": 0.99,
-        "fake_init": "teacher",
+        "fake_init": ["scratch", "teacher"],
         "fake_per_step": True,
         "dropout": 0.1,
         "guidance_range": [1.0, 4.0],
