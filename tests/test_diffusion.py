@@ -314,8 +314,8 @@ def test_uid_generator_gradient_is_sids_at_half_alpha(process, float64):
 def test_generator_sigma_sets_the_generator_time():
     """generator_sigma = 2.5 (SiD's σ_init) puts the generator where b_t/a_t = 2.5, and sampling uses that time."""
     from realuid_lightning import GeneratorOptions, RealUIDModule, TeacherOptions
-    from realuid_lightning.generator import time_of_noise_level
     from realuid_lightning.nets import MLP
+    from realuid_lightning.schedule import time_of_noise_level
 
     for process in (DiscreteVP(), ContinuousVP(), EDM()):
         t = time_of_noise_level(process, 2.5)

@@ -360,3 +360,49 @@ def test_fd_and_preview_score_every_trained_step_count(tmp_path):
         "samples/raw_1steps",
         "samples/raw_2steps",
     ]
+
+
+def test_teacher_reads_follow_the_student_sample(tmp_path, capsys):
+    """`realuid sample --teacher-reads 0.5 0.8` re-noises the student's sample to each time s with the next draws of
+    its generator and reads it with the teacher it was distilled from (recorded in its checkpoint): x_s = s·x̂1 +
+    (1 − s)·z', x̂1 ← to_data(f*(s, x_s), x_s, s); --teacher names it explicitly (a warning when its weights are not
+    the ones the student was distilled from); bad times, a teacher checkpoint, and a student without a recorded
+    teacher are one-line errors."""
+    pl.seed_everything(0)
+    teacher_ckpt = str(tmp_path / "teacher.ckpt")
+    torch.save(load_checkpoint(FIXTURES / "toy2d_teacher.ckpt"), teacher_ckpt)
+    module = RealUIDModule(**sections(teacher_ckpt=teacher_ckpt, teacher_ema=None, fake_updates=1, warmup_steps=3))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "run", save_last=True)
+    trainer(4, tmp_path / "run", callbacks=[checkpoints, EMA([0.9])]).fit(module, tiny_data())
+    ckpt = checkpoints.last_model_path
+    x = sample_cli(ckpt, tmp_path / "read.pt", "--teacher-reads", "0.5", "0.8")
+
+    student, teacher = load_sampler(ckpt), load_sampler(teacher_ckpt, "raw").net
+    g = torch.Generator().manual_seed(1)
+    x1 = student.student_generator()(torch.randn(8, 2, generator=g), noise=g)
+    for s in (0.5, 0.8):
+        t = torch.full((8,), s)
+        x_s = s * x1 + (1 - s) * torch.randn(8, 2, generator=g)
+        x1 = student.process.to_data(teacher(t, x_s), x_s, t)
+    torch.testing.assert_close(x, x1, atol=1e-6, rtol=0)
+    assert not torch.allclose(x, sample_cli(ckpt, tmp_path / "one.pt"), atol=1e-3)
+    named = sample_cli(ckpt, tmp_path / "named.pt", "--teacher-reads", "0.5", "0.8", "--teacher", teacher_ckpt)
+    assert torch.equal(named, x)
+    assert load_sampler(ckpt).read_by_teacher([0.5, 0.8]).protocol()["teacher_reads"] == [0.5, 0.8]
+
+    other = load_checkpoint(teacher_ckpt)
+    other["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
+    torch.save(other, tmp_path / "other.ckpt")
+    with pytest.warns(UserWarning, match="not the teacher this student was distilled from"):
+        load_sampler(ckpt).read_by_teacher([0.9], str(tmp_path / "other.ckpt"))
+    capsys.readouterr()
+    for ckpt_, reads, message in [
+        (ckpt, ["0.8", "0.5"], "--teacher-reads 0.8 0.5: give increasing times"),
+        (ckpt, ["1.0"], r"--teacher-reads 1.0 is outside [0, 1)"),
+        (teacher_ckpt, ["0.9"], "sample a teacher with --steps"),
+        (str(FIXTURES / "toy2d_student.ckpt"), ["0.9"], "needs --teacher PATH"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sample", "--ckpt", ckpt_, "--teacher-reads", *reads, "--out", str(tmp_path / "no.pt")])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err

@@ -19,6 +19,7 @@ from realuid_lightning.nets.torchcfm import TorchCFMUNet
 from realuid_lightning.noise import Noise
 from realuid_lightning.sampler import Sampler, load_sampler
 from realuid_lightning.sampling import sample_teacher
+from realuid_lightning.teacher_reads import TeacherReads
 
 CLASSES = 10
 NULL_BACKBONES = {  # class-conditional networks with a null class ∅ = 10
@@ -421,3 +422,27 @@ def test_matching_module_reads_the_scale_column_of_a_batch():
     assert losses[0] != losses[1]
     with pytest.raises(ConfigError, match="ScaleConditioned network reads; got UNet"):
         MatchingModule(null_net(), FlowMatching())._loss((x1, c, torch.ones(6)), Noise().for_update(0))
+
+
+def test_teacher_reads_are_guided_at_the_students_scale():
+    """TeacherReads reads with the teacher guided at the scale the student samples at, else at the one it was
+    distilled at (its ``scale``), else unguided: x_s = s·x̂1 + (1 − s)·z', x̂1 ← to_data(f*_w(s, x_s), x_s, s)."""
+    teacher, process = null_net(), FlowMatching()
+    t, x1, labels = inputs()
+    s = torch.full_like(t, 0.9)
+
+    def expected(w):
+        z2 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(5))
+        x_s = 0.9 * x1 + 0.1 * z2
+        f = teacher(s, x_s, labels) if w is None else guided_prediction(teacher, s, x_s, labels, w)
+        return process.to_data(f, x_s, s)
+
+    def read(reads, w=None):
+        return reads(x1, labels, torch.Generator().manual_seed(5), w)
+
+    with torch.no_grad():
+        torch.testing.assert_close(read(TeacherReads(teacher, process, (0.9,))), expected(None))
+        pinned = TeacherReads(teacher, process, (0.9,), scale=2.0)
+        torch.testing.assert_close(read(pinned), expected(2.0))
+        torch.testing.assert_close(read(pinned, 3.0), expected(3.0))
+        assert not torch.allclose(expected(2.0), expected(None))

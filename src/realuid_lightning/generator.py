@@ -3,7 +3,6 @@ G_θ(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G) from x_G = process.start_sta
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Iterable, Mapping, Sequence
 
@@ -14,6 +13,7 @@ from realuid_lightning.errors import ConfigError
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process, expand_like
 from realuid_lightning.sampling import start_noise
+from realuid_lightning.schedule import check_schedules
 
 
 class FewStepGenerator(nn.Module):
@@ -115,11 +115,26 @@ class FewStepGenerator(nn.Module):
     ) -> list[Tensor]:
         """The data estimates x̂1 after each step 1 … M of the ``steps``-step sample from z (the last one is the
         sample), re-noised in between with draws of ``noise`` (global RNG: None)."""
-        x1, reads = z, []
-        for k, time in enumerate(self.schedule(steps)):
-            t = torch.full((z.shape[0],), time, device=z.device, dtype=z.dtype)
-            x = self.renoise(x1, t, fresh_noise(z, noise), cond) if k else self.process.start_state(t, z, cond)
-            x1 = self.read(x, t, cond, w)
+        first, *later = self.schedule(steps)
+        t = torch.full((z.shape[0],), first, device=z.device, dtype=z.dtype)
+        x1 = self.read(self.process.start_state(t, z, cond), t, cond, w)
+        return [x1, *self.continue_from(x1, later, cond, noise, w)]
+
+    def continue_from(
+        self,
+        x1: Tensor,
+        times: Sequence[float],
+        cond: Tensor | None = None,
+        noise: Generator | None = None,
+        w: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The data estimates of further steps from x̂1 at each time s of ``times``: x_s = renoise(x̂1, s, z'), fresh
+        z' drawn by ``noise`` (global RNG: None), then x̂1 ← read(x_s, s); the steps after a sampler's first, or a
+        teacher's reads of a student's sample (:meth:`~realuid_lightning.sampler.Sampler.read_by_teacher`)."""
+        reads = []
+        for time in times:
+            t = torch.full((x1.shape[0],), time, device=x1.device, dtype=x1.dtype)
+            x1 = self.read(self.renoise(x1, t, fresh_noise(x1, noise), cond), t, cond, w)
             reads.append(x1)
         return reads
 
@@ -223,70 +238,3 @@ def fresh_noise(z: Tensor, generator: torch.Generator | None) -> Tensor:
     """z' ~ N(0, I) like z, drawn on the generator's device (the pipeline's convention) and moved to z's."""
     device = generator.device if generator is not None else z.device
     return torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
-
-
-def check_schedules(process: Process, schedules: Sequence[Sequence[float]]) -> list[Sequence[float]]:
-    """``schedules`` when each is t_1 < … < t_N with a regular read at every time (:func:`check_generator_time`), one
-    per step count; else a one-line ConfigError naming the bad schedule."""
-    for times in schedules:
-        for time in times:
-            check_generator_time(process, time)
-        if len(times) == 0 or any(s >= t for s, t in zip(times, times[1:])):
-            raise ConfigError(
-                f"generator_times={list(times)} is not a schedule; give increasing times t_1 < … < t_N "
-                "(t_1 = the one-step generator_time)"
-            )
-    if len({len(times) for times in schedules}) != len(schedules) or not schedules:
-        raise ConfigError(f"generator schedules {[list(s) for s in schedules]} need one schedule per step count")
-    return list(schedules)
-
-
-def reads_data_at(process: Process, time: float) -> bool:
-    """True when a prediction at ``time`` converts to a data estimate: ``to_data`` of unit inputs is finite there.
-
-    The conversion solves a 2×2 system with determinant a·p0 − b·p1 (:meth:`Process.to_endpoints`); where it is 0
-    (x0-prediction flows at t = 0: a = 0, p1 = 0) or a coefficient is not finite, the result is ±inf or NaN.
-    """
-    t, one = torch.tensor([float(time)]), torch.ones(1, 1)
-    return bool(torch.isfinite(process.to_data(one, one, t, one)).all())
-
-
-def check_generator_time(process: Process, time: float) -> None:
-    """One-line ConfigError when the generator's read G(z) = to_data(g(t_G, x), x, t_G) is singular at t_G."""
-    if reads_data_at(process, time):
-        return
-    regular = [p for p in process.predictions if reads_data_at(_predicting(process, p), time)]
-    raise ConfigError(
-        f"generator_time={time}: {type(process).__name__} with prediction={process.prediction!r} has "
-        "no data estimate there (the conversion divides by a·p0 − b·p1 = 0); choose a generator_time "
-        f"where it is regular{f', or a teacher predicting one of {regular}' if regular else ''}"
-    )
-
-
-def _predicting(process: Process, prediction: str) -> Process:
-    """A shallow copy of ``process`` with another prediction (only the error message uses it)."""
-    other = copy.copy(process)
-    other.prediction = prediction
-    return other
-
-
-def time_of_noise_level(process: Process, sigma: float) -> float:
-    """The time t with b_t / a_t = σ (the EDM noise level of x_t / a_t), by bisection on [t_min, t_max].
-
-    b/a falls from the source to the data end on every process here; SiD's σ_init = 2.5 becomes the
-    generator time of a VP or EDM teacher this way.
-    """
-
-    def ratio(t: float) -> float:
-        c = process.coefficients(torch.tensor([t], dtype=torch.float64))
-        return float(c.b / c.a) if float(c.a) > 0 else float("inf")
-
-    lo, hi = process.t_min, process.t_max
-    if not ratio(hi) <= sigma <= ratio(lo):
-        raise ConfigError(
-            f"generator_sigma={sigma} is outside this process's noise range [{ratio(hi):.4g}, {ratio(lo):.4g}]"
-        )
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ratio(mid) > sigma else (lo, mid)
-    return 0.5 * (lo + hi)

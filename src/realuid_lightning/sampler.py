@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
 from realuid_lightning.sampling import COUPLING_SOLVERS, check_method, sample_teacher
+from realuid_lightning.teacher_reads import TeacherReads, add_teacher_read_options, distilled_from
 
 ONE_STEP = "generator"  # the method of a student's sampler
 
@@ -60,6 +61,8 @@ class Sampler:
     schedules: list[list[float]] | None = None
     guidance: float | None = None
     cond_drop_prob: float | None = None
+    teacher_reads: TeacherReads | None = None
+    distilled_from: dict[str, Any] | None = None
 
     @property
     def student(self) -> bool:
@@ -74,9 +77,22 @@ class Sampler:
         """x1 from z (B, *shape); ``generator`` draws an SDE's noise or a few-step student's re-noising."""
         if self.student:
             w = scale_input(self.net, self.guidance, z)
-            return self.student_generator()(z, cond, self.steps, generator, *w)
+            x1 = self.student_generator()(z, cond, self.steps, generator, *w)
+            scale = self.guidance if self.guidance is not None else getattr(self.net, "default_scale", None)
+            return x1 if self.teacher_reads is None else self.teacher_reads(x1, cond, generator, scale)
         net = self.net if self.guidance is None else Guided(self.net, self.guidance)
         return sample_teacher(net, self.process, z, self.steps, self.method, cond, generator)
+
+    def read_by_teacher(self, reads: Sequence[float], teacher: str | None = None) -> Sampler:
+        """This student's sample read once more by its teacher at each time of ``reads`` (:class:`TeacherReads`;
+        steps + len(reads) network reads in all). ``teacher``: a teacher checkpoint, diffusers folder or hub id
+        (default: the one the student's checkpoint records, with the same EMA weights)."""
+        if not reads:
+            return self
+        if not self.student:
+            raise ConfigError("--teacher-reads reads a student's sample again; sample a teacher with --steps")
+        reads_ = TeacherReads.load(self.process, reads, self.distilled_from or {}, teacher, self.shape)
+        return dataclasses.replace(self, teacher_reads=reads_)
 
     def guided(self, w: float | None) -> Sampler:
         """This sampler at guidance scale w (None: unguided); one-line error for a network that cannot take it."""
@@ -113,6 +129,7 @@ class Sampler:
             "method": self.method,
             "label": "all" if self.label is None and class_count(self.net) else self.label,
             **({} if self.guidance is None else {"guidance": self.guidance}),
+            **({"teacher_reads": list(self.teacher_reads.times)} if self.teacher_reads else {}),
         }
 
     @torch.no_grad()
@@ -176,7 +193,8 @@ def _from_checkpoint(path: Path, ema: str | float | None) -> Sampler:
     if record.student:
         schedules, time = record.generator_schedules, record.generator_time or 0.0
         steps = max(map(len, record.schedules))
-        return Sampler(net, process, shape, steps, time=time, ema=decay, weights=record.weights, schedules=schedules)
+        sampler = Sampler(net, process, shape, steps, time=time, ema=decay, weights=record.weights, schedules=schedules)
+        return dataclasses.replace(sampler, distilled_from=distilled_from(checkpoint, record))
     steps, method, dropped = record.sample_steps or 100, record.sample_method or "euler", record.cond_drop_prob or 0.0
     return Sampler(net, process, shape, steps, method, ema=decay, weights=record.weights, cond_drop_prob=dropped)
 
@@ -220,7 +238,9 @@ def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
 def sampler_from_args(args: argparse.Namespace) -> Sampler:
     """The sampler the options of :func:`add_sampler_options` describe."""
     sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
-    return sampler.conditioned(args.label, args.sources, args.guidance)
+    return sampler.conditioned(args.label, args.sources, args.guidance).read_by_teacher(
+        args.teacher_reads, args.teacher
+    )
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
@@ -248,6 +268,7 @@ def add_sampler_options(p: argparse.ArgumentParser) -> None:
         "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
         "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N",
     )
+    add_teacher_read_options(p)
 
 
 def _add_network_options(p: argparse.ArgumentParser) -> None:

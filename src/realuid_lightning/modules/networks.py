@@ -11,9 +11,10 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, check_step_weights, step_paths, time_of_noise_level
+from realuid_lightning.generator import FewStepGenerator, check_step_weights, step_paths
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
+from realuid_lightning.schedule import time_of_noise_level
 
 
 def with_dropout(spec: Any, p: float) -> Any:
