@@ -51,9 +51,9 @@ class TeacherReads:
     def __call__(
         self, x1: Tensor, cond: Tensor | None, generator: torch.Generator | None, w: float | None = None
     ) -> Tensor:
-        """x̂1 after the reads; ``w``: the scale the student sampled at (None: :attr:`scale`, the distilled one)."""
-        w = self.scale if w is None else w
-        net = self.teacher if w is None else Guided(self.teacher, w)
+        """x̂1 after the reads, on x̂1's device; ``w``: the scale the student sampled at (None: :attr:`scale`)."""
+        w, teacher = self.scale if w is None else w, self.teacher.to(x1.device)
+        net = teacher if w is None else Guided(teacher, w)
         return FewStepGenerator(net, self.process, [self.times]).continue_from(x1, self.times, cond, generator)[-1]
 
 
