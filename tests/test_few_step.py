@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import sections, tiny_data, tiny_distiller, trainer
+from helpers import sections, tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from test_fid import CountingDigits, tiny_unet
@@ -360,6 +360,35 @@ def test_fd_and_preview_score_every_trained_step_count(tmp_path):
         "samples/raw_1steps",
         "samples/raw_2steps",
     ]
+
+
+def test_fd_scores_the_teacher_reads_of_every_student_sample(tmp_path):
+    """FrechetDistance(teacher_reads=[0.9]) also logs each sample read again by the frozen teacher
+    (fid/raw_teacher0.9, fid/ema_0.9_teacher0.9): the FD of x̂1 = to_data(f*(0.9, x), x, 0.9), x = 0.9·G(z) + 0.1·z'
+    with z and z' from the callback's generator; a module without a frozen teacher, or times that do not increase,
+    are one-line errors."""
+    fid = FrechetDistance(
+        every_n_steps=2, num_samples=64, feature="digits", cache_dir=str(tmp_path), batch_size=32, teacher_reads=[0.9]
+    )
+    module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), fake_updates=1, warmup_steps=0))
+    trainer(2, callbacks=[EMA([0.9]), fid]).fit(module, datamodule=CountingDigits())
+    scores = {k: float(v) for k, v in fid.last_scores.items()}
+    assert sorted(scores) == ["fid/ema_0.9", "fid/ema_0.9_teacher0.9", "fid/raw", "fid/raw_teacher0.9"]
+
+    def read_by_hand(n, g, c):
+        x1, s = module.sample(n, generator=g, cond=c), torch.full((n,), 0.9)
+        x = 0.9 * x1 + 0.1 * torch.randn(x1.shape, generator=g)
+        return module.process.to_data(module.teacher(s, x), x, s)
+
+    with torch.no_grad():
+        by_hand = fid._score("raw_teacher0.9", read_by_hand, module.trainer, module)["fid/raw_teacher0.9"]
+    assert by_hand == pytest.approx(scores["fid/raw_teacher0.9"], rel=1e-6) and by_hand != scores["fid/raw"]
+    for module, reads, match in [
+        (tiny_teacher(), [0.9], r"teacher_reads=\[0.9\] needs a module with a frozen teacher"),
+        (tiny_distiller(), [0.9, 0.5], "--teacher-reads 0.9 0.5: give increasing times"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            FrechetDistance(feature="digits", teacher_reads=reads).setup(None, module, "fit")
 
 
 def test_teacher_reads_follow_the_student_sample(tmp_path, capsys):

@@ -17,48 +17,23 @@ from torch import nn
 
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.callbacks.fid_cache import real_statistics_file, teacher_scores_file
+from realuid_lightning.callbacks.fid_options import check_fid_arguments
 from realuid_lightning.callbacks.fid_stats import cached_scores, load_real_statistics
 from realuid_lightning.callbacks.fid_teacher import (
     SampleFn,
+    check_teacher_reads,
     check_teacher_steps,
     has_frozen_teacher,
     module_sampler,
     score_suffix,
     teacher_method,
+    teacher_read_sampler,
     teacher_sampler,
 )
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
-from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
+from realuid_lightning.nets.features import feature_network
 from realuid_lightning.nets.labels import cycled_labels
-
-FEATURES = ("inception", *PRETRAINED_FEATURES)  # inception, digits, mnist
-
-
-def check_fid_arguments(
-    every_n_steps: int,
-    num_samples: int,
-    batch_size: int,
-    num_classes: int | None,
-    steps: list[int],
-    feature: str | nn.Module,
-) -> None:
-    """One ConfigError line for a count below its least value or a feature network FD cannot use."""
-    for name, value, least in (
-        ("every_n_steps", every_n_steps, 1),
-        ("num_samples", num_samples, 2),
-        ("batch_size", batch_size, 1),
-        ("num_classes", num_classes, 1),
-        *(("teacher_steps", k, 1) for k in steps),
-    ):
-        if value is not None and value < least:
-            raise ConfigError(f"{name}={value} is invalid; it must be an integer >= {least}")
-    if not isinstance(feature, nn.Module) and feature not in FEATURES:
-        raise ConfigError(
-            f"feature={feature!r} is not supported; choose one of {FEATURES} or an nn.Module with num_features"
-        )
-    if isinstance(feature, nn.Module) and not isinstance(getattr(feature, "num_features", None), int):
-        raise ConfigError(f"feature network {type(feature).__name__} needs an integer num_features attribute")
 
 
 class FrechetDistance(Callback):
@@ -95,6 +70,9 @@ class FrechetDistance(Callback):
         seed: seed of the generation noise (plus the rank).
         summary: print the one-line summary at the end of fit.
         guidance_scales: score at each classifier-free guidance scale w (suffix ``_w{w}``; default: the module's own).
+        teacher_reads: also score each student sample read again by the frozen teacher at these times (increasing;
+            :class:`~realuid_lightning.teacher_reads.TeacherReads`, ``realuid evaluate --teacher-reads``), suffix
+            ``_teacher{t}`` per time, e.g. ``fid/ema_0.9_teacher0.9``.
     """
 
     def __init__(
@@ -112,6 +90,7 @@ class FrechetDistance(Callback):
         seed: int = 0,
         summary: bool = True,
         guidance_scales: list[float] | None = None,
+        teacher_reads: list[float] | None = None,
     ) -> None:
         steps = [teacher_steps] if isinstance(teacher_steps, int) else list(teacher_steps or [])
         check_fid_arguments(every_n_steps, num_samples, batch_size, num_classes, steps, feature)
@@ -120,6 +99,7 @@ class FrechetDistance(Callback):
         self.kid, self.cache_dir, self.batch_size, self.num_classes = kid, cache_dir, batch_size, num_classes
         self.teacher_steps, self.prefix, self.seed, self.summary = steps, prefix, seed, summary
         self.guidance_scales = list(guidance_scales or [None])  # None: the module's own w
+        self.teacher_reads = list(teacher_reads or [])
         self.kid_prefix = "kid" if prefix == "fid" else f"{prefix}_kid"
         self.extractor: nn.Module | None = None
         self.distances: FeatureDistances | None = None  # the FD / KID code realuid evaluate uses
@@ -134,6 +114,7 @@ class FrechetDistance(Callback):
         if stage != "fit" or self.extractor is not None:
             return
         check_teacher_steps(self.teacher_steps, pl_module)
+        check_teacher_reads(self.teacher_reads, pl_module)
         self.extractor = feature_network(self.feature, self.inception_weights)
         self.distances = FeatureDistances(self.extractor.num_features, kid=self.kid)
 
@@ -206,15 +187,26 @@ class FrechetDistance(Callback):
             for w in self.guidance_scales:
                 for steps_suffix, steps in pl_module.sampled_steps.items():
                     sample, suffix = module_sampler(pl_module, w, steps), steps_suffix + score_suffix(w)
-                    scores |= self._score("raw" + suffix, sample, trainer, pl_module)
+                    scores |= self._score_student("raw" + suffix, sample, trainer, pl_module, w)
                     for decay in ema.decays if ema is not None else []:
                         with ema.swapped(pl_module, decay):
-                            scores |= self._score(f"ema_{decay}{suffix}", sample, trainer, pl_module)
+                            scores |= self._score_student(f"ema_{decay}{suffix}", sample, trainer, pl_module, w)
                 for steps in self.teacher_steps:
                     scores |= self._teacher_scores(steps, trainer, pl_module, w)
         finally:
             pl_module.train(was_training)
         self.last_scores = scores
+        return scores
+
+    def _score_student(
+        self, name: str, sample: SampleFn, trainer: Trainer, pl_module: LightningModule, w: float | None
+    ) -> dict[str, float]:
+        """The student's scores, and with ``teacher_reads`` those of its samples read again by the teacher."""
+        scores = self._score(name, sample, trainer, pl_module)
+        if self.teacher_reads:
+            read = teacher_read_sampler(pl_module, sample, self.teacher_reads, w)
+            reads = "".join(f"_teacher{t:g}" for t in self.teacher_reads)
+            scores |= self._score(name + reads, read, trainer, pl_module)
         return scores
 
     def _teacher_scores(

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.sampler import Sampler
+from realuid_lightning.teacher_reads import TeacherReads, check_times
 
 SampleFn = Callable[[int, torch.Generator, "Tensor | None"], Tensor]  # (n, generator, cond) → n images
 
@@ -67,3 +68,19 @@ def teacher_sampler(pl_module: LightningModule, steps: int, w: float | None = No
     net = pl_module.teacher if w is None else pl_module.teacher.net  # Guided calls the bare network twice
     sampler = Sampler(net, pl_module.process, tuple(pl_module.data_shape), steps, method).guided(w)
     return lambda n, g, c: sampler(pl_module.source_noise(n, g), pl_module.sampling_cond(n, c), g)
+
+
+def teacher_read_sampler(pl_module: LightningModule, sample: SampleFn, times: list[float], w: float | None) -> SampleFn:
+    """``sample`` followed by the frozen teacher's reads at ``times`` (:class:`TeacherReads`), guided at
+    :func:`reference_scale`, conditioned as the student was (its sources or classes)."""
+    w = reference_scale(pl_module, w)
+    net = pl_module.teacher if w is None else pl_module.teacher.net  # Guided calls the bare network twice
+    reads = TeacherReads(net, pl_module.process, tuple(times))
+    return lambda n, g, c: reads(sample(n, g, c), pl_module.sampling_cond(n, c), g, w)
+
+
+def check_teacher_reads(times: list[float], pl_module: LightningModule) -> None:
+    """``teacher_reads`` need a frozen teacher (RealUIDModule) and increasing, regular times."""
+    if times and not has_frozen_teacher(pl_module):
+        raise ConfigError(f"teacher_reads={times} needs a module with a frozen teacher (RealUIDModule)")
+    check_times(pl_module.process, times)
