@@ -57,6 +57,12 @@ def module_sampler(pl_module: LightningModule, w: float | None, steps: int | Non
     return lambda n, g, c: pl_module.sample(n, generator=g, cond=c, **options)
 
 
+def guided_network(pl_module: LightningModule, w: float | None) -> nn.Module:
+    """The frozen teacher to sample at scale w: the teacher itself unguided, its bare network under guidance (which
+    ``Guided`` calls twice, for c and ∅)."""
+    return pl_module.teacher if w is None else pl_module.teacher.net
+
+
 def teacher_sampler(pl_module: LightningModule, steps: int, w: float | None = None) -> SampleFn:
     """n teacher samples with ``steps`` steps at guidance scale :func:`reference_scale`: the frozen teacher's
     :class:`~realuid_lightning.sampler.Sampler` from the module's noise and conditioning, or a MatchingModule's own
@@ -65,8 +71,9 @@ def teacher_sampler(pl_module: LightningModule, steps: int, w: float | None = No
     if not has_frozen_teacher(pl_module):
         return module_sampler(pl_module, w, steps=steps)
     method = pl_module.process.sampling_methods[0]
-    net = pl_module.teacher if w is None else pl_module.teacher.net  # Guided calls the bare network twice
-    sampler = Sampler(net, pl_module.process, tuple(pl_module.data_shape), steps, method).guided(w)
+    sampler = Sampler(
+        guided_network(pl_module, w), pl_module.process, tuple(pl_module.data_shape), steps, method
+    ).guided(w)
     return lambda n, g, c: sampler(pl_module.source_noise(n, g), pl_module.sampling_cond(n, c), g)
 
 
@@ -74,8 +81,7 @@ def teacher_read_sampler(pl_module: LightningModule, sample: SampleFn, times: li
     """``sample`` followed by the frozen teacher's reads at ``times`` (:class:`TeacherReads`), guided at
     :func:`reference_scale`, conditioned as the student was (its sources or classes)."""
     w = reference_scale(pl_module, w)
-    net = pl_module.teacher if w is None else pl_module.teacher.net  # Guided calls the bare network twice
-    reads = TeacherReads(net, pl_module.process, tuple(times))
+    reads = TeacherReads(guided_network(pl_module, w), pl_module.process, tuple(times))
     return lambda n, g, c: reads(sample(n, g, c), pl_module.sampling_cond(n, c), g, w)
 
 
