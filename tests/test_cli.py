@@ -218,6 +218,7 @@ OPTIONS = {
         "generator_ema": 0.99,
         "fake_init": ["scratch", "teacher"],
         "fake_per_step": True,
+        "fake_per_count": True,
         "dropout": 0.1,
         "guidance_range": [1.0, 4.0],
     },

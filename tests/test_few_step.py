@@ -25,8 +25,8 @@ from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.export import OneStepPipeline, export_generator
-from realuid_lightning.generator import step_paths
-from realuid_lightning.modules.networks import PerStepFakeModels
+from realuid_lightning.generator import StepRoute, step_paths
+from realuid_lightning.modules.networks import PerStepFakeModels, fake_routing
 from realuid_lightning.noise import Noise
 from realuid_lightning.processes import EDM, BrownianBridge, ContinuousVP, StochasticInterpolant
 from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
@@ -108,7 +108,7 @@ def drawn_shares(options: dict, batch: int = 70_000) -> tuple[torch.Tensor, torc
     """The shares of a training batch (seed 0) that draw each step count (ascending) and read at each generator time."""
     student = GeneratorOptions(**options).few_step_generator(MLP(dim=2), FlowMatching())
     torch.manual_seed(0)
-    times, k, _ = student._drawn_schedules(torch.zeros(batch, 2), Noise())
+    times, k, *_ = student._drawn_schedules(torch.zeros(batch, 2), Noise())
     drawn = 1 + (times[:, 1:] != times[:, :-1]).sum(1)  # a row's count: its schedule is padded with its last time
     read = times.gather(1, k[:, None]).squeeze(1)
     shares = [(drawn == m).double().mean() for m in student.steps]
@@ -149,14 +149,17 @@ def test_training_read_names_its_step_path():
     student.net.register_forward_pre_hook(lambda _, args: read_times.append(args[0]))
     z = torch.randn(512, 2)
     torch.manual_seed(1)
-    times, k, _ = student._drawn_schedules(z, Noise())
+    times, k, *_ = student._drawn_schedules(z, Noise())
     torch.manual_seed(1)
     with torch.no_grad():
-        _, path = student(z, noise=Noise(), with_path=True)
+        _, route = student(z, noise=Noise(), with_route=True)
+    path = route.path
     paths = [student.paths[p] for p in path.tolist()]
     assert paths == [tuple(times[i, : k[i] + 1].tolist()) for i in range(len(z))]
     assert read_times[-1].tolist() == [p[-1] for p in paths]
     assert set(path.tolist()) == set(range(5))
+    drawn = 1 + (times[:, 1:] != times[:, :-1]).sum(1)  # each row's count (its schedule is padded with its last time)
+    assert torch.equal(torch.tensor(student.steps)[route.count], drawn)
 
 
 def test_per_step_fake_models_read_each_row_with_its_path():
@@ -166,7 +169,7 @@ def test_per_step_fake_models_read_each_row_with_its_path():
     models = [MLP(dim=2, hidden=8, depth=1, time_dim=4) for _ in range(3)]
     fake = PerStepFakeModels(models)
     t, x, path = torch.rand(10), torch.randn(10, 2), torch.tensor([0, 1, 0, 1, 1, 0, 0, 1, 0, 1])
-    out = fake(t, x, None, path=path)
+    out = fake(t, x, None, route=path)
     for p in (0, 1):
         torch.testing.assert_close(out[path == p], models[p](t[path == p], x[path == p]), rtol=0, atol=0)
     (out[path == 0] ** 2).sum().backward()
@@ -212,6 +215,31 @@ def test_fake_init_per_step_path():
         tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, fake_init=["teacher"])
     with pytest.raises(ConfigError, match=r"fake_init=\['scratch', 'random'\] is not supported"):
         tiny_distiller(generator_times=[0.0, 0.5], fake_per_step=True, fake_init=["scratch", "random"])
+
+
+def test_fake_per_count_fits_one_fake_model_per_step_count():
+    """fake_per_count gives a shared student one fake model per trained step count (3 for [1, 2, 4], where
+    fake_per_step gives 5 paths), each started by its entry of fake_init and routed the rows of its count; it trains
+    each; both options together, or a fake_init list of the wrong length, are refused in one line."""
+    assert len(tiny_distiller(**SHARED, fake_per_count=True).fake_model.models) == 3
+    assert len(tiny_distiller(**SHARED, fake_per_step=True).fake_model.models) == 5
+    pl.seed_everything(0)
+    shared = {"generator_times": [0.0, 0.5], "student_steps": [1, 2]}
+    module = tiny_distiller(fake_updates=1, **shared, fake_per_count=True, fake_init=["scratch", "teacher"])
+    fake = module.fake_model
+    assert isinstance(fake, PerStepFakeModels) and fake.by == "count" and len(fake.models) == 2
+    teacher = module.teacher.net.state_dict()
+    assert all(torch.equal(v, teacher[k]) for k, v in fake.models[1].state_dict().items())
+    route = StepRoute(path=torch.tensor([0, 1, 0, 2]), count=torch.tensor([0, 1, 1, 1]))
+    assert torch.equal(fake_routing(fake, route, 2)["route"], torch.tensor([0, 1, 1, 1] * 2))
+    assert torch.equal(fake_routing(PerStepFakeModels([MLP(), MLP()]), route, 1)["route"], route.path)
+    before = [[q.clone() for q in m.parameters()] for m in fake.models]
+    trainer(4).fit(module, tiny_data())
+    assert all(any(not torch.equal(a, b) for a, b in zip(old, m.parameters())) for old, m in zip(before, fake.models))
+    with pytest.raises(ConfigError, match="fake_per_step=true and fake_per_count=true are both given; choose one"):
+        GeneratorOptions(**shared, fake_per_step=True, fake_per_count=True)
+    with pytest.raises(ConfigError, match=r"gives 3 starts for 2 step counts, schedules \[\[0.0\], \[0.0, 0.5\]\]"):
+        tiny_distiller(**shared, fake_per_count=True, fake_init=["scratch", "teacher", "teacher"])
 
 
 def test_backward_simulation_draws_what_the_ranks_draw():

@@ -4,7 +4,7 @@ G_θ(z) = process.to_data(g_θ(t_G, x_G), x_G, t_G) from x_G = process.start_sta
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Generator, Tensor, nn
@@ -14,6 +14,15 @@ from realuid_lightning.noise import Noise
 from realuid_lightning.processes.base import Process, expand_like
 from realuid_lightning.sampling import start_noise
 from realuid_lightning.schedule import check_schedules
+
+
+class StepRoute(NamedTuple):
+    """Where each sample's backward-simulated training read came from (B,) each: ``path``, its index into
+    :attr:`FewStepGenerator.paths` (the steps t_1 … t_k that gave it), and ``count``, the index of its drawn step
+    count in :attr:`FewStepGenerator.steps`; a per-step or per-count fake model routes its rows by one of them."""
+
+    path: Tensor
+    count: Tensor
 
 
 class FewStepGenerator(nn.Module):
@@ -94,15 +103,15 @@ class FewStepGenerator(nn.Module):
         steps: int | None = None,
         noise: Noise | Generator | None = None,
         w: Tensor | None = None,
-        with_path: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+        with_route: bool = False,
+    ) -> Tensor | tuple[Tensor, StepRoute]:
         """x̂1 from z (B, *shape): the student's ``steps``-step sample with its re-noising drawn by the torch.Generator
         ``noise`` (global RNG: None), or, given the module's :class:`Noise`, one backward-simulated training read
-        (``with_path``: and each sample's index into :attr:`paths`, the steps that gave its read);
+        (``with_route``: and each sample's :class:`StepRoute`, the steps and the count that gave its read);
         ``w`` (B,): the guidance scale of a network that reads one (``ScaleConditioned``)."""
         if isinstance(noise, Noise):
-            x1, path = self._simulated(z, cond, noise, w)
-            return (x1, path) if with_path else x1
+            x1, route = self._simulated(z, cond, noise, w)
+            return (x1, route) if with_route else x1
         return self.estimates(z, cond, steps, noise, w)[-1]
 
     def estimates(
@@ -140,11 +149,11 @@ class FewStepGenerator(nn.Module):
 
     def _simulated(
         self, z: Tensor, cond: Tensor | None, noise: Noise, w: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, StepRoute]:
         """Backward simulation: x_{t_k} from steps 1 … k − 1 of the student without gradient (each re-noised with a
         fresh draw of ``noise``; one draw of the whole batch per step, so every sample's noise is fixed by the
-        update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient; (x̂1, its path index (B,))."""
-        times, k, path = self._drawn_schedules(z, noise)  # (B, N_max), (B,): k − 1 steps before the one with gradient
+        update whatever k it drew), then x̂1 = G_θ(x_{t_k}, t_k) with gradient; (x̂1, its :class:`StepRoute`)."""
+        times, k, path, count = self._drawn_schedules(z, noise)  # k − 1 steps before the one with gradient
         t = times[:, 0]
         x = self.process.start_state(t, z, cond)
         for j in range(times.shape[1] - 1):
@@ -155,12 +164,13 @@ class FewStepGenerator(nn.Module):
                     x1 = self.read(x[rows], t[rows], c, None if w is None else w[rows])
                     x_next = self.renoise(x1, t_next, fresh[rows], c)
                 x, t = x.index_put((rows,), x_next), t.index_put((rows,), t_next)
-        return self.read(x, t, cond, w), path
+        return self.read(x, t, cond, w), StepRoute(path, count)
 
-    def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor]:
+    def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per sample, the times of a trained schedule N ~ U(steps) (or ∝ the step weights), padded to N_max with its
-        last time (B, N_max), k − 1 with k ~ U{1, …, N} (B,) and the index of its path t_1 … t_k in :attr:`paths`
-        (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice (N = 1: nothing)."""
+        last time (B, N_max), k − 1 with k ~ U{1, …, N} (B,), the index of its path t_1 … t_k in :attr:`paths`
+        (B,) and of its count in :attr:`steps` (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice
+        (N = 1: nothing)."""
         counts, batch = self.steps, z.shape[0]
         table = torch.tensor(self._padded, device=z.device, dtype=z.dtype)
         path_table = torch.tensor(self._path_index, device=z.device)
@@ -169,7 +179,7 @@ class FewStepGenerator(nn.Module):
             m = self._count_index(noise, z)
         n = torch.tensor(counts, device=z.device)[m]
         k = _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
-        return table[m], k, path_table[m, k]
+        return table[m], k, path_table[m, k], m
 
     def _count_index(self, noise: Noise, z: Tensor) -> Tensor:
         """Per sample, the index of its step count in :attr:`steps`: i ~ U{0, …, C − 1}, or with step weights the

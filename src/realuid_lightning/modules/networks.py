@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, check_step_weights, step_paths
+from realuid_lightning.generator import FewStepGenerator, StepRoute, check_step_weights, step_paths
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
 from realuid_lightning.schedule import time_of_noise_level
@@ -44,18 +44,20 @@ def fresh_network(spec: Any, teacher: nn.Module) -> nn.Module:
 
 
 class PerStepFakeModels(nn.Module):
-    """f_1 … f_P, one fake model per step path p = t_1 … t_k of a few-step student (:func:`step_paths`): f_p fits the
-    data estimates that G_θ reads after path p, so the game matches each step's estimates to the data, where one
-    fake model fits only their mixture. ``f(t, x, cond, *w, path=p)`` evaluates each row with its path's model."""
+    """f_1 … f_P, one fake model per group of a few-step student's training reads: per step path p = t_1 … t_k
+    (:func:`step_paths`, ``by='path'``), f_p fits the data estimates that G_θ reads after path p, so the game matches
+    each step's estimates to the data, where one fake model fits only their mixture; per trained step count
+    (``by='count'``), f_M fits the mixture of the M-step schedule's estimates, as a dedicated M-step student's one fake
+    model does. ``f(t, x, cond, *w, route=r)`` evaluates each row with the model of its group r (B,)."""
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], by: Literal["path", "count"] = "path") -> None:
         super().__init__()
-        self.models = nn.ModuleList(models)
+        self.models, self.by = nn.ModuleList(models), by
 
-    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, *w: Tensor, path: Tensor) -> Tensor:
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, *w: Tensor, route: Tensor) -> Tensor:
         out, unused = None, x.new_zeros(())
         for p, model in enumerate(self.models):
-            rows = (path == p).nonzero().squeeze(1)
+            rows = (route == p).nonzero().squeeze(1)
             if rows.numel() == 0:  # keep every model in the graph, with zero gradients (DDP waits for all of them)
                 unused = unused + sum(q.sum() for q in model.parameters() if q.requires_grad) * 0
                 continue
@@ -64,25 +66,34 @@ class PerStepFakeModels(nn.Module):
         return out + unused
 
 
-def check_fake_init(fake_init: str | list[str], fake_per_step: bool) -> None:
-    """One-line ConfigError unless ``fake_init`` is 'scratch' or 'teacher', or with ``fake_per_step`` a list of them."""
+def check_fake_init(fake_init: str | list[str], fake_per_step: bool, fake_per_count: bool) -> None:
+    """One-line ConfigError unless ``fake_init`` is 'scratch' or 'teacher', or with ``fake_per_step`` or
+    ``fake_per_count`` (not both) a list of them."""
     starts = fake_init if isinstance(fake_init, list) else [fake_init]
     if not starts or any(start not in ("scratch", "teacher") for start in starts):
         raise ConfigError(
-            f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher' (with fake_per_step, a list of "
-            "them, one per step path)"
+            f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher' (with fake_per_step or "
+            "fake_per_count, a list of them, one per fake model)"
         )
-    if isinstance(fake_init, list) and not fake_per_step:
+    if fake_per_step and fake_per_count:
         raise ConfigError(
-            f"fake_init={fake_init} is a list, one start per step path, which needs fake_per_step=true; give "
-            "'scratch' or 'teacher' for one fake model"
+            "fake_per_step=true and fake_per_count=true are both given; choose one fake model per step path or one "
+            "per step count"
+        )
+    if isinstance(fake_init, list) and not (fake_per_step or fake_per_count):
+        raise ConfigError(
+            f"fake_init={fake_init} is a list, one start per fake model, which needs fake_per_step=true or "
+            "fake_per_count=true; give 'scratch' or 'teacher' for one fake model"
         )
 
 
-def fake_routing(fake_model: nn.Module, path: Tensor, copies: int) -> dict[str, Tensor]:
-    """The fake model's keyword for rows of step paths ``path`` (B,) repeated ``copies`` times (a fake update's real
-    rows take their generated twins' paths, so every per-step model sees both alike); {} for one fake model."""
-    return {"path": torch.cat([path] * copies)} if isinstance(fake_model, PerStepFakeModels) else {}
+def fake_routing(fake_model: nn.Module, route: StepRoute, copies: int) -> dict[str, Tensor]:
+    """The fake model's keyword for rows of step routes ``route`` repeated ``copies`` times (a fake update's real
+    rows take their generated twins' routes, so every per-step or per-count model sees both alike); {} for one fake
+    model."""
+    if not isinstance(fake_model, PerStepFakeModels):
+        return {}
+    return {"route": torch.cat([getattr(route, fake_model.by)] * copies)}
 
 
 @dataclass(frozen=True)
@@ -110,12 +121,16 @@ class GeneratorOptions:
             student, whose later reads a scratch f trains away from the teacher's, and the worse one for the one-step
             default job: README 'Few-step students'); with ``fake_per_step``, a list gives each step path's start
             (e.g. ['scratch', 'teacher']: the first step learns as a one-step student's, the later reads start as
-            the teacher's).
+            the teacher's); with ``fake_per_count``, one start per trained step count (e.g. ['scratch', 'scratch',
+            'teacher'] for [1, 2, 4]).
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
             (the first) is made up for by the others moving off the data (README 'Few-step students'). A one-step
             student has one path: the same single f either way.
+        fake_per_count: a shared student's fake model is one network per trained step count M, each fitted to the
+            mixture of the M-step schedule's estimates (P = len(student_steps) copies of f): each count plays the
+            game its dedicated student plays, with its own fake start from ``fake_init``, on one generator.
         dropout: the dropout of G_θ and f in every dropout layer (the official code uses 0).
         guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
             zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
@@ -132,13 +147,14 @@ class GeneratorOptions:
     generator_ema: float | None = 0.999
     fake_init: Literal["scratch", "teacher"] | list[Literal["scratch", "teacher"]] = "scratch"
     fake_per_step: bool = False
+    fake_per_count: bool = False
     dropout: float = 0.0
     guidance_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.guidance_range is not None:
             check_range(self.guidance_range)
-        check_fake_init(self.fake_init, self.fake_per_step)
+        check_fake_init(self.fake_init, self.fake_per_step, self.fake_per_count)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
@@ -193,19 +209,24 @@ class GeneratorOptions:
 
     def fake_model(self, teacher: nn.Module, spec: Any, process: Process) -> nn.Module:
         """f: the network of ``spec`` as its constructor builds it ('scratch') or a copy of the teacher, trainable;
-        with ``fake_per_step``, one such network per step path of the student (:class:`PerStepFakeModels`)."""
-        paths = step_paths(self.schedules(process)) if self.fake_per_step else [()]
-        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(paths)
-        if len(starts) != len(paths):
+        with ``fake_per_step`` (``fake_per_count``), one such network per step path (step count) of the student
+        (:class:`PerStepFakeModels`)."""
+        schedules = self.schedules(process)
+        by, groups = ("path", step_paths(schedules)) if self.fake_per_step else ("count", schedules)
+        if not (self.fake_per_step or self.fake_per_count):
+            groups = [()]
+        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(groups)
+        if len(starts) != len(groups):
+            what = "step paths" if by == "path" else "step counts, schedules"
             raise ConfigError(
-                f"fake_init={self.fake_init} gives {len(starts)} starts for {len(paths)} step paths "
-                f"{[list(p) for p in paths]}; give one per path"
+                f"fake_init={self.fake_init} gives {len(starts)} starts for {len(groups)} {what} "
+                f"{[list(g) for g in groups]}; give one per fake model"
             )
         fakes = [
             trainable(copy.deepcopy(teacher) if start == "teacher" else fresh_network(spec, teacher), self.dropout)
             for start in starts
         ]
-        return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes)
+        return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes, by)
 
     def load_distilled(self, generator: FewStepGenerator) -> None:
         """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights); nothing without one."""
