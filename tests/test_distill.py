@@ -7,7 +7,15 @@ import torch
 from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from realuid_lightning import MLP, FlowMatching, GeneratorOptions, OneStepGenerator, RealUIDModule, TeacherOptions
+from realuid_lightning import (
+    MLP,
+    FewStepGenerator,
+    FlowMatching,
+    GeneratorOptions,
+    OneStepGenerator,
+    RealUIDModule,
+    TeacherOptions,
+)
 from realuid_lightning.checkpoint import instantiate
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets import UNet
@@ -305,7 +313,8 @@ def test_fake_from_scratch_needs_a_network_spec():
 
 @pytest.mark.parametrize("prediction,time", [("x0", 0.0), ("x1", 1.0)])
 def test_singular_generator_time_is_refused(prediction, time):
-    """Flow matching reads no data from an x0-prediction at t_G = 0 (a = 0) or an x1-prediction at t_G = 1 (b = 0)."""
+    """Flow matching reads no data from an x0-prediction at t_G = 0 (a = 0) or an x1-prediction at t_G = 1 (b = 0);
+    a time outside the process's range [t_min, t_max], first or later in a schedule, is refused too."""
     match = rf"generator_time={time}: FlowMatching with prediction='{prediction}' has no data estimate there"
     with pytest.raises(ConfigError, match=match):
         OneStepGenerator(MLP(), FlowMatching(prediction=prediction), time)
@@ -314,6 +323,10 @@ def test_singular_generator_time_is_refused(prediction, time):
             TeacherOptions(net=MLP(), process=FlowMatching(prediction=prediction)),
             generator=GeneratorOptions(generator_time=time),
         )
+    with pytest.raises(ConfigError, match=r"generator_time=1.2 is outside FlowMatching's time range \[0, 1\]"):
+        OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 1.2)
+    with pytest.raises(ConfigError, match=r"generator_time=-0.1 is outside FlowMatching's time range \[0, 1\]"):
+        FewStepGenerator(MLP(), FlowMatching(prediction=prediction), [[-0.1, 0.5]])
     z = torch.randn(5, 2)
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(prediction=prediction), 0.5)(z)).all()
     assert torch.isfinite(OneStepGenerator(MLP(), FlowMatching(), time)(z)).all()

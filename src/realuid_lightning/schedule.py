@@ -39,8 +39,14 @@ def reads_data_at(process: Process, time: float) -> bool:
 
 
 def check_generator_time(process: Process, time: float, what: str = "generator_time") -> None:
-    """One-line ConfigError when the generator's read G(z) = to_data(g(t_G, x), x, t_G) is singular at t_G; ``what``
-    names the option that gave the time."""
+    """One-line ConfigError when t_G lies outside the process's time range [t_min, t_max] (where the teacher was
+    never trained) or the generator's read G(z) = to_data(g(t_G, x), x, t_G) is singular there; ``what`` names the
+    option that gave the time."""
+    if not process.t_min <= time <= process.t_max:
+        raise ConfigError(
+            f"{what}={time} is outside {type(process).__name__}'s time range [{process.t_min:g}, {process.t_max:g}], "
+            "where its teacher was trained; choose a time inside it"
+        )
     if reads_data_at(process, time):
         return
     regular = [p for p in process.predictions if reads_data_at(_predicting(process, p), time)]
