@@ -276,6 +276,42 @@ def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
         pipe(4, class_labels=labels, guidance_scale=5.0)
 
 
+def test_export_with_teacher_reads_reproduces_realuid_sample(tmp_path):
+    """realuid export --teacher-reads 0.9 of a range student writes a pipeline that holds its teacher (null class
+    included) and gives at guidance_scale w what realuid sample --guidance w --teacher-reads 0.9 gives for the same
+    seed (the teacher guided at w); teacher_reads=[] gives the student alone; a pipeline exported without its teacher
+    refuses reads in one line."""
+    from realuid_lightning.export import OneStepPipeline, export_generator
+
+    teacher = MatchingModule(null_net(), FlowMatching(), lr=1e-3, cond_drop_prob=0.1, sample_steps=2)
+    trainer(2, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "t", save_last=True)]).fit(teacher, digits())
+    options = {"teacher_ckpt": str(tmp_path / "t/last.ckpt"), "teacher_ema": None, "guidance_range": (1.0, 4.0)}
+    module = RealUIDModule(**sections(fake_updates=1, warmup_steps=2, fake_init="teacher", **options))
+    trainer(4, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "s", save_last=True)]).fit(module, digits())
+    ckpt, pipe_dir = str(tmp_path / "s/last.ckpt"), str(tmp_path / "pipe")
+    main(["export", "--ckpt", ckpt, "--out", pipe_dir, "--ema", "raw", "--teacher-reads", "0.9"])
+    pipe, labels = OneStepPipeline.from_pretrained(pipe_dir), torch.arange(4)
+    assert pipe.config.teacher_reads == [0.9] and pipe.config.teacher_network["null_class"] is True
+
+    def draw(w, **reads):
+        return pipe(4, torch.Generator().manual_seed(0), "latent", labels, guidance_scale=w, **reads).images
+
+    student = load_sampler(ckpt, "raw")
+    for w in (1.5, 3.0):
+        expected = student.read_by_teacher([0.9]).conditioned(guidance=w).draw(4, seed=0)
+        torch.testing.assert_close(draw(w), expected, atol=1e-5, rtol=1e-5)
+    alone = student.conditioned(guidance=3.0).draw(4, seed=0)
+    torch.testing.assert_close(draw(3.0, teacher_reads=[]), alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(draw(3.0), alone, atol=1e-3)
+    export_generator(ckpt, tmp_path / "plain", ema=None)
+    with pytest.raises(ConfigError, match=r"teacher_reads=\[0.9\]: this pipeline holds no teacher"):
+        OneStepPipeline.from_pretrained(tmp_path / "plain")(1, class_labels=labels[:1], teacher_reads=[0.9])
+    other = MatchingModule(null_net("TorchCFMUNet"), FlowMatching(), lr=1e-3, cond_drop_prob=0.1)
+    trainer(1, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "o", save_last=True)]).fit(other, digits())
+    with pytest.warns(UserWarning, match="not the teacher"), pytest.raises(ConfigError, match="class TorchCFMUNet"):
+        export_generator(ckpt, tmp_path / "no", None, [0.9], str(tmp_path / "o/last.ckpt"))
+
+
 def test_pinned_student_of_a_teacher_that_reads_w_saves_samples_and_exports_at_its_w(tmp_path):
     """A fixed-w student of a w-reading teacher, written by a fit: its checkpoint samples (``realuid sample``) and its
     exported pipeline give the student at its w without being told w."""

@@ -21,6 +21,7 @@ from realuid_lightning.evaluation.images import is_image_folder, write_pngs
 from realuid_lightning.run_record import RunMetadata
 from realuid_lightning.sampler import add_sampler_options, sampler_from_args
 from realuid_lightning.saving import FinalCheckpoint, check_no_earlier_run, check_writable, with_atomic_checkpoints
+from realuid_lightning.teacher_reads import add_teacher_read_options
 
 HELP = """usage: realuid {fit,validate,test,predict,sample,evaluate,export,import-official,refit} ...
 
@@ -121,6 +122,7 @@ def export_parser() -> argparse.ArgumentParser:
         default="auto",
         help="EMA decay to export, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
     )
+    add_teacher_read_options(p)
     return p
 
 
@@ -128,7 +130,7 @@ def export_command(argv: list[str]) -> None:
     args = export_parser().parse_args(argv)
     from realuid_lightning.export import export_generator  # diffusers pipelines load only when exporting
 
-    out = export_generator(args.ckpt, args.out, args.ema)
+    out = export_generator(args.ckpt, args.out, args.ema, args.teacher_reads, args.teacher)
     print(f"wrote a one-step pipeline to {out}")
 
 

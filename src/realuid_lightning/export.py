@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from diffusers import ConfigMixin, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DModel
@@ -20,6 +21,7 @@ from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.sampler import load_sampler
+from realuid_lightning.teacher_reads import TeacherReads, check_times
 
 ADAPTERS = ("UNet", "DiffusersUNet")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -29,12 +31,15 @@ class _TimedUNet(nn.Module):
     """net(t, x, y) = unet(x, k(t), class_labels = y).sample in the convention of the adapter the generator was
     trained with:
 
-    k = time_scale·t for :class:`~realuid_lightning.nets.UNet`, k = (1 − t)(N − 1) for :class:`DiffusersUNet`.
+    k = time_scale·t for :class:`~realuid_lightning.nets.UNet`, k = (1 − t)(N − 1) for :class:`DiffusersUNet`;
+    ``null_class``: its last label is the null class ∅ of classifier-free guidance (a teacher's).
     """
 
-    def __init__(self, unet: UNet2DModel, net_adapter: str, time_scale: float, num_train_timesteps: int) -> None:
+    def __init__(
+        self, unet: UNet2DModel, net_adapter: str, time_scale: float, num_train_timesteps: int, null_class: bool = False
+    ) -> None:
         super().__init__()
-        self.unet, self.net_adapter = unet, net_adapter
+        self.unet, self.net_adapter, self.null_class = unet, net_adapter, null_class
         self.time_scale, self.num_train_timesteps = time_scale, num_train_timesteps
 
     def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -64,7 +69,10 @@ class OneStepPipeline(DiffusionPipeline):
     network (``net_adapter``: 'UNet' reads timestep = time_scale·t, 'DiffusersUNet' reads diffusers timesteps
     (1 − t)(N − 1)). A generator distilled with a guidance range keeps its scale embedding e(w) as the
     ``scale_embedding`` component and the range as ``guidance_range``; the call then takes ``guidance_scale`` w
-    (default: the middle of the range).
+    (default: the middle of the range). Exported with ``realuid export --teacher-reads``, the pipeline also holds the
+    teacher's UNet as the ``teacher`` component and reads each sample once more with it at each time of
+    ``teacher_reads`` (:class:`~realuid_lightning.teacher_reads.TeacherReads`, one network read each; guided at the
+    student's w), as ``realuid sample --teacher-reads`` does.
 
     Example::
 
@@ -73,7 +81,7 @@ class OneStepPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _optional_components = ["scale_embedding"]  # a component (loaded from its folder), though it defaults to None
+    _optional_components = ["scale_embedding", "teacher"]  # components (loaded from their folders), default None
 
     def __init__(
         self,
@@ -86,6 +94,10 @@ class OneStepPipeline(DiffusionPipeline):
         generator_schedules: list[list[float]] | None = None,
         scale_embedding: ScaleEmbeddingModel | None = None,
         guidance_range: list[float] | None = None,
+        teacher: UNet2DModel | None = None,
+        teacher_reads: list[float] | None = None,
+        teacher_network: dict | None = None,
+        teacher_guidance_scale: float | None = None,
     ) -> None:
         super().__init__()
         if net_adapter not in ADAPTERS:
@@ -97,8 +109,13 @@ class OneStepPipeline(DiffusionPipeline):
         )
         if (scale_embedding is None) != (guidance_range is None):
             raise ConfigError("give scale_embedding and guidance_range together (a student trained on a range of w)")
-        self.register_modules(unet=unet, scale_embedding=scale_embedding)
+        if (teacher is None) != (teacher_reads is None):
+            raise ConfigError("give teacher and teacher_reads together (the teacher that reads each sample again)")
+        self.register_modules(unet=unet, scale_embedding=scale_embedding, teacher=teacher)
         self.register_to_config(
+            teacher_reads=teacher_reads,
+            teacher_network=teacher_network,
+            teacher_guidance_scale=teacher_guidance_scale,
             guidance_range=guidance_range,
             process=process,
             generator_time=generator_time,
@@ -118,6 +135,21 @@ class OneStepPipeline(DiffusionPipeline):
             net = ScaleConditioned(copy.deepcopy(net), *cfg.guidance_range)
             net.embedding.scale = self.scale_embedding.embedding
         return FewStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_schedules or [[cfg.generator_time]])
+
+    def reads(self, teacher_reads: Sequence[float] | None = None) -> TeacherReads | None:
+        """The teacher's reads of a sample at ``teacher_reads`` (None: the exported ones; []: none)."""
+        cfg = self.config
+        times = list(cfg.teacher_reads or []) if teacher_reads is None else list(teacher_reads)
+        if not times:
+            return None
+        if self.teacher is None:
+            raise ConfigError(
+                f"teacher_reads={times}: this pipeline holds no teacher; export it with realuid export --teacher-reads"
+            )
+        process = instantiate(dict(cfg.process))
+        check_times(process, times)
+        net = _TimedUNet(self.teacher, **cfg.teacher_network)
+        return TeacherReads(net, process, tuple(times), cfg.teacher_guidance_scale)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -143,10 +175,12 @@ class OneStepPipeline(DiffusionPipeline):
         return_dict: bool = True,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        teacher_reads: Sequence[float] | None = None,
     ) -> ImagePipelineOutput | tuple:
         """``batch_size`` images x̂1 = G(z) with z from :meth:`noise`, in ``num_inference_steps`` of the trained step
         counts (default: the most; its re-noising draws from ``generator`` after z); ``class_labels`` (B,) for a
-        class-conditional UNet; ``guidance_scale`` w for a generator distilled with a guidance range (within it).
+        class-conditional UNet; ``guidance_scale`` w for a generator distilled with a guidance range (within it);
+        ``teacher_reads``: the times of the teacher's reads after the student (default: the exported ones; [] none).
 
         output_type: 'pil' (list of images), 'np' ((B, H, W, C) in [0, 1]), 'pt' ((B, C, H, W) in [0, 1],
         i.e. (x̂1 + 1)/2 clipped) or 'latent' (the raw x̂1 in data space [−1, 1], not clipped).
@@ -157,7 +191,10 @@ class OneStepPipeline(DiffusionPipeline):
             class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
         z, student = self.noise(batch_size, generator), self.student()
         w = scale_input(student.net, guidance_scale, z)
-        images = student(z, class_labels, num_inference_steps, generator, *w)
+        images, reads = student(z, class_labels, num_inference_steps, generator, *w), self.reads(teacher_reads)
+        if reads is not None:
+            scale = guidance_scale if guidance_scale is not None else getattr(student.net, "default_scale", None)
+            images = reads(images, class_labels, generator, scale)
         if output_type != "latent":
             images = (images / 2 + 0.5).clamp(0, 1)
         if output_type in ("np", "pil"):
@@ -167,12 +204,19 @@ class OneStepPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
 
-def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str | float | None = 0.999) -> Path:
+def export_generator(
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike,
+    ema: str | float | None = 0.999,
+    teacher_reads: Sequence[float] = (),
+    teacher: str | None = None,
+) -> Path:
     """Write the generator of a distillation checkpoint as a :class:`OneStepPipeline` folder; returns the folder.
 
     ``ema`` picks the EMA weights as :func:`~realuid_lightning.sampler.load_sampler` reads it (None: the raw weights).
     The generator's network must be a :class:`~realuid_lightning.nets.UNet` or a :class:`DiffusersUNet` (both wrap a
-    diffusers UNet2DModel).
+    diffusers UNet2DModel). ``teacher_reads``: the pipeline also holds the teacher (``teacher``, default the one the
+    student was distilled from; a UNet or DiffusersUNet too) and reads each sample with it at these times.
     """
     what = f"checkpoint {str(ckpt)!r}"
     sampler = load_sampler(ckpt, ema)
@@ -193,6 +237,7 @@ def export_generator(ckpt: str | os.PathLike, out: str | os.PathLike, ema: str |
         generator_schedules=sampler.schedules,
         scale_embedding=_scale_embedding_model(net.embedding.scale) if guided else None,
         guidance_range=[net.w_min, net.w_max] if guided else None,
+        **_teacher_components(sampler.read_by_teacher(teacher_reads, teacher).teacher_reads),
     )
     pipe.save_pretrained(out)
     return Path(out)
@@ -213,6 +258,20 @@ def _plain_unet(unet: UNet2DModel) -> UNet2DModel:
     return plain
 
 
+def _teacher_components(reads: TeacherReads | None) -> dict:
+    """The pipeline's reading teacher: its UNet2DModel, times, time convention and guidance scale; {} without."""
+    if reads is None:
+        return {}
+    adapter, time_scale, steps = _net_adapter(reads.teacher, "--teacher-reads: the teacher")
+    network = {"net_adapter": adapter, "time_scale": time_scale, "num_train_timesteps": steps}
+    return {
+        "teacher": reads.teacher.unet,
+        "teacher_reads": list(reads.times),
+        "teacher_network": network | {"null_class": bool(getattr(reads.teacher, "null_class", False))},
+        "teacher_guidance_scale": reads.scale,
+    }
+
+
 def _check_noise_only(process: Process, what: str) -> None:
     """The pipeline gives G no source: a process that reads one from cond is refused in one line."""
     try:
@@ -231,6 +290,6 @@ def _net_adapter(net: nn.Module, what: str) -> tuple[str, float, int]:
     if isinstance(net, DiffusersUNet):
         return "DiffusersUNet", 1000.0, net.num_train_timesteps
     raise ConfigError(
-        f"{what}: cannot export a generator network of class {type(net).__name__}; "
+        f"{what}: cannot export a network of class {type(net).__name__}; "
         "export supports realuid_lightning.nets.UNet and DiffusersUNet (diffusers UNet2DModel inside)"
     )
