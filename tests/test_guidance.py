@@ -279,8 +279,9 @@ def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
 def test_export_with_teacher_reads_reproduces_realuid_sample(tmp_path):
     """realuid export --teacher-reads 0.9 of a range student writes a pipeline that holds its teacher (null class
     included) and gives at guidance_scale w what realuid sample --guidance w --teacher-reads 0.9 gives for the same
-    seed (the teacher guided at w); teacher_reads=[] gives the student alone; a pipeline exported without its teacher
-    refuses reads in one line."""
+    seed (the teacher guided at w), and so does realuid sample of the pipeline folder; teacher_reads=[] gives the
+    student alone; a pipeline exported without its teacher refuses reads in one line, and a teacher network that
+    cannot be exported is refused."""
     from realuid_lightning.export import OneStepPipeline, export_generator
 
     teacher = MatchingModule(null_net(), FlowMatching(), lr=1e-3, cond_drop_prob=0.1, sample_steps=2)
@@ -300,6 +301,7 @@ def test_export_with_teacher_reads_reproduces_realuid_sample(tmp_path):
     for w in (1.5, 3.0):
         expected = student.read_by_teacher([0.9]).conditioned(guidance=w).draw(4, seed=0)
         torch.testing.assert_close(draw(w), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_sampler(pipe_dir).conditioned(guidance=w).draw(4, seed=0), draw(w))
     alone = student.conditioned(guidance=3.0).draw(4, seed=0)
     torch.testing.assert_close(draw(3.0, teacher_reads=[]), alone, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(draw(3.0), alone, atol=1e-3)

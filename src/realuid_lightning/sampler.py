@@ -225,14 +225,23 @@ def _pipeline_class(folder: Path) -> str | None:
 
 
 def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
-    """A folder written by ``realuid export``: the generator of its OneStepPipeline."""
+    """A folder written by ``realuid export``: the generator of its OneStepPipeline, followed by its teacher's reads
+    where it holds them (``realuid export --teacher-reads``), as the pipeline's call does."""
     from realuid_lightning.export import OneStepPipeline
 
     _no_ema(ema, f"pipeline {str(folder)!r}")
     pipe = OneStepPipeline.from_pretrained(folder)
     generator, schedules = pipe.student(), pipe.config.generator_schedules
     shape, steps = pipe.sample_shape, max(generator.steps)
-    return Sampler(generator.net, generator.process, shape, steps, time=generator.time, schedules=schedules)
+    return Sampler(
+        generator.net,
+        generator.process,
+        shape,
+        steps,
+        time=generator.time,
+        schedules=schedules,
+        teacher_reads=pipe.reads(),
+    )
 
 
 def sampler_from_args(args: argparse.Namespace) -> Sampler:
