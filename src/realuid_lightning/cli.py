@@ -19,7 +19,7 @@ from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.evaluation.images import is_image_folder, write_pngs
 from realuid_lightning.run_record import RunMetadata
-from realuid_lightning.sampler import add_sampler_options, sampler_from_args
+from realuid_lightning.sampler_options import add_sampler_options, sampler_from_args
 from realuid_lightning.saving import FinalCheckpoint, check_no_earlier_run, check_writable, with_atomic_checkpoints
 from realuid_lightning.teacher_reads import add_teacher_read_options
 

@@ -34,7 +34,8 @@ from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import pick_decay
-from realuid_lightning.sampler import Sampler, _add_network_options, load_sampler
+from realuid_lightning.sampler import Sampler, load_sampler
+from realuid_lightning.sampler_options import add_network_options
 from realuid_lightning.saving import check_writable, save_atomic
 
 RANGE_HELP = (
@@ -117,7 +118,7 @@ def refit_parser() -> argparse.ArgumentParser:
         "checkpoint written samples unguided what the teacher samples at w, and distils unguided into a student "
         "that does too. With --guidance-range, on samples at several w, into a teacher that reads w as an input.",
     )
-    _add_network_options(p)
+    add_network_options(p)
     scale = p.add_mutually_exclusive_group(required=True)
     scale.add_argument("--guidance", type=float, help="the guidance scale w of the samples")
     scale.add_argument("--guidance-range", type=float, nargs=2, metavar=("W_MIN", "W_MAX"), help=RANGE_HELP)

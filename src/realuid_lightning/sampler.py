@@ -8,7 +8,6 @@ and ``export`` read them here; the modules and the FD callback sample their netw
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -27,8 +26,8 @@ from realuid_lightning.nets.guidance import Guided, ScaleConditioned, check_guid
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
-from realuid_lightning.sampling import COUPLING_SOLVERS, check_method, sample_teacher
-from realuid_lightning.teacher_reads import TeacherReads, add_teacher_read_options, distilled_from
+from realuid_lightning.sampling import check_method, sample_teacher
+from realuid_lightning.teacher_reads import TeacherReads, distilled_from
 
 ONE_STEP = "generator"  # the method of a student's sampler
 
@@ -225,85 +224,11 @@ def _pipeline_class(folder: Path) -> str | None:
 
 
 def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
-    """A folder written by ``realuid export``: the generator of its OneStepPipeline, followed by its teacher's reads
-    where it holds them (``realuid export --teacher-reads``), as the pipeline's call does."""
+    """A folder written by ``realuid export``: its OneStepPipeline's student and teacher reads, as its call runs
+    them."""
     from realuid_lightning.export import OneStepPipeline
 
     _no_ema(ema, f"pipeline {str(folder)!r}")
     pipe = OneStepPipeline.from_pretrained(folder)
-    generator, schedules = pipe.student(), pipe.config.generator_schedules
-    shape, steps = pipe.sample_shape, max(generator.steps)
-    return Sampler(
-        generator.net,
-        generator.process,
-        shape,
-        steps,
-        time=generator.time,
-        schedules=schedules,
-        teacher_reads=pipe.reads(),
-    )
-
-
-def sampler_from_args(args: argparse.Namespace) -> Sampler:
-    """The sampler the options of :func:`add_sampler_options` describe."""
-    sampler = load_sampler(args.ckpt, args.ema, args.steps, args.method)
-    return sampler.conditioned(args.label, args.sources, args.guidance).read_by_teacher(
-        args.teacher_reads, args.teacher
-    )
-
-
-def add_sampler_options(p: argparse.ArgumentParser) -> None:
-    """The options of :func:`load_sampler` and :meth:`Sampler.conditioned`, shared by ``realuid sample`` and
-    ``realuid evaluate``: the checkpoint, its weights, solver, class, sources and guidance scale."""
-    _add_network_options(p)
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance scale w: a teacher trained with cond_drop_prob samples "
-        "f(∅) + w·(f(c) − f(∅)); a student distilled with guidance_range takes w (default: unguided / the range's "
-        "middle)",
-    )
-    p.add_argument(
-        "--label",
-        type=int,
-        default=None,
-        help="class-conditional checkpoints: this class only (default: the classes 0 … C−1 in turn)",
-    )
-    p.add_argument(
-        "--sources",
-        default=None,
-        help="bridge / interpolant checkpoints: the sources x0, as a tensor file (.pt, "
-        "(N, *data shape), in the data's range) or a folder of images (resized and centre-cropped to the data shape, "
-        "in [-1, 1]), degraded as in training (e.g. by PairedDataModule.degrade); sample i uses source i mod N",
-    )
-    add_teacher_read_options(p)
-
-
-def _add_network_options(p: argparse.ArgumentParser) -> None:
-    """The checkpoint, and the weights and solver it samples with."""
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        help="checkpoint written by realuid fit (teacher or student), a diffusers "
-        "teacher folder or hub id, or a pipeline folder written by realuid export",
-    )
-    p.add_argument(
-        "--ema",
-        default="auto",
-        help="EMA decay of a student, 'raw' for the raw weights, 'auto' (default) for 0.999 or the first decay saved",
-    )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="ODE steps for a teacher (default: its sample_steps), or one of a few-step student's trained step counts "
-        "(default: the most)",
-    )
-    p.add_argument(
-        "--method",
-        choices=COUPLING_SOLVERS,
-        default=None,
-        help="solver for a teacher: euler / heun (ODE), or sde (Euler–Maruyama) for a bridge / interpolant teacher "
-        "(default: its sample_method)",
-    )
+    student, reads = pipe.student(), {"schedules": pipe.config.generator_schedules, "teacher_reads": pipe.reads()}
+    return Sampler(student.net, student.process, pipe.sample_shape, max(student.steps), time=student.time, **reads)

@@ -29,7 +29,8 @@ from realuid_lightning.evaluation.reference import (
 from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
-from realuid_lightning.sampler import Sampler, add_sampler_options, sampler_from_args
+from realuid_lightning.sampler import Sampler
+from realuid_lightning.sampler_options import add_sampler_options, sampler_from_args
 
 LABELS = {
     "kid": "KID",
