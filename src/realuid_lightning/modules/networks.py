@@ -130,7 +130,9 @@ class GeneratorOptions:
             student has one path: the same single f either way.
         fake_per_count: a shared student's fake model is one network per trained step count M, each fitted to the
             mixture of the M-step schedule's estimates (P = len(student_steps) copies of f): each count plays the
-            game its dedicated student plays, with its own fake start from ``fake_init``, on one generator.
+            game its dedicated student plays, with its own fake start from ``fake_init``, on one generator (on digits,
+            at three times the dedicated students' iterations, ahead of them at 1 and 2 steps and behind at 4:
+            README 'Few-step students').
         dropout: the dropout of G_θ and f in every dropout layer (the official code uses 0).
         guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
             zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
