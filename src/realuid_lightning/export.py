@@ -16,7 +16,7 @@ from realuid_lightning.checkpoint import instantiate, spec_of
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator
 from realuid_lightning.nets.diffusers import DiffusersUNet, unet_timestep
-from realuid_lightning.nets.guidance import ScaleConditioned, ScaleEmbedding, scale_input
+from realuid_lightning.nets.guidance import ScaleConditioned, ScaleEmbedding, sampling_scale, scale_input
 from realuid_lightning.nets.unet import UNet
 from realuid_lightning.processes.base import Process
 from realuid_lightning.processes.flow import FlowMatching
@@ -193,8 +193,7 @@ class OneStepPipeline(DiffusionPipeline):
         w = scale_input(student.net, guidance_scale, z)
         images, reads = student(z, class_labels, num_inference_steps, generator, *w), self.reads(teacher_reads)
         if reads is not None:
-            scale = guidance_scale if guidance_scale is not None else getattr(student.net, "default_scale", None)
-            images = reads(images, class_labels, generator, scale)
+            images = reads(images, class_labels, generator, sampling_scale(student.net, guidance_scale))
         if output_type != "latent":
             images = (images / 2 + 0.5).clamp(0, 1)
         if output_type in ("np", "pil"):

@@ -22,7 +22,14 @@ from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoin
 from realuid_lightning.data.sources import load_sources
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator
-from realuid_lightning.nets.guidance import Guided, ScaleConditioned, check_guidable, check_scale, scale_input
+from realuid_lightning.nets.guidance import (
+    Guided,
+    ScaleConditioned,
+    check_guidable,
+    check_scale,
+    sampling_scale,
+    scale_input,
+)
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import EMAState, choose_ema, pick_decay
@@ -77,7 +84,7 @@ class Sampler:
         if self.student:
             w = scale_input(self.net, self.guidance, z)
             x1 = self.student_generator()(z, cond, self.steps, generator, *w)
-            scale = self.guidance if self.guidance is not None else getattr(self.net, "default_scale", None)
+            scale = sampling_scale(self.net, self.guidance)
             return x1 if self.teacher_reads is None else self.teacher_reads(x1, cond, generator, scale)
         net = self.net if self.guidance is None else Guided(self.net, self.guidance)
         return sample_teacher(net, self.process, z, self.steps, self.method, cond, generator)

@@ -224,13 +224,13 @@ class RealUIDModule(GenerativeModule):
         z = noise.randn_like(x1_real)
         w, w_input = self._scales(noise, x1_real)
         with torch.no_grad():
-            x1_gen, steps = self.generator(z, cond, None, noise, *w_input, with_route=True)
+            x1_gen, step_route = self.generator(z, cond, None, noise, *w_input, with_route=True)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
         branches = [self.process.sample(x0, x1, t, noise) for x1 in x1s]
         t_all, x_all, cond_all = _stacked(t, [b.x_t for b in branches], cond)
-        w_all, route = [torch.cat([w] * len(x1s)) for w in w_input], fake_routing(self.fake_model, steps, len(x1s))
+        w_all, route = [torch.cat([w] * len(x1s)) for w in w_input], fake_routing(self.fake_model, step_route, len(x1s))
         fake = self.trained("fake_model")(t_all, x_all, cond_all, *w_all, **route)
         with torch.no_grad():
             w_teacher = w_all[0] if w_all else w
@@ -244,12 +244,12 @@ class RealUIDModule(GenerativeModule):
         noise = self.update_noise()
         z = noise.randn_like(x1_real)
         w, w_input = self._scales(noise, x1_real)
-        x1_gen, steps = self.trained("generator")(z, cond, None, noise, *w_input, with_route=True)
+        x1_gen, step_route = self.trained("generator")(z, cond, None, noise, *w_input, with_route=True)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
         teacher_gen = self.teacher(t, gen.x_t, cond, w)
-        fake_gen = self.fake_model(t, gen.x_t, cond, *w_input, **fake_routing(self.fake_model, steps, 1))
+        fake_gen = self.fake_model(t, gen.x_t, cond, *w_input, **fake_routing(self.fake_model, step_route, 1))
         logits = None if self.gan_head is None else self._gan_logits([x1_gen], x0, cond, noise, self.gan_head)
         return self.objective.generator_loss(gen, teacher_gen, fake_gen, logits).mean()
 

@@ -214,9 +214,12 @@ class GeneratorOptions:
         with ``fake_per_step`` (``fake_per_count``), one such network per step path (step count) of the student
         (:class:`PerStepFakeModels`)."""
         schedules = self.schedules(process)
-        by, groups = ("path", step_paths(schedules)) if self.fake_per_step else ("count", schedules)
-        if not (self.fake_per_step or self.fake_per_count):
-            groups = [()]
+        if self.fake_per_step:
+            by, groups = "path", step_paths(schedules)
+        elif self.fake_per_count:
+            by, groups = "count", schedules
+        else:
+            by, groups = "path", [()]  # one fake model
         starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(groups)
         if len(starts) != len(groups):
             what = "step paths" if by == "path" else "step counts, schedules"

@@ -252,6 +252,12 @@ def scale_input(net: nn.Module, w: float | None, like: Tensor) -> tuple[Tensor, 
     return (torch.full((like.shape[0],), float(w), device=like.device, dtype=like.dtype),)
 
 
+def sampling_scale(net: nn.Module, w: float | None) -> float | None:
+    """The guidance scale a student samples at: w if given, else the default of a network that reads w (the middle of
+    its range, :class:`ScaleConditioned`), else None (unguided, or a fixed-w student's recorded scale applies)."""
+    return w if w is not None else getattr(net, "default_scale", None)
+
+
 def _label_embedding_slot(net: nn.Module) -> tuple[nn.Module, str]:
     """(parent module, attribute) of ``net``'s label embedding; one-line error for a network without one."""
     for path in LABEL_EMBEDDINGS:
