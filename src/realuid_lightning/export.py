@@ -136,8 +136,11 @@ class OneStepPipeline(DiffusionPipeline):
             net.embedding.scale = self.scale_embedding.embedding
         return FewStepGenerator(net, instantiate(dict(cfg.process)), cfg.generator_schedules or [[cfg.generator_time]])
 
-    def reads(self, teacher_reads: Sequence[float] | None = None) -> TeacherReads | None:
-        """The teacher's reads of a sample at ``teacher_reads`` (None: the exported ones; []: none)."""
+    def reads(
+        self, teacher_reads: Sequence[float] | None = None, process: Process | None = None
+    ) -> TeacherReads | None:
+        """The teacher's reads of a sample at ``teacher_reads`` (None: the exported ones; []: none) on ``process``
+        (None: rebuilt from the config; the call passes its student's, so the config is read once)."""
         cfg = self.config
         times = list(cfg.teacher_reads or []) if teacher_reads is None else list(teacher_reads)
         if not times:
@@ -146,7 +149,7 @@ class OneStepPipeline(DiffusionPipeline):
             raise ConfigError(
                 f"teacher_reads={times}: this pipeline holds no teacher; export it with realuid export --teacher-reads"
             )
-        process = instantiate(dict(cfg.process))
+        process = process if process is not None else instantiate(dict(cfg.process))
         check_times(process, times)
         net = _TimedUNet(self.teacher, **cfg.teacher_network)
         return TeacherReads(net, process, tuple(times), cfg.teacher_guidance_scale)
@@ -191,7 +194,8 @@ class OneStepPipeline(DiffusionPipeline):
             class_labels = torch.as_tensor(class_labels, device=self.device).reshape(-1).expand(batch_size)
         z, student = self.noise(batch_size, generator), self.student()
         w = scale_input(student.net, guidance_scale, z)
-        images, reads = student(z, class_labels, num_inference_steps, generator, *w), self.reads(teacher_reads)
+        images = student(z, class_labels, num_inference_steps, generator, *w)
+        reads = self.reads(teacher_reads, student.process)
         if reads is not None:
             images = reads(images, class_labels, generator, sampling_scale(student.net, guidance_scale))
         if output_type != "latent":
