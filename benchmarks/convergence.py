@@ -309,7 +309,7 @@ def distil(
         TeacherOptions(net=net, process=process, **(teacher or {})),
         Objective(alpha, beta),
         optimisation,
-        GeneratorOptions(fake_init=args.fake_init, **({"generator_time": args.generator_time} | (generator or {}))),
+        GeneratorOptions(**({"fake_init": args.fake_init, "generator_time": args.generator_time} | (generator or {}))),
     )
     ema = EMA(args.decays, warmup=args.ema_warmup)
     mnist = args.data == "mnist5k"

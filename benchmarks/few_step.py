@@ -23,8 +23,9 @@ table and one JSON line; writes the runs to ``--out`` and the plot to the same n
 Diagnostics, recorded in each curve point: ``--per-step``, the FD of the data estimate after each step of the most-step
 schedule and of their mixture; ``--real-reads``, the FD of one read at each time of the 4-step schedule from re-noised
 real digits (:func:`real_reads`; the teacher's too). Variants: ``--fake-per-step`` (one fake model per step path),
-``--fake-init teacher``, ``--step-weights 1 2 4`` (the shared student draws its 1 / 2 / 4 steps ∝ these weights),
-``--two-step-times 0.4 0.9`` (the dedicated 2-step student's schedule, e.g. its second read late).
+``--fake-init teacher``, ``--fake-per-count scratch scratch teacher`` (the shared student's fake model is one per
+step count, each with its start), ``--step-weights 1 2 4`` (the shared student draws its 1 / 2 / 4 steps ∝ these
+weights), ``--two-step-times 0.4 0.9`` (the dedicated 2-step student's schedule, e.g. its second read late).
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     curve = StepCurve(args.eval_every, score, noise, args.per_step, probe)
     schedule = {"generator_times": schedule_times(args, n), "student_steps": steps}
     schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
+    if steps and args.fake_per_count:
+        schedule |= {"fake_per_count": True, "fake_init": args.fake_per_count}
     recipe = convergence.recipe(
         its,
         args.lr,
@@ -202,6 +205,13 @@ def arguments() -> argparse.Namespace:
         "--fake-per-step", action="store_true", help="one fake model per step path (GeneratorOptions.fake_per_step)"
     )
     parser.add_argument(
+        "--fake-per-count",
+        nargs=3,
+        choices=["scratch", "teacher"],
+        help="the shared student's fake model is one per step count 1 / 2 / 4, starting as these "
+        "(GeneratorOptions.fake_per_count, e.g. scratch scratch teacher; --fake-init stays the dedicated students')",
+    )
+    parser.add_argument(
         "--real-reads",
         action="store_true",
         help="also score one read at each time of the 4-step schedule from re-noised real digits (real_reads)",
@@ -225,6 +235,10 @@ def arguments() -> argparse.Namespace:
     args = parser.parse_args()
     if args.two_step_times and args.two_step_times[0] != args.start:
         raise SystemExit(f"--two-step-times {args.two_step_times} must start at --start {args.start}, the 1-step t_G")
+    if args.fake_per_step and args.fake_per_count:
+        raise SystemExit(
+            "--fake-per-step and --fake-per-count are both given; choose one fake model per step path or per count"
+        )
     return args
 
 
@@ -237,6 +251,7 @@ def summarise(args: argparse.Namespace, teacher: dict, floor: float, runs: dict,
         "benchmark": "few_step",
         **{k: getattr(args, k) for k in ("teacher", "students", "start", "iterations", "lr", "fake_updates", "seed")},
         "fake_per_step": args.fake_per_step,
+        "fake_per_count": args.fake_per_count,
         "fake_init": args.fake_init,
         "precision": args.precision,
         "step_weights": args.step_weights,

@@ -80,3 +80,20 @@ def test_precision_reaches_the_students(monkeypatch, tmp_path):
         finals[precision] = result["runs"]["2-step"]["final"]["ema_0.9_2steps"]
     assert finals["32-true"] != finals["bf16-mixed"]
     assert finals["bf16-mixed"] == pytest.approx(finals["32-true"], rel=0.05)
+
+
+def test_fake_per_count_reaches_the_shared_student(monkeypatch, tmp_path):
+    """--fake-per-count scratch scratch teacher is recorded and trains another shared student than one fake model
+    from the same seed; with --fake-per-step as well it is a one-line error."""
+    finals = {}
+    for per_count in ([], ["--fake-per-count", "scratch", "scratch", "teacher"]):
+        out = tmp_path / f"few_step_{len(per_count)}.json"
+        argv = ["--students", "shared", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
+        argv += ["2", "--num-samples", "40", "--decays", "0.9", *per_count, "--out", str(out)]
+        run_benchmark(monkeypatch, "few_step", argv)
+        result = json.loads(out.read_text())
+        assert result["fake_per_count"] == (per_count[1:] or None)
+        finals[len(per_count)] = result["runs"]["shared"]["final"]["ema_0.9_4steps"]
+    assert finals[0] != finals[4]
+    with pytest.raises(SystemExit, match="--fake-per-step and --fake-per-count are both given"):
+        run_benchmark(monkeypatch, "few_step", ["--fake-per-step", "--fake-per-count", "scratch", "scratch", "teacher"])
