@@ -10,6 +10,19 @@ import pytest
 from helpers import run_benchmark
 
 
+def tiny_run(monkeypatch, tmp_path, student: str, options: list[str]) -> tuple[dict, float]:
+    """One ``student`` trained 6 iterations (2 updates) with ``options``: the JSON result and its final EMA-0.9 FD at
+    the student's most steps."""
+    out = tmp_path / f"few_step_{student}_{'_'.join(options)}.json"
+    argv = ["--students", student, "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2"]
+    run_benchmark(
+        monkeypatch, "few_step", [*argv, "--num-samples", "40", "--decays", "0.9", *options, "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    steps = {"shared": 4, "2-step": 2}[student]
+    return result, result["runs"][student]["final"][f"ema_0.9_{steps}steps"]
+
+
 def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
     out = tmp_path / "few_step.json"
     argv = ["--students", "4-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2"]
@@ -39,13 +52,8 @@ def test_shared_student_step_weights_reach_the_generator(monkeypatch, tmp_path):
     """--step-weights 1 2 4 is recorded and trains another shared student than equal weights from the same seed."""
     finals = {}
     for weights in ([], ["--step-weights", "1", "2", "4"]):
-        out = tmp_path / f"few_step_{len(weights)}.json"
-        argv = ["--students", "shared", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
-        argv += ["2", "--num-samples", "40", "--decays", "0.9", *weights, "--out", str(out)]
-        run_benchmark(monkeypatch, "few_step", argv)
-        result = json.loads(out.read_text())
+        result, finals[len(weights)] = tiny_run(monkeypatch, tmp_path, "shared", weights)
         assert result["step_weights"] == ([1.0, 2.0, 4.0] if weights else None)
-        finals[len(weights)] = result["runs"]["shared"]["final"]["ema_0.9_4steps"]
     assert finals[0] != finals[4]
 
 
@@ -54,13 +62,8 @@ def test_two_step_times_set_the_dedicated_two_step_schedule(monkeypatch, tmp_pat
     a schedule that does not start at --start is a one-line error."""
     finals = {}
     for times in ([], ["--two-step-times", "0.4", "0.9"]):
-        out = tmp_path / f"few_step_{len(times)}.json"
-        argv = ["--students", "2-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
-        argv += ["2", "--num-samples", "40", "--decays", "0.9", *times, "--out", str(out)]
-        run_benchmark(monkeypatch, "few_step", argv)
-        result = json.loads(out.read_text())
+        result, finals[len(times)] = tiny_run(monkeypatch, tmp_path, "2-step", times)
         assert result["two_step_times"] == ([0.4, 0.9] if times else [0.4, 0.7])
-        finals[len(times)] = result["runs"]["2-step"]["final"]["ema_0.9_2steps"]
     assert finals[0] != finals[3]
     with pytest.raises(SystemExit, match=r"--two-step-times \[0.5, 0.9\] must start at --start 0.4"):
         run_benchmark(monkeypatch, "few_step", ["--start", "0.4", "--two-step-times", "0.5", "0.9"])
@@ -71,13 +74,8 @@ def test_precision_reaches_the_students(monkeypatch, tmp_path):
     option is convergence.py's, shared with the guidance benchmark)."""
     finals = {}
     for precision in ("32-true", "bf16-mixed"):
-        out = tmp_path / f"few_step_{precision}.json"
-        argv = ["--students", "2-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
-        argv += ["2", "--num-samples", "40", "--decays", "0.9", "--precision", precision, "--out", str(out)]
-        run_benchmark(monkeypatch, "few_step", argv)
-        result = json.loads(out.read_text())
+        result, finals[precision] = tiny_run(monkeypatch, tmp_path, "2-step", ["--precision", precision])
         assert result["precision"] == precision
-        finals[precision] = result["runs"]["2-step"]["final"]["ema_0.9_2steps"]
     assert finals["32-true"] != finals["bf16-mixed"]
     assert finals["bf16-mixed"] == pytest.approx(finals["32-true"], rel=0.05)
 
@@ -87,13 +85,8 @@ def test_fake_per_count_reaches_the_shared_student(monkeypatch, tmp_path):
     from the same seed; with --fake-per-step as well it is a one-line error."""
     finals = {}
     for per_count in ([], ["--fake-per-count", "scratch", "scratch", "teacher"]):
-        out = tmp_path / f"few_step_{len(per_count)}.json"
-        argv = ["--students", "shared", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates"]
-        argv += ["2", "--num-samples", "40", "--decays", "0.9", *per_count, "--out", str(out)]
-        run_benchmark(monkeypatch, "few_step", argv)
-        result = json.loads(out.read_text())
+        result, finals[len(per_count)] = tiny_run(monkeypatch, tmp_path, "shared", per_count)
         assert result["fake_per_count"] == (per_count[1:] or None)
-        finals[len(per_count)] = result["runs"]["shared"]["final"]["ema_0.9_4steps"]
     assert finals[0] != finals[4]
     with pytest.raises(SystemExit, match="--fake-per-step and --fake-per-count are both given"):
         run_benchmark(monkeypatch, "few_step", ["--fake-per-step", "--fake-per-count", "scratch", "scratch", "teacher"])
