@@ -115,3 +115,38 @@ def test_sample_image_checkpoint(digits_run):
     samples = torch.load(out, weights_only=True)
     assert samples.shape == (20, 1, 8, 8) and torch.isfinite(samples).all()
     assert out.with_suffix(".png").stat().st_size > 100
+
+
+def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch, capsys):
+    """configs/digits_realuid_2step.yaml, run after the default job in the same folder, starts its generator from that
+    run's EMA-0.9 student and trains the 2-step schedule [0.4, 0.9]: `realuid sample --steps 2` works and
+    `--steps 1` names the trained count."""
+    monkeypatch.chdir(digits_run)
+    (digits_run / "digits_realuid_2step.yaml").write_text(callbacks_yaml("digits_realuid_2step"))
+    teacher = digits_run / "runs/digits_teacher/checkpoints/last.ckpt"
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/digits_realuid_2step.yaml"),
+            "--config",
+            "digits_realuid_2step.yaml",
+            "--trainer.max_steps=3",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            f"--trainer.logger.init_args.save_dir={digits_run}/runs",
+            "--data.init_args.batch_size=32",
+            f"--model.teacher.teacher_ckpt={teacher}",
+            "--model.teacher.teacher_ema=0.9",
+        ]
+    )
+    ckpt = digits_run / "runs/digits_realuid_2step/checkpoints/last.ckpt"
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hparams["generator"]["generator_ckpt"] == "runs/digits_realuid/checkpoints/last.ckpt"
+    out = digits_run / "samples_2step.pt"
+    main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--num", "8", "--out", str(out)])
+    assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
+    with pytest.raises(SystemExit):
+        main(["sample", "--ckpt", str(ckpt), "--steps", "1", "--num", "8", "--out", str(out)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "realuid: error: --steps 1: this student was trained for 2 steps only; choose one of them"
