@@ -19,26 +19,12 @@ def tiny_run(monkeypatch, tmp_path, student: str, options: list[str]) -> tuple[d
         monkeypatch, "few_step", [*argv, "--num-samples", "40", "--decays", "0.9", *options, "--out", str(out)]
     )
     result = json.loads(out.read_text())
-    steps = {"shared": 4, "2-step": 2}[student]
+    steps = {"shared": 4, "4-step": 4, "2-step": 2}[student]
     return result, result["runs"][student]["final"][f"ema_0.9_{steps}steps"]
 
 
 def test_per_step_and_real_read_diagnostics_are_recorded(monkeypatch, tmp_path):
-    out = tmp_path / "few_step.json"
-    argv = ["--students", "4-step", "--start", "0.4", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2"]
-    argv += [
-        "--num-samples",
-        "40",
-        "--decays",
-        "0.9",
-        "--per-step",
-        "--real-reads",
-        "--fake-per-step",
-        "--out",
-        str(out),
-    ]
-    run_benchmark(monkeypatch, "few_step", argv)
-    result = json.loads(out.read_text())
+    result, _ = tiny_run(monkeypatch, tmp_path, "4-step", ["--per-step", "--real-reads", "--fake-per-step"])
     final = result["runs"]["4-step"]["final"]
     assert final["updates"] == 2 and result["fake_per_step"] is True
     assert len(final["ema_0.9_4steps_each"]) == 4 and final["ema_0.9_4steps_each"][-1] == final["ema_0.9_4steps"]

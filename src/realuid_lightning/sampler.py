@@ -237,5 +237,6 @@ def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
 
     _no_ema(ema, f"pipeline {str(folder)!r}")
     pipe = OneStepPipeline.from_pretrained(folder)
-    student, reads = pipe.student(), {"schedules": pipe.config.generator_schedules, "teacher_reads": pipe.reads()}
+    student = pipe.student()
+    reads = {"schedules": pipe.config.generator_schedules, "teacher_reads": pipe.reads(process=student.process)}
     return Sampler(student.net, student.process, pipe.sample_shape, max(student.steps), time=student.time, **reads)
