@@ -149,4 +149,4 @@ def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch,
     with pytest.raises(SystemExit):
         main(["sample", "--ckpt", str(ckpt), "--steps", "1", "--num", "8", "--out", str(out)])
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == "realuid: error: --steps 1: this student was trained for 2 steps only; choose one of them"
+    assert last == "realuid: error: --steps 1: this student was trained for 2 steps only; use --steps 2"

@@ -83,8 +83,10 @@ class FewStepGenerator(nn.Module):
         if steps is None:
             return self.schedules[max(self.schedules)]
         if steps not in self.schedules:
-            trained = ", ".join(map(str, self.steps))
-            raise ConfigError(f"--steps {steps}: this student was trained for {trained} steps only; choose one of them")
+            *rest, last = map(str, self.steps)
+            trained = f"{', '.join(rest)} or {last}" if rest else last
+            message = f"--steps {steps}: this student was trained for {trained} steps only; use --steps {trained}"
+            raise ConfigError(message)
         return self.schedules[steps]
 
     def read(self, x: Tensor, t: Tensor, cond: Tensor | None = None, w: Tensor | None = None) -> Tensor:
