@@ -208,6 +208,40 @@ def test_fine_tuning_starts_from_a_distilled_generator(tmp_path):
     assert all(torch.equal(smooth.generator.net.state_dict()[k], v) for k, v in averages.averages["0.9"].items())
 
 
+def test_fake_model_can_start_from_the_distilled_fake_model(tmp_path):
+    """fake_init 'generator_ckpt' starts the fake model as generator_ckpt's (its raw weights, not the teacher's or a
+    fresh network's); in a per-step list only the fake models that ask for it; without generator_ckpt, one line."""
+    first = tiny_distiller(fake_updates=1)
+    trainer(4, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(first, tiny_data())
+    teacher = tiny_teacher()
+    source, ckpt = TeacherOptions(net=teacher.net, process=teacher.process), str(tmp_path / "last.ckpt")
+    kept = RealUIDModule(
+        source, generator=GeneratorOptions(generator_ckpt=ckpt, generator_ema=None, fake_init="generator_ckpt")
+    )
+    assert same(params(kept.fake_model), params(first.fake_model))
+    assert not same(params(first.fake_model), params(teacher.net))
+    per_step = GeneratorOptions(
+        generator_times=[0.0, 0.5],
+        generator_ckpt=ckpt,
+        generator_ema=None,
+        fake_per_step=True,
+        fake_init=["generator_ckpt", "teacher"],
+    )
+    grown = RealUIDModule(source, generator=per_step).fake_model.models
+    assert same(params(grown[0]), params(first.fake_model)) and same(params(grown[1]), params(teacher.net))
+    with pytest.raises(ConfigError, match="fake_init='generator_ckpt' starts a fake model from generator_ckpt's"):
+        GeneratorOptions(fake_init="generator_ckpt")
+    per_step_run = tiny_distiller(fake_updates=1, generator_times=[0.0, 0.5], fake_per_step=True)
+    trainer(2, tmp_path / "per_step", callbacks=[ModelCheckpoint(dirpath=tmp_path / "per_step", save_last=True)]).fit(
+        per_step_run, tiny_data()
+    )
+    options = GeneratorOptions(
+        generator_ckpt=str(tmp_path / "per_step" / "last.ckpt"), generator_ema=None, fake_init="generator_ckpt"
+    )
+    with pytest.raises(ConfigError, match="'s fake model does not match the network architecture"):
+        RealUIDModule(source, generator=options)
+
+
 # ---- the networks RealUID builds from the teacher ---------------------------------------------------------
 DIFFUSERS_CONFIG = dict(
     sample_size=8,

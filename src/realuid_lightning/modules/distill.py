@@ -88,7 +88,7 @@ class RealUIDModule(GenerativeModule):
         student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
         self.generator = generator.few_step_generator(student_net, loaded.process)
         self.fake_model = generator.fake_model(student_net, net_spec, loaded.process)
-        generator.load_distilled(self.generator)
+        generator.load_distilled(self.generator, self.fake_model)
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

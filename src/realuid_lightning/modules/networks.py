@@ -9,7 +9,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from realuid_lightning.checkpoint import instantiate, load_checkpoint, load_state_strict, network_from_checkpoint
+from realuid_lightning.checkpoint import (
+    instantiate,
+    load_checkpoint,
+    load_state_strict,
+    network_from_checkpoint,
+    sub_state,
+)
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.generator import FewStepGenerator, StepRoute, check_step_weights, step_paths
 from realuid_lightning.nets.guidance import Guidance, check_range
@@ -66,14 +72,25 @@ class PerStepFakeModels(nn.Module):
         return out + unused
 
 
-def check_fake_init(fake_init: str | list[str], fake_per_step: bool, fake_per_count: bool) -> None:
-    """One-line ConfigError unless ``fake_init`` is 'scratch' or 'teacher', or with ``fake_per_step`` or
-    ``fake_per_count`` (not both) a list of them."""
+FakeStart = Literal["scratch", "teacher", "generator_ckpt"]
+FAKE_STARTS = ("scratch", "teacher", "generator_ckpt")
+
+
+def check_fake_init(
+    fake_init: str | list[str], fake_per_step: bool, fake_per_count: bool, generator_ckpt: str | None = None
+) -> None:
+    """One-line ConfigError unless ``fake_init`` is 'scratch', 'teacher' or 'generator_ckpt', or with
+    ``fake_per_step`` or ``fake_per_count`` (not both) a list of them; 'generator_ckpt' needs that checkpoint."""
     starts = fake_init if isinstance(fake_init, list) else [fake_init]
-    if not starts or any(start not in ("scratch", "teacher") for start in starts):
+    if not starts or any(start not in FAKE_STARTS for start in starts):
         raise ConfigError(
-            f"fake_init={fake_init!r} is not supported; choose 'scratch' or 'teacher' (with fake_per_step or "
-            "fake_per_count, a list of them, one per fake model)"
+            f"fake_init={fake_init!r} is not supported; choose 'scratch', 'teacher' or 'generator_ckpt' (with "
+            "fake_per_step or fake_per_count, a list of them, one per fake model)"
+        )
+    if "generator_ckpt" in starts and generator_ckpt is None:
+        raise ConfigError(
+            f"fake_init={fake_init!r} starts a fake model from generator_ckpt's, but no generator_ckpt is given; "
+            "give generator_ckpt or choose 'scratch' or 'teacher'"
         )
     if fake_per_step and fake_per_count:
         raise ConfigError(
@@ -122,7 +139,8 @@ class GeneratorOptions:
             default job: README 'Few-step students'); with ``fake_per_step``, a list gives each step path's start
             (e.g. ['scratch', 'teacher']: the first step learns as a one-step student's, the later reads start as
             the teacher's); with ``fake_per_count``, one start per trained step count (e.g. ['scratch', 'scratch',
-            'teacher'] for [1, 2, 4]).
+            'teacher'] for [1, 2, 4]). 'generator_ckpt': the fake model of ``generator_ckpt`` (a student grown or
+            trained on keeps the fake model that already fits its samples; the checkpoint's one fake model).
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
@@ -147,7 +165,7 @@ class GeneratorOptions:
     student_step_weights: list[float] | None = None
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
-    fake_init: Literal["scratch", "teacher"] | list[Literal["scratch", "teacher"]] = "scratch"
+    fake_init: FakeStart | list[FakeStart] = "scratch"
     fake_per_step: bool = False
     fake_per_count: bool = False
     dropout: float = 0.0
@@ -156,7 +174,7 @@ class GeneratorOptions:
     def __post_init__(self) -> None:
         if self.guidance_range is not None:
             check_range(self.guidance_range)
-        check_fake_init(self.fake_init, self.fake_per_step, self.fake_per_count)
+        check_fake_init(self.fake_init, self.fake_per_step, self.fake_per_count, self.generator_ckpt)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
@@ -233,12 +251,17 @@ class GeneratorOptions:
         ]
         return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes, by)
 
-    def load_distilled(self, generator: FewStepGenerator) -> None:
-        """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights); nothing without one."""
+    def load_distilled(self, generator: FewStepGenerator, fake_model: nn.Module) -> None:
+        """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights), and each fake model
+        that ``fake_init`` starts as 'generator_ckpt' from its fake model's; nothing without one."""
         if self.generator_ckpt is None:
             return
         what = f"generator_ckpt {self.generator_ckpt!r}"
-        distilled = network_from_checkpoint(
-            load_checkpoint(self.generator_ckpt, what="generator_ckpt"), self.generator_ema, what
-        )[0]
+        checkpoint = load_checkpoint(self.generator_ckpt, what="generator_ckpt")
+        distilled = network_from_checkpoint(checkpoint, self.generator_ema, what)[0]
         load_state_strict(generator.net, distilled.state_dict(), what)
+        fakes = fake_model.models if isinstance(fake_model, PerStepFakeModels) else [fake_model]
+        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(fakes)
+        for fake, start in zip(fakes, starts):
+            if start == "generator_ckpt":
+                load_state_strict(fake, sub_state(checkpoint["state_dict"], "fake_model"), f"{what}'s fake model")
