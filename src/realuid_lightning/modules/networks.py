@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ class PerStepFakeModels(nn.Module):
 
 
 FakeStart = Literal["scratch", "teacher", "generator_ckpt"]
-FAKE_STARTS = ("scratch", "teacher", "generator_ckpt")
+FAKE_STARTS = get_args(FakeStart)
 
 
 def check_fake_init(
@@ -238,7 +238,7 @@ class GeneratorOptions:
             by, groups = "count", schedules
         else:
             by, groups = "path", [()]  # one fake model
-        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(groups)
+        starts = self.fake_starts(len(groups))
         if len(starts) != len(groups):
             what = "step paths" if by == "path" else "step counts, schedules"
             raise ConfigError(
@@ -251,6 +251,10 @@ class GeneratorOptions:
         ]
         return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes, by)
 
+    def fake_starts(self, models: int) -> list[str]:
+        """``fake_init`` as one start per fake model: its list, or its one start ``models`` times."""
+        return self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * models
+
     def load_distilled(self, generator: FewStepGenerator, fake_model: nn.Module) -> None:
         """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights), and each fake model
         that ``fake_init`` starts as 'generator_ckpt' from its fake model's; nothing without one."""
@@ -261,7 +265,6 @@ class GeneratorOptions:
         distilled = network_from_checkpoint(checkpoint, self.generator_ema, what)[0]
         load_state_strict(generator.net, distilled.state_dict(), what)
         fakes = fake_model.models if isinstance(fake_model, PerStepFakeModels) else [fake_model]
-        starts = self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * len(fakes)
-        for fake, start in zip(fakes, starts):
+        for fake, start in zip(fakes, self.fake_starts(len(fakes))):
             if start == "generator_ckpt":
                 load_state_strict(fake, sub_state(checkpoint["state_dict"], "fake_model"), f"{what}'s fake model")
