@@ -117,20 +117,17 @@ def test_sample_image_checkpoint(digits_run):
     assert out.with_suffix(".png").stat().st_size > 100
 
 
-def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch, capsys):
-    """configs/digits_realuid_2step.yaml, run after the default job in the same folder, starts its generator from that
-    run's EMA-0.9 student and trains the 2-step schedule [0.4, 0.9]: `realuid sample --steps 2` works and
-    `--steps 1` names the trained count."""
-    monkeypatch.chdir(digits_run)
-    (digits_run / "digits_realuid_2step.yaml").write_text(callbacks_yaml("digits_realuid_2step"))
+def continue_default_job(digits_run, name: str) -> tuple[Path, dict]:
+    """configs/NAME.yaml run after the default job in its folder (3 iterations): its last checkpoint and hparams."""
+    (digits_run / f"{name}.yaml").write_text(callbacks_yaml(name))
     teacher = digits_run / "runs/digits_teacher/checkpoints/last.ckpt"
     main(
         [
             "fit",
             "--config",
-            str(ROOT / "configs/digits_realuid_2step.yaml"),
+            str(ROOT / f"configs/{name}.yaml"),
             "--config",
-            "digits_realuid_2step.yaml",
+            f"{name}.yaml",
             "--trainer.max_steps=3",
             "--trainer.enable_progress_bar=false",
             "--trainer.accelerator=cpu",
@@ -140,9 +137,19 @@ def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch,
             "--model.teacher.teacher_ema=0.9",
         ]
     )
-    ckpt = digits_run / "runs/digits_realuid_2step/checkpoints/last.ckpt"
+    ckpt = digits_run / f"runs/{name}/checkpoints/last.ckpt"
     hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
     assert hparams["generator"]["generator_ckpt"] == "runs/digits_realuid/checkpoints/last.ckpt"
+    assert hparams["generator"]["fake_init"] == "teacher" and hparams["optimisation"]["generator_lr"] == 3e-5
+    return ckpt, hparams
+
+
+def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch, capsys):
+    """configs/digits_realuid_2step.yaml, run after the default job in the same folder, starts its generator from that
+    run's EMA-0.9 student and trains the 2-step schedule [0.4, 0.9]: `realuid sample --steps 2` works and
+    `--steps 1` names the trained count."""
+    monkeypatch.chdir(digits_run)
+    ckpt, _ = continue_default_job(digits_run, "digits_realuid_2step")
     out = digits_run / "samples_2step.pt"
     main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--num", "8", "--out", str(out)])
     assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
@@ -150,3 +157,14 @@ def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch,
         main(["sample", "--ckpt", str(ckpt), "--steps", "1", "--num", "8", "--out", str(out)])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "realuid: error: --steps 1: this student was trained for 2 steps only; use --steps 2"
+
+
+def test_finetune_config_continues_the_default_jobs_student(digits_run, monkeypatch):
+    """configs/digits_realuid_finetune.yaml fine-tunes the default job's student as a one-step student at t_G = 0.4
+    (fake model from the teacher, lr 3e-5), and `realuid sample` draws its one step."""
+    monkeypatch.chdir(digits_run)
+    ckpt, hparams = continue_default_job(digits_run, "digits_realuid_finetune")
+    assert hparams["generator"]["generator_time"] == 0.4 and hparams["generator"]["generator_times"] is None
+    out = digits_run / "samples_finetune.pt"
+    main(["sample", "--ckpt", str(ckpt), "--num", "8", "--out", str(out)])
+    assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
