@@ -140,7 +140,8 @@ class GeneratorOptions:
             (e.g. ['scratch', 'teacher']: the first step learns as a one-step student's, the later reads start as
             the teacher's); with ``fake_per_count``, one start per trained step count (e.g. ['scratch', 'scratch',
             'teacher'] for [1, 2, 4]). 'generator_ckpt': the fake model of ``generator_ckpt`` (a student grown or
-            trained on keeps the fake model that already fits its samples; the checkpoint's one fake model).
+            trained on keeps the fake model that already fits its samples; the checkpoint's one fake model; on
+            digits worse than 'teacher' for growing the one-step student into a 2-step one: README).
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
