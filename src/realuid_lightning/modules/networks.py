@@ -77,7 +77,7 @@ FAKE_STARTS = get_args(FakeStart)
 
 
 def check_fake_init(
-    fake_init: str | list[str], fake_per_step: bool, fake_per_count: bool, generator_ckpt: str | None = None
+    fake_init: str | list[str], fake_per_step: bool, fake_per_count: bool, generator_ckpt: str | None
 ) -> None:
     """One-line ConfigError unless ``fake_init`` is 'scratch', 'teacher' or 'generator_ckpt', or with
     ``fake_per_step`` or ``fake_per_count`` (not both) a list of them; 'generator_ckpt' needs that checkpoint."""
