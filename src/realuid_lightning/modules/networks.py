@@ -120,7 +120,8 @@ class GeneratorOptions:
     Args:
         generator_time: the time t_G at which G_θ evaluates its network once on x_G = start_state(t_G, z) (flows: 0 =
             pure noise, the paper's; at t_G > 0 the teacher-initialised G starts off the mean sample: the digits
-            default uses 0.4, see README 'Where the generator starts').
+            default uses 0.4, see docs/benchmarks/convergence_digits.md,
+            'Where the generator starts').
         generator_sigma: instead of generator_time, the time where the noise level b_t/a_t equals it (SiD: 2.5).
         generator_times: a few-step student's schedule t_1 < … < t_N instead (t_1 plays t_G; e.g. [0, 0.25, 0.5, 0.75],
             DMD2's evenly spaced 4 steps); [t_G] is the one-step generator.
