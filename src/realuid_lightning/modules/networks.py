@@ -120,8 +120,7 @@ class GeneratorOptions:
     Args:
         generator_time: the time t_G at which G_θ evaluates its network once on x_G = start_state(t_G, z) (flows: 0 =
             pure noise, the paper's; at t_G > 0 the teacher-initialised G starts off the mean sample: the digits
-            default uses 0.4, see docs/benchmarks/convergence_digits.md,
-            'Where the generator starts').
+            default uses 0.4, see docs/benchmarks/convergence_digits.md, 'Where the generator starts').
         generator_sigma: instead of generator_time, the time where the noise level b_t/a_t equals it (SiD: 2.5).
         generator_times: a few-step student's schedule t_1 < … < t_N instead (t_1 plays t_G; e.g. [0, 0.25, 0.5, 0.75],
             DMD2's evenly spaced 4 steps); [t_G] is the one-step generator.
@@ -142,7 +141,8 @@ class GeneratorOptions:
             the teacher's); with ``fake_per_count``, one start per trained step count (e.g. ['scratch', 'scratch',
             'teacher'] for [1, 2, 4]). 'generator_ckpt': the fake model of ``generator_ckpt`` (a student grown or
             trained on keeps the fake model that already fits its samples; the checkpoint's one fake model; on
-            digits worse than 'teacher' for growing the one-step student into a 2-step one: README).
+            digits worse than 'teacher' for growing the one-step student into a 2-step one:
+            docs/benchmarks/few_step_digits.md).
         fake_per_step: a few-step student's fake model is one network per step path t_1 … t_k, each fitted to the
             data estimates of its own step (:class:`PerStepFakeModels`; P copies of f). With one fake model (False,
             DMD2's) the game matches only the mixture of the steps' estimates to the data, and a step that falls short
