@@ -28,9 +28,10 @@ marginal one, and distil that network unguided (w = 1); its own row at 100 steps
 ``refit_range`` does the same for the range [1, 4]: ``--refit-samples`` samples at each of ``--refit-points`` evenly
 spaced w (noise seeds 4, 5, …), fitted by the teacher with a zero-initialised w input (``realuid refit
 --guidance-range``), whose student (guidance_range [1, 4]) starts from it, its e(w) included; the refit teacher is
-reported at each w of --scales. ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students of that same refit
-teacher, each pinned to one w (guidance_scale w): what sharing one student across w costs, on one teacher. A run
-refits once for all the students that share a refit's w.
+reported at each w of --scales; ``--refit-anchor`` anchors its w = 1 samples on the teacher's own prediction (what
+``realuid refit --guidance-range`` does by default). ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students
+of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across w costs, on one
+teacher. A run refits once for all the students that share a refit's w.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-steps", type=int, default=2000, help="refit students: fine-tuning updates")
     parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
     parser.add_argument("--refit-points", type=int, default=4, help="refit_range: evenly spaced w, each with samples")
+    parser.add_argument("--refit-anchor", action="store_true", help="refit_range: anchor w = 1 on the teacher")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -134,9 +136,8 @@ def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float],
     ranged = isinstance(w, tuple)
     scales = range_scales(w, args.refit_points) if ranged else [w]
     samples, labels, drawn = guided_samples(teacher, scales, args.refit_samples, 4, args.refit_samples, "cpu")
-    trainer, ema = fine_tune(
-        net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed, scales=drawn if ranged else None
-    )
+    fitted = {"scales": drawn, "anchored": args.refit_anchor} if ranged else {}
+    trainer, ema = fine_tune(net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed, **fitted)
     module = trainer.lightning_module
     with ema.swapped(module, REFIT_EMA):
         return copy.deepcopy(module.net).eval().requires_grad_(False)

@@ -1,6 +1,7 @@
 """realuid refit: a teacher fine-tuned on its own guided samples, written as a teacher checkpoint that samples and
 distils like any other; its mistakes are one line."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,9 @@ from test_cli import ROOT, one_line_error, run_main
 
 from realuid_lightning import RealUIDModule
 from realuid_lightning.cli import RealUIDCLI, main
-from realuid_lightning.nets.guidance import Guided, ScaleConditioned
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned, guided_prediction
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import fine_tune, guided_samples
+from realuid_lightning.refit import RefitModule, fine_tune, guided_samples
 from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import sample_teacher
 
@@ -78,6 +79,34 @@ def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys, monkey
     student = RealUIDCLI(["--config", "configs/digits_realuid_guided_range.yaml", *overrides], run=False).model
     for net in (student.generator.net, student.fake_model):
         assert all(torch.equal(v, net.state_dict()[k]) for k, v in written.net.state_dict().items())
+
+
+def test_anchored_refit_regresses_w_0_and_1_on_the_teacher(tmp_path):
+    """--anchor: the samples at w = 0 and w = 1 take the teacher's own f*_w(t, x_t, c) as their target (f*(∅), f*(c)),
+    the others keep the process's target; the refit starts as the teacher, so its anchored residual starts at zero;
+    the command anchors by default and writes that fine_tune's network, --no-anchor the plain one, which differs."""
+    teacher = load_sampler(TEACHER, "raw", steps=2)
+    net = ScaleConditioned(copy.deepcopy(teacher.net), 0.0, 4.0)  # the wrapper adds e(w) inside the net it wraps
+    module = RefitModule(net, teacher.process, teacher.net, 1e-3).eval()
+    t, x_t, labels = torch.rand(6), torch.randn(6, 1, 8, 8), cycled_labels(0, 6, 10)
+    w, target = torch.tensor([0.0, 1.0, 2.0, 1.0, 4.0, 0.0]), torch.randn(6, 1, 8, 8)
+    anchored = module.matching_target(t, x_t, labels, (x_t, labels, w), target)
+    with torch.no_grad():  # the same rows in another batch: equal to round-off
+        own = guided_prediction(teacher.net, t, x_t, labels, w)
+        assert torch.allclose(anchored[[0, 1, 3, 5]], own[[0, 1, 3, 5]], atol=1e-5)
+        assert torch.equal(anchored[[2, 4]], target[[2, 4]]) and not torch.allclose(own[[0, 1]], target[[0, 1]])
+        assert torch.allclose(net(t[[1, 3]], x_t[[1, 3]], labels[[1, 3]], w[[1, 3]]), anchored[[1, 3]], atol=1e-5)
+    samples, labels, scales = guided_samples(teacher, [1.0, 4.0], 64, 0, 1024, "cpu")
+    fitted = (teacher.net, teacher.process, samples, labels, 3, 1e-3, 0, 32)
+    fits = {a: fine_tune(*fitted, scales=scales, anchored=a) for a in (True, False)}
+    for options, anchored in (([], True), (["--no-anchor"], False)):
+        (tmp_path / str(anchored)).mkdir()
+        out = refit(tmp_path / str(anchored), "--guidance-range", "1", "4", "--points", "2", *options)
+        written = load_sampler(out, "raw").net.state_dict()
+        for a, (trainer, ema) in fits.items():
+            with ema.swapped(trainer.lightning_module, 0.999):
+                expected = trainer.lightning_module.net.state_dict()
+                assert all(torch.equal(v, written[k]) for k, v in expected.items()) is (a == anchored)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.checkpoint import weights_checkpoint
 from realuid_lightning.errors import ConfigError
+from realuid_lightning.modules.frozen_teacher import FrozenTeacher
 from realuid_lightning.modules.teacher import MatchingModule
 from realuid_lightning.nets.guidance import ScaleConditioned, check_range
 from realuid_lightning.nets.labels import class_count, cycled_labels
@@ -47,6 +48,30 @@ NEXT_STEPS = {  # what to do with the written teacher, refit on one w (False) or
     True: "with --guidance w; distil it with a guidance_scale or generator.guidance_range inside that range",
 }
 REFIT_EMA = 0.999  # the decay the refit network is read at (the teachers' default teacher_ema)
+ANCHOR_HELP = (
+    "--guidance-range: at w = 0 and w = 1, where the guided prediction is the unconditional / conditional model's own "
+    "marginal field, regress on the teacher's prediction instead of its samples' targets (default: on)"
+)
+
+
+class RefitModule(MatchingModule):
+    """L_UM of a network that reads w on the teacher's guided samples (x1, c, w), anchored where f*_w is a marginal
+    field: at w = 0 (f*(∅), the unconditional model) and w = 1 (f*(c), the conditional one) the samples' target
+    c_t(x0, x1) is replaced by f*_w(t, x_t, c), its conditional expectation E[c_t | x_t, c] without their noise, so
+    the refit keeps the teacher at those w instead of learning it back from N samples."""
+
+    def __init__(self, net: nn.Module, process: Process, teacher: nn.Module, lr: float) -> None:
+        super().__init__(net, process, lr=lr, warmup_steps=100)
+        self.teacher = FrozenTeacher(copy.deepcopy(teacher), "the teacher being refit")
+
+    def matching_target(self, t: Tensor, x_t: Tensor, cond: Tensor | None, batch: Any, target: Tensor) -> Tensor:
+        w = batch[2]
+        anchored = torch.isclose(w, torch.ones_like(w)) | (w == 0)
+        if not anchored.any():
+            return target
+        with torch.no_grad():
+            own = self.teacher(t[anchored], x_t[anchored], cond[anchored], w[anchored])
+        return target.index_put((anchored,), own.to(target.dtype))
 
 
 def fine_tune(
@@ -60,18 +85,18 @@ def fine_tune(
     batch_size: int = 128,
     accelerator: str = "cpu",
     scales: Tensor | None = None,
+    anchored: bool = True,
 ) -> tuple[pl.Trainer, EMA]:
     """A copy of ``net`` trained ``updates`` Adam updates of its matching loss L_UM on (``samples``, ``labels``)
     (batches of ``batch_size`` in an order drawn from ``seed``, warm-up 100 updates, then ``lr``), with an EMA of
     decay 0.999, the copy in train mode as the teacher trained; (the trainer, the EMA callback): the network is
     ``trainer.lightning_module.net``. ``scales``: each sample's guidance scale w, read by ``net`` through a
-    zero-initialised w input on [min w, max w] (:class:`ScaleConditioned`, its weights drawn from ``seed``)."""
+    zero-initialised w input on [min w, max w] (:class:`ScaleConditioned`, its weights drawn from ``seed``);
+    ``anchored`` (with ``scales``): the samples at w = 0 and 1 regress on ``net``'s output (:class:`RefitModule`)."""
     if len(samples) < batch_size:
         raise ConfigError(f"--num {len(samples)} samples is fewer than one batch (--batch-size {batch_size})")
     pl.seed_everything(seed, verbose=False)
-    if scales is not None:
-        net = ScaleConditioned(copy.deepcopy(net), float(scales.min()), float(scales.max()))
-    module = MatchingModule(copy.deepcopy(net).train().requires_grad_(True), process, lr=lr, warmup_steps=100)
+    module = refit_module(net, process, lr, scales, anchored)
     order = torch.Generator().manual_seed(seed)
     columns = (samples, labels) if scales is None else (samples, labels, scales)
     data = DataLoader(TensorDataset(*columns), batch_size, shuffle=True, drop_last=True, generator=order)
@@ -89,6 +114,16 @@ def fine_tune(
     )
     trainer.fit(module, data)
     return trainer, ema
+
+
+def refit_module(net: nn.Module, process: Process, lr: float, scales: Tensor | None, anchored: bool) -> MatchingModule:
+    """The module :func:`fine_tune` trains: a copy of ``net`` (with a w input on the range of ``scales``) in train
+    mode, its matching loss anchored on ``net`` at w = 0 and 1 of ``scales`` (:class:`RefitModule`) or plain."""
+    copied = net if scales is None else ScaleConditioned(copy.deepcopy(net), float(scales.min()), float(scales.max()))
+    copied = copy.deepcopy(copied).train().requires_grad_(True)
+    if anchored and scales is not None:
+        return RefitModule(copied, process, net, lr)
+    return MatchingModule(copied, process, lr=lr, warmup_steps=100)
 
 
 def teacher_checkpoint(trainer: pl.Trainer, ema: EMA) -> dict[str, Any]:
@@ -123,6 +158,7 @@ def refit_parser() -> argparse.ArgumentParser:
     scale.add_argument("--guidance", type=float, help="the guidance scale w of the samples")
     scale.add_argument("--guidance-range", type=float, nargs=2, metavar=("W_MIN", "W_MAX"), help=RANGE_HELP)
     p.add_argument("--points", type=int, default=4, help="--guidance-range: how many evenly spaced w (default 4)")
+    p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True, help=ANCHOR_HELP)
     p.add_argument("--num", type=int, default=4000, help="guided samples at each w, the classes 0 … C−1 in turn")
     p.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -165,7 +201,8 @@ def refit_command(argv: list[str]) -> None:
     )
     accelerator = "cpu" if torch.device(args.device).type == "cpu" else "gpu"
     training = (args.updates, args.lr, args.seed, args.batch_size, accelerator)
-    trainer, ema = fine_tune(sampler.net, sampler.process, samples, labels, *training, scales=w if ranged else None)
+    fitted = (sampler.net, sampler.process, samples, labels, *training)
+    trainer, ema = fine_tune(*fitted, scales=w if ranged else None, anchored=args.anchor)
     save_atomic(teacher_checkpoint(trainer, ema), args.out)
     where = f"w in [{scales[0]:g}, {scales[-1]:g}] ({len(scales)} values)" if ranged else f"w = {scales[0]:g}"
     then = NEXT_STEPS[ranged]

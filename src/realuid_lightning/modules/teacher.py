@@ -70,7 +70,7 @@ class MatchingModule(GenerativeModule):
         self.net = net
         self.process = process if process is not None else FlowMatching()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training batches seen: keys the noise
-        self.save_hyperparameters(ignore=["net", "process"])
+        self.save_hyperparameters(ignore=["net", "process", "teacher"])  # teacher: a refit's frozen f*
         self.net_spec, self.process_spec = describe(net, "net"), describe(self.process, "process")
 
     @property
@@ -92,7 +92,13 @@ class MatchingModule(GenerativeModule):
         s = self.process.sample(x0, x1, t, noise)
         if self.null_cond is not None:  # classifier-free guidance: labels dropped to ∅ with probability cond_drop_prob
             cond = drop_labels(cond, self.hparams.cond_drop_prob, self.null_cond, noise)
-        return matching_loss(self.net(t, s.x_t, cond, *scale_of(batch, self.net)), s.target, s.weight).mean()
+        target = self.matching_target(t, s.x_t, cond, batch, s.target)
+        return matching_loss(self.net(t, s.x_t, cond, *scale_of(batch, self.net)), target, s.weight).mean()
+
+    def matching_target(self, t: Tensor, x_t: Tensor, cond: Tensor | None, batch: Any, target: Tensor) -> Tensor:
+        """The regression target at (t, x_t): the process's conditional target c_t(x0, x1) (a refit replaces it where
+        its teacher's prediction is the exact marginal field, :class:`~realuid_lightning.refit.RefitModule`)."""
+        return target
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._loss(batch, self.update_noise())
