@@ -29,7 +29,7 @@ from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.checkpoint import weights_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher
-from realuid_lightning.modules.teacher import MatchingModule
+from realuid_lightning.modules.teacher import MatchingModule, scale_of
 from realuid_lightning.nets.guidance import ScaleConditioned, check_range
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.nonfinite import check_finite_state
@@ -65,7 +65,7 @@ class RefitModule(MatchingModule):
         self.teacher = FrozenTeacher(copy.deepcopy(teacher), "the teacher being refit")
 
     def matching_target(self, t: Tensor, x_t: Tensor, cond: Tensor | None, batch: Any, target: Tensor) -> Tensor:
-        w = batch[2]
+        (w,) = scale_of(batch, self.net)
         anchored = torch.isclose(w, torch.ones_like(w)) | (w == 0)
         if not anchored.any():
             return target
@@ -119,8 +119,10 @@ def fine_tune(
 def refit_module(net: nn.Module, process: Process, lr: float, scales: Tensor | None, anchored: bool) -> MatchingModule:
     """The module :func:`fine_tune` trains: a copy of ``net`` (with a w input on the range of ``scales``) in train
     mode, its matching loss anchored on ``net`` at w = 0 and 1 of ``scales`` (:class:`RefitModule`) or plain."""
-    copied = net if scales is None else ScaleConditioned(copy.deepcopy(net), float(scales.min()), float(scales.max()))
-    copied = copy.deepcopy(copied).train().requires_grad_(True)
+    copied = copy.deepcopy(net)
+    if scales is not None:
+        copied = ScaleConditioned(copied, float(scales.min()), float(scales.max()))
+    copied.train().requires_grad_(True)
     if anchored and scales is not None:
         return RefitModule(copied, process, net, lr)
     return MatchingModule(copied, process, lr=lr, warmup_steps=100)
