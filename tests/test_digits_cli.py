@@ -159,6 +159,18 @@ def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch,
     assert last == "realuid: error: --steps 1: this student was trained for 2 steps only; use --steps 2"
 
 
+def test_four_step_config_reads_the_last_step_on_half_the_rows(digits_run, monkeypatch):
+    """configs/digits_realuid_4step.yaml grows the default job's student into the 4-step schedule [0.4, 0.55, 0.7,
+    0.85] with final_step_share 0.5, and `realuid sample --steps 4` draws it."""
+    monkeypatch.chdir(digits_run)
+    ckpt, hparams = continue_default_job(digits_run, "digits_realuid_4step")
+    assert hparams["generator"]["generator_times"] == [0.4, 0.55, 0.7, 0.85]
+    assert hparams["generator"]["final_step_share"] == 0.5
+    out = digits_run / "samples_4step.pt"
+    main(["sample", "--ckpt", str(ckpt), "--steps", "4", "--num", "8", "--out", str(out)])
+    assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
+
+
 def test_finetune_config_continues_the_default_jobs_student(digits_run, monkeypatch):
     """configs/digits_realuid_finetune.yaml fine-tunes the default job's student as a one-step student at t_G = 0.4
     (fake model from the teacher, lr 3e-5), and `realuid sample` draws its one step."""

@@ -139,6 +139,28 @@ def test_step_weights_set_how_often_each_count_and_time_is_drawn():
         FewStepGenerator(MLP(dim=2), FlowMatching(), schedules, {1: 1.0, 3: 1.0})
 
 
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_final_step_share_sets_how_often_the_last_step_is_read(share):
+    """final_step_share s: each count N > 1 reads its last step with gradient on a share s of its rows and each earlier
+    step on (1 − s)/(N − 1) (counted over 70 000 rows); one-step rows are untouched, the count draws are the uniform
+    student's to the bit; a share outside (0, 1] is a one-line ConfigError."""
+    options = {**SHARED, "final_step_share": share}
+    student = GeneratorOptions(**options).few_step_generator(MLP(dim=2), FlowMatching())
+    torch.manual_seed(0)
+    times, k, _, count = student._drawn_schedules(torch.zeros(70_000, 2), Noise())
+    for index, n in enumerate(student.steps):
+        shares = torch.bincount(k[count == index], minlength=n).double() / (count == index).sum()
+        expected = torch.tensor([(1 - share) / (n - 1)] * (n - 1) + [share] if n > 1 else [1.0], dtype=torch.float64)
+        torch.testing.assert_close(shares, expected, rtol=0, atol=0.01)
+    uniform = GeneratorOptions(**SHARED).few_step_generator(MLP(dim=2), FlowMatching())
+    torch.manual_seed(0)
+    uniform_times, _, _, uniform_count = uniform._drawn_schedules(torch.zeros(70_000, 2), Noise())
+    assert torch.equal(count, uniform_count) and torch.equal(times, uniform_times)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=rf"final_step_share={bad} must lie in \(0, 1\]"):
+            GeneratorOptions(**SHARED, final_step_share=bad)
+
+
 def test_training_read_names_its_step_path():
     """A shared student's training read returns each sample's path t_1 … t_k: the drawn schedule's first k times,
     whose last is the time of the read with gradient."""

@@ -38,7 +38,8 @@ class FewStepGenerator(nn.Module):
     A student that reads the guidance scale w (``ScaleConditioned``) evaluates g_θ(t_k, x, c, w) at every step.
 
     Training (:meth:`forward` with the module's :class:`~realuid_lightning.noise.Noise`) is DMD2's backward simulation:
-    per sample a trained step count N ~ U(schedules) (or P(N) ∝ ``step_weights[N]``) and a step k ~ U{1, …, N}, then
+    per sample a trained step count N ~ U(schedules) (or P(N) ∝ ``step_weights[N]``) and a step k ~ U{1, …, N} (or
+    k = N with probability ``final_share`` and k ~ U{1, …, N − 1} otherwise), then
     steps 1 … k − 1 of the current student without gradient, and x̂1 = G_θ(x_{t_k}, t_k) with gradient. A time where
     the read is singular (e.g. x0-prediction flows at t = 0, where a = 0) is refused; a first time where x_{t_1}
     ignores z is warned about.
@@ -50,9 +51,10 @@ class FewStepGenerator(nn.Module):
         process: Process,
         schedules: Sequence[Sequence[float]],
         step_weights: Mapping[int, float] | None = None,
+        final_share: float | None = None,
     ) -> None:
         super().__init__()
-        self.net, self.process = net, process
+        self.net, self.process, self.final_share = net, process, check_final_share(final_share)
         self.schedules = {len(s): tuple(float(t) for t in s) for s in check_schedules(process, schedules)}
         self._count_cdf = count_cdf(self.steps, step_weights)
         self.paths = step_paths(self.schedules.values())
@@ -170,7 +172,7 @@ class FewStepGenerator(nn.Module):
 
     def _drawn_schedules(self, z: Tensor, noise: Noise) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per sample, the times of a trained schedule N ~ U(steps) (or ∝ the step weights), padded to N_max with its
-        last time (B, N_max), k − 1 with k ~ U{1, …, N} (B,), the index of its path t_1 … t_k in :attr:`paths`
+        last time (B, N_max), k − 1 from :meth:`_step_index` (B,), the index of its path t_1 … t_k in :attr:`paths`
         (B,) and of its count in :attr:`steps` (B,); ``noise`` draws u ~ U[0, 1) only where there is a choice
         (N = 1: nothing)."""
         counts, batch = self.steps, z.shape[0]
@@ -180,8 +182,17 @@ class FewStepGenerator(nn.Module):
         if len(counts) > 1:  # the draws depend on the schedules only, never on drawn values (chunks stay consistent)
             m = self._count_index(noise, z)
         n = torch.tensor(counts, device=z.device)[m]
-        k = _uniform_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
+        k = self._step_index(noise, n, z) if counts[-1] > 1 else torch.zeros_like(m)
         return table[m], k, path_table[m, k], m
+
+    def _step_index(self, noise: Noise, n: Tensor, z: Tensor) -> Tensor:
+        """Per sample, k − 1 for its count N (B,): k ~ U{1, …, N}, or with ``final_share`` s, from one u ~ U[0, 1),
+        k = N if u < s, else k = 1 + ⌊(u − s)/(1 − s)·(N − 1)⌋ (N = 1: k = 1)."""
+        if self.final_share is None:
+            return _uniform_index(noise, n, z)
+        u, s = noise.rand(z.shape[0], z), self.final_share
+        earlier = ((u - s) / (1 - s) * (n - 1)).long() if s < 1 else torch.zeros_like(n)
+        return torch.where(u < s, n - 1, torch.minimum(earlier.clamp(min=0), (n - 2).clamp(min=0)))
 
     def _count_index(self, noise: Noise, z: Tensor) -> Tensor:
         """Per sample, the index of its step count in :attr:`steps`: i ~ U{0, …, C − 1}, or with step weights the
@@ -226,6 +237,13 @@ def check_step_weights(step_weights: Sequence[float], counts: Sequence[int]) -> 
         )
     if not all(0 < w < float("inf") for w in step_weights):
         raise ConfigError(f"student_step_weights={list(step_weights)} must be positive and finite")
+
+
+def check_final_share(share: float | None) -> float | None:
+    """``share`` if it is None or in (0, 1], else a one-line ConfigError."""
+    if share is not None and not 0 < share <= 1:
+        raise ConfigError(f"final_step_share={share} must lie in (0, 1] (leave it out for k ~ U{{1, …, N}})")
+    return share
 
 
 def count_cdf(counts: Sequence[int], step_weights: Mapping[int, float] | None) -> list[float] | None:

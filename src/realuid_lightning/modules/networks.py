@@ -17,7 +17,7 @@ from realuid_lightning.checkpoint import (
     sub_state,
 )
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, StepRoute, check_step_weights, step_paths
+from realuid_lightning.generator import FewStepGenerator, StepRoute, check_final_share, check_step_weights, step_paths
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.processes.base import Process
 from realuid_lightning.schedule import time_of_noise_level
@@ -131,6 +131,9 @@ class GeneratorOptions:
         student_step_weights: one weight per entry of ``student_steps``: training draws count M with probability ∝
             its weight (default: equal). [1, 2, 4] for [1, 2, 4] makes every (count, step) pair equally likely, so a
             time that only the longest schedule reads gets 1/7 of the batch instead of 1/12.
+        final_step_share: the share s of each count's rows whose read with gradient is its last step N (the rest draw
+            k ~ U{1, …, N − 1}; default: k ~ U{1, …, N}, share 1/N). One fake model fits the mixture of the steps'
+            estimates, so a larger s makes the sample itself, not the mixture, what is matched to the data.
         generator_ckpt: fine-tuning: start G_θ from this distillation checkpoint's generator.
         generator_ema: the EMA decay whose weights ``generator_ckpt`` gives (None: its raw weights).
         fake_init: 'scratch' (the teacher's network as its constructor builds it) or 'teacher' (a copy of it: the
@@ -165,6 +168,7 @@ class GeneratorOptions:
     generator_sigmas: list[float] | None = None
     student_steps: list[int] | None = None
     student_step_weights: list[float] | None = None
+    final_step_share: float | None = None
     generator_ckpt: str | None = None
     generator_ema: float | None = 0.999
     fake_init: FakeStart | list[FakeStart] = "scratch"
@@ -192,6 +196,7 @@ class GeneratorOptions:
             )
         if self.student_step_weights is not None:
             check_step_weights(self.student_step_weights, self.student_steps or [n])
+        check_final_share(self.final_step_share)
 
     def schedules(self, process: Process) -> list[list[float]]:
         """Each trained step count's times: every (N/M)-th of t_1 … t_N for M in ``student_steps`` (default [N]);
@@ -211,7 +216,8 @@ class GeneratorOptions:
         """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
         schedules, weights = self.schedules(process), self.student_step_weights
         by_count = None if weights is None else dict(zip(self.student_steps or [len(schedules[0])], weights))
-        return FewStepGenerator(trainable(copy.deepcopy(teacher), self.dropout), process, schedules, by_count)
+        net = trainable(copy.deepcopy(teacher), self.dropout)
+        return FewStepGenerator(net, process, schedules, by_count, self.final_step_share)
 
     def guidance(self, guidance_scale: float | None) -> Guidance | None:
         """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
