@@ -214,6 +214,7 @@ OPTIONS = {
         "generator_sigmas": [2.5, 1.0],
         "student_steps": [1, 2],
         "student_step_weights": [1.0, 3.0],
+        "final_step_share": 0.75,
         "generator_ckpt": "g.ckpt",
         "generator_ema": 0.99,
         "fake_init": ["scratch", "teacher"],
