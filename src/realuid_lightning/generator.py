@@ -192,7 +192,7 @@ class FewStepGenerator(nn.Module):
             return _uniform_index(noise, n, z)
         u, s = noise.rand(z.shape[0], z), self.final_share
         earlier = ((u - s) / (1 - s) * (n - 1)).long() if s < 1 else torch.zeros_like(n)
-        return torch.where(u < s, n - 1, torch.minimum(earlier.clamp(min=0), (n - 2).clamp(min=0)))
+        return torch.where(u < s, n - 1, torch.minimum(earlier, (n - 2).clamp(min=0)))  # earlier >= 0 where u >= s
 
     def _count_index(self, noise: Noise, z: Tensor) -> Tensor:
         """Per sample, the index of its step count in :attr:`steps`: i ~ U{0, …, C − 1}, or with step weights the
