@@ -1,6 +1,7 @@
 """Few-step students (issue 13): the schedule options, backward simulation, re-noising, run record, sampling, export
 and the callbacks at each trained step count."""
 
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -9,6 +10,7 @@ import torch
 from helpers import sections, tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from test_evaluate import ROOT, data_config
 from test_fid import CountingDigits, tiny_unet
 
 from realuid_lightning import (
@@ -380,6 +382,35 @@ def test_exported_pipeline_reproduces_realuid_sample(tmp_path):
     )
 
 
+def test_evaluate_chain_scores_the_estimate_after_each_step(tmp_path, capsys):
+    """`realuid evaluate --chain` of a [1, 2]-step student scores the estimate after each step on the same draws: the
+    first is the 1-step sample of the same seed (the same z, read at t_1), the last the 2-step sample; a teacher is a
+    one-line error."""
+    options = {"generator_times": [0.25, 0.625], "student_steps": [1, 2], "fake_updates": 1, "warmup_steps": 1}
+    module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), **options))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
+    trainer(4, tmp_path, callbacks=[checkpoints]).fit(module, datamodule=CountingDigits())
+    ckpt, config = checkpoints.last_model_path, data_config(tmp_path)
+    chain = load_sampler(ckpt, "raw").draw(24, seed=1, chain=True)
+    assert chain.shape == (2, 24, 1, 8, 8) and torch.equal(chain[-1], load_sampler(ckpt, "raw").draw(24, seed=1))
+    torch.testing.assert_close(chain[0], load_sampler(ckpt, "raw", steps=1).draw(24, seed=1), atol=0, rtol=0)
+
+    def evaluate(*args: str) -> dict:
+        reference = ["--reference", "data", "--data", config, "--feature", "digits", "--num", "24", "--seed", "1"]
+        main(["evaluate", "--ckpt", ckpt, "--ema", "raw", "--device", "cpu", *reference, "--repeats", "2", *args])
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    scored, one_step = evaluate("--chain"), evaluate("--steps", "1")
+    assert [(r["read"], r["time"]) for r in scored["chain"]] == [(1, 0.25), (2, 0.625)]
+    assert scored["chain"][-1]["metrics"] == scored["metrics"] and scored["protocol"]["steps"] == 2
+    assert scored["chain"][0]["metrics"]["fd"] == one_step["metrics"]["fd"]
+    assert scored["chain"][0]["metrics"]["fd"]["values"] != scored["metrics"]["fd"]["values"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--ckpt", str(ROOT / "checkpoints/digits_teacher.ckpt"), "--chain", "--stats", "none.npz"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--chain scores a student's" in err
+
+
 def test_fd_and_preview_score_every_trained_step_count(tmp_path):
     """The FD callback logs raw and EMA scores tagged by step count (fid/ema_0.9_1steps, _2steps) and its summary names
     the most steps; the preview logs one grid per weights and step count."""
@@ -458,12 +489,15 @@ def test_teacher_reads_follow_the_student_sample(tmp_path, capsys):
 
     student, teacher = load_sampler(ckpt), load_sampler(teacher_ckpt, "raw").net
     g = torch.Generator().manual_seed(1)
-    x1 = student.student_generator()(torch.randn(8, 2, generator=g), noise=g)
+    estimates = [student.student_generator()(torch.randn(8, 2, generator=g), noise=g)]
     for s in (0.5, 0.8):
         t = torch.full((8,), s)
-        x_s = s * x1 + (1 - s) * torch.randn(8, 2, generator=g)
-        x1 = student.process.to_data(teacher(t, x_s), x_s, t)
-    torch.testing.assert_close(x, x1, atol=1e-6, rtol=0)
+        x_s = s * estimates[-1] + (1 - s) * torch.randn(8, 2, generator=g)
+        estimates.append(student.process.to_data(teacher(t, x_s), x_s, t))
+    torch.testing.assert_close(x, estimates[-1], atol=1e-6, rtol=0)
+    read = student.read_by_teacher([0.5, 0.8])
+    torch.testing.assert_close(read.draw(8, seed=1, chain=True), torch.stack(estimates), atol=1e-6, rtol=0)
+    assert read.read_times() == [0.0, 0.5, 0.8]
     assert not torch.allclose(x, sample_cli(ckpt, tmp_path / "one.pt"), atol=1e-3)
     named = sample_cli(ckpt, tmp_path / "named.pt", "--teacher-reads", "0.5", "0.8", "--teacher", teacher_ckpt)
     assert torch.equal(named, x)

@@ -82,12 +82,28 @@ class Sampler:
     def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """x1 from z (B, *shape); ``generator`` draws an SDE's noise or a few-step student's re-noising."""
         if self.student:
-            w = scale_input(self.net, self.guidance, z)
-            x1 = self.student_generator()(z, cond, self.steps, generator, *w)
-            scale = sampling_scale(self.net, self.guidance)
-            return x1 if self.teacher_reads is None else self.teacher_reads(x1, cond, generator, scale)
+            return self.chain(z, cond, generator)[-1]
         net = self.net if self.guidance is None else Guided(self.net, self.guidance)
         return sample_teacher(net, self.process, z, self.steps, self.method, cond, generator)
+
+    def chain(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> list[Tensor]:
+        """A student's data estimates x̂1 after each of its network reads, at :meth:`read_times`: its ``steps`` steps,
+        then its teacher's reads; the last is the sample :meth:`__call__` returns."""
+        self.read_times()  # a teacher's is a one-line error
+        w = scale_input(self.net, self.guidance, z)
+        estimates = self.student_generator().estimates(z, cond, self.steps, generator, *w)
+        if self.teacher_reads is None:
+            return estimates
+        return estimates + self.teacher_reads.chain(
+            estimates[-1], cond, generator, sampling_scale(self.net, self.guidance)
+        )
+
+    def read_times(self) -> list[float]:
+        """The time of each network read of a student's :meth:`chain`: its schedule, then its teacher's reads."""
+        if not self.student:
+            raise ConfigError("--chain scores a student's estimate after each of its reads; this is a teacher")
+        reads = list(self.teacher_reads.times) if self.teacher_reads is not None else []
+        return [*self.student_generator().schedule(self.steps), *reads]
 
     def read_by_teacher(self, reads: Sequence[float], teacher: str | None = None) -> Sampler:
         """This student's sample read once more by its teacher at each time of ``reads`` (:class:`TeacherReads`;
@@ -139,8 +155,12 @@ class Sampler:
         }
 
     @torch.no_grad()
-    def draw(self, num: int, seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu") -> Tensor:
-        """``num`` samples (num, *shape) on the CPU; z ~ N(0, I) from ``torch.Generator(device).manual_seed(seed)``."""
+    def draw(
+        self, num: int, seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu", chain: bool = False
+    ) -> Tensor:
+        """``num`` samples (num, *shape) on the CPU; z ~ N(0, I) from ``torch.Generator(device).manual_seed(seed)``.
+        ``chain``: a student's estimate after each network read of :meth:`chain` instead, (reads, num, *shape), the
+        last of which is the samples."""
         self.net.to(device)
         generator, classes, chunks = torch.Generator(device).manual_seed(seed), class_count(self.net), []
         for start in range(0, num, batch_size):
@@ -152,8 +172,8 @@ class Sampler:
                 cond = torch.full((size,), self.label, device=device)
             else:
                 cond = cycled_labels(start, size, classes, device) if classes else None
-            chunks.append(self(z, cond, generator).cpu())
-        return torch.cat(chunks)
+            chunks.append((torch.stack(self.chain(z, cond, generator)) if chain else self(z, cond, generator)).cpu())
+        return torch.cat(chunks, dim=1 if chain else 0)
 
 
 def load_sampler(

@@ -52,9 +52,15 @@ class TeacherReads:
         self, x1: Tensor, cond: Tensor | None, generator: torch.Generator | None, w: float | None = None
     ) -> Tensor:
         """x̂1 after the reads, on x̂1's device; ``w``: the scale the student sampled at (None: :attr:`scale`)."""
+        return self.chain(x1, cond, generator, w)[-1]
+
+    def chain(
+        self, x1: Tensor, cond: Tensor | None, generator: torch.Generator | None, w: float | None = None
+    ) -> list[Tensor]:
+        """x̂1 after each read in turn (the last is :meth:`__call__`'s)."""
         w, teacher = self.scale if w is None else w, self.teacher.to(x1.device)
         net = teacher if w is None else Guided(teacher, w)
-        return FewStepGenerator(net, self.process, [self.times]).continue_from(x1, self.times, cond, generator)[-1]
+        return FewStepGenerator(net, self.process, [self.times]).continue_from(x1, self.times, cond, generator)
 
 
 def check_times(process: Process, times: Sequence[float]) -> None:

@@ -86,6 +86,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-images", default=None, help="write the samples as PNGs here (in DIR/seed_S/ for each repeat when R > 1)"
     )
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="a one- or few-step student: score its data estimate after each of its network reads (its steps, then "
+        "any --teacher-reads) as well as the sample, on the same draws",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -169,9 +175,14 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def fd_name(feature: str) -> str:
+    """The FD's name for ``feature``: FID, FD-digits, FD-mnist, else FD (class path)."""
+    return fd_label(feature) if feature == "inception" or feature in PRETRAINED_FEATURES else f"FD ({feature})"
+
+
 def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     """A markdown table: metric, mean ± std, the value of each repeat."""
-    fd = fd_label(feature) if feature == "inception" or feature in PRETRAINED_FEATURES else f"FD ({feature})"
+    fd = fd_name(feature)
     rows = ["| metric | mean ± std | per repeat |", "|---|---|---|"]
     for name, m in metrics.items():
         spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
@@ -182,24 +193,52 @@ def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     return "\n".join(rows)
 
 
+def chain_table(chain: list[dict[str, Any]], feature: str) -> str:
+    """A markdown table of --chain: each network read, its time and the FD of the estimate after it."""
+    fd = fd_name(feature)
+    rows = [f"| after read | t | {fd} mean ± std | per repeat |", "|---|---|---|---|"]
+    for read in chain:
+        m = read["metrics"]["fd"]
+        spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
+        values = ", ".join(f"{v:.4g}" for v in m["values"])
+        rows.append(f"| {read['read']} | {read['time']:g} | {m['mean']:.4g}{spread} | {values} |")
+    return "\n".join(rows)
+
+
 def evaluate_command(argv: list[str]) -> None:
     args = evaluate_parser().parse_args(argv)
     check_args(args)
     sampler = sampler_from_args(args)
+    times = sampler.read_times() if args.chain else []  # a teacher: a one-line error before the reference is read
     reference, extractor = build_reference(args, sampler.shape)
     if args.save_stats:
         print(f"wrote the reference statistics to {reference.save(args.save_stats)}", file=sys.stderr)
     check_reference(reference, sampler.shape, args.k)
-    runs = []
-    for seed in range(args.seed, args.seed + args.repeats):
-        samples = sampler.draw(args.num, seed, args.batch_size, args.device)
-        if args.save_images:
-            folder = write_pngs(samples, Path(args.save_images) / (f"seed_{seed}" if args.repeats > 1 else ""))
-            print(f"wrote {len(samples)} PNG files to {folder}", file=sys.stderr)
-        runs.append(score(samples, extractor, reference, args, seed))
-    metrics = summarise(runs)
+    runs = [
+        draw_and_score(sampler, extractor, reference, args, seed) for seed in range(args.seed, args.seed + args.repeats)
+    ]
+    metrics = summarise([reads[-1] for reads in runs])
     print(table(metrics, reference.feature))
-    print(json.dumps({"protocol": evaluation_protocol(args, sampler, reference), "metrics": metrics}))
+    record = {"protocol": evaluation_protocol(args, sampler, reference), "metrics": metrics}
+    if args.chain:
+        record["chain"] = [
+            {"read": k + 1, "time": t, "metrics": summarise([r[k] for r in runs])} for k, t in enumerate(times)
+        ]
+        print(chain_table(record["chain"], reference.feature))
+    print(json.dumps(record))
+
+
+def draw_and_score(
+    sampler: Sampler, extractor: nn.Module, reference: ReferenceStats, args: argparse.Namespace, seed: int
+) -> list[dict[str, float]]:
+    """The scores of one repeat's samples (with --chain: of the estimate after each network read, the samples
+    last), written as PNGs with --save-images."""
+    drawn = sampler.draw(args.num, seed, args.batch_size, args.device, chain=args.chain)
+    samples = drawn[-1] if args.chain else drawn
+    if args.save_images:
+        folder = write_pngs(samples, Path(args.save_images) / (f"seed_{seed}" if args.repeats > 1 else ""))
+        print(f"wrote {len(samples)} PNG files to {folder}", file=sys.stderr)
+    return [score(x, extractor, reference, args, seed) for x in (drawn if args.chain else [drawn])]
 
 
 def check_reference(reference: ReferenceStats, shape: tuple[int, ...], k: int) -> None:
