@@ -383,9 +383,9 @@ def test_exported_pipeline_reproduces_realuid_sample(tmp_path):
 
 
 def test_evaluate_chain_scores_the_estimate_after_each_step(tmp_path, capsys):
-    """`realuid evaluate --chain` of a [1, 2]-step student scores the estimate after each step on the same draws: the
-    first is the 1-step sample of the same seed (the same z, read at t_1), the last the 2-step sample; a teacher is a
-    one-line error."""
+    """`realuid evaluate --chain` of a [1, 2]-step student scores the estimate after each step on the sample's own
+    draws: in one batch the first is the 1-step sample of the same seed (the same z, read at t_1; a later batch's z
+    follows the re-noising draws), the last the 2-step sample; a teacher is a one-line error."""
     options = {"generator_times": [0.25, 0.625], "student_steps": [1, 2], "fake_updates": 1, "warmup_steps": 1}
     module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), **options))
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
