@@ -76,7 +76,10 @@ class Sampler:
         return self.method == ONE_STEP
 
     def student_generator(self) -> FewStepGenerator:
-        """The student G_θ around ``net``: its trained ``schedules``, else the one step at ``time``."""
+        """The student G_θ around ``net``: its trained ``schedules``, else the one step at ``time``; a teacher has none
+        (a one-line error)."""
+        if not self.student:
+            raise ConfigError("--chain scores a student's estimate after each of its reads; this is a teacher")
         return FewStepGenerator(self.net, self.process, self.schedules or [[self.time]])
 
     def __call__(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -89,7 +92,6 @@ class Sampler:
     def chain(self, z: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> list[Tensor]:
         """A student's data estimates x̂1 after each of its network reads, at :meth:`read_times`: its ``steps`` steps,
         then its teacher's reads; the last is the sample :meth:`__call__` returns."""
-        self.read_times()  # a teacher's is a one-line error
         w = scale_input(self.net, self.guidance, z)
         estimates = self.student_generator().estimates(z, cond, self.steps, generator, *w)
         if self.teacher_reads is None:
@@ -100,8 +102,6 @@ class Sampler:
 
     def read_times(self) -> list[float]:
         """The time of each network read of a student's :meth:`chain`: its schedule, then its teacher's reads."""
-        if not self.student:
-            raise ConfigError("--chain scores a student's estimate after each of its reads; this is a teacher")
         reads = list(self.teacher_reads.times) if self.teacher_reads is not None else []
         return [*self.student_generator().schedule(self.steps), *reads]
 

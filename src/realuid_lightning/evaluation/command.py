@@ -185,12 +185,14 @@ def table(metrics: dict[str, dict[str, Any]], feature: str) -> str:
     fd = fd_name(feature)
     rows = ["| metric | mean ± std | per repeat |", "|---|---|---|"]
     for name, m in metrics.items():
-        spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
-        rows.append(
-            f"| {fd if name == 'fd' else LABELS.get(name, name)} | {m['mean']:.4g}{spread} | "
-            f"{', '.join(f'{v:.4g}' for v in m['values'])} |"
-        )
+        rows.append(f"| {fd if name == 'fd' else LABELS.get(name, name)} | {summary_cells(m)} |")
     return "\n".join(rows)
+
+
+def summary_cells(m: dict[str, Any]) -> str:
+    """One metric's table cells: 'mean ± std | value of each repeat' (no ± for one repeat)."""
+    spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
+    return f"{m['mean']:.4g}{spread} | {', '.join(f'{v:.4g}' for v in m['values'])}"
 
 
 def chain_table(chain: list[dict[str, Any]], feature: str) -> str:
@@ -198,10 +200,7 @@ def chain_table(chain: list[dict[str, Any]], feature: str) -> str:
     fd = fd_name(feature)
     rows = [f"| after read | t | {fd} mean ± std | per repeat |", "|---|---|---|---|"]
     for read in chain:
-        m = read["metrics"]["fd"]
-        spread = "" if m["std"] is None else f" ± {m['std']:.4g}"
-        values = ", ".join(f"{v:.4g}" for v in m["values"])
-        rows.append(f"| {read['read']} | {read['time']:g} | {m['mean']:.4g}{spread} | {values} |")
+        rows.append(f"| {read['read']} | {read['time']:g} | {summary_cells(read['metrics']['fd'])} |")
     return "\n".join(rows)
 
 
@@ -234,11 +233,11 @@ def draw_and_score(
     """The scores of one repeat's samples (with --chain: of the estimate after each network read, the samples
     last), written as PNGs with --save-images."""
     drawn = sampler.draw(args.num, seed, args.batch_size, args.device, chain=args.chain)
-    samples = drawn[-1] if args.chain else drawn
+    reads = drawn if args.chain else drawn[None]  # (reads, num, *shape), the samples last
     if args.save_images:
-        folder = write_pngs(samples, Path(args.save_images) / (f"seed_{seed}" if args.repeats > 1 else ""))
-        print(f"wrote {len(samples)} PNG files to {folder}", file=sys.stderr)
-    return [score(x, extractor, reference, args, seed) for x in (drawn if args.chain else [drawn])]
+        folder = write_pngs(reads[-1], Path(args.save_images) / (f"seed_{seed}" if args.repeats > 1 else ""))
+        print(f"wrote {len(reads[-1])} PNG files to {folder}", file=sys.stderr)
+    return [score(x, extractor, reference, args, seed) for x in reads]
 
 
 def check_reference(reference: ReferenceStats, shape: tuple[int, ...], k: int) -> None:
