@@ -220,6 +220,7 @@ OPTIONS = {
         "fake_init": ["scratch", "teacher"],
         "fake_per_step": True,
         "fake_per_count": True,
+        "per_step_networks": ["generator_ckpt", "teacher"],
         "dropout": 0.1,
         "guidance_range": [1.0, 4.0],
     },

@@ -15,9 +15,10 @@ from realuid_lightning import EMA, ConfigError, MatchingModule, OptimisationOpti
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.data.batching import batch_loader
-from realuid_lightning.export import OneStepPipeline, export_generator
+from realuid_lightning.export import export_generator
 from realuid_lightning.nets.diffusers import DiffusersUNet, load_diffusers_teacher
 from realuid_lightning.nets.unet import UNet
+from realuid_lightning.pipeline import OneStepPipeline
 from realuid_lightning.processes.diffusion import DiscreteVP
 from realuid_lightning.processes.flow import FlowMatching
 from realuid_lightning.run_record import EMAState

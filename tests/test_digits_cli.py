@@ -11,6 +11,8 @@ from helpers import callbacks_yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from realuid_lightning.cli import main
+from realuid_lightning.nets.per_step import PerStepNetworks
+from realuid_lightning.sampler import load_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = [
@@ -117,8 +119,11 @@ def test_sample_image_checkpoint(digits_run):
     assert out.with_suffix(".png").stat().st_size > 100
 
 
-def continue_default_job(digits_run, name: str) -> tuple[Path, dict]:
-    """configs/NAME.yaml run after the default job in its folder (3 iterations): its last checkpoint and hparams."""
+def continue_default_job(
+    digits_run, name: str, start: str = "runs/digits_realuid/checkpoints/last.ckpt"
+) -> tuple[Path, dict]:
+    """configs/NAME.yaml run after the default job in its folder (3 iterations), its generator from ``start``: its
+    last checkpoint and hparams."""
     (digits_run / f"{name}.yaml").write_text(callbacks_yaml(name))
     teacher = digits_run / "runs/digits_teacher/checkpoints/last.ckpt"
     main(
@@ -139,7 +144,7 @@ def continue_default_job(digits_run, name: str) -> tuple[Path, dict]:
     )
     ckpt = digits_run / f"runs/{name}/checkpoints/last.ckpt"
     hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
-    assert hparams["generator"]["generator_ckpt"] == "runs/digits_realuid/checkpoints/last.ckpt"
+    assert hparams["generator"]["generator_ckpt"] == start
     assert hparams["generator"]["fake_init"] == "teacher" and hparams["optimisation"]["generator_lr"] == 3e-5
     return ckpt, hparams
 
@@ -179,4 +184,22 @@ def test_finetune_config_continues_the_default_jobs_student(digits_run, monkeypa
     assert hparams["generator"]["generator_time"] == 0.4 and hparams["generator"]["generator_times"] is None
     out = digits_run / "samples_finetune.pt"
     main(["sample", "--ckpt", str(ckpt), "--num", "8", "--out", str(out)])
+    assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
+
+
+def test_per_step_two_step_config_grows_the_fine_tuned_student(digits_run, monkeypatch):
+    """configs/digits_realuid_2step_per_step.yaml, run after the default job and its fine-tuning stage, reads step 1
+    with the fine-tuned student's network, unchanged (final_step_share 1), and step 2 with a network of its own;
+    `realuid sample --steps 2` draws it."""
+    monkeypatch.chdir(digits_run)
+    finetuned = "runs/digits_realuid_finetune/checkpoints/last.ckpt"
+    if not (digits_run / finetuned).exists():
+        continue_default_job(digits_run, "digits_realuid_finetune")
+    ckpt, hparams = continue_default_job(digits_run, "digits_realuid_2step_per_step", start=finetuned)
+    assert hparams["generator"]["per_step_networks"] == ["generator_ckpt", "teacher"]
+    sampler, student = load_sampler(ckpt, "raw"), load_sampler(digits_run / finetuned, 0.9)
+    assert isinstance(sampler.net, PerStepNetworks) and sampler.schedules == [[0.4, 0.9]]
+    assert all(torch.equal(v, student.net.state_dict()[k]) for k, v in sampler.net.net.state_dict().items())
+    out = digits_run / "samples_2step_per_step.pt"
+    main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--num", "8", "--out", str(out)])
     assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)

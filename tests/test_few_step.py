@@ -26,10 +26,11 @@ from realuid_lightning import (
 from realuid_lightning.checkpoint import load_checkpoint
 from realuid_lightning.cli import main
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.export import OneStepPipeline, export_generator
+from realuid_lightning.export import export_generator
 from realuid_lightning.generator import StepRoute, step_paths
-from realuid_lightning.modules.networks import PerStepFakeModels, fake_routing
+from realuid_lightning.nets.per_step import PerStepFakeModels, PerStepNetworks, fake_routing
 from realuid_lightning.noise import Noise
+from realuid_lightning.pipeline import OneStepPipeline
 from realuid_lightning.processes import EDM, BrownianBridge, ContinuousVP, StochasticInterpolant
 from realuid_lightning.run_record import LATEST, VERSION, RunMetadata
 from realuid_lightning.sampler import load_sampler
@@ -382,6 +383,21 @@ def test_exported_pipeline_reproduces_realuid_sample(tmp_path):
     )
 
 
+def test_exported_pipeline_keeps_every_step_network(tmp_path):
+    """A per-step UNet student exports g_1 as the pipeline's ``unet`` and g_2 as ``later_unets``; the pipeline, and the
+    sampler of its folder, give what `realuid sample` gives for the same seed."""
+    options = {"generator_times": [0.25, 0.625], "per_step_networks": ["teacher", "teacher"], "fake_updates": 1}
+    module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), warmup_steps=1, **options))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
+    trainer(4, tmp_path, callbacks=[checkpoints]).fit(module, datamodule=CountingDigits())
+    ckpt = checkpoints.last_model_path
+    pipe = OneStepPipeline.from_pretrained(export_generator(ckpt, tmp_path / "pipe", ema=None))
+    assert len(pipe.later_unets.unets) == 1 and isinstance(pipe.student().net, PerStepNetworks)
+    out = pipe(batch_size=8, generator=torch.Generator().manual_seed(1), output_type="latent").images
+    torch.testing.assert_close(out, sample_cli(ckpt, tmp_path / "2.pt", "--ema", "raw"))
+    assert torch.equal(load_sampler(tmp_path / "pipe").draw(8, seed=1), out)
+
+
 def test_evaluate_chain_scores_the_estimate_after_each_step(tmp_path, capsys):
     """`realuid evaluate --chain` of a [1, 2]-step student scores the estimate after each step on the sample's own
     draws: in one batch the first is the 1-step sample of the same seed (the same z, read at t_1; a later batch's z
@@ -519,3 +535,68 @@ def test_teacher_reads_follow_the_student_sample(tmp_path, capsys):
             main(["sample", "--ckpt", ckpt_, "--teacher-reads", *reads, "--out", str(tmp_path / "no.pt")])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_per_step_networks_grow_a_one_step_student_with_the_teacher_as_its_later_read(tmp_path, capsys):
+    """per_step_networks ['generator_ckpt', 'teacher'] on [0, 0.5] gives each step time its own network: g_1 the
+    one-step student's, g_2 the teacher's, so before training the 2-step sample is the one-step sample read once by
+    the teacher at 0.5 (the same draws); trained with final_step_share 1, only g_2 moves; the checkpoint records
+    PerStepNetworks, `realuid sample` rebuilds it and a per-step student starts from it whole; each row reads its own time's network, and an unknown time,
+    a bad start, a wrong count, a missing generator_ckpt and a guidance range are one-line errors."""
+    pl.seed_everything(0)
+    teacher_ckpt = str(tmp_path / "teacher.ckpt")
+    torch.save(load_checkpoint(FIXTURES / "toy2d_teacher.ckpt"), teacher_ckpt)
+    common = {"teacher_ckpt": teacher_ckpt, "teacher_ema": None, "fake_updates": 1, "warmup_steps": 3}
+    first = ModelCheckpoint(dirpath=tmp_path / "one", save_last=True)
+    trainer(4, tmp_path / "one", callbacks=[first]).fit(RealUIDModule(**sections(**common)), tiny_data())
+    grown = {
+        **common,
+        "generator_ckpt": first.last_model_path,
+        "generator_ema": None,
+        "generator_times": [0.0, 0.5],
+        "per_step_networks": ["generator_ckpt", "teacher"],
+        "final_step_share": 1.0,
+        "fake_init": "teacher",
+    }
+    module = RealUIDModule(**sections(**grown))
+    net, one_step = module.generator.net, load_sampler(first.last_model_path, "raw")
+    assert isinstance(net, PerStepNetworks) and net.times == [0.0, 0.5]
+    assert all(torch.equal(v, one_step.net.state_dict()[k]) for k, v in net.net.state_dict().items())
+    assert all(torch.equal(v, module.teacher.net.state_dict()[k]) for k, v in net.later[0].state_dict().items())
+    z = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    read = one_step.read_by_teacher([0.5], teacher_ckpt)
+    with torch.no_grad():
+        two_step = module.generator(z, steps=2, noise=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(two_step, read(z, generator=torch.Generator().manual_seed(2)), atol=1e-6, rtol=0)
+
+    before = [[q.clone() for q in g.parameters()] for g in net.networks]
+    second = ModelCheckpoint(dirpath=tmp_path / "two", save_last=True)
+    trainer(4, tmp_path / "two", callbacks=[second]).fit(module, tiny_data())
+    assert all(torch.equal(a, b) for a, b in zip(before[0], net.net.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before[1], net.later[0].parameters()))
+    sampler = load_sampler(second.last_model_path, "raw")
+    assert isinstance(sampler.net, PerStepNetworks) and sampler.schedules == [[0.0, 0.5]]
+    with torch.no_grad():
+        expected = module.generator.eval()(z, steps=2, noise=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(sampler(z, generator=torch.Generator().manual_seed(2)), expected, atol=1e-6, rtol=0)
+    main(["sample", "--ckpt", second.last_model_path, "--ema", "raw", "--num", "4", "--out", str(tmp_path / "s.pt")])
+    assert torch.load(tmp_path / "s.pt").shape == (4, 2)
+
+    t, x = torch.tensor([0.5, 0.0, 0.5]), torch.randn(3, 2)
+    torch.testing.assert_close(net(t, x)[0], net.later[0](t[:1], x[:1])[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(net(t, x)[1], net.net(t[1:2], x[1:2])[0], rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"t=0.25 is none of this per-step student's times \[0.0, 0.5\]"):
+        net(torch.tensor([0.0, 0.25]), torch.randn(2, 2))
+    for options, message in [
+        ({"per_step_networks": ["student", "teacher"]}, r"per_step_networks=\['student', 'teacher'\] is not supp"),
+        ({"per_step_networks": ["teacher"]}, r"gives 1 starts for the 2 step times \[0.0, 0.5\]; give one per time"),
+        ({"generator_ckpt": None}, "starts a step's network from generator_ckpt's, but no generator_ckpt is given"),
+        ({"guidance_range": [1.0, 2.0]}, r"with guidance_range=\[1.0, 2.0\] is not supported"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            RealUIDModule(**sections(**{**grown, **options}))
+    with pytest.raises(ConfigError, match=r"holds one network per step time \[0.0, 0.5\]; start from it with"):
+        RealUIDModule(**sections(**{**grown, "generator_ckpt": second.last_model_path}))
+    again = {**grown, "generator_ckpt": second.last_model_path, "per_step_networks": ["generator_ckpt"] * 2}
+    resumed = RealUIDModule(**sections(**again)).generator.net.state_dict()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in resumed.items())

@@ -261,7 +261,8 @@ def test_guidance_mistakes_are_one_line_errors(build, match):
 def test_export_of_a_range_student_takes_guidance_scale(tmp_path):
     """realuid export of a guidance_range student writes a pipeline whose guidance_scale w gives the student's
     samples at w (the scale embedding saved beside the UNet), and refuses a w outside the range."""
-    from realuid_lightning.export import OneStepPipeline, export_generator
+    from realuid_lightning.export import export_generator
+    from realuid_lightning.pipeline import OneStepPipeline
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer(4, tmp_path, callbacks=[ckpt]).fit(distiller(guidance_range=(1.0, 4.0)), digits())
@@ -282,7 +283,8 @@ def test_export_with_teacher_reads_reproduces_realuid_sample(tmp_path):
     seed (the teacher guided at w), and so does realuid sample of the pipeline folder; teacher_reads=[] gives the
     student alone; a pipeline exported without its teacher refuses reads in one line, and a teacher network that
     cannot be exported is refused."""
-    from realuid_lightning.export import OneStepPipeline, export_generator
+    from realuid_lightning.export import export_generator
+    from realuid_lightning.pipeline import OneStepPipeline
 
     teacher = MatchingModule(null_net(), FlowMatching(), lr=1e-3, cond_drop_prob=0.1, sample_steps=2)
     trainer(2, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "t", save_last=True)]).fit(teacher, digits())
@@ -317,7 +319,8 @@ def test_export_with_teacher_reads_reproduces_realuid_sample(tmp_path):
 def test_pinned_student_of_a_teacher_that_reads_w_saves_samples_and_exports_at_its_w(tmp_path):
     """A fixed-w student of a w-reading teacher, written by a fit: its checkpoint samples (``realuid sample``) and its
     exported pipeline give the student at its w without being told w."""
-    from realuid_lightning.export import OneStepPipeline, export_generator
+    from realuid_lightning.export import export_generator
+    from realuid_lightning.pipeline import OneStepPipeline
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer(4, tmp_path, callbacks=[ckpt]).fit(distiller(scale_teacher(), guidance_scale=2.0), digits())

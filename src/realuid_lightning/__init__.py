@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     )
     from realuid_lightning.distributed import RealUIDDDPStrategy
     from realuid_lightning.errors import ConfigError
-    from realuid_lightning.export import ScaleEmbeddingModel
     from realuid_lightning.generator import FewStepGenerator, OneStepGenerator
     from realuid_lightning.modules import (
         GeneratorOptions,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     )
     from realuid_lightning.nets import MLP
     from realuid_lightning.objective import Objective
+    from realuid_lightning.pipeline import ScaleEmbeddingModel
     from realuid_lightning.processes import BrownianBridge, FlowMatching, Process, StochasticInterpolant
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)

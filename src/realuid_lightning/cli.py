@@ -113,7 +113,7 @@ def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="realuid export",
         description="Save the generator of a distillation checkpoint as a "
-        "diffusers pipeline folder; load it with realuid_lightning.export.OneStepPipeline.from_pretrained.",
+        "diffusers pipeline folder; load it with realuid_lightning.pipeline.OneStepPipeline.from_pretrained.",
     )
     p.add_argument("--ckpt", required=True, help="distillation checkpoint written by realuid fit")
     p.add_argument("--out", required=True, help="output folder (save_pretrained)")

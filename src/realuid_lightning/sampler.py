@@ -2,7 +2,7 @@
 
 The sources: a teacher or student checkpoint (written by ``realuid fit`` or ``realuid import-official``), a diffusers
 teacher folder or hub id (its UNet, with its scheduler as the process: what ``teacher_ckpt`` accepts), or a folder
-written by ``realuid export`` (a :class:`~realuid_lightning.export.OneStepPipeline`). ``realuid sample``, ``evaluate``
+written by ``realuid export`` (a :class:`~realuid_lightning.pipeline.OneStepPipeline`). ``realuid sample``, ``evaluate``
 and ``export`` read them here; the modules and the FD callback sample their networks with the same :class:`Sampler`.
 """
 
@@ -253,7 +253,7 @@ def _pipeline_class(folder: Path) -> str | None:
 def _from_pipeline(folder: Path, ema: str | float | None) -> Sampler:
     """A folder written by ``realuid export``: its OneStepPipeline's student and teacher reads, as its call runs
     them."""
-    from realuid_lightning.export import OneStepPipeline
+    from realuid_lightning.pipeline import OneStepPipeline
 
     _no_ema(ema, f"pipeline {str(folder)!r}")
     pipe = OneStepPipeline.from_pretrained(folder)

@@ -14,10 +14,11 @@ from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
-from realuid_lightning.modules.networks import GeneratorOptions, fake_routing
+from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
 from realuid_lightning.nets.guidance import check_guidable, scale_input, unguided_network
+from realuid_lightning.nets.per_step import fake_routing
 from realuid_lightning.nets.unet import GANHead
 from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import NonFiniteGuard
@@ -86,9 +87,7 @@ class RealUIDModule(GenerativeModule):
         loaded, self.guidance = teacher.load(), generator.guidance(teacher.guidance_scale)
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
         student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
-        self.generator = generator.few_step_generator(student_net, loaded.process)
-        self.fake_model = generator.fake_model(student_net, net_spec, loaded.process)
-        generator.load_distilled(self.generator, self.fake_model)
+        self.generator, self.fake_model, net_spec = generator.networks(student_net, net_spec, loaded.process)
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

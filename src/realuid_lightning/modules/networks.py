@@ -6,8 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from realuid_lightning.checkpoint import (
     instantiate,
@@ -17,8 +16,16 @@ from realuid_lightning.checkpoint import (
     sub_state,
 )
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, StepRoute, check_final_share, check_step_weights, step_paths
+from realuid_lightning.generator import FewStepGenerator, check_final_share, check_step_weights, step_paths
 from realuid_lightning.nets.guidance import Guidance, check_range
+from realuid_lightning.nets.per_step import (
+    PerStepFakeModels,
+    PerStepNetworks,
+    StepStart,
+    check_per_step_networks,
+    check_same_steps,
+    check_starts,
+)
 from realuid_lightning.processes.base import Process
 from realuid_lightning.schedule import time_of_noise_level
 
@@ -49,29 +56,6 @@ def fresh_network(spec: Any, teacher: nn.Module) -> nn.Module:
     return instantiate(spec)
 
 
-class PerStepFakeModels(nn.Module):
-    """f_1 … f_P, one fake model per group of a few-step student's training reads: per step path p = t_1 … t_k
-    (:func:`step_paths`, ``by='path'``), f_p fits the data estimates that G_θ reads after path p, so the game matches
-    each step's estimates to the data, where one fake model fits only their mixture; per trained step count
-    (``by='count'``), f_M fits the mixture of the M-step schedule's estimates, as a dedicated M-step student's one fake
-    model does. ``f(t, x, cond, *w, route=r)`` evaluates each row with the model of its group r (B,)."""
-
-    def __init__(self, models: list[nn.Module], by: Literal["path", "count"] = "path") -> None:
-        super().__init__()
-        self.models, self.by = nn.ModuleList(models), by
-
-    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, *w: Tensor, route: Tensor) -> Tensor:
-        out, unused = None, x.new_zeros(())
-        for p, model in enumerate(self.models):
-            rows = (route == p).nonzero().squeeze(1)
-            if rows.numel() == 0:  # keep every model in the graph, with zero gradients (DDP waits for all of them)
-                unused = unused + sum(q.sum() for q in model.parameters() if q.requires_grad) * 0
-                continue
-            y = model(t[rows], x[rows], None if cond is None else cond[rows], *(v[rows] for v in w))
-            out = (x.new_zeros((x.shape[0], *y.shape[1:]), dtype=y.dtype) if out is None else out).index_put((rows,), y)
-        return out + unused
-
-
 FakeStart = Literal["scratch", "teacher", "generator_ckpt"]
 FAKE_STARTS = get_args(FakeStart)
 
@@ -82,16 +66,8 @@ def check_fake_init(
     """One-line ConfigError unless ``fake_init`` is 'scratch', 'teacher' or 'generator_ckpt', or with
     ``fake_per_step`` or ``fake_per_count`` (not both) a list of them; 'generator_ckpt' needs that checkpoint."""
     starts = fake_init if isinstance(fake_init, list) else [fake_init]
-    if not starts or any(start not in FAKE_STARTS for start in starts):
-        raise ConfigError(
-            f"fake_init={fake_init!r} is not supported; choose 'scratch', 'teacher' or 'generator_ckpt' (with "
-            "fake_per_step or fake_per_count, a list of them, one per fake model)"
-        )
-    if "generator_ckpt" in starts and generator_ckpt is None:
-        raise ConfigError(
-            f"fake_init={fake_init!r} starts a fake model from generator_ckpt's, but no generator_ckpt is given; "
-            "give generator_ckpt or choose 'scratch' or 'teacher'"
-        )
+    hint = "choose 'scratch', 'teacher' or 'generator_ckpt' (with fake_per_step or fake_per_count, a list of them)"
+    check_starts("fake_init", fake_init, starts, FAKE_STARTS, generator_ckpt, ("a fake model", hint))
     if fake_per_step and fake_per_count:
         raise ConfigError(
             "fake_per_step=true and fake_per_count=true are both given; choose one fake model per step path or one "
@@ -102,15 +78,6 @@ def check_fake_init(
             f"fake_init={fake_init} is a list, one start per fake model, which needs fake_per_step=true or "
             "fake_per_count=true; give 'scratch' or 'teacher' for one fake model"
         )
-
-
-def fake_routing(fake_model: nn.Module, route: StepRoute, copies: int) -> dict[str, Tensor]:
-    """The fake model's keyword for rows of step routes ``route`` repeated ``copies`` times (a fake update's real
-    rows take their generated twins' routes, so every per-step or per-count model sees both alike); {} for one fake
-    model."""
-    if not isinstance(fake_model, PerStepFakeModels):
-        return {}
-    return {"route": torch.cat([getattr(route, fake_model.by)] * copies)}
 
 
 @dataclass(frozen=True)
@@ -156,6 +123,12 @@ class GeneratorOptions:
             game its dedicated student plays, with its own fake start from ``fake_init``, on one generator (on digits,
             at three times the dedicated students' iterations, ahead of them at 1 and 2 steps and behind at 4:
             README 'Few-step students').
+        per_step_networks: one network per step time t_1 … t_N instead of one shared by every step (DMD2's), each
+            starting as 'teacher' (a copy of it) or 'generator_ckpt' (that checkpoint's one-step student): e.g.
+            ['generator_ckpt', 'teacher'] on [0.4, 0.9] grows a one-step student into a 2-step one whose first read
+            is the student's and whose second starts as the teacher's (:class:`PerStepNetworks`; N copies of the
+            network to train, hold and sample; README 'Few-step students'). A per-step ``generator_ckpt`` gives every
+            step's network ('generator_ckpt' for each).
         dropout: the dropout of G_θ and f in every dropout layer (the official code uses 0).
         guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
             zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
@@ -174,6 +147,7 @@ class GeneratorOptions:
     fake_init: FakeStart | list[FakeStart] = "scratch"
     fake_per_step: bool = False
     fake_per_count: bool = False
+    per_step_networks: list[StepStart] | None = None
     dropout: float = 0.0
     guidance_range: tuple[float, float] | None = None
 
@@ -181,6 +155,7 @@ class GeneratorOptions:
         if self.guidance_range is not None:
             check_range(self.guidance_range)
         check_fake_init(self.fake_init, self.fake_per_step, self.fake_per_count, self.generator_ckpt)
+        check_per_step_networks(self.per_step_networks, self.generator_ckpt, self.guidance_range)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"dropout={self.dropout} is out of range; it must lie in [0, 1) (the official code uses 0)"
@@ -213,11 +188,36 @@ class GeneratorOptions:
         return [times[:: len(times) // m] for m in sorted(set(self.student_steps or [len(times)]))]
 
     def few_step_generator(self, teacher: nn.Module, process: Process) -> FewStepGenerator:
-        """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default)."""
+        """G_θ: a trainable copy of the teacher, read on :meth:`schedules` (one step at t_G by default); with
+        ``per_step_networks``, one copy per step time (:class:`PerStepNetworks`)."""
         schedules, weights = self.schedules(process), self.student_step_weights
         by_count = None if weights is None else dict(zip(self.student_steps or [len(schedules[0])], weights))
         net = trainable(copy.deepcopy(teacher), self.dropout)
+        if self.per_step_networks is not None:
+            times = sorted({t for schedule in schedules for t in schedule})
+            if len(self.per_step_networks) != len(times):
+                raise ConfigError(
+                    f"per_step_networks={self.per_step_networks} gives {len(self.per_step_networks)} starts for the "
+                    f"{len(times)} step times {times}; give one per time"
+                )
+            net = PerStepNetworks(net, times)
         return FewStepGenerator(net, process, schedules, by_count, self.final_step_share)
+
+    def networks(self, net: nn.Module, spec: Any, process: Process) -> tuple[FewStepGenerator, nn.Module, Any]:
+        """G_θ and f from ``net`` (the teacher's network, or its copy that reads w) and its ``spec``, each loaded from
+        ``generator_ckpt`` where asked (:meth:`load_distilled`), and the spec of G_θ's network for the run record."""
+        generator, fake_model = self.few_step_generator(net, process), self.fake_model(net, spec, process)
+        self.load_distilled(generator, fake_model)
+        return generator, fake_model, self.generator_spec(spec, generator)
+
+    @staticmethod
+    def generator_spec(spec: Any, generator: FewStepGenerator) -> Any:
+        """The spec of G_θ's network for the run record: ``spec`` (the teacher's network with the students'
+        dropout), around :class:`PerStepNetworks` for a student with one network per step time."""
+        if spec is None or not isinstance(generator.net, PerStepNetworks):
+            return spec
+        path = f"{PerStepNetworks.__module__}.{PerStepNetworks.__qualname__}"
+        return {"class_path": path, "init_args": {"net": spec, "times": generator.net.times}}
 
     def guidance(self, guidance_scale: float | None) -> Guidance | None:
         """The guidance of the distillation: the teacher's fixed ``guidance_scale``, or this range the student reads
@@ -264,14 +264,21 @@ class GeneratorOptions:
         return self.fake_init if isinstance(self.fake_init, list) else [self.fake_init] * models
 
     def load_distilled(self, generator: FewStepGenerator, fake_model: nn.Module) -> None:
-        """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights), and each fake model
-        that ``fake_init`` starts as 'generator_ckpt' from its fake model's; nothing without one."""
+        """Fine-tuning: G_θ's weights from ``generator_ckpt`` (its ``generator_ema`` weights; with
+        ``per_step_networks``, each step's network that starts as 'generator_ckpt'), and each fake model that
+        ``fake_init`` starts as 'generator_ckpt' from its fake model's; nothing without one."""
         if self.generator_ckpt is None:
             return
         what = f"generator_ckpt {self.generator_ckpt!r}"
         checkpoint = load_checkpoint(self.generator_ckpt, what="generator_ckpt")
         distilled = network_from_checkpoint(checkpoint, self.generator_ema, what)[0]
-        load_state_strict(generator.net, distilled.state_dict(), what)
+        if isinstance(generator.net, PerStepNetworks) and not isinstance(distilled, PerStepNetworks):
+            for net, start in zip(generator.net.networks, self.per_step_networks or []):
+                if start == "generator_ckpt":
+                    load_state_strict(net, distilled.state_dict(), what)
+        else:
+            check_same_steps(generator.net, distilled, self.per_step_networks, what)
+            load_state_strict(generator.net, distilled.state_dict(), what)
         fakes = fake_model.models if isinstance(fake_model, PerStepFakeModels) else [fake_model]
         for fake, start in zip(fakes, self.fake_starts(len(fakes))):
             if start == "generator_ckpt":
