@@ -4,7 +4,8 @@ Lightning's launcher re-runs this script for ranks 1…DEVICES−1. Each rank sa
 EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.pt, for every strategy in turn
 (a strategy that RealUIDModule refuses, such as plain 'ddp', goes last: its file holds the error). The pseudo-strategy
 'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS;
-'per_step_fake' is 'realuid_ddp' with a few-step student that has one fake model per step path (PER_STEP_FAKE);
+'per_step_fake' is 'realuid_ddp' with a few-step student that has one fake model per step path and one generator
+network per step time (PER_STEP_FAKE);
 'teacher' trains a MatchingModule instead (``run_teacher``).
 The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
@@ -28,8 +29,14 @@ from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, To
 # 5 iterations an epoch: the run crosses an epoch;
 # the resume restarts on batch 3 of epoch 0 with two fake updates, which use the real batch
 STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320
-# 8 paths, 7 of them drawn with probability 1/16: a rank's 32 rows often miss one, whose fake model must still join
-PER_STEP_FAKE = {"generator_times": [i / 8 for i in range(8)], "student_steps": [1, 8], "fake_per_step": True}
+# 8 paths, 7 of them drawn with probability 1/16: a rank's 32 rows often miss one, whose fake model (and whose step
+# time's generator network) must still join
+PER_STEP_FAKE = {
+    "generator_times": [i / 8 for i in range(8)],
+    "student_steps": [1, 8],
+    "fake_per_step": True,
+    "per_step_networks": ["teacher"] * 8,
+}
 
 
 def data(world: int) -> Toy2DDataModule:

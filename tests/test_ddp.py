@@ -79,15 +79,17 @@ def test_ddp_equals_one_process_on_the_global_batch(ranks, single, strategy):
     assert max_diff(single["generator"], run("auto", 1)["generator"]) > 1e-4
 
 
-def test_per_step_fake_models_under_ddp_equal_one_process(ranks):
-    """A few-step student with one fake model per step path trains under realuid_ddp (a rank's rows miss some paths,
-    whose fake models join with zero gradients) to the same weights on both ranks as one process on the global batch."""
+def test_per_step_networks_under_ddp_equal_one_process(ranks):
+    """A few-step student with one fake model per step path and one generator network per step time trains under
+    realuid_ddp (a rank's rows miss some paths and times, whose networks join with zero gradients) to the same weights
+    on both ranks as one process on the global batch."""
     r0, r1 = ranks["per_step_fake"]
     single = run("auto", 1, noise_chunks=2, options=PER_STEP_FAKE)
     for net in ("generator", "fake_model"):
         assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
         assert max_diff(r0[net], single[net]) < 1e-5, net
     assert len({k.split(".")[1] for k in r0["fake_model"] if k.startswith("models.")}) == 8
+    assert len({k.split(".")[2] for k in r0["generator"] if k.startswith("net.later.")}) == 7
 
 
 def test_ranks_split_every_global_batch_and_reshuffle_each_epoch(ranks, single):

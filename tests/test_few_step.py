@@ -541,8 +541,9 @@ def test_per_step_networks_grow_a_one_step_student_with_the_teacher_as_its_later
     """per_step_networks ['generator_ckpt', 'teacher'] on [0, 0.5] gives each step time its own network: g_1 the
     one-step student's, g_2 the teacher's, so before training the 2-step sample is the one-step sample read once by
     the teacher at 0.5 (the same draws); trained with final_step_share 1, only g_2 moves; the checkpoint records
-    PerStepNetworks, `realuid sample` rebuilds it and a per-step student starts from it whole; each row reads its own time's network, and an unknown time,
-    a bad start, a wrong count, a missing generator_ckpt and a guidance range are one-line errors."""
+    PerStepNetworks, `realuid sample` rebuilds it and a per-step student starts from it whole; each row reads its own
+    time's network, and an unknown time, a bad start, a wrong count, a missing generator_ckpt and a guidance range are
+    one-line errors."""
     pl.seed_everything(0)
     teacher_ckpt = str(tmp_path / "teacher.ckpt")
     torch.save(load_checkpoint(FIXTURES / "toy2d_teacher.ckpt"), teacher_ckpt)
