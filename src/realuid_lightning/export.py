@@ -70,7 +70,7 @@ def export_generator(
 def _later_unets(net: nn.Module, what: str) -> StepUNets | None:
     """A per-step student's later networks g_2 … g_N as the pipeline component (each a UNet or DiffusersUNet, in the
     convention of g_1); None for one network."""
-    if not isinstance(net, PerStepNetworks):
+    if not isinstance(net, PerStepNetworks) or not net.later:
         return None
     for later in net.later:
         _net_adapter(later, what)

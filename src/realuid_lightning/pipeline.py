@@ -98,11 +98,8 @@ class OneStepPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _optional_components = [
-        "scale_embedding",
-        "teacher",
-        "later_unets",
-    ]  # components (loaded from their folders), default None
+    # components (loaded from their folders), default None
+    _optional_components = ["scale_embedding", "teacher", "later_unets"]
 
     def __init__(
         self,
