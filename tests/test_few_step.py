@@ -385,7 +385,8 @@ def test_exported_pipeline_reproduces_realuid_sample(tmp_path):
 
 def test_exported_pipeline_keeps_every_step_network(tmp_path):
     """A per-step UNet student exports g_1 as the pipeline's ``unet`` and g_2 as ``later_unets``; the pipeline, and the
-    sampler of its folder, give what `realuid sample` gives for the same seed."""
+    sampler of its folder, give what `realuid sample` gives for the same seed; a folder whose model_index.json names
+    the components' module as realuid_lightning.export (exported before pipeline.py) loads the same."""
     options = {"generator_times": [0.25, 0.625], "per_step_networks": ["teacher", "teacher"], "fake_updates": 1}
     module = RealUIDModule(**sections(net=tiny_unet(), process=FlowMatching(), warmup_steps=1, **options))
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
@@ -396,6 +397,14 @@ def test_exported_pipeline_keeps_every_step_network(tmp_path):
     out = pipe(batch_size=8, generator=torch.Generator().manual_seed(1), output_type="latent").images
     torch.testing.assert_close(out, sample_cli(ckpt, tmp_path / "2.pt", "--ema", "raw"))
     assert torch.equal(load_sampler(tmp_path / "pipe").draw(8, seed=1), out)
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["later_unets"] == ["realuid_lightning.pipeline", "StepUNets"]
+    index["later_unets"][0] = "realuid_lightning.export"  # where folders exported before pipeline.py name it
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(index))
+    old = OneStepPipeline.from_pretrained(tmp_path / "pipe")
+    torch.testing.assert_close(
+        old(batch_size=8, generator=torch.Generator().manual_seed(1), output_type="latent").images, out
+    )
 
 
 def test_evaluate_chain_scores_the_estimate_after_each_step(tmp_path, capsys):

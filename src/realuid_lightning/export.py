@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from diffusers import UNet2DModel
+from diffusers import ModelMixin, UNet2DModel
 from torch import nn
 
 from realuid_lightning.checkpoint import spec_of
@@ -23,7 +23,9 @@ from realuid_lightning.processes.base import Process
 from realuid_lightning.sampler import load_sampler
 from realuid_lightning.teacher_reads import TeacherReads
 
-__all__ = ["OneStepPipeline", "ScaleEmbeddingModel", "StepUNets", "export_generator"]
+# A folder exported before the split names realuid_lightning.export as its components' module: diffusers' loader finds
+# them, and their base class ModelMixin, here.
+__all__ = ["ModelMixin", "OneStepPipeline", "ScaleEmbeddingModel", "StepUNets", "export_generator"]
 
 
 def export_generator(
