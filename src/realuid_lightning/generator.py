@@ -228,6 +228,12 @@ def step_paths(schedules: Iterable[Sequence[float]]) -> list[tuple[float, ...]]:
     return paths
 
 
+def step_times(schedules: Iterable[Sequence[float]]) -> list[float]:
+    """The distinct times t_k any trained schedule reads at, increasing: one network each for a per-step student
+    (``GeneratorOptions.per_step_networks``)."""
+    return sorted({float(t) for times in schedules for t in times})
+
+
 def check_step_weights(step_weights: Sequence[float], counts: Sequence[int]) -> None:
     """One-line ConfigError unless ``step_weights`` is one positive, finite weight per distinct step count."""
     if len(step_weights) != len(counts) or len(set(counts)) != len(counts):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import instantiate
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator
+from realuid_lightning.generator import FewStepGenerator, step_times
 from realuid_lightning.nets.diffusers import unet_timestep
 from realuid_lightning.nets.guidance import ScaleConditioned, ScaleEmbedding, sampling_scale, scale_input
 from realuid_lightning.nets.per_step import PerStepNetworks
@@ -152,8 +152,9 @@ class OneStepPipeline(DiffusionPipeline):
         timed = [cfg.net_adapter, cfg.time_scale, cfg.num_train_timesteps]
         net = _TimedUNet(self.unet, *timed)
         if self.later_unets is not None:
-            times = sorted({t for schedule in cfg.generator_schedules for t in schedule})
-            net = PerStepNetworks(net, times, [_TimedUNet(unet, *timed) for unet in self.later_unets.unets])
+            net = PerStepNetworks(
+                net, step_times(cfg.generator_schedules), [_TimedUNet(unet, *timed) for unet in self.later_unets.unets]
+            )
         if self.scale_embedding is not None:
             net = ScaleConditioned(copy.deepcopy(net), *cfg.guidance_range)
             net.embedding.scale = self.scale_embedding.embedding

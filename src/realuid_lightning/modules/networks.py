@@ -16,7 +16,13 @@ from realuid_lightning.checkpoint import (
     sub_state,
 )
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import FewStepGenerator, check_final_share, check_step_weights, step_paths
+from realuid_lightning.generator import (
+    FewStepGenerator,
+    check_final_share,
+    check_step_weights,
+    step_paths,
+    step_times,
+)
 from realuid_lightning.nets.guidance import Guidance, check_range
 from realuid_lightning.nets.per_step import (
     PerStepFakeModels,
@@ -194,7 +200,7 @@ class GeneratorOptions:
         by_count = None if weights is None else dict(zip(self.student_steps or [len(schedules[0])], weights))
         net = trainable(copy.deepcopy(teacher), self.dropout)
         if self.per_step_networks is not None:
-            times = sorted({t for schedule in schedules for t in schedule})
+            times = step_times(schedules)
             if len(self.per_step_networks) != len(times):
                 raise ConfigError(
                     f"per_step_networks={self.per_step_networks} gives {len(self.per_step_networks)} starts for the "
