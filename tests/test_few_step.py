@@ -135,11 +135,33 @@ def test_step_weights_set_how_often_each_count_and_time_is_drawn():
         GeneratorOptions(**SHARED, student_step_weights=[1.0, 2.0])
     with pytest.raises(ConfigError, match=r"one weight per distinct count of student_steps=\[1, 1\]"):
         GeneratorOptions(generator_times=[0.0, 0.5], student_steps=[1, 1], student_step_weights=[1.0, 2.0])
-    with pytest.raises(ConfigError, match=r"student_step_weights=\[1.0, 0.0, 4.0\] must be positive and finite"):
-        GeneratorOptions(**SHARED, student_step_weights=[1.0, 0.0, 4.0])
+    for bad in ([1.0, -1.0, 4.0], [0.0, 0.0, 0.0], [1.0, float("inf"), 1.0]):
+        with pytest.raises(ConfigError, match=r"student_step_weights=\[.*\] must be finite and >= 0, one of them pos"):
+            GeneratorOptions(**SHARED, student_step_weights=bad)
     schedules = GeneratorOptions(**SHARED).schedules(FlowMatching())
     with pytest.raises(ConfigError, match=r"step_weights for counts \[1, 3\]; the student trains \[1, 2, 4\]"):
         FewStepGenerator(MLP(dim=2), FlowMatching(), schedules, {1: 1.0, 3: 1.0})
+
+
+def test_a_count_of_weight_zero_is_served_but_never_trained():
+    """student_step_weights [0, 1, 1] never draws the 1-step count (70 000 rows); with one network per step time and
+    final_step_share 1, training moves only the networks the 2- and 4-step counts read last (times 0.5 and 0.75): g_1
+    (time 0, the one-step student grown in an earlier stage) and g_2 (0.25, read only inside the 4-step count) stay bit
+    for bit, and the student still samples in 1, 2 and 4 steps."""
+    shares = drawn_shares({**SHARED, "student_step_weights": [0.0, 1.0, 1.0]})[0]
+    assert shares[0] == 0
+    torch.testing.assert_close(shares[1:], torch.full((2,), 0.5, dtype=torch.float64), rtol=0, atol=0.01)
+    pl.seed_everything(0)
+    options = {**SHARED, "student_step_weights": [0.0, 1.0, 1.0], "per_step_networks": ["teacher"] * 4}
+    module = tiny_distiller(**options, final_step_share=1.0, fake_updates=1, warmup_steps=1)
+    nets = module.generator.net.networks
+    before = [[q.clone() for q in g.parameters()] for g in nets]
+    trainer(6, None).fit(module, tiny_data())
+    moved = [any(not torch.equal(a, b) for a, b in zip(old, g.parameters())) for old, g in zip(before, nets)]
+    assert moved == [False, False, True, True]
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        assert all(module.generator(z, steps=m).shape == (5, 2) for m in (1, 2, 4))
 
 
 @pytest.mark.parametrize("share", [0.5, 1.0])

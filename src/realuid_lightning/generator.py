@@ -235,14 +235,18 @@ def step_times(schedules: Iterable[Sequence[float]]) -> list[float]:
 
 
 def check_step_weights(step_weights: Sequence[float], counts: Sequence[int]) -> None:
-    """One-line ConfigError unless ``step_weights`` is one positive, finite weight per distinct step count."""
+    """One-line ConfigError unless ``step_weights`` is one finite weight >= 0 per distinct step count, one of them
+    positive (a count of weight 0 is sampled, not drawn in training: one grown in an earlier stage)."""
     if len(step_weights) != len(counts) or len(set(counts)) != len(counts):
         raise ConfigError(
             f"student_step_weights={list(step_weights)} must be one weight per distinct count of "
             f"student_steps={list(counts)}"
         )
-    if not all(0 < w < float("inf") for w in step_weights):
-        raise ConfigError(f"student_step_weights={list(step_weights)} must be positive and finite")
+    if not all(0 <= w < float("inf") for w in step_weights) or not any(w > 0 for w in step_weights):
+        raise ConfigError(
+            f"student_step_weights={list(step_weights)} must be finite and >= 0, one of them positive "
+            "(weight 0: the count is served but not trained)"
+        )
 
 
 def check_final_share(share: float | None) -> float | None:

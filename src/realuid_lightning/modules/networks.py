@@ -103,7 +103,9 @@ class GeneratorOptions:
             [0, 0.25, 0.5, 0.75] are [0, 0.5] and [0]). Training draws M and the step k per sample.
         student_step_weights: one weight per entry of ``student_steps``: training draws count M with probability ∝
             its weight (default: equal). [1, 2, 4] for [1, 2, 4] makes every (count, step) pair equally likely, so a
-            time that only the longest schedule reads gets 1/7 of the batch instead of 1/12.
+            time that only the longest schedule reads gets 1/7 of the batch instead of 1/12. Weight 0 keeps a count
+            sampleable but never draws it: a count grown in an earlier stage (the one-step student under
+            ``per_step_networks`` with ``final_step_share: 1``) keeps its network as it was.
         final_step_share: the share s of each count's rows whose read with gradient is its last step N (the rest draw
             k ~ U{1, …, N − 1}; default: k ~ U{1, …, N}, share 1/N). One fake model fits the mixture of the steps'
             estimates, so a larger s makes the sample itself, not the mixture, what is matched to the data.
