@@ -120,10 +120,10 @@ def test_sample_image_checkpoint(digits_run):
 
 
 def continue_default_job(
-    digits_run, name: str, start: str = "runs/digits_realuid/checkpoints/last.ckpt"
+    digits_run, name: str, start: str = "runs/digits_realuid/checkpoints/last.ckpt", fake_init="teacher"
 ) -> tuple[Path, dict]:
-    """configs/NAME.yaml run after the default job in its folder (3 iterations), its generator from ``start``: its
-    last checkpoint and hparams."""
+    """configs/NAME.yaml run after the default job in its folder (3 iterations), its generator from ``start`` and its
+    fake model(s) from ``fake_init``: its last checkpoint and hparams."""
     (digits_run / f"{name}.yaml").write_text(callbacks_yaml(name))
     teacher = digits_run / "runs/digits_teacher/checkpoints/last.ckpt"
     main(
@@ -145,7 +145,7 @@ def continue_default_job(
     ckpt = digits_run / f"runs/{name}/checkpoints/last.ckpt"
     hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
     assert hparams["generator"]["generator_ckpt"] == start
-    assert hparams["generator"]["fake_init"] == "teacher" and hparams["optimisation"]["generator_lr"] == 3e-5
+    assert hparams["generator"]["fake_init"] == fake_init and hparams["optimisation"]["generator_lr"] == 3e-5
     return ckpt, hparams
 
 
@@ -203,3 +203,24 @@ def test_per_step_two_step_config_grows_the_fine_tuned_student(digits_run, monke
     out = digits_run / "samples_2step_per_step.pt"
     main(["sample", "--ckpt", str(ckpt), "--steps", "2", "--num", "8", "--out", str(out)])
     assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
+
+
+def test_shared_per_step_config_serves_one_two_and_four_steps_from_the_fine_tuned_student(digits_run, monkeypatch):
+    """configs/digits_realuid_shared_per_step.yaml, run after the default job and its fine-tuning stage: one network per
+    step time of [0.4, 0.85, 0.9, 0.95], the 1-step count (weight 0) left as the fine-tuned student bit for bit, and
+    `realuid sample --steps M` draws 1, 2 and 4 steps from the one checkpoint."""
+    monkeypatch.chdir(digits_run)
+    finetuned = "runs/digits_realuid_finetune/checkpoints/last.ckpt"
+    if not (digits_run / finetuned).exists():
+        continue_default_job(digits_run, "digits_realuid_finetune")
+    fakes = ["generator_ckpt", "teacher", "teacher"]
+    ckpt, hparams = continue_default_job(digits_run, "digits_realuid_shared_per_step", finetuned, fakes)
+    assert hparams["generator"]["student_step_weights"] == [0.0, 1.0, 1.0]
+    sampler, student = load_sampler(ckpt, "raw"), load_sampler(digits_run / finetuned, 0.9)
+    assert isinstance(sampler.net, PerStepNetworks) and sampler.net.times == [0.4, 0.85, 0.9, 0.95]
+    assert sampler.schedules == [[0.4], [0.4, 0.9], [0.4, 0.85, 0.9, 0.95]]
+    assert all(torch.equal(v, student.net.state_dict()[k]) for k, v in sampler.net.net.state_dict().items())
+    for steps in ("1", "2", "4"):
+        out = digits_run / f"samples_shared_{steps}.pt"
+        main(["sample", "--ckpt", str(ckpt), "--steps", steps, "--num", "8", "--out", str(out)])
+        assert torch.load(out, weights_only=True).shape == (8, 1, 8, 8)
