@@ -149,6 +149,15 @@ def continue_default_job(
     return ckpt, hparams
 
 
+def fine_tuned(digits_run) -> str:
+    """The fine-tuning stage's last checkpoint (relative to the run folder), run once with
+    configs/digits_realuid_finetune.yaml after the default job if no test has run it yet."""
+    finetuned = "runs/digits_realuid_finetune/checkpoints/last.ckpt"
+    if not (digits_run / finetuned).exists():
+        continue_default_job(digits_run, "digits_realuid_finetune")
+    return finetuned
+
+
 def test_two_step_config_grows_the_default_jobs_student(digits_run, monkeypatch, capsys):
     """configs/digits_realuid_2step.yaml, run after the default job in the same folder, starts its generator from that
     run's EMA-0.9 student and trains the 2-step schedule [0.4, 0.9]: `realuid sample --steps 2` works and
@@ -192,9 +201,7 @@ def test_per_step_two_step_config_grows_the_fine_tuned_student(digits_run, monke
     with the fine-tuned student's network, unchanged (final_step_share 1), and step 2 with a network of its own;
     `realuid sample --steps 2` draws it."""
     monkeypatch.chdir(digits_run)
-    finetuned = "runs/digits_realuid_finetune/checkpoints/last.ckpt"
-    if not (digits_run / finetuned).exists():
-        continue_default_job(digits_run, "digits_realuid_finetune")
+    finetuned = fine_tuned(digits_run)
     ckpt, hparams = continue_default_job(digits_run, "digits_realuid_2step_per_step", start=finetuned)
     assert hparams["generator"]["per_step_networks"] == ["generator_ckpt", "teacher"]
     sampler, student = load_sampler(ckpt, "raw"), load_sampler(digits_run / finetuned, 0.9)
@@ -210,9 +217,7 @@ def test_shared_per_step_config_serves_one_two_and_four_steps_from_the_fine_tune
     step time of [0.4, 0.85, 0.9, 0.95], the 1-step count (weight 0) left as the fine-tuned student bit for bit, and
     `realuid sample --steps M` draws 1, 2 and 4 steps from the one checkpoint."""
     monkeypatch.chdir(digits_run)
-    finetuned = "runs/digits_realuid_finetune/checkpoints/last.ckpt"
-    if not (digits_run / finetuned).exists():
-        continue_default_job(digits_run, "digits_realuid_finetune")
+    finetuned = fine_tuned(digits_run)
     fakes = ["generator_ckpt", "teacher", "teacher"]
     ckpt, hparams = continue_default_job(digits_run, "digits_realuid_shared_per_step", finetuned, fakes)
     assert hparams["generator"]["student_step_weights"] == [0.0, 1.0, 1.0]
