@@ -216,6 +216,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--final-lr-ratio", type=float, default=1.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"])
+    parser.add_argument("--fake-warmup", type=int, default=0, help="W, iterations that update the fake model alone")
     parser.add_argument("--generator-time", type=float, default=0.0, help="the one-step generator's t_G")
     parser.add_argument("--adam-beta1", type=float, default=0.0)
     parser.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.995])
@@ -254,6 +255,7 @@ def add_student_arguments(parser: argparse.ArgumentParser) -> None:
         "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
     )
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
+    parser.add_argument("--fake-warmup", type=int, default=0, help="W, iterations that update the fake model alone")
 
 
 def recipe(
@@ -264,12 +266,14 @@ def recipe(
     decays: list[float] | None = None,
     fake_init: str = "scratch",
     precision: str = "32-true",
+    fake_warmup: int = 0,
 ) -> argparse.Namespace:
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
     ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995), the fake
-    model(s) starting as ``fake_init``, trained at the Trainer's ``precision``."""
+    model(s) starting as ``fake_init`` and trained alone for the first ``fake_warmup`` iterations, trained at the
+    Trainer's ``precision``."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
-    options += [f"--fake-init={fake_init}", f"--precision={precision}"]
+    options += [f"--fake-init={fake_init}", f"--precision={precision}", f"--fake-warmup={fake_warmup}"]
     options += [f"--fake-updates={fake_updates}", *(["--decays", *map(str, decays)] if decays else [])]
     return arguments(DEFAULT_RECIPE + options)
 
@@ -277,7 +281,7 @@ def recipe(
 def generator_updates(args: argparse.Namespace) -> int:
     """Generator updates in ``args.iterations``: one per cycle of K = ``args.fake_updates`` fake updates and one
     generator update."""
-    return args.iterations // (args.fake_updates + 1)
+    return (args.iterations - args.fake_warmup) // (args.fake_updates + 1)
 
 
 def distil(
@@ -304,6 +308,7 @@ def distil(
         warmup_steps=args.warmup,
         final_lr_ratio=args.final_lr_ratio,
         grad_clip=args.grad_clip,
+        fake_warmup=args.fake_warmup,
     )
     student = RealUIDModule(
         TeacherOptions(net=net, process=process, **(teacher or {})),

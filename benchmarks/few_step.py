@@ -112,6 +112,7 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
         decays=args.decays,
         fake_init=args.fake_init,
         precision=args.precision,
+        fake_warmup=args.fake_warmup,
     )
     convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}

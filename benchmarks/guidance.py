@@ -10,7 +10,8 @@ digits: FD-digits (Fréchet distance in the features of the shipped digit classi
 accuracy = the share of samples the same classifier assigns to the label they were drawn for. Teacher: 100 Euler
 steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = ``--fake-updates`` (5), Adam
 (0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA ``--decays`` (0.99, 0.995) with warm-up,
-t_G = ``--generator-time``, the fake model starting as ``--fake-init`` (scratch), scored at the last decay;
+t_G = ``--generator-time``, the fake model starting as ``--fake-init`` (scratch) and trained alone for the first
+``--fake-warmup`` iterations (0), scored at the last decay;
 ``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored
 at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every
 student, so a cut run keeps what it finished.
@@ -165,7 +166,14 @@ def distil_student(
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
     recipe = convergence.recipe(
-        args.iterations, args.lr, args.generator_time, args.fake_updates, args.decays, args.fake_init, args.precision
+        args.iterations,
+        args.lr,
+        args.generator_time,
+        args.fake_updates,
+        args.decays,
+        args.fake_init,
+        args.precision,
+        args.fake_warmup,
     )
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:

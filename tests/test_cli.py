@@ -206,6 +206,7 @@ OPTIONS = {
         "final_lr_ratio": 0.5,
         "grad_clip": 2.0,
         "max_nonfinite": 4,
+        "fake_warmup": 5,
     },
     "generator": {
         "generator_time": 0.1,

@@ -57,6 +57,35 @@ def test_cadence_k_fake_then_one_generator():
     assert not same(params(module.generator), gen) and int(module.generator_updates) == 1
 
 
+def test_fake_warmup_updates_the_fake_model_alone_then_alternates():
+    """With W = 4 and K = 2, iterations 0–3 update only the fake model (the generator stays bit for bit as it
+    started), then the cadence resumes from there: iterations 4, 5 fake, 6 generator; the fake model's decay
+    schedule spans W + 2/3 of the rest."""
+    module = tiny_distiller(fake_updates=2, fake_warmup=4, final_lr_ratio=0.5, warmup_steps=1)
+    turns = [module.optimisation.generator_turn(k) for k in range(10)]
+    assert turns == [False] * 6 + [True, False, False, True]
+    gen, fake = params(module.generator), params(module.fake_model)
+    seen = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *unused):
+            seen.append((same(params(pl_module.generator), gen), same(params(pl_module.fake_model), fake)))
+
+    trainer(7, callbacks=[Record()]).fit(module, tiny_data())
+    assert seen == [(True, False)] * 6 + [(False, False)] and int(module.generator_updates) == 1
+    # 13 iterations: W = 4 and 9 more, of which 6 fake and 3 generator updates; each cosine ends at its own total
+    _, scheds = module.optimisation.optimisers(fake, gen, 13, {})
+    (fake_factor,), (gen_factor,) = (s["scheduler"].lr_lambdas for s in scheds)
+    assert fake_factor(9) > 0.5 and fake_factor(10) == 0.5 and gen_factor(2) > 0.5 and gen_factor(3) == 0.5
+
+
+def test_fake_warmup_must_leave_generator_updates():
+    with pytest.raises(ValueError, match=r"fake_warmup=-1 must be >= 0"):
+        tiny_distiller(fake_warmup=-1)
+    with pytest.raises(ValueError, match=r"fake_warmup=8 leaves no generator update in max_steps=8"):
+        trainer(8).fit(tiny_distiller(fake_warmup=8), tiny_data())
+
+
 def test_teacher_frozen_and_out_of_optimisers_and_checkpoints(tmp_path):
     """The teacher has no trainable parameter, is in no optimiser, stays in eval mode, and is not saved."""
     module = tiny_distiller()

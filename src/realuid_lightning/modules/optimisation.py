@@ -14,7 +14,8 @@ from realuid_lightning.modules.base import lr_factor
 
 @dataclass(frozen=True)
 class OptimisationOptions:
-    """The alternating optimisation of the game: iteration k is a generator update when k mod (K + 1) = K.
+    """The alternating optimisation of the game: after W fake-only iterations, iteration k is a generator update when
+    (k − W) mod (K + 1) = K.
 
     Args:
         fake_updates: K, the fake-model updates per generator update (the paper uses 5).
@@ -26,6 +27,9 @@ class OptimisationOptions:
             ``max_steps`` (which counts iterations, fake and generator updates alike); 1 (the paper) keeps them.
         grad_clip: gradient-norm clipping of every update (0: none).
         max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient (each is skipped).
+        fake_warmup: W, iterations at the start that update only the fake model, the generator held at its start, so
+            that a fake model built from scratch models the generator's samples before the generator's first step
+            (0, the paper: the alternation starts at once).
     """
 
     fake_updates: int = 5
@@ -36,6 +40,7 @@ class OptimisationOptions:
     final_lr_ratio: float = 1.0
     grad_clip: float = 1.0
     max_nonfinite: int = 10
+    fake_warmup: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_lr_ratio <= 1.0:
@@ -50,22 +55,28 @@ class OptimisationOptions:
                 f"{self.generator_lr}, fake_lr={self.fake_lr}, grad_clip={self.grad_clip}, "
                 f"warmup_steps={self.warmup_steps})"
             )
+        if self.fake_warmup < 0:
+            raise ConfigError(f"fake_warmup={self.fake_warmup} must be >= 0 (iterations of fake-model updates alone)")
 
     def generator_turn(self, iteration: int) -> bool:
-        """Whether iteration k updates the generator: k mod (K + 1) = K."""
-        return iteration % (self.fake_updates + 1) == self.fake_updates
+        """Whether iteration k updates the generator: k ≥ W and (k − W) mod (K + 1) = K."""
+        k = iteration - self.fake_warmup
+        return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
 
     def optimisers(
         self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int, adam_options: dict[str, Any]
     ) -> tuple[list[torch.optim.Adam], list[dict[str, Any]]]:
         """Adam for the fake model's and the generator's parameters, each with its warm-up (and decay) schedule over
-        its share of ``iterations`` (K/(K + 1) and 1/(K + 1); ≤ 0: unknown, so no decay)."""
+        its share of ``iterations`` (W + K/(K + 1) and 1/(K + 1) of the rest; ≤ 0: unknown, so no decay)."""
         opts = [
             torch.optim.Adam(params, lr=lr, betas=tuple(self.adam_betas), **adam_options)
             for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))
         ]
-        k = self.fake_updates
-        totals = (iterations * k // (k + 1), iterations // (k + 1)) if iterations > 0 else (None, None)
+        k, warm = self.fake_updates, self.fake_warmup
+        if 0 < iterations <= warm:
+            raise ConfigError(f"fake_warmup={warm} leaves no generator update in max_steps={iterations}")
+        rest = iterations - warm
+        totals = (warm + rest * k // (k + 1), rest // (k + 1)) if iterations > 0 else (None, None)
         if totals[0] is None and self.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} decays over the run: set the Trainer's max_steps")
         scheds = [
