@@ -73,9 +73,12 @@ class OptimisationOptions:
             for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))
         ]
         k, warm = self.fake_updates, self.fake_warmup
-        if 0 < iterations <= warm:
-            raise ConfigError(f"fake_warmup={warm} leaves no generator update in max_steps={iterations}")
         rest = iterations - warm
+        if warm and iterations > 0 and rest // (k + 1) == 0:
+            raise ConfigError(
+                f"fake_warmup={warm} leaves no generator update in max_steps={iterations} (at K = {k} it needs "
+                f"max_steps >= {warm + k + 1})"
+            )
         totals = (warm + rest * k // (k + 1), rest // (k + 1)) if iterations > 0 else (None, None)
         if totals[0] is None and self.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} decays over the run: set the Trainer's max_steps")
