@@ -279,9 +279,10 @@ def recipe(
 
 
 def generator_updates(args: argparse.Namespace) -> int:
-    """Generator updates in ``args.iterations``: one per cycle of K = ``args.fake_updates`` fake updates and one
-    generator update."""
-    return (args.iterations - args.fake_warmup) // (args.fake_updates + 1)
+    """Generator updates in ``args.iterations``: after ``args.fake_warmup`` fake-only iterations, one per cycle of
+    K = ``args.fake_updates`` fake updates and one generator update."""
+    options = OptimisationOptions(fake_updates=args.fake_updates, fake_warmup=args.fake_warmup)
+    return options.update_counts(args.iterations)[1]
 
 
 def distil(

@@ -165,16 +165,8 @@ def distil_student(
     fine-tuning, done once per run for each refit's w and kept in ``refits``); (module, its EMA, seconds, the
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
-    recipe = convergence.recipe(
-        args.iterations,
-        args.lr,
-        args.generator_time,
-        args.fake_updates,
-        args.decays,
-        args.fake_init,
-        args.precision,
-        args.fake_warmup,
-    )
+    options = ("generator_time", "fake_updates", "decays", "fake_init", "precision", "fake_warmup")
+    recipe = convergence.recipe(args.iterations, args.lr, **{name: getattr(args, name) for name in options})
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:
         refits[REFITS[name]] = refit_teacher(net, process, REFITS[name], args)

@@ -85,6 +85,8 @@ def test_fake_warmup_must_leave_generator_updates():
     message = r"fake_warmup=8 leaves no generator update in max_steps=13 \(at K = 5 it needs max_steps >= 14\)"
     with pytest.raises(ValueError, match=message):
         trainer(13).fit(tiny_distiller(fake_warmup=8), tiny_data())
+    with pytest.raises(ValueError, match=r"fake_warmup=8 leaves no generator update in max_steps=5 "):
+        trainer(5).fit(tiny_distiller(fake_warmup=8), tiny_data())
 
 
 def test_teacher_frozen_and_out_of_optimisers_and_checkpoints(tmp_path):

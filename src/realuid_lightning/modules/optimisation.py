@@ -63,6 +63,11 @@ class OptimisationOptions:
         k = iteration - self.fake_warmup
         return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
 
+    def update_counts(self, iterations: int) -> tuple[int, int]:
+        """(fake-model updates, generator updates) in ``iterations``: W, then K and 1 in each cycle of K + 1."""
+        rest = iterations - self.fake_warmup
+        return self.fake_warmup + rest * self.fake_updates // (self.fake_updates + 1), rest // (self.fake_updates + 1)
+
     def optimisers(
         self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int, adam_options: dict[str, Any]
     ) -> tuple[list[torch.optim.Adam], list[dict[str, Any]]]:
@@ -72,14 +77,12 @@ class OptimisationOptions:
             torch.optim.Adam(params, lr=lr, betas=tuple(self.adam_betas), **adam_options)
             for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))
         ]
-        k, warm = self.fake_updates, self.fake_warmup
-        rest = iterations - warm
-        if warm and iterations > 0 and rest // (k + 1) == 0:
+        totals = self.update_counts(iterations) if iterations > 0 else (None, None)
+        if self.fake_warmup and iterations > 0 and totals[1] < 1:  # also max_steps < W (a negative count)
             raise ConfigError(
-                f"fake_warmup={warm} leaves no generator update in max_steps={iterations} (at K = {k} it needs "
-                f"max_steps >= {warm + k + 1})"
+                f"fake_warmup={self.fake_warmup} leaves no generator update in max_steps={iterations} (at K = "
+                f"{self.fake_updates} it needs max_steps >= {self.fake_warmup + self.fake_updates + 1})"
             )
-        totals = (warm + rest * k // (k + 1), rest // (k + 1)) if iterations > 0 else (None, None)
         if totals[0] is None and self.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} decays over the run: set the Trainer's max_steps")
         scheds = [
