@@ -216,7 +216,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--final-lr-ratio", type=float, default=1.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"])
-    parser.add_argument("--fake-warmup", type=int, default=0, help="W, iterations that update the fake model alone")
+    add_stage_arguments(parser)
     parser.add_argument("--generator-time", type=float, default=0.0, help="the one-step generator's t_G")
     parser.add_argument("--adam-beta1", type=float, default=0.0)
     parser.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.995])
@@ -245,6 +245,23 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def iteration_or_share(text: str) -> int | float:
+    """An iteration (an int) or a share of the run (a float), as ``OptimisationOptions.fine_tune_at`` reads it."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The stages of the run: fake-only iterations first, and the fine-tuning stage (OptimisationOptions)."""
+    parser.add_argument("--fake-warmup", type=int, default=0, help="W, iterations that update the fake model alone")
+    parser.add_argument(
+        "--fine-tune-at",
+        type=iteration_or_share,
+        default=0,
+        help="the fine-tuning stage's start: an iteration, or a share of --iterations in (0, 1) (0: none)",
+    )
+    parser.add_argument("--fine-tune-lr-ratio", type=float, default=1.0, help="its learning rates / the first stage's")
+
+
 def add_student_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`recipe` that the few-step and guidance benchmarks expose, with their shared defaults."""
     add_precision_argument(parser)
@@ -255,7 +272,7 @@ def add_student_arguments(parser: argparse.ArgumentParser) -> None:
         "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
     )
     parser.add_argument("--fake-init", default="scratch", choices=["scratch", "teacher"], help="how f starts")
-    parser.add_argument("--fake-warmup", type=int, default=0, help="W, iterations that update the fake model alone")
+    add_stage_arguments(parser)
 
 
 def recipe(
@@ -267,22 +284,35 @@ def recipe(
     fake_init: str = "scratch",
     precision: str = "32-true",
     fake_warmup: int = 0,
+    fine_tune_at: int | float = 0,
+    fine_tune_lr_ratio: float = 1.0,
 ) -> argparse.Namespace:
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
     ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995), the fake
-    model(s) starting as ``fake_init`` and trained alone for the first ``fake_warmup`` iterations, trained at the
-    Trainer's ``precision``."""
+    model(s) starting as ``fake_init`` and trained alone for the first ``fake_warmup`` iterations, a fine-tuning stage
+    from ``fine_tune_at`` at ``fine_tune_lr_ratio`` times the learning rates, trained at the Trainer's ``precision``."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
     options += [f"--fake-init={fake_init}", f"--precision={precision}", f"--fake-warmup={fake_warmup}"]
+    options += [f"--fine-tune-at={fine_tune_at}", f"--fine-tune-lr-ratio={fine_tune_lr_ratio}"]
     options += [f"--fake-updates={fake_updates}", *(["--decays", *map(str, decays)] if decays else [])]
     return arguments(DEFAULT_RECIPE + options)
 
 
 def generator_updates(args: argparse.Namespace) -> int:
     """Generator updates in ``args.iterations``: after ``args.fake_warmup`` fake-only iterations, one per cycle of
-    K = ``args.fake_updates`` fake updates and one generator update."""
-    options = OptimisationOptions(fake_updates=args.fake_updates, fake_warmup=args.fake_warmup)
-    return options.update_counts(args.iterations)[1]
+    K = ``args.fake_updates`` fake updates and one generator update, the cycles restarting at the fine-tuning stage."""
+    return stage_options(args).update_counts(args.iterations)[1]
+
+
+def stage_options(args: argparse.Namespace, **options) -> OptimisationOptions:
+    """OptimisationOptions with the K, fake-only iterations and fine-tuning stage of ``args``, and ``options``."""
+    return OptimisationOptions(
+        fake_updates=args.fake_updates,
+        fake_warmup=args.fake_warmup,
+        fine_tune_at=args.fine_tune_at,
+        fine_tune_lr_ratio=args.fine_tune_lr_ratio,
+        **options,
+    )
 
 
 def distil(
@@ -301,15 +331,14 @@ def distil(
     schedule; ``conditional``: labelled digits); (student, its EMA)."""
     alpha, beta = SETTINGS[setting]
     pl.seed_everything(seed, verbose=False)
-    optimisation = OptimisationOptions(
-        fake_updates=args.fake_updates,
+    optimisation = stage_options(
+        args,
         generator_lr=args.lr,
         fake_lr=args.fake_lr or args.lr,
         adam_betas=(args.adam_beta1, 0.999),
         warmup_steps=args.warmup,
         final_lr_ratio=args.final_lr_ratio,
         grad_clip=args.grad_clip,
-        fake_warmup=args.fake_warmup,
     )
     student = RealUIDModule(
         TeacherOptions(net=net, process=process, **(teacher or {})),

@@ -113,6 +113,8 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
         fake_init=args.fake_init,
         precision=args.precision,
         fake_warmup=args.fake_warmup,
+        fine_tune_at=args.fine_tune_at,
+        fine_tune_lr_ratio=args.fine_tune_lr_ratio,
     )
     convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}

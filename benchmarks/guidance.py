@@ -11,7 +11,8 @@ accuracy = the share of samples the same classifier assigns to the label they we
 steps at w ∈ --scales. Students (convergence.recipe through convergence.distil: K = ``--fake-updates`` (5), Adam
 (0, 0.999), ``--lr`` for both networks, warm-up 50, cosine to 0.1, EMA ``--decays`` (0.99, 0.995) with warm-up,
 t_G = ``--generator-time``, the fake model starting as ``--fake-init`` (scratch) and trained alone for the first
-``--fake-warmup`` iterations (0), scored at the last decay;
+``--fake-warmup`` iterations (0), a fine-tuning stage from ``--fine-tune-at`` (none) at ``--fine-tune-lr-ratio``
+times the learning rates (the fake model restarting as the teacher), scored at the last decay;
 ``--iterations`` iterations each, one at a time): fixed w (guidance_scale), the range [1, 4] (guidance_range, scored
 at each w), data-free UID (α = β = 1) or RealUID (α = 0.94, β/α = 0.98). Results are written to --out after every
 student, so a cut run keeps what it finished.
@@ -165,7 +166,8 @@ def distil_student(
     fine-tuning, done once per run for each refit's w and kept in ``refits``); (module, its EMA, seconds, the
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
-    options = ("generator_time", "fake_updates", "decays", "fake_init", "precision", "fake_warmup")
+    options = ("generator_time", "fake_updates", "decays", "fake_init", "precision", "fake_warmup", "fine_tune_at")
+    options += ("fine_tune_lr_ratio",)
     recipe = convergence.recipe(args.iterations, args.lr, **{name: getattr(args, name) for name in options})
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:

@@ -207,6 +207,8 @@ OPTIONS = {
         "grad_clip": 2.0,
         "max_nonfinite": 4,
         "fake_warmup": 5,
+        "fine_tune_at": 0.5,
+        "fine_tune_lr_ratio": 0.3,
     },
     "generator": {
         "generator_time": 0.1,

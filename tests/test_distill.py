@@ -89,6 +89,53 @@ def test_fake_warmup_must_leave_generator_updates():
         trainer(5).fit(tiny_distiller(fake_warmup=8), tiny_data())
 
 
+def test_fine_tuning_stage_restarts_the_fake_model_optimisers_and_learning_rates():
+    """fine_tune_at = 7 with K = 2: iterations 0–6 alternate F F G, then the cycle restarts at 7 (F F G from there,
+    so 8 is a fake update where one run would update the generator). At iteration 7 the fake model steps from the
+    teacher's weights with a fresh Adam state, and the generator's next update is its Adam's first; each network's
+    learning rate warms up and decays again over its fine-tuning updates at fine_tune_lr_ratio times its values."""
+    module = tiny_distiller(
+        fake_updates=2, fine_tune_at=7, fine_tune_lr_ratio=0.5, final_lr_ratio=0.1, warmup_steps=1, fake_init="scratch"
+    )
+    turns = [module.optimisation.generator_turn(k, 13) for k in range(13)]
+    assert turns == [False, False, True] * 2 + [False] + [False, False, True] * 2
+    teacher, seen = params(module.teacher), {}
+
+    class Record(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            k = int(pl_module.iteration)
+            steps = [int(s["step"]) for opt in trainer.optimizers for s in opt.state.values() if s]
+            seen[k] = (same(params(pl_module.fake_model), teacher), steps)
+
+    trainer(13, callbacks=[Record()]).fit(module, tiny_data())
+    assert not seen[6][0] and seen[7][0], "the fake model takes the teacher's weights at iteration 7, not before"
+    # Adam steps held before each update: (fake, generator) 4 and 2 before 6, none before 7, fake 2 and none before 9
+    assert set(seen[6][1]) == {4, 2} and seen[7][1] == [] and set(seen[9][1]) == {2}
+    assert int(module.generator_updates) == 4
+    # stage 1: 4 fake and 2 generator updates; stage 2: 4 and 2; each schedule ends a stage at 0.1 and restarts at 0.5
+    (fake_factor,), (gen_factor,) = (s.lr_lambdas for s in module.lr_schedulers())
+    assert fake_factor(3) > 0.1 and [fake_factor(4), fake_factor(5), fake_factor(8)] == [0.5, 0.5, 0.05]
+    assert gen_factor(1) == 1.0 and [gen_factor(2), gen_factor(4)] == [0.5, 0.05]
+
+
+def test_fine_tuning_stage_must_fit_the_run():
+    """fine_tune_at and its ratio out of range, or a stage left without a generator update, stop the run in one line."""
+    with pytest.raises(ValueError, match=r"fine_tune_at=1.5 must be an iteration >= 0 or a share of max_steps in"):
+        tiny_distiller(fine_tune_at=1.5)
+    with pytest.raises(ValueError, match=r"fine_tune_lr_ratio=0.0 must be > 0"):
+        tiny_distiller(fine_tune_at=4, fine_tune_lr_ratio=0.0)
+    message = (
+        r"fine_tune_at=0.9 starts the fine-tuning stage at iteration 9 of max_steps=10, leaving a stage without a "
+        r"generator update \(at K = 2 and fake_warmup = 0: >= 3 iterations before it, >= 3 after\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        trainer(10).fit(tiny_distiller(fake_updates=2, fine_tune_at=0.9), tiny_data())
+    with pytest.raises(ValueError, match=r"fine_tune_at=2 starts the fine-tuning stage at iteration 2 of max_steps=10"):
+        trainer(10).fit(tiny_distiller(fake_updates=2, fine_tune_at=2), tiny_data())
+    with pytest.raises(ValueError, match=r"fine_tune_at=4 restarts the learning rates .* set the Trainer's max_steps"):
+        trainer(-1, max_epochs=1).fit(tiny_distiller(fine_tune_at=4), tiny_data())
+
+
 def test_teacher_frozen_and_out_of_optimisers_and_checkpoints(tmp_path):
     """The teacher has no trainable parameter, is in no optimiser, stays in eval mode, and is not saved."""
     module = tiny_distiller()
@@ -142,19 +189,31 @@ def test_fake_init_from_scratch_differs_from_teacher():
     assert same(params(module.generator.net), params(module.teacher))
 
 
+class StopAt(pl.Callback):
+    """Stops a run after ``step`` optimiser steps, as a crash would, with its max_steps (and so its schedules) kept."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *unused) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.step
+
+
 @pytest.mark.parametrize(
     "options",
     [
         {},
         {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]},
         {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4], "fake_per_step": True},
+        {"fine_tune_at": 6, "fine_tune_lr_ratio": 0.3, "final_lr_ratio": 0.1},
+        {"fine_tune_at": 0.5, "fine_tune_lr_ratio": 0.3, "final_lr_ratio": 0.1},
     ],
-    ids=["one_step", "few_step", "few_step_fake_per_step"],
+    ids=["one_step", "few_step", "few_step_fake_per_step", "fine_tune_at_the_resume", "fine_tune_after_it"],
 )
 def test_resume_is_bit_identical(options, tmp_path):
     """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator,
     fake model, EMA and counters (a one-step and a shared 1/2/4-step student, with one fake model and with one per
-    step path)."""
+    step path; a fine-tuning stage that starts at the resumed iteration 6 or at 7, after it)."""
     pl.seed_everything(0)
     full_ema = ema()
     full = tiny_distiller(fake_updates=2, **options)
@@ -163,7 +222,7 @@ def test_resume_is_bit_identical(options, tmp_path):
     pl.seed_everything(0)
     first = tiny_distiller(fake_updates=2, **options)
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
-    trainer(6, tmp_path, callbacks=[ema(), ckpt]).fit(first, tiny_data(num_train=512))
+    trainer(14, tmp_path, callbacks=[ema(), StopAt(6), ckpt]).fit(first, tiny_data(num_train=512))
 
     pl.seed_everything(123)  # a different global seed: everything must come from the checkpoint
     resumed_ema = ema()

@@ -88,6 +88,7 @@ class RealUIDModule(GenerativeModule):
         self.process, self.data_shape, net_spec = loaded.process, loaded.data_shape, generator.network_spec(loaded.spec)
         student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
         self.generator, self.fake_model, net_spec = generator.networks(student_net, net_spec, loaded.process)
+        self.fake_start = generator.fake_as_teacher(student_net, loaded.process) if optimisation.fine_tune_at else None
         self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
@@ -183,7 +184,10 @@ class RealUIDModule(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x1_real, cond = split_batch(batch)
         self.record_batch(x1_real, cond)
-        generator_turn = self.optimisation.generator_turn(int(self.iteration))
+        iteration, iterations = int(self.iteration), self.trainer.max_steps
+        if iteration == self.optimisation.fine_tune_start(iterations):
+            self.optimisation.start_fine_tuning(iteration, self.fake_model, self.fake_start, self.trainer.optimizers)
+        generator_turn = self.optimisation.generator_turn(iteration, iterations)
         opt, sched, net, name = self._updated_player(generator_turn)
         with self.toggled_optimizer(opt):
             loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
@@ -210,8 +214,7 @@ class RealUIDModule(GenerativeModule):
     def _log_update(self, name: str, loss: Tensor, grad_norm: Tensor) -> None:
         """The update's loss; its gradient norm and the generator update count where Lightning writes logs."""
         self.log(f"train/{name}_loss", loss.detach(), prog_bar=True)
-        # Lightning writes logs only there: skip the cost
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # Lightning writes logs only there
             self.log_dict(
                 {f"train/{name}_grad_norm": grad_norm, "train/generator_updates": self.generator_updates.float()},
                 prog_bar=True,
@@ -261,10 +264,8 @@ class RealUIDModule(GenerativeModule):
         return head(self.fake_model.bottleneck(t_all, x_all, cond_all))
 
     def configure_optimizers(self) -> Any:
-        fake_params = [
-            *self.fake_model.parameters(),
-            *(self.gan_head.parameters() if self.gan_head is not None else []),
-        ]
+        head = self.gan_head.parameters() if self.gan_head is not None else []
+        fake_params = [*self.fake_model.parameters(), *head]
         iterations = self.trainer.max_steps if self._trainer is not None else -1
         return self.optimisation.optimisers(
             fake_params, list(self.generator.parameters()), iterations, self.speed.adam_options(self.device)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
-from torch import nn
+from torch import Tensor, nn
 
 from realuid_lightning.checkpoint import (
     instantiate,
@@ -266,6 +266,11 @@ class GeneratorOptions:
             for start in starts
         ]
         return fakes[0] if len(fakes) == 1 else PerStepFakeModels(fakes, by)
+
+    def fake_as_teacher(self, teacher: nn.Module, process: Process) -> dict[str, Tensor]:
+        """The state_dict of :meth:`fake_model` with every fake model starting as 'teacher': where a fine-tuning stage
+        restarts f (``OptimisationOptions.fine_tune_at``)."""
+        return replace(self, fake_init="teacher").fake_model(teacher, None, process).state_dict()
 
     def fake_starts(self, models: int) -> list[str]:
         """``fake_init`` as one start per fake model: its list, or its one start ``models`` times."""

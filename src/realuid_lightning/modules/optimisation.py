@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from realuid_lightning.errors import ConfigError
@@ -15,7 +16,7 @@ from realuid_lightning.modules.base import lr_factor
 @dataclass(frozen=True)
 class OptimisationOptions:
     """The alternating optimisation of the game: after W fake-only iterations, iteration k is a generator update when
-    (k − W) mod (K + 1) = K.
+    (k − W) mod (K + 1) = K; from a fine-tuning stage's start N on, when (k − N) mod (K + 1) = K.
 
     Args:
         fake_updates: K, the fake-model updates per generator update (the paper uses 5).
@@ -30,6 +31,13 @@ class OptimisationOptions:
         fake_warmup: W, iterations at the start that update only the fake model, the generator held at its start, so
             that a fake model built from scratch models the generator's samples before the generator's first step
             (0, the paper: the alternation starts at once).
+        fine_tune_at: N, the paper's fine-tuning stage inside the run: at iteration N (an int; a float in (0, 1) is
+            that share of ``max_steps``) the fake model restarts as a copy of the teacher, both Adam states restart,
+            the alternation restarts with K fake updates, and each learning rate runs its warm-up and decay again over
+            its share of the remaining iterations, times ``fine_tune_lr_ratio``. The generator (and a GAN head) keep
+            their weights. 0: one stage (the paper runs fine-tuning as a second run from ``generator_ckpt``).
+        fine_tune_lr_ratio: the fine-tuning stage's learning rates as a share of the first stage's (the paper: 1e-5
+            after 3e-5; digits: 0.3, README 'The default job').
     """
 
     fake_updates: int = 5
@@ -41,6 +49,8 @@ class OptimisationOptions:
     grad_clip: float = 1.0
     max_nonfinite: int = 10
     fake_warmup: int = 0
+    fine_tune_at: int | float = 0
+    fine_tune_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_lr_ratio <= 1.0:
@@ -57,41 +67,108 @@ class OptimisationOptions:
             )
         if self.fake_warmup < 0:
             raise ConfigError(f"fake_warmup={self.fake_warmup} must be >= 0 (iterations of fake-model updates alone)")
+        share = isinstance(self.fine_tune_at, float)
+        if self.fine_tune_at < 0 or (share and self.fine_tune_at >= 1) or not self.fine_tune_lr_ratio > 0:
+            raise ConfigError(
+                f"fine_tune_at={self.fine_tune_at} must be an iteration >= 0 or a share of max_steps in (0, 1) (0: no "
+                f"fine-tuning stage), and fine_tune_lr_ratio={self.fine_tune_lr_ratio} must be > 0"
+            )
 
-    def generator_turn(self, iteration: int) -> bool:
-        """Whether iteration k updates the generator: k ≥ W and (k − W) mod (K + 1) = K."""
-        k = iteration - self.fake_warmup
+    def fine_tune_start(self, iterations: int) -> int | None:
+        """N, the iteration where the fine-tuning stage starts in a run of ``iterations`` (``max_steps``); None: no
+        such stage."""
+        if not self.fine_tune_at:
+            return None
+        if iterations <= 0:
+            raise ConfigError(
+                f"fine_tune_at={self.fine_tune_at} restarts the learning rates over the rest of the run: set the "
+                "Trainer's max_steps"
+            )
+        return self.fine_tune_at if isinstance(self.fine_tune_at, int) else round(self.fine_tune_at * iterations)
+
+    def generator_turn(self, iteration: int, iterations: int = -1) -> bool:
+        """Whether iteration k of a run of ``iterations`` updates the generator: k ≥ W and (k − W) mod (K + 1) = K,
+        from the fine-tuning stage's start N on (k − N) mod (K + 1) = K."""
+        start = self.fine_tune_start(iterations)
+        k = iteration - start if start is not None and iteration >= start else iteration - self.fake_warmup
         return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
 
     def update_counts(self, iterations: int) -> tuple[int, int]:
-        """(fake-model updates, generator updates) in ``iterations``: W, then K and 1 in each cycle of K + 1."""
-        rest = iterations - self.fake_warmup
-        return self.fake_warmup + rest * self.fake_updates // (self.fake_updates + 1), rest // (self.fake_updates + 1)
+        """(fake-model updates, generator updates) in a run of ``iterations``: W, then K and 1 in each cycle of K + 1,
+        with the cycles restarting at the fine-tuning stage (the sum of :meth:`stage_counts`)."""
+        stages = self.stage_counts(iterations)
+        return sum(fake for fake, _ in stages), sum(generator for _, generator in stages)
+
+    def stage_counts(self, iterations: int) -> list[tuple[int, int]]:
+        """(fake-model updates, generator updates) of each stage of a run of ``iterations``: one stage, or the first
+        N iterations (after W fake-only ones) and the fine-tuning stage's remaining ones."""
+        start = self.fine_tune_start(iterations)
+        ends = (
+            [(iterations, self.fake_warmup)] if start is None else [(start, self.fake_warmup), (iterations - start, 0)]
+        )
+        k = self.fake_updates
+        return [(warmup + (n - warmup) * k // (k + 1), (n - warmup) // (k + 1)) for n, warmup in ends]
+
+    def start_fine_tuning(
+        self, iteration: int, fake_model: nn.Module, fake_start: dict[str, torch.Tensor], optimisers: list[Any]
+    ) -> None:
+        """The fine-tuning stage's start at iteration N: f restarts from ``fake_start`` (a copy of the teacher) and
+        both Adam states restart; the learning rates restart in their schedules (:meth:`optimisers`)."""
+        fake_model.load_state_dict(fake_start)
+        for opt in optimisers:
+            opt.state.clear()
+        rank_zero_info(
+            f"iteration {iteration}: the fine-tuning stage starts (the fake model restarts as the teacher, learning "
+            f"rates x {self.fine_tune_lr_ratio})"
+        )
 
     def optimisers(
         self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int, adam_options: dict[str, Any]
     ) -> tuple[list[torch.optim.Adam], list[dict[str, Any]]]:
         """Adam for the fake model's and the generator's parameters, each with its warm-up (and decay) schedule over
-        its share of ``iterations`` (W + K/(K + 1) and 1/(K + 1) of the rest; ≤ 0: unknown, so no decay)."""
+        its share of ``iterations`` (W + K/(K + 1) and 1/(K + 1) of the rest; ≤ 0: unknown, so no decay), run again
+        over its share of a fine-tuning stage (:meth:`stage_counts`)."""
         opts = [
             torch.optim.Adam(params, lr=lr, betas=tuple(self.adam_betas), **adam_options)
             for params, lr in ((fake, self.fake_lr), (generator, self.generator_lr))
         ]
-        totals = self.update_counts(iterations) if iterations > 0 else (None, None)
-        if self.fake_warmup and iterations > 0 and totals[1] < 1:  # also max_steps < W (a negative count)
-            raise ConfigError(
-                f"fake_warmup={self.fake_warmup} leaves no generator update in max_steps={iterations} (at K = "
-                f"{self.fake_updates} it needs max_steps >= {self.fake_warmup + self.fake_updates + 1})"
-            )
-        if totals[0] is None and self.final_lr_ratio < 1:
+        stages = self.stage_counts(iterations) if iterations > 0 or self.fine_tune_at else [(None, None)]
+        self._check_stages(stages, iterations)
+        if stages[0][0] is None and self.final_lr_ratio < 1:
             raise ConfigError(f"final_lr_ratio={self.final_lr_ratio} decays over the run: set the Trainer's max_steps")
         scheds = [
             {
-                "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                    opt, lr_factor(self.warmup_steps, total, self.final_lr_ratio)
-                ),
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._staged_factor([s[i] for s in stages])),
                 "name": f"lr/{name}",
             }
-            for opt, name, total in zip(opts, ("fake", "generator"), totals)
+            for i, (opt, name) in enumerate(zip(opts, ("fake", "generator")))
         ]
         return opts, scheds
+
+    def _staged_factor(self, totals: list[int | None]) -> Callable[[int], float]:
+        """The learning-rate factor of a network's update k: its warm-up and decay over its ``totals[0]`` updates of
+        the first stage, then again over the fine-tuning stage's ``totals[1]``, times ``fine_tune_lr_ratio``."""
+        first = lr_factor(self.warmup_steps, totals[0], self.final_lr_ratio)
+        if len(totals) == 1:
+            return first
+        second = lr_factor(self.warmup_steps, totals[1], self.final_lr_ratio)
+        ratio, start = self.fine_tune_lr_ratio, totals[0]
+        return lambda k: first(k) if k < start else ratio * second(k - start)
+
+    def _check_stages(self, stages: list[tuple[int | None, int | None]], iterations: int) -> None:
+        """One-line errors for a stage without a generator update (fake_warmup or fine_tune_at too long for
+        ``max_steps``)."""
+        if stages[0][1] is None:
+            return
+        k, w = self.fake_updates, self.fake_warmup
+        if len(stages) == 2 and min(stages[0][1], stages[1][1]) < 1:
+            raise ConfigError(
+                f"fine_tune_at={self.fine_tune_at} starts the fine-tuning stage at iteration "
+                f"{self.fine_tune_start(iterations)} of max_steps={iterations}, leaving a stage without a generator "
+                f"update (at K = {k} and fake_warmup = {w}: >= {w + k + 1} iterations before it, >= {k + 1} after)"
+            )
+        if w and stages[0][1] < 1:  # also max_steps < W (a negative count)
+            raise ConfigError(
+                f"fake_warmup={w} leaves no generator update in max_steps={iterations} (at K = {k} it needs "
+                f"max_steps >= {w + k + 1})"
+            )
