@@ -209,6 +209,7 @@ OPTIONS = {
         "fake_warmup": 5,
         "fine_tune_at": 0.5,
         "fine_tune_lr_ratio": 0.3,
+        "fine_tune_ema": 0.9,
     },
     "generator": {
         "generator_time": 0.1,

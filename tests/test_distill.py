@@ -8,6 +8,7 @@ from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, train
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from realuid_lightning import (
+    EMA,
     MLP,
     FewStepGenerator,
     FlowMatching,
@@ -99,6 +100,7 @@ def test_fine_tuning_stage_restarts_the_fake_model_optimisers_and_learning_rates
     )
     turns = [module.optimisation.generator_turn(k, 13) for k in range(13)]
     assert turns == [False, False, True] * 2 + [False] + [False, False, True] * 2
+    assert module.optimisation.stage_counts(13) == [(5, 2), (4, 2)], "iteration 6 ends a cut cycle: a fake update"
     teacher, seen = params(module.teacher), {}
 
     class Record(pl.Callback):
@@ -112,10 +114,33 @@ def test_fine_tuning_stage_restarts_the_fake_model_optimisers_and_learning_rates
     # Adam steps held before each update: (fake, generator) 4 and 2 before 6, none before 7, fake 2 and none before 9
     assert set(seen[6][1]) == {4, 2} and seen[7][1] == [] and set(seen[9][1]) == {2}
     assert int(module.generator_updates) == 4
-    # stage 1: 4 fake and 2 generator updates; stage 2: 4 and 2; each schedule ends a stage at 0.1 and restarts at 0.5
+    # stage 1: 5 fake and 2 generator updates; stage 2: 4 and 2; each schedule ends a stage at 0.1 and restarts at 0.5
     (fake_factor,), (gen_factor,) = (s.lr_lambdas for s in module.lr_schedulers())
-    assert fake_factor(3) > 0.1 and [fake_factor(4), fake_factor(5), fake_factor(8)] == [0.5, 0.5, 0.05]
+    assert fake_factor(4) > 0.1 and [fake_factor(5), fake_factor(6), fake_factor(9)] == [0.5, 0.5, 0.05]
     assert gen_factor(1) == 1.0 and [gen_factor(2), gen_factor(4)] == [0.5, 0.05]
+
+
+def test_fine_tuning_stage_restarts_the_generator_from_its_ema():
+    """fine_tune_ema = 0.9: at the stage's start the generator takes the EMA callback's 0.9 average (then steps on
+    from it); without an EMA callback that keeps 0.9 the run stops at its start, in one line."""
+    seen = {}
+
+    class Record(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if int(pl_module.iteration) == 7:
+                ema_callback = next(c for c in trainer.callbacks if isinstance(c, EMA))
+                seen["generator"] = params(pl_module.generator.net)
+                seen["average"] = [v.clone() for v in ema_callback.averages["0.9"].values()]
+
+    module = tiny_distiller(fake_updates=2, fine_tune_at=7, fine_tune_ema=0.9)
+    trainer(10, callbacks=[EMA([0.9, 0.99]), Record()]).fit(module, tiny_data())
+    assert same(seen["generator"], seen["average"]), "the generator holds the 0.9 average at the stage's start"
+    with pytest.raises(ValueError, match=r"fine_tune_ema=0.5 restarts the generator from its EMA: add the EMA"):
+        trainer(10, callbacks=[EMA([0.9])]).fit(
+            tiny_distiller(fake_updates=2, fine_tune_at=7, fine_tune_ema=0.5), tiny_data()
+        )
+    with pytest.raises(ValueError, match=r"fine_tune_ema=0.9 must be an EMA decay in \(0, 1\) and needs fine_tune_at"):
+        tiny_distiller(fine_tune_ema=0.9)
 
 
 def test_fine_tuning_stage_must_fit_the_run():
@@ -205,7 +230,7 @@ class StopAt(pl.Callback):
         {},
         {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4]},
         {"generator_times": [0.0, 0.25, 0.5, 0.75], "student_steps": [1, 2, 4], "fake_per_step": True},
-        {"fine_tune_at": 6, "fine_tune_lr_ratio": 0.3, "final_lr_ratio": 0.1},
+        {"fine_tune_at": 6, "fine_tune_lr_ratio": 0.3, "final_lr_ratio": 0.1, "fine_tune_ema": 0.9},
         {"fine_tune_at": 0.5, "fine_tune_lr_ratio": 0.3, "final_lr_ratio": 0.1},
     ],
     ids=["one_step", "few_step", "few_step_fake_per_step", "fine_tune_at_the_resume", "fine_tune_after_it"],
@@ -213,7 +238,7 @@ class StopAt(pl.Callback):
 def test_resume_is_bit_identical(options, tmp_path):
     """Stopping after 6 iterations (mid-epoch: 8 batches an epoch) and resuming to 14 gives the same generator,
     fake model, EMA and counters (a one-step and a shared 1/2/4-step student, with one fake model and with one per
-    step path; a fine-tuning stage that starts at the resumed iteration 6 or at 7, after it)."""
+    step path; a fine-tuning stage that starts at the resumed iteration 6, the generator from its EMA, or at 7)."""
     pl.seed_everything(0)
     full_ema = ema()
     full = tiny_distiller(fake_updates=2, **options)

@@ -184,10 +184,9 @@ class RealUIDModule(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x1_real, cond = split_batch(batch)
         self.record_batch(x1_real, cond)
-        iteration, iterations = int(self.iteration), self.trainer.max_steps
-        if iteration == self.optimisation.fine_tune_start(iterations):
-            self.optimisation.start_fine_tuning(iteration, self.fake_model, self.fake_start, self.trainer.optimizers)
-        generator_turn = self.optimisation.generator_turn(iteration, iterations)
+        if int(self.iteration) == self.optimisation.fine_tune_start(self.trainer.max_steps):
+            self.optimisation.start_fine_tuning(self)
+        generator_turn = self.optimisation.generator_turn(int(self.iteration), self.trainer.max_steps)
         opt, sched, net, name = self._updated_player(generator_turn)
         with self.toggled_optimizer(opt):
             loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
@@ -289,6 +288,7 @@ class RealUIDModule(GenerativeModule):
     def on_fit_start(self) -> None:
         check_strategy(self.trainer.strategy)
         check_precision(self.trainer)
+        self.optimisation.check_callbacks(self.trainer)
         super().on_fit_start()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -9,8 +9,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from realuid_lightning.callbacks.ema import EMA
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import lr_factor
+from realuid_lightning.run_record import pick_decay
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class OptimisationOptions:
             their weights. 0: one stage (the paper runs fine-tuning as a second run from ``generator_ckpt``).
         fine_tune_lr_ratio: the fine-tuning stage's learning rates as a share of the first stage's (the paper: 1e-5
             after 3e-5; digits: 0.3, README 'The default job').
+        fine_tune_ema: the generator restarts from its EMA average of this decay at the fine-tuning stage, as the
+            paper's second stage starts from an EMA checkpoint (``generator_ema``); needs the EMA callback with that
+            decay. None: it goes on from its own weights.
     """
 
     fake_updates: int = 5
@@ -51,6 +56,7 @@ class OptimisationOptions:
     fake_warmup: int = 0
     fine_tune_at: int | float = 0
     fine_tune_lr_ratio: float = 1.0
+    fine_tune_ema: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_lr_ratio <= 1.0:
@@ -72,6 +78,11 @@ class OptimisationOptions:
             raise ConfigError(
                 f"fine_tune_at={self.fine_tune_at} must be an iteration >= 0 or a share of max_steps in (0, 1) (0: no "
                 f"fine-tuning stage), and fine_tune_lr_ratio={self.fine_tune_lr_ratio} must be > 0"
+            )
+        if self.fine_tune_ema is not None and not (self.fine_tune_at and 0 < self.fine_tune_ema < 1):
+            raise ConfigError(
+                f"fine_tune_ema={self.fine_tune_ema} must be an EMA decay in (0, 1) and needs fine_tune_at "
+                f"(got {self.fine_tune_at})"
             )
 
     def fine_tune_start(self, iterations: int) -> int | None:
@@ -106,21 +117,39 @@ class OptimisationOptions:
         ends = (
             [(iterations, self.fake_warmup)] if start is None else [(start, self.fake_warmup), (iterations - start, 0)]
         )
-        k = self.fake_updates
-        return [(warmup + (n - warmup) * k // (k + 1), (n - warmup) // (k + 1)) for n, warmup in ends]
+        generator = [(n - warmup) // (self.fake_updates + 1) for n, warmup in ends]  # a cut cycle's rest is fake
+        return [(n - g, g) for (n, _), g in zip(ends, generator)]
 
-    def start_fine_tuning(
-        self, iteration: int, fake_model: nn.Module, fake_start: dict[str, torch.Tensor], optimisers: list[Any]
-    ) -> None:
-        """The fine-tuning stage's start at iteration N: f restarts from ``fake_start`` (a copy of the teacher) and
+    def start_fine_tuning(self, module: Any) -> None:
+        """The fine-tuning stage's start at iteration N of :class:`RealUIDModule` ``module``: f restarts from
+        ``module.fake_start`` (a copy of the teacher), the generator from its EMA at ``fine_tune_ema`` where set, and
         both Adam states restart; the learning rates restart in their schedules (:meth:`optimisers`)."""
-        fake_model.load_state_dict(fake_start)
-        for opt in optimisers:
+        module.fake_model.load_state_dict(module.fake_start)
+        if self.fine_tune_ema is not None:
+            averages = self.ema_callback(module.trainer).averages
+            module.ema_network.load_state_dict(pick_decay(averages, self.fine_tune_ema, "the EMA callback"))
+        for opt in module.trainer.optimizers:
             opt.state.clear()
+        generator = "raw" if self.fine_tune_ema is None else f"EMA {self.fine_tune_ema}"
         rank_zero_info(
-            f"iteration {iteration}: the fine-tuning stage starts (the fake model restarts as the teacher, learning "
-            f"rates x {self.fine_tune_lr_ratio})"
+            f"iteration {int(module.iteration)}: the fine-tuning stage starts (the fake model restarts as the teacher, "
+            f"the generator from its {generator} weights, learning rates x {self.fine_tune_lr_ratio})"
         )
+
+    def check_callbacks(self, trainer: Any) -> None:
+        """At fit start, a one-line error for a ``fine_tune_ema`` that no EMA callback of ``trainer`` keeps."""
+        if self.fine_tune_ema is not None:
+            self.ema_callback(trainer)
+
+    def ema_callback(self, trainer: Any) -> EMA:
+        """The Trainer's EMA callback that keeps ``fine_tune_ema``; one-line error without one."""
+        emas = [c for c in trainer.callbacks if isinstance(c, EMA) and self.fine_tune_ema in c.decays]
+        if not emas:
+            raise ConfigError(
+                f"fine_tune_ema={self.fine_tune_ema} restarts the generator from its EMA: add the EMA callback "
+                f"(realuid_lightning.EMA) with {self.fine_tune_ema} among its decays"
+            )
+        return emas[0]
 
     def optimisers(
         self, fake: list[nn.Parameter], generator: list[nn.Parameter], iterations: int, adam_options: dict[str, Any]
