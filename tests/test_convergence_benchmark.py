@@ -1,14 +1,17 @@
 """benchmarks/convergence.py end to end on a tiny budget: ``--precision bf16-mixed`` trains under bf16 autocast
 (recorded in the result, a different student than fp32 from the same seed, close to it after two updates), and
-``--merge`` reads files written before the option existed as fp32."""
+``--merge`` reads files written before the option existed as fp32; the stage options reach the student."""
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
-from helpers import run_benchmark
+from helpers import load_script, run_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--settings", "uid", "--iterations", "6", "--eval-every", "1", "--fake-updates", "2", "--num-samples", "40"]
 
@@ -38,3 +41,14 @@ def test_merge_reads_files_without_the_precision_option_as_fp32(monkeypatch, tmp
     merged = tmp_path / "merged.json"
     run_benchmark(monkeypatch, "convergence", ["--merge", str(old), "--out", str(merged)])
     assert json.loads(merged.read_text())["recipe"]["precision"] == "32-true"
+
+
+def test_stage_options_reach_the_student():
+    """--fine-tune-at reads an iteration (int) or a share of --iterations (float); the generator-update count the
+    benchmarks report restarts its cycle there, as the student's does."""
+    convergence = load_script(ROOT / "benchmarks/convergence.py", "convergence_stages")
+    share = convergence.arguments(["--iterations", "13", "--fake-updates", "2", "--fine-tune-at", "0.54"])
+    iteration = convergence.arguments(["--iterations", "13", "--fake-updates", "2", "--fine-tune-at", "7"])
+    assert (share.fine_tune_at, iteration.fine_tune_at) == (0.54, 7) and isinstance(iteration.fine_tune_at, int)
+    assert convergence.generator_updates(share) == convergence.generator_updates(iteration) == 4  # 2 + 2, not 4 + 0
+    assert convergence.stage_options(iteration).stage_counts(13) == [(5, 2), (4, 2)]

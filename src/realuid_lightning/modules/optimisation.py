@@ -36,10 +36,11 @@ class OptimisationOptions:
         fine_tune_at: N, the paper's fine-tuning stage inside the run: at iteration N (an int; a float in (0, 1) is
             that share of ``max_steps``) the fake model restarts as a copy of the teacher, both Adam states restart,
             the alternation restarts with K fake updates, and each learning rate runs its warm-up and decay again over
-            its share of the remaining iterations, times ``fine_tune_lr_ratio``. The generator (and a GAN head) keep
-            their weights. 0: one stage (the paper runs fine-tuning as a second run from ``generator_ckpt``).
+            its share of the remaining iterations, times ``fine_tune_lr_ratio``. The generator goes on from its weights
+            (or its EMA: ``fine_tune_ema``), a GAN head from its own. 0: one stage (the paper runs fine-tuning as a
+            second run from ``generator_ckpt``; on digits that split reads better: README 'The default job').
         fine_tune_lr_ratio: the fine-tuning stage's learning rates as a share of the first stage's (the paper: 1e-5
-            after 3e-5; digits: 0.3, README 'The default job').
+            after 3e-5; digits: 0.3).
         fine_tune_ema: the generator restarts from its EMA average of this decay at the fine-tuning stage, as the
             paper's second stage starts from an EMA checkpoint (``generator_ema``); needs the EMA callback with that
             decay. None: it goes on from its own weights.
