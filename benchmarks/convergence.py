@@ -298,6 +298,13 @@ def recipe(
     return arguments(DEFAULT_RECIPE + options)
 
 
+def student_recipe(args: argparse.Namespace, iterations: int, **options) -> argparse.Namespace:
+    """:func:`recipe` for ``iterations`` iterations from the options :func:`add_student_arguments` gave ``args``, and
+    ``options`` (e.g. the guidance benchmark's ``generator_time``)."""
+    shared = ("fake_updates", "decays", "fake_init", "precision", "fake_warmup", "fine_tune_at", "fine_tune_lr_ratio")
+    return recipe(iterations, args.lr, **{name: getattr(args, name) for name in shared}, **options)
+
+
 def generator_updates(args: argparse.Namespace) -> int:
     """Generator updates in ``args.iterations``: after ``args.fake_warmup`` fake-only iterations, one per cycle of
     K = ``args.fake_updates`` fake updates and one generator update, the cycles restarting at the fine-tuning stage."""

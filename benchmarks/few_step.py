@@ -105,17 +105,7 @@ def distil(args: argparse.Namespace, teacher: tuple, score, noise, name: str, it
     schedule |= {"fake_per_step": args.fake_per_step, "student_step_weights": args.step_weights if steps else None}
     if steps and args.fake_per_count:
         schedule |= {"fake_per_count": True, "fake_init": args.fake_per_count}
-    recipe = convergence.recipe(
-        its,
-        args.lr,
-        fake_updates=args.fake_updates,
-        decays=args.decays,
-        fake_init=args.fake_init,
-        precision=args.precision,
-        fake_warmup=args.fake_warmup,
-        fine_tune_at=args.fine_tune_at,
-        fine_tune_lr_ratio=args.fine_tune_lr_ratio,
-    )
+    recipe = convergence.student_recipe(args, its)
     convergence.distil(*teacher, "uid", args.seed, recipe, [curve], generator=schedule)
     run = {"student": name, "iterations": its, "seconds": curve.points[-1]["cpu_seconds"], "final": curve.points[-1]}
     print(json.dumps(run), flush=True)

@@ -166,9 +166,7 @@ def distil_student(
     fine-tuning, done once per run for each refit's w and kept in ``refits``); (module, its EMA, seconds, the
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
-    options = ("generator_time", "fake_updates", "decays", "fake_init", "precision", "fake_warmup", "fine_tune_at")
-    options += ("fine_tune_lr_ratio",)
-    recipe = convergence.recipe(args.iterations, args.lr, **{name: getattr(args, name) for name in options})
+    recipe = convergence.student_recipe(args, args.iterations, generator_time=args.generator_time)
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:
         refits[REFITS[name]] = refit_teacher(net, process, REFITS[name], args)
