@@ -31,7 +31,8 @@ marginal one, and distil that network unguided (w = 1); its own row at 100 steps
 spaced w (noise seeds 4, 5, …), fitted by the teacher with a zero-initialised w input (``realuid refit
 --guidance-range``), whose student (guidance_range [1, 4]) starts from it, its e(w) included; the refit teacher is
 reported at each w of --scales; ``--refit-anchor`` anchors its w = 1 samples on the teacher's own prediction (what
-``realuid refit --guidance-range`` does by default). ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students
+``realuid refit --guidance-range`` does by default); ``--refit-out`` also writes the refit teacher as ``realuid refit``
+does, to sample or score it at any w afterwards. ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students
 of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across w costs, on one
 teacher. A run refits once for all the students that share a refit's w.
 """
@@ -55,9 +56,10 @@ from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.nets.guidance import Guided
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales
+from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales, teacher_checkpoint
 from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampling import sample_teacher
+from realuid_lightning.saving import save_atomic
 
 STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
     "fixed1": ({"guidance_scale": 1.0}, {}, "uid"),
@@ -94,6 +96,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
     parser.add_argument("--refit-points", type=int, default=4, help="refit_range: evenly spaced w, each with samples")
     parser.add_argument("--refit-anchor", action="store_true", help="refit_range: anchor w = 1 on the teacher")
+    parser.add_argument("--refit-out", default=None, help="refit students: also write the refit teacher checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -140,6 +143,8 @@ def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float],
     samples, labels, drawn = guided_samples(teacher, scales, args.refit_samples, 4, args.refit_samples, "cpu")
     fitted = {"scales": drawn, "anchored": args.refit_anchor} if ranged else {}
     trainer, ema = fine_tune(net, process, samples, labels, args.refit_steps, args.refit_lr, args.seed, **fitted)
+    if args.refit_out:  # what realuid refit writes, to sample or score at any w later
+        save_atomic(teacher_checkpoint(trainer, ema), args.refit_out)
     module = trainer.lightning_module
     with ema.swapped(module, REFIT_EMA):
         return copy.deepcopy(module.net).eval().requires_grad_(False)

@@ -12,6 +12,7 @@ import torch
 from helpers import load_script, run_benchmark
 
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.nets.guidance import ScaleConditioned
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TEACHER = str(BENCHMARKS.parent / "checkpoints" / "digits_teacher_cond.ckpt")
@@ -49,8 +50,11 @@ def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_pat
     out = tmp_path / "guidance.json"
     argv = ["--students", "refit_range", "--scales", "1", "4", "--iterations", "6", "--fake-updates", "2"]
     argv += ["--decays", "0.9", "--refit-samples", "64", "--refit-points", "2", "--refit-steps", "2"]
+    argv += ["--refit-out", str(tmp_path / "refit.ckpt")]
     run_benchmark(monkeypatch, "guidance", [*argv, "--num-samples", "40", "--teacher-steps", "2", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
+    refit_net, _, _ = network_from_checkpoint(load_checkpoint(tmp_path / "refit.ckpt"), ema=None)
+    assert isinstance(refit_net, ScaleConditioned) and (refit_net.w_min, refit_net.w_max) == (1.0, 4.0)
     assert [(r["model"], r["w"]) for r in rows[3:]] == [
         ("teacher refit on w in [1.0, 4.0]", 1.0),
         ("teacher refit on w in [1.0, 4.0]", 4.0),
@@ -84,7 +88,7 @@ def test_refit_teacher_fine_tunes_a_copy(monkeypatch):
     guidance = load_script(BENCHMARKS / "guidance.py", "guidance_benchmark")
     net, process, record = network_from_checkpoint(load_checkpoint(TEACHER), ema=None, what=TEACHER)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    args = argparse.Namespace(refit_samples=128, refit_steps=3, refit_lr=1e-3, teacher_steps=2, seed=0)
+    args = argparse.Namespace(refit_samples=128, refit_steps=3, refit_lr=1e-3, teacher_steps=2, seed=0, refit_out=None)
     refit = guidance.refit_teacher(net, process, 2.0, argparse.Namespace(**vars(args), data_shape=record.data_shape))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, refit.state_dict()[k]) for k, v in before.items())
