@@ -59,7 +59,7 @@ from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales, teacher_checkpoint
 from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampling import sample_teacher
-from realuid_lightning.saving import save_atomic
+from realuid_lightning.saving import check_writable, save_atomic
 
 STUDENTS = {  # name: (TeacherOptions, GeneratorOptions, setting of convergence.SETTINGS: the (α, β) pairs)
     "fixed1": ({"guidance_scale": 1.0}, {}, "uid"),
@@ -96,7 +96,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-lr", type=float, default=1e-4, help="refit students: fine-tuning learning rate")
     parser.add_argument("--refit-points", type=int, default=4, help="refit_range: evenly spaced w, each with samples")
     parser.add_argument("--refit-anchor", action="store_true", help="refit_range: anchor w = 1 on the teacher")
-    parser.add_argument("--refit-out", default=None, help="refit students: also write the refit teacher checkpoint")
+    parser.add_argument("--refit-out", default=None, help="refit students: also write the (last) refit teacher here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -231,6 +231,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     args = arguments()
+    check_writable([("--refit-out", None if args.refit_out is None else Path(args.refit_out).parent)])  # before an hour
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start, score = time.perf_counter(), Scorer(args.num_samples)

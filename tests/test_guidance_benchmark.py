@@ -8,10 +8,12 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import load_script, run_benchmark
 
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.guidance import ScaleConditioned
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -63,6 +65,15 @@ def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_pat
     ]
     refit, student = rows[3:5], rows[5:]
     assert refit[0]["fd"] != refit[1]["fd"] and student[0]["fd"] != student[1]["fd"]  # w reaches both networks
+
+
+def test_refit_out_that_cannot_be_written_is_refused_before_the_refit(monkeypatch, tmp_path):
+    """--refit-out under a file: a one-line ConfigError at the start, not after an hour of refitting."""
+    (tmp_path / "file").write_text("")
+    argv = ["--students", "refit2", "--refit-out", str(tmp_path / "file" / "refit.ckpt"), "--out", str(tmp_path / "o")]
+    with pytest.raises(ConfigError, match="--refit-out"):
+        run_benchmark(monkeypatch, "guidance", argv)
+    assert not (tmp_path / "o").exists()
 
 
 def test_fixed_w_students_of_the_range_refit_share_one_refit(monkeypatch, tmp_path):
