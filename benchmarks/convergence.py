@@ -267,6 +267,7 @@ def add_student_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_argument(parser)
     parser.add_argument("--iterations", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=3e-4, help="both networks' learning rate (the shipped rows: 3e-4)")
+    parser.add_argument("--fake-lr", type=float, default=None, help="the fake model's learning rate (default: --lr)")
     parser.add_argument("--fake-updates", type=int, default=5, help="K, fake-model updates per generator update")
     parser.add_argument(
         "--decays", nargs="+", type=float, default=[0.99, 0.995], help="EMA decays kept; students scored at the last"
@@ -286,22 +287,26 @@ def recipe(
     fake_warmup: int = 0,
     fine_tune_at: int | float = 0,
     fine_tune_lr_ratio: float = 1.0,
+    fake_lr: float | None = None,
 ) -> argparse.Namespace:
-    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks), the generator at t_G,
-    ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays`` (default: 0.99 and 0.995), the fake
+    """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks; the fake model's ``fake_lr``
+    where given), the generator at t_G, ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays``
+    (default: 0.99 and 0.995), the fake
     model(s) starting as ``fake_init`` and trained alone for the first ``fake_warmup`` iterations, a fine-tuning stage
     from ``fine_tune_at`` at ``fine_tune_lr_ratio`` times the learning rates, trained at the Trainer's ``precision``."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
     options += [f"--fake-init={fake_init}", f"--precision={precision}", f"--fake-warmup={fake_warmup}"]
     options += [f"--fine-tune-at={fine_tune_at}", f"--fine-tune-lr-ratio={fine_tune_lr_ratio}"]
     options += [f"--fake-updates={fake_updates}", *(["--decays", *map(str, decays)] if decays else [])]
+    options += [f"--fake-lr={fake_lr}"] if fake_lr is not None else []
     return arguments(DEFAULT_RECIPE + options)
 
 
 def student_recipe(args: argparse.Namespace, iterations: int, **options) -> argparse.Namespace:
     """:func:`recipe` for ``iterations`` iterations from the options :func:`add_student_arguments` gave ``args``, and
     ``options`` (e.g. the guidance benchmark's ``generator_time``)."""
-    shared = ("fake_updates", "decays", "fake_init", "precision", "fake_warmup", "fine_tune_at", "fine_tune_lr_ratio")
+    shared = ("fake_updates", "fake_lr", "decays", "fake_init", "precision", "fake_warmup")
+    shared += ("fine_tune_at", "fine_tune_lr_ratio")
     return recipe(iterations, args.lr, **{name: getattr(args, name) for name in shared}, **options)
 
 

@@ -1,9 +1,11 @@
 """benchmarks/convergence.py end to end on a tiny budget: ``--precision bf16-mixed`` trains under bf16 autocast
 (recorded in the result, a different student than fp32 from the same seed, close to it after two updates), and
-``--merge`` reads files written before the option existed as fp32; the stage options reach the student."""
+``--merge`` reads files written before the option existed as fp32; the stage options and the student benchmarks'
+``--fake-lr`` reach the student."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -52,3 +54,14 @@ def test_stage_options_reach_the_student():
     assert (share.fine_tune_at, iteration.fine_tune_at) == (0.54, 7) and isinstance(iteration.fine_tune_at, int)
     assert convergence.generator_updates(share) == convergence.generator_updates(iteration) == 4  # 2 + 2, not 4 + 0
     assert convergence.stage_options(iteration).stage_counts(13) == [(5, 2), (4, 2)]
+
+
+def test_fake_lr_of_the_student_benchmarks_reaches_their_recipe():
+    """--fake-lr, which the few-step and guidance benchmarks take from add_student_arguments, reaches the recipe their
+    students train by; without it the recipe leaves the fake model at --lr."""
+    convergence = load_script(ROOT / "benchmarks/convergence.py", "convergence_fake_lr")
+    parser = argparse.ArgumentParser()
+    convergence.add_student_arguments(parser)
+    for options, fake_lr in (([], None), (["--fake-lr", "3e-4"], 3e-4)):
+        recipe = convergence.student_recipe(parser.parse_args(["--lr", "1e-4", *options]), 12)
+        assert (recipe.lr, recipe.fake_lr, recipe.iterations) == (1e-4, fake_lr, 12)
