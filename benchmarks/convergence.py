@@ -291,9 +291,9 @@ def recipe(
 ) -> argparse.Namespace:
     """DEFAULT_RECIPE for ``iterations`` iterations at learning rate ``lr`` (both networks; the fake model's ``fake_lr``
     where given), the generator at t_G, ``fake_updates`` (K) fake-model updates per generator update, EMA ``decays``
-    (default: 0.99 and 0.995), the fake
-    model(s) starting as ``fake_init`` and trained alone for the first ``fake_warmup`` iterations, a fine-tuning stage
-    from ``fine_tune_at`` at ``fine_tune_lr_ratio`` times the learning rates, trained at the Trainer's ``precision``."""
+    (default: 0.99 and 0.995), the fake model(s) starting as ``fake_init`` and trained alone for the first
+    ``fake_warmup`` iterations, a fine-tuning stage from ``fine_tune_at`` at ``fine_tune_lr_ratio`` times the learning
+    rates, trained at the Trainer's ``precision``."""
     options = [f"--iterations={iterations}", f"--lr={lr}", f"--generator-time={generator_time}"]
     options += [f"--fake-init={fake_init}", f"--precision={precision}", f"--fake-warmup={fake_warmup}"]
     options += [f"--fine-tune-at={fine_tune_at}", f"--fine-tune-lr-ratio={fine_tune_lr_ratio}"]
