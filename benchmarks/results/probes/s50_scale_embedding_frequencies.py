@@ -2,12 +2,13 @@
 guided teacher's samples at w = 1 and w = 4 (flow matching loss), then compare its loss at the right w with its loss
 at the swapped w (same t, noise): the gap is what it has learnt of w. Variants of the w embedding (stop 50): base
 (omega_k = 2^k, k = 0 ... 7, as shipped), low (omega / 8), randinit (e(w)'s last layer not zero). Samples: 1 000 at each
-of w = 1, 4 (100 Euler steps, noise seeds 10, 11), cached in /work/runs/s50/w14_samples.pt.
+of w = 1, 4 (100 Euler steps, noise seeds 10, 11), cached beside OUT as s50_w14_samples.pt.
     OMP_NUM_THREADS=1 python benchmarks/results/probes/s50_scale_embedding_frequencies.py base 2000 OUT.json"""
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ from realuid_lightning.sampling import sample_teacher
 variant, updates, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ck = load_checkpoint("checkpoints/digits_teacher_cond.ckpt")
 teacher, process, rec = network_from_checkpoint(ck, None)
-data_file = "/work/runs/s50/w14_samples.pt"
+data_file = Path(out).parent / "s50_w14_samples.pt"  # stop 50 kept it in its run folder, /work/runs/s50
 try:
     x1, c, w = torch.load(data_file)
 except FileNotFoundError:
