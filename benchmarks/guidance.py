@@ -32,9 +32,10 @@ spaced w (noise seeds 4, 5, …), fitted by the teacher with a zero-initialised 
 --guidance-range``), whose student (guidance_range [1, 4]) starts from it, its e(w) included; the refit teacher is
 reported at each w of --scales; ``--refit-anchor`` anchors its w = 1 samples on the teacher's own prediction (what
 ``realuid refit --guidance-range`` does by default); ``--refit-out`` also writes the refit teacher as ``realuid refit``
-does, to sample or score it at any w afterwards. ``refit_range_fixed1`` / ``2`` / ``4`` are dedicated students
-of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across w costs, on one
-teacher. A run refits once for all the students that share a refit's w.
+does, to sample or score it at any w afterwards, and ``--refit-in`` loads such a file instead of refitting (the same
+seed then repeats the run that wrote it, at a fraction of its time). ``refit_range_fixed1`` / ``2`` / ``4`` are
+dedicated students of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across
+w costs, on one teacher. A run refits once for all the students that share a refit's w.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ import torch
 
 from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
+from realuid_lightning.errors import ConfigError
 from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
-from realuid_lightning.nets.guidance import Guided
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned
 from realuid_lightning.nets.labels import cycled_labels
 from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales, teacher_checkpoint
 from realuid_lightning.sampler import Sampler
@@ -97,6 +99,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-points", type=int, default=4, help="refit_range: evenly spaced w, each with samples")
     parser.add_argument("--refit-anchor", action="store_true", help="refit_range: anchor w = 1 on the teacher")
     parser.add_argument("--refit-out", default=None, help="refit students: also write the (last) refit teacher here")
+    parser.add_argument(
+        "--refit-in", default=None, help="refit students: load this refit teacher (--refit-out's) instead of refitting"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     parser.add_argument("--resume", default=None, help="an earlier --out file: keep its rows, train only new students")
@@ -136,7 +141,10 @@ class Scorer:
 def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float], args: argparse.Namespace):
     """The teacher fine-tuned on ``--refit-samples`` of its own samples guided at ``w``, or at each of
     ``--refit-points`` w across the range ``w`` into a network that reads w (the module docstring's recipe, through
-    :mod:`realuid_lightning.refit`'s functions, as ``realuid refit`` does): its EMA-0.999 network, frozen."""
+    :mod:`realuid_lightning.refit`'s functions, as ``realuid refit`` does): its EMA-0.999 network, frozen; or the one
+    ``--refit-in`` holds."""
+    if args.refit_in:
+        return loaded_refit(args.refit_in, w)
     teacher = Sampler(net, process, tuple(args.data_shape), args.teacher_steps, "euler")
     ranged = isinstance(w, tuple)
     scales = range_scales(w, args.refit_points) if ranged else [w]
@@ -148,6 +156,18 @@ def refit_teacher(net: torch.nn.Module, process, w: float | tuple[float, float],
     module = trainer.lightning_module
     with ema.swapped(module, REFIT_EMA):
         return copy.deepcopy(module.net).eval().requires_grad_(False)
+
+
+def loaded_refit(path: str, w: float | tuple[float, float]) -> torch.nn.Module:
+    """The refit teacher that ``--refit-out`` or ``realuid refit`` wrote at ``path``, frozen; a one-line error unless
+    it reads w on the range ``w`` (a refit on one w has no w input, and its checkpoint does not say which w)."""
+    net, _, _ = network_from_checkpoint(load_checkpoint(path, "--refit-in"), ema=None, what=f"--refit-in {path}")
+    found = (net.w_min, net.w_max) if isinstance(net, ScaleConditioned) else None
+    if found != (w if isinstance(w, tuple) else None):
+        held = f"reads w on {list(found)}" if found else "has no w input (a refit on one w)"
+        wanted = f"a refit on w in {list(w)}" if isinstance(w, tuple) else f"a refit on w = {w:g}, without a w input"
+        raise ConfigError(f"--refit-in {path} {held}; these students need {wanted}")
+    return net.eval().requires_grad_(False)
 
 
 def refit_rows(name: str, refit: torch.nn.Module, process, noise: torch.Tensor, score, args) -> list[dict]:
@@ -232,6 +252,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     args = arguments()
     check_writable([("--refit-out", None if args.refit_out is None else Path(args.refit_out).parent)])  # before an hour
+    if args.refit_in and not Path(args.refit_in).is_file():
+        raise ConfigError(f"--refit-in {args.refit_in!r} does not exist or is not a file")
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start, score = time.perf_counter(), Scorer(args.num_samples)

@@ -67,6 +67,37 @@ def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_pat
     assert refit[0]["fd"] != refit[1]["fd"] and student[0]["fd"] != student[1]["fd"]  # w reaches both networks
 
 
+def test_refit_in_repeats_the_run_that_wrote_it(monkeypatch, tmp_path):
+    """--refit-in loads the refit teacher a --refit-out run wrote: with the same seed, the refit's rows and its
+    student's rows are that run's to the digit, without the fine-tune."""
+    argv = ["--students", "refit_range", "--scales", "1", "4", "--iterations", "6", "--fake-updates", "2"]
+    argv += ["--decays", "0.9", "--refit-samples", "64", "--refit-points", "2", "--refit-steps", "2"]
+    argv += ["--num-samples", "40", "--teacher-steps", "2"]
+    refit = str(tmp_path / "refit.ckpt")
+    run_benchmark(monkeypatch, "guidance", [*argv, "--refit-out", refit, "--out", str(tmp_path / "written.json")])
+    run_benchmark(monkeypatch, "guidance", [*argv, "--refit-in", refit, "--out", str(tmp_path / "loaded.json")])
+    written, loaded = (json.loads((tmp_path / f"{n}.json").read_text())["rows"] for n in ("written", "loaded"))
+    assert [r["model"] for r in loaded[3:]] == ["teacher refit on w in [1.0, 4.0]"] * 2 + ["refit_range"] * 2
+    assert loaded == written
+
+
+def test_refit_in_of_another_w_or_missing_is_refused(monkeypatch, tmp_path):
+    """--refit-in that is no file fails at the start; one refit on a range, given to a student of a refit on one w,
+    fails with a one-line error that names both."""
+    argv = ["--students", "refit2", "--scales", "2", "--num-samples", "40", "--teacher-steps", "2"]
+    argv += ["--out", str(tmp_path / "o.json")]
+    with pytest.raises(ConfigError, match="--refit-in .*missing.ckpt.* does not exist"):
+        run_benchmark(monkeypatch, "guidance", [*argv, "--refit-in", str(tmp_path / "missing.ckpt")])
+    refit = tmp_path / "refit.ckpt"
+    ranged = ["--students", "refit_range", "--scales", "1", "--iterations", "2", "--fake-updates", "2"]
+    ranged += ["--decays", "0.9", "--refit-samples", "64", "--refit-points", "2", "--refit-steps", "1"]
+    ranged += ["--num-samples", "40", "--teacher-steps", "2", "--refit-out", str(refit)]
+    run_benchmark(monkeypatch, "guidance", [*ranged, "--out", str(tmp_path / "range.json")])
+    wrong = r"reads w on \[1.0, 4.0\]; these students need a refit on w = 2, without a w input"
+    with pytest.raises(ConfigError, match=wrong):
+        run_benchmark(monkeypatch, "guidance", [*argv, "--refit-in", str(refit)])
+
+
 def test_refit_out_that_cannot_be_written_is_refused_before_the_refit(monkeypatch, tmp_path):
     """--refit-out under a file: a one-line ConfigError at the start, not after an hour of refitting."""
     (tmp_path / "file").write_text("")
@@ -99,7 +130,8 @@ def test_refit_teacher_fine_tunes_a_copy(monkeypatch):
     guidance = load_script(BENCHMARKS / "guidance.py", "guidance_benchmark")
     net, process, record = network_from_checkpoint(load_checkpoint(TEACHER), ema=None, what=TEACHER)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    args = argparse.Namespace(refit_samples=128, refit_steps=3, refit_lr=1e-3, teacher_steps=2, seed=0, refit_out=None)
+    args = argparse.Namespace(refit_samples=128, refit_steps=3, refit_lr=1e-3, teacher_steps=2, seed=0)
+    args.refit_out = args.refit_in = None  # fine-tune here, keep nothing
     refit = guidance.refit_teacher(net, process, 2.0, argparse.Namespace(**vars(args), data_shape=record.data_shape))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, refit.state_dict()[k]) for k, v in before.items())
