@@ -35,7 +35,8 @@ reported at each w of --scales; ``--refit-anchor`` anchors its w = 1 samples on 
 does, to sample or score it at any w afterwards, and ``--refit-in`` loads such a file instead of refitting (the same
 seed then repeats the run that wrote it, at a fraction of its time). ``refit_range_fixed1`` / ``2`` / ``4`` are
 dedicated students of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across
-w costs, on one teacher. A run refits once for all the students that share a refit's w.
+w costs, on one teacher. A run refits once for all the students that share a refit's w. ``--guidance-points P`` draws a
+range student's w on P evenly spaced points of [1, 4] (``generator.guidance_points``: the refit's grid, --refit-points).
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--refit-out", default=None, help="refit students: also write the (last) refit teacher here")
     parser.add_argument(
         "--refit-in", default=None, help="refit students: load this refit teacher (--refit-out's) instead of refitting"
+    )
+    parser.add_argument(
+        "--guidance-points", type=int, default=None, help="range students: w on N evenly spaced points of [1, 4]"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
@@ -191,6 +195,8 @@ def distil_student(
     fine-tuning, done once per run for each refit's w and kept in ``refits``); (module, its EMA, seconds, the
     teacher it distilled)."""
     teacher, generator, setting = STUDENTS[name]
+    if "guidance_range" in generator and args.guidance_points is not None:  # w drawn on a grid (a refit's)
+        generator = {**generator, "guidance_points": args.guidance_points}
     recipe = convergence.student_recipe(args, args.iterations, generator_time=args.generator_time)
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:

@@ -250,6 +250,8 @@ def test_teacher_samples_guided_on_the_command_line(tmp_path, capsys):
         ),
         (lambda: distiller(UNet(8, 1, (8, 16), 1, (), 8, norm_num_groups=8), guidance_scale=2.0), "is unconditional"),
         (lambda: distiller(guidance_range=(1.0, 4.0), gan_generator_weight=0.1), "guidance_range with the GAN loss"),
+        (lambda: distiller(guidance_range=(1.0, 4.0), guidance_points=1), "guidance_points=1 must be an integer >= 2"),
+        (lambda: distiller(guidance_points=4), "guidance_points=4 needs a generator.guidance_range"),
     ],
 )
 def test_guidance_mistakes_are_one_line_errors(build, match):
@@ -354,6 +356,21 @@ def test_frechet_distance_and_previews_take_guidance_scales(tmp_path):
     assert fd.last_scores["fid/teacher_2steps_w1"] != fd.last_scores["fid/teacher_2steps_w4"]
     preview = SamplePreview(num_samples=8, guidance_scales=[1.0, 4.0])
     assert not torch.equal(preview._sample(module, 1.0), preview._sample(module, 4.0))  # e(w) moved in one update
+
+
+def test_guidance_points_draw_the_evenly_spaced_w_of_the_range():
+    """guidance_points N: the range student's w are the N evenly spaced w of guidance_range, each about 1/N of a
+    batch, from the same uniform draws as without it (u in [k/N, (k + 1)/N) gives the k-th point)."""
+    module, plain = distiller(guidance_range=(1.0, 4.0), guidance_points=4), distiller(guidance_range=(1.0, 4.0))
+    assert module.guidance.points == 4
+    like = torch.zeros(4000, 1, 8, 8)
+    torch.manual_seed(0)
+    w, (read,) = module._scales(module.noise.for_update(0), like)
+    torch.manual_seed(0)
+    uniform, _ = plain._scales(plain.noise.for_update(0), like)
+    values, counts = torch.unique(w, return_counts=True)
+    assert values.tolist() == [1.0, 2.0, 3.0, 4.0] and counts.min() > 900 and torch.equal(read, w)
+    assert torch.equal(w, 1.0 + torch.floor((uniform - 1.0) / 3.0 * 4.0))
 
 
 def test_range_student_resumes_bit_identically(tmp_path):

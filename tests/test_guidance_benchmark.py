@@ -69,9 +69,11 @@ def test_refit_range_student_reads_w_from_the_refit_teacher(monkeypatch, tmp_pat
 
 def test_refit_in_repeats_the_run_that_wrote_it(monkeypatch, tmp_path):
     """--refit-in loads the refit teacher a --refit-out run wrote: with the same seed, the refit's rows and its
-    student's rows are that run's to the digit, without the fine-tune."""
+    student's rows (w drawn on the refit's grid, --guidance-points) are that run's to the digit, without the
+    fine-tune."""
     argv = ["--students", "refit_range", "--scales", "1", "4", "--iterations", "6", "--fake-updates", "2"]
     argv += ["--decays", "0.9", "--refit-samples", "64", "--refit-points", "2", "--refit-steps", "2"]
+    argv += ["--guidance-points", "2"]
     argv += ["--num-samples", "40", "--teacher-steps", "2"]
     refit = str(tmp_path / "refit.ckpt")
     run_benchmark(monkeypatch, "guidance", [*argv, "--refit-out", refit, "--out", str(tmp_path / "written.json")])

@@ -16,14 +16,8 @@ from realuid_lightning.checkpoint import (
     sub_state,
 )
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.generator import (
-    FewStepGenerator,
-    check_final_share,
-    check_step_weights,
-    step_paths,
-    step_times,
-)
-from realuid_lightning.nets.guidance import Guidance, check_range
+from realuid_lightning.generator import FewStepGenerator, check_final_share, check_step_weights, step_paths, step_times
+from realuid_lightning.nets.guidance import Guidance, check_points, check_range
 from realuid_lightning.nets.per_step import (
     PerStepFakeModels,
     PerStepNetworks,
@@ -141,6 +135,11 @@ class GeneratorOptions:
         guidance_range: [w_min, w_max]: G_θ and f take the classifier-free guidance scale w as an input (a
             zero-initialised embedding added to their class embedding), drawn per sample w ~ U[w_min, w_max]; the
             teacher is guided at each sample's w (its null class must be trained). Sample with ``--guidance w``.
+        guidance_points: with ``guidance_range``, draw w from this many evenly spaced w of the range (each 1/N of the
+            samples) instead of uniformly: a teacher refit on the range (``realuid refit --guidance-range --points
+            N``) is fitted only at its grid's w and over-guides between them, so its student learns w where the
+            teacher is right (give the refit's N; on digits nearer the teacher at every w, README 'Guided digits').
+            The student still takes any w of the range at sampling.
     """
 
     generator_time: float = 0.0
@@ -158,10 +157,12 @@ class GeneratorOptions:
     per_step_networks: list[StepStart] | None = None
     dropout: float = 0.0
     guidance_range: tuple[float, float] | None = None
+    guidance_points: int | None = None
 
     def __post_init__(self) -> None:
         if self.guidance_range is not None:
             check_range(self.guidance_range)
+        check_points(self.guidance_points, self.guidance_range)
         check_fake_init(self.fake_init, self.fake_per_step, self.fake_per_count, self.generator_ckpt)
         check_per_step_networks(self.per_step_networks, self.generator_ckpt, self.guidance_range)
         if not 0.0 <= self.dropout < 1.0:
@@ -236,7 +237,7 @@ class GeneratorOptions:
                 f"generator.guidance_range={list(self.guidance_range)} (w as the student's input)"
             )
         if self.guidance_range is not None:
-            return Guidance(*map(float, self.guidance_range), student_input=True)
+            return Guidance(*map(float, self.guidance_range), student_input=True, points=self.guidance_points)
         return None if guidance_scale is None else Guidance(guidance_scale, guidance_scale)
 
     def network_spec(self, teacher_spec: Any) -> Any:

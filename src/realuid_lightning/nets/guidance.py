@@ -75,14 +75,26 @@ def check_range(scales: Sequence[float]) -> None:
         )
 
 
+def check_points(points: int | None, scales: Sequence[float] | None) -> None:
+    """guidance_points is None, or an integer N >= 2 beside a guidance_range (N evenly spaced w of that range)."""
+    if points is None:
+        return
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ConfigError(f"guidance_points={points!r} must be an integer >= 2 (evenly spaced w of guidance_range)")
+    if scales is None:
+        raise ConfigError(f"guidance_points={points} needs a generator.guidance_range to space its w across")
+
+
 @dataclass(frozen=True)
 class Guidance:
     """The guidance scale w of a distillation: fixed (w = w_min = w_max), or with ``student_input`` drawn per sample
-    w ~ U[w_min, w_max] and read by the student and the fake model (:class:`ScaleConditioned`)."""
+    w ~ U[w_min, w_max] and read by the student and the fake model (:class:`ScaleConditioned`); with ``points`` N,
+    drawn from the N evenly spaced w of [w_min, w_max] instead (the grid a teacher refit on the range was fitted on)."""
 
     w_min: float
     w_max: float
     student_input: bool = False
+    points: int | None = None
 
     @property
     def default_scale(self) -> float:
@@ -90,10 +102,15 @@ class Guidance:
         return 0.5 * (self.w_min + self.w_max)
 
     def draw(self, noise: Noise, batch: int, like: Tensor) -> float | Tensor:
-        """w of an update: the fixed number, or (B,) w = w_min + (w_max − w_min)·u with u ~ U[0, 1) from ``noise``."""
+        """w of an update: the fixed number, or (B,) w = w_min + (w_max − w_min)·u with u ~ U[0, 1) from ``noise``;
+        with ``points`` N, w = w_min + (w_max − w_min)·k / (N − 1) with k = ⌊N·u⌋ (each grid point 1/N of them)."""
         if not self.student_input:
             return self.w_min
-        return self.w_min + (self.w_max - self.w_min) * noise.rand(batch, like)
+        u = noise.rand(batch, like)
+        if self.points is not None:
+            grid = torch.linspace(self.w_min, self.w_max, self.points, dtype=like.dtype, device=like.device)
+            return grid[(u * self.points).long().clamp(max=self.points - 1)]
+        return self.w_min + (self.w_max - self.w_min) * u
 
     def student_network(self, net: nn.Module, spec: Any) -> tuple[nn.Module, Any]:
         """The network of G_θ and f and its spec: ``net`` itself, or with ``student_input`` a ScaleConditioned copy;
