@@ -138,7 +138,7 @@ class GeneratorOptions:
         guidance_points: with ``guidance_range``, draw w from this many evenly spaced w of the range (each 1/N of the
             samples) instead of uniformly: a teacher refit on the range (``realuid refit --guidance-range --points
             N``) is fitted only at its grid's w and over-guides between them, so its student learns w where the
-            teacher is right (give the refit's N; on digits nearer the teacher at every w, README 'Guided digits').
+            teacher is right (give the refit's N; on digits nearer the data at every w, README 'Guided digits').
             The student still takes any w of the range at sampling.
     """
 
