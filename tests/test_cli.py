@@ -227,6 +227,7 @@ OPTIONS = {
         "per_step_networks": ["generator_ckpt", "teacher"],
         "dropout": 0.1,
         "guidance_range": [1.0, 4.0],
+        "guidance_points": 4,
     },
     "speed": {"noise_chunks": 4, "channels_last": True, "compile": True, "fused_adam": True, "teacher_bf16": True},
 }
