@@ -57,9 +57,9 @@ from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoin
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.metrics import feature_frechet_distance, to_unit
 from realuid_lightning.nets import DigitsFeatures
-from realuid_lightning.nets.guidance import Guided, ScaleConditioned
+from realuid_lightning.nets.guidance import Guided, ScaleConditioned, range_scales
 from realuid_lightning.nets.labels import cycled_labels
-from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, range_scales, teacher_checkpoint
+from realuid_lightning.refit import REFIT_EMA, fine_tune, guided_samples, teacher_checkpoint
 from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampling import sample_teacher
 from realuid_lightning.saving import check_writable, save_atomic

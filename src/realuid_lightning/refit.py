@@ -30,7 +30,7 @@ from realuid_lightning.checkpoint import weights_checkpoint
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher
 from realuid_lightning.modules.teacher import MatchingModule, scale_of
-from realuid_lightning.nets.guidance import ScaleConditioned, check_range
+from realuid_lightning.nets.guidance import ScaleConditioned, check_range, range_scales
 from realuid_lightning.nets.labels import class_count, cycled_labels
 from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
@@ -169,11 +169,6 @@ def refit_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the teacher checkpoint to write (.ckpt)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
-
-
-def range_scales(w_range: tuple[float, float], points: int) -> list[float]:
-    """The w a refit on the range [w_min, w_max] samples at: ``points`` evenly spaced, both ends included."""
-    return torch.linspace(*w_range, points).tolist()
 
 
 def sample_scales(args: argparse.Namespace) -> list[float]:

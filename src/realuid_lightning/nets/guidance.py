@@ -75,21 +75,24 @@ def check_range(scales: Sequence[float]) -> None:
         )
 
 
+def range_scales(w_range: Sequence[float], points: int) -> list[float]:
+    """``points`` evenly spaced w of [w_min, w_max], ends included: a range refit's, a guidance_points draw's."""
+    return torch.linspace(*w_range, points).tolist()
+
+
 def check_points(points: int | None, scales: Sequence[float] | None) -> None:
     """guidance_points is None, or an integer N >= 2 beside a guidance_range (N evenly spaced w of that range)."""
-    if points is None:
-        return
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+    if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points < 2):
         raise ConfigError(f"guidance_points={points!r} must be an integer >= 2 (evenly spaced w of guidance_range)")
-    if scales is None:
+    if points is not None and scales is None:
         raise ConfigError(f"guidance_points={points} needs a generator.guidance_range to space its w across")
 
 
 @dataclass(frozen=True)
 class Guidance:
     """The guidance scale w of a distillation: fixed (w = w_min = w_max), or with ``student_input`` drawn per sample
-    w ~ U[w_min, w_max] and read by the student and the fake model (:class:`ScaleConditioned`); with ``points`` N,
-    drawn from the N evenly spaced w of [w_min, w_max] instead (the grid a teacher refit on the range was fitted on)."""
+    w ~ U[w_min, w_max] (with ``points`` N: from :func:`range_scales`, a range refit's grid) and read by the student
+    and the fake model (:class:`ScaleConditioned`)."""
 
     w_min: float
     w_max: float
@@ -108,7 +111,7 @@ class Guidance:
             return self.w_min
         u = noise.rand(batch, like)
         if self.points is not None:
-            grid = torch.linspace(self.w_min, self.w_max, self.points, dtype=like.dtype, device=like.device)
+            grid = like.new_tensor(range_scales((self.w_min, self.w_max), self.points))
             return grid[(u * self.points).long().clamp(max=self.points - 1)]
         return self.w_min + (self.w_max - self.w_min) * u
 
