@@ -19,16 +19,24 @@ from realuid_lightning.errors import ConfigError
 
 
 class BF16Inference(nn.Module):
-    """f(t, x, cond) of a frozen network whose weights are bf16: run under bf16 autocast, returned in x's dtype."""
+    """f(t, x, cond, *w) of a frozen network whose weights are bf16: run under bf16 autocast, returned in x's dtype.
+    Otherwise it stands for the network: what it does not hold itself (its classes, null class, whether it reads the
+    guidance scale w) is read from the network, so guidance sees through it."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net.to(torch.bfloat16)
 
-    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor | None = None, *scale: Tensor) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = self.net(t, x, cond)
+            out = self.net(t, x, cond, *scale)
         return out.to(x.dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("net"), name)
 
 
 @dataclass(frozen=True)

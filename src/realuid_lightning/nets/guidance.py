@@ -41,7 +41,7 @@ def check_guidable(net: nn.Module, cond_drop_prob: float | None, what: str) -> N
     """One-line error unless ``net`` has a null class that was trained: ``cond_drop_prob`` > 0 (None: not recorded,
     a network passed in Python, trusted), or reads w as an input (:class:`ScaleConditioned`, a teacher refit on a
     range of w)."""
-    if isinstance(net, ScaleConditioned):
+    if getattr(net, "reads_scale", False):
         return
     null_label(net, what)
     if cond_drop_prob is not None and cond_drop_prob <= 0:
@@ -149,8 +149,8 @@ def guided_prediction(net: nn.Module, t: Tensor, x: Tensor, cond: Tensor, w: flo
     """f_w = f(∅) + w·(f(c) − f(∅)), w a number or one per sample (B,); torch.lerp makes w = 0 give f(∅) and
     w = 1 give f(c) exactly. Two network calls (one at w = 1, the conditional prediction). A network that reads w
     (:class:`ScaleConditioned`: a teacher refit on a range of w, ``realuid refit --guidance-range``) is called at w
-    instead, once."""
-    if isinstance(net, ScaleConditioned):
+    instead, once (through an inference wrapper too: a bf16 teacher's)."""
+    if getattr(net, "reads_scale", False):
         return net(t, x, cond, torch.as_tensor(w, dtype=t.dtype, device=x.device).expand(x.shape[0]))
     f_cond = net(t, x, cond)
     if isinstance(w, (int, float)) and w == 1:
@@ -210,8 +210,9 @@ class LabelAndScaleEmbedding(nn.Module):
 class ScaleConditioned(nn.Module):
     """g(t, x, c, w): a class-conditional network that also reads the guidance scale w ∈ [w_min, w_max], through
     e(w) added to its class embedding, which the network adds to its time embedding (Meng et al. 2023). e starts
-    at zero, so a copy of the teacher starts as the teacher. ``w`` (B,) defaults to the middle of the range.
-    """
+    at zero, so a copy of the teacher starts as the teacher. ``w`` (B,) defaults to the middle of the range."""
+
+    reads_scale = True  # guided_prediction calls it at w, once
 
     def __init__(self, net: nn.Module, w_min: float, w_max: float) -> None:
         super().__init__()
