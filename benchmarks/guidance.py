@@ -36,7 +36,9 @@ does, to sample or score it at any w afterwards, and ``--refit-in`` loads such a
 seed then repeats the run that wrote it, at a fraction of its time). ``refit_range_fixed1`` / ``2`` / ``4`` are
 dedicated students of that same refit teacher, each pinned to one w (guidance_scale w): what sharing one student across
 w costs, on one teacher. A run refits once for all the students that share a refit's w. ``--guidance-points P`` draws a
-range student's w on P evenly spaced points of [1, 4] (``generator.guidance_points``: the refit's grid, --refit-points).
+range student's w on P evenly spaced points of [1, 4] (``generator.guidance_points``: the refit's grid, --refit-points);
+``--scale-teachers W=CKPT …`` gives a range student a teacher per w (``teacher.scale_teachers``: refits on one w each,
+or the teacher itself at w = 1), while it still starts from the refit on the range.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--guidance-points", type=int, default=None, help="range students: w on N evenly spaced points of [1, 4]"
+    )
+    parser.add_argument(
+        "--scale-teachers",
+        nargs="+",
+        default=None,
+        metavar="W=CKPT",
+        help="range students: the game's teacher at each W is CKPT (teacher.scale_teachers; e.g. 2=refit_w2.ckpt)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
@@ -197,6 +206,9 @@ def distil_student(
     teacher, generator, setting = STUDENTS[name]
     if "guidance_range" in generator and args.guidance_points is not None:  # w drawn on a grid (a refit's)
         generator = {**generator, "guidance_points": args.guidance_points}
+    if "guidance_range" in generator and args.scale_teachers:  # a teacher per w (their checkpoints hold EMA weights)
+        scales = dict(item.split("=", 1) for item in args.scale_teachers)
+        teacher = {**teacher, "teacher_ema": None, "scale_teachers": scales}
     recipe = convergence.student_recipe(args, args.iterations, generator_time=args.generator_time)
     start = time.perf_counter()
     if name in REFITS and REFITS[name] not in refits:

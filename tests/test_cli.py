@@ -187,7 +187,12 @@ def test_configs_parse(config, capsys):
 
 # a value other than the default for every option of RealUIDModule's sections (the network and process are Python's)
 OPTIONS = {
-    "teacher": {"teacher_ckpt": "t.ckpt", "teacher_ema": 0.9, "guidance_scale": 2.0},
+    "teacher": {
+        "teacher_ckpt": "t.ckpt",
+        "teacher_ema": 0.9,
+        "guidance_scale": 2.0,
+        "scale_teachers": {"1.0": "t.ckpt", "4.0": "t4.ckpt"},  # text from a command line; the module reads numbers
+    },
     "objective": {
         "alpha": 0.9,
         "beta": 0.88,

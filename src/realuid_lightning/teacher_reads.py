@@ -82,25 +82,29 @@ def distilled_from(checkpoint: dict[str, Any], record: RunMetadata) -> dict[str,
 
 
 def load_reading_teacher(recorded: dict[str, Any], teacher: str | None, shape: tuple[int, ...]) -> nn.Module:
-    """The teacher network at ``teacher`` (default: the student's recorded ``teacher_ckpt``), with the EMA weights
-    the student was distilled from; one-line errors for no teacher or another data shape, a warning when its
-    weights differ from the ones the student's checkpoint fingerprinted."""
+    """The teacher network at ``teacher`` (default: the student's recorded ``teacher_ckpt``, or its
+    ``scale_teachers`` where it had them), with the EMA weights the student was distilled from; one-line errors for
+    no teacher or another data shape, a warning when its weights differ from the ones the student's checkpoint
+    fingerprinted."""
     from realuid_lightning.modules.frozen_teacher import FrozenTeacher, TeacherOptions
     from realuid_lightning.modules.speed import SpeedOptions
 
     source = teacher or recorded.get("teacher_ckpt")
     if source is None:
         raise ConfigError("--teacher-reads needs --teacher PATH: this student does not record a teacher checkpoint")
-    loaded = TeacherOptions(source, recorded.get("teacher_ema", 0.999)).load()
+    scales = recorded.get("scale_teachers") if teacher is None else None  # the game's teacher per w, as it ran
+    options = TeacherOptions(source, recorded.get("teacher_ema", 0.999), scale_teachers=scales)
+    loaded = options.load()
     if loaded.data_shape is not None and tuple(loaded.data_shape) != shape:
         raise ConfigError(
             f"--teacher {source}: its samples have shape {loaded.data_shape}, the student's {list(shape)}"
         )
+    net = loaded.net if scales is None else options.scale_network(loaded)
     if recorded.get("fingerprint") is not None:  # as the distillation ran it: bf16 weights with teacher_bf16
-        ran = SpeedOptions(teacher_bf16=recorded.get("teacher_bf16", False)).frozen(copy.deepcopy(loaded.net))
+        ran = SpeedOptions(teacher_bf16=recorded.get("teacher_bf16", False)).frozen(copy.deepcopy(net))
         if FrozenTeacher(ran, source).fingerprint() != recorded["fingerprint"]:
             warnings.warn(f"--teacher {source}: not the teacher this student was distilled from (other weights)")
-    return loaded.net.eval()
+    return net.eval()
 
 
 def add_teacher_read_options(p: argparse.ArgumentParser) -> None:

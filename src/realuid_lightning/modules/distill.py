@@ -89,7 +89,7 @@ class RealUIDModule(GenerativeModule):
         student_net, net_spec = self._student_network(loaded, net_spec, teacher.source)
         self.generator, self.fake_model, net_spec = generator.networks(student_net, net_spec, loaded.process)
         self.fake_start = generator.fake_as_teacher(student_net, loaded.process) if optimisation.fine_tune_at else None
-        self.teacher = FrozenTeacher(speed.frozen(loaded.net), teacher.source)
+        self.teacher = FrozenTeacher(speed.frozen(teacher.game_network(loaded, self.guidance)), teacher.source)
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))

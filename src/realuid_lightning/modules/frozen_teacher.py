@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from realuid_lightning.checkpoint import describe, load_checkpoint, network_from_checkpoint, state_sha256
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.diffusers import is_diffusers_source, load_diffusers_teacher
-from realuid_lightning.nets.guidance import check_scale, guided_prediction
+from realuid_lightning.nets.guidance import Guidance, check_scale, guided_prediction
+from realuid_lightning.nets.scale_teachers import ScaleTeachers, scale_checkpoints
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import RunMetadata
 
@@ -45,6 +46,11 @@ class TeacherOptions:
         guidance_scale: distil the guided teacher f*_w = f*(∅) + w·(f*(c) − f*(∅)) at this w (classifier-free
             guidance; the teacher needs a trained null class). The fake model is not guided. (For a student that
             takes w as an input: ``guidance_range`` of :class:`GeneratorOptions`.)
+        scale_teachers: {w: teacher checkpoint}, two or more: the game's teacher at w is the one of w, linear in w
+            between them (:class:`~realuid_lightning.nets.scale_teachers.ScaleTeachers`): teachers refit on one w
+            each (``realuid refit --guidance w``), or at w = 1 the conditional teacher itself, read at
+            ``teacher_ema``. ``teacher_ckpt`` (or ``net``) still starts the generator and the fake model, e.g. a
+            teacher refit on the range, which reads w; the student's w must lie within theirs.
     """
 
     teacher_ckpt: str | None = None
@@ -52,10 +58,13 @@ class TeacherOptions:
     net: nn.Module | None = None
     process: Process | None = None
     guidance_scale: float | None = None
+    scale_teachers: dict[float, str] | None = None
 
     def __post_init__(self) -> None:
         if self.guidance_scale is not None:
             check_scale(self.guidance_scale, "guidance_scale")
+        if self.scale_teachers is not None:
+            object.__setattr__(self, "scale_teachers", scale_checkpoints(self.scale_teachers))
 
     @property
     def source(self) -> str:
@@ -78,6 +87,35 @@ class TeacherOptions:
             raise ConfigError(f"{what} is not a MatchingModule (teacher) checkpoint")
         net, process, record = network_from_checkpoint(ckpt, self.teacher_ema, what=what)
         return LoadedTeacher(net, self._process(process), record.net, record.data_shape, record.cond_drop_prob or 0.0)
+
+    def game_network(self, loaded: LoadedTeacher, guidance: Guidance | None) -> nn.Module:
+        """The network the game's teacher calls: the loaded teacher's, or with ``scale_teachers`` theirs
+        (:meth:`scale_network`), whose w must cover the distillation's ``guidance``."""
+        if self.scale_teachers is None:
+            return loaded.net
+        low, high = min(self.scale_teachers), max(self.scale_teachers)
+        if guidance is None or not low <= guidance.w_min <= guidance.w_max <= high:
+            asked = "no guidance" if guidance is None else f"w in [{guidance.w_min:g}, {guidance.w_max:g}]"
+            raise ConfigError(
+                f"scale_teachers cover w in [{low:g}, {high:g}]; give a generator.guidance_range or a "
+                f"teacher.guidance_scale inside it (got {asked})"
+            )
+        return self.scale_network(loaded)
+
+    def scale_network(self, loaded: LoadedTeacher) -> ScaleTeachers:
+        """:class:`ScaleTeachers` of the ``scale_teachers`` checkpoints at ``teacher_ema``; one-line errors for one
+        whose process or data shape is not ``loaded``'s."""
+        nets, process = {}, describe(loaded.process, "process")
+        for w, path in self.scale_teachers.items():
+            own, what = TeacherOptions(path, self.teacher_ema, process=self.process).load(), f"scale_teachers[{w:g}]"
+            if describe(own.process, "process") != process:
+                raise ConfigError(f"{what} {path!r} has another process than the teacher's: {own.process!r}")
+            if None not in (own.data_shape, loaded.data_shape) and list(own.data_shape) != list(loaded.data_shape):
+                raise ConfigError(
+                    f"{what} {path!r} has data shape {own.data_shape}; the teacher's is {loaded.data_shape}"
+                )
+            nets[float(w)] = own.net
+        return ScaleTeachers(nets)
 
     def _process(self, stored: Process) -> Process:
         return self.process if self.process is not None else stored
