@@ -136,3 +136,13 @@ def test_scale_teachers_refusals_are_one_line(tmp_path, options, needle):
     with pytest.raises(ConfigError) as err:
         scaled_distiller(paths, **{"scale_teachers": paths, **options})
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_scale_teacher_of_another_process_is_refused_in_one_line(tmp_path):
+    paths = teacher_checkpoints(tmp_path, seeds=(1,))
+    other = MatchingModule(null_net(seed=4), FlowMatching(sigma_min=0.1), lr=1e-3, cond_drop_prob=0.1)
+    trainer(1, tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "o", save_last=True)]).fit(other, digits())
+    with pytest.raises(ConfigError) as err:
+        scaled_distiller(paths, scale_teachers={**paths, 4.0: str(tmp_path / "o" / "last.ckpt")})
+    assert "scale_teachers[4]" in str(err.value) and "another process" in str(err.value)
+    assert "\n" not in str(err.value)
