@@ -99,7 +99,7 @@ def load_reading_teacher(recorded: dict[str, Any], teacher: str | None, shape: t
         raise ConfigError(
             f"--teacher {source}: its samples have shape {loaded.data_shape}, the student's {list(shape)}"
         )
-    net = loaded.net if scales is None else options.scale_network(loaded)
+    net = options.network(loaded)
     if recorded.get("fingerprint") is not None:  # as the distillation ran it: bf16 weights with teacher_bf16
         ran = SpeedOptions(teacher_bf16=recorded.get("teacher_bf16", False)).frozen(copy.deepcopy(net))
         if FrozenTeacher(ran, source).fingerprint() != recorded["fingerprint"]:

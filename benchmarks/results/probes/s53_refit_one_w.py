@@ -5,7 +5,6 @@ training seed SEED; its EMA-0.999 weights) to OUT, for ``benchmarks/guidance.py 
 root; stop 53: W = 2, 3, 4 with UPDATES = 2000, 4000, 4000, SEED = 0, 1 145 / 1 892 / 1 860 s at one thread).
 ``realuid refit --guidance W`` writes the same kind of teacher (its noise from --seed)."""
 
-import argparse
 import logging
 import sys
 import time
@@ -18,22 +17,12 @@ import guidance  # noqa: E402
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint  # noqa: E402
 
 w, updates, seed, out = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sys.argv = [sys.argv[0], "--refit-steps", str(updates), "--seed", str(seed), "--refit-out", out]
+args = guidance.arguments()  # the benchmark's refit defaults: 4 000 samples, lr 1e-4, 100 teacher steps
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-teacher = "checkpoints/digits_teacher_cond.ckpt"
-net, process, record = network_from_checkpoint(load_checkpoint(teacher), ema=None, what=teacher)
-args = argparse.Namespace(
-    refit_in=None,
-    data_shape=record.data_shape,
-    teacher_steps=100,
-    refit_points=4,
-    refit_samples=4000,
-    refit_anchor=False,
-    refit_steps=updates,
-    refit_lr=1e-4,
-    seed=seed,
-    refit_out=out,
-)
+net, process, record = network_from_checkpoint(load_checkpoint(args.teacher), ema=None, what=args.teacher)
+args.data_shape = record.data_shape
 start = time.perf_counter()
 guidance.refit_teacher(net, process, w, args)
 print(f"refit w={w:g} updates={updates} seed={seed} -> {out}: {time.perf_counter() - start:.0f} s", flush=True)

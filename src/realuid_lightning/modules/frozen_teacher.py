@@ -89,10 +89,10 @@ class TeacherOptions:
         return LoadedTeacher(net, self._process(process), record.net, record.data_shape, record.cond_drop_prob or 0.0)
 
     def game_network(self, loaded: LoadedTeacher, guidance: Guidance | None) -> nn.Module:
-        """The network the game's teacher calls: the loaded teacher's, or with ``scale_teachers`` theirs
-        (:meth:`scale_network`), whose w must cover the distillation's ``guidance``."""
+        """The network the game's teacher calls (:meth:`network`); with ``scale_teachers``, their w must cover the
+        distillation's ``guidance``."""
         if self.scale_teachers is None:
-            return loaded.net
+            return self.network(loaded)
         low, high = min(self.scale_teachers), max(self.scale_teachers)
         if guidance is None or not low <= guidance.w_min <= guidance.w_max <= high:
             asked = "no guidance" if guidance is None else f"w in [{guidance.w_min:g}, {guidance.w_max:g}]"
@@ -100,11 +100,13 @@ class TeacherOptions:
                 f"scale_teachers cover w in [{low:g}, {high:g}]; give a generator.guidance_range or a "
                 f"teacher.guidance_scale inside it (got {asked})"
             )
-        return self.scale_network(loaded)
+        return self.network(loaded)
 
-    def scale_network(self, loaded: LoadedTeacher) -> ScaleTeachers:
-        """:class:`ScaleTeachers` of the ``scale_teachers`` checkpoints at ``teacher_ema``; one-line errors for one
-        whose process or data shape is not ``loaded``'s."""
+    def network(self, loaded: LoadedTeacher) -> nn.Module:
+        """The teacher's network: ``loaded``'s, or with ``scale_teachers`` the :class:`ScaleTeachers` of their
+        checkpoints at ``teacher_ema``; one-line errors for one whose process or data shape is not ``loaded``'s."""
+        if self.scale_teachers is None:
+            return loaded.net
         nets, process = {}, describe(loaded.process, "process")
         for w, path in self.scale_teachers.items():
             own, what = TeacherOptions(path, self.teacher_ema, process=self.process).load(), f"scale_teachers[{w:g}]"
