@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule
 
 from realuid_lightning import DigitsDataModule, FrechetDistance
 from realuid_lightning.cli import RealUIDCLI
@@ -56,3 +57,22 @@ def test_cache_key_is_the_same_for_the_cli_and_python(default_job):
     _, fd, trainer = default_job
     built = DigitsDataModule(source="sklearn", batch_size=64)
     assert fd.cache_file(built) == fd.cache_file(trainer.datamodule)
+
+
+def test_cache_key_leaves_out_how_the_images_are_loaded(default_job):
+    """The default job at another batch size reads the same real images and teacher, so it finds the shipped files;
+    a data module whose reference is its training batches keeps its batch size in the key."""
+    _, fd, trainer = default_job
+    assert fd.cache_file(DigitsDataModule(source="sklearn", batch_size=32, heldout=0)) == fd.cache_file(
+        trainer.datamodule
+    )
+    assert fd.cache_file(DigitsDataModule(source="sklearn", batch_size=64, heldout=100)) != fd.cache_file(
+        trainer.datamodule
+    )
+
+    class Batches(LightningDataModule):
+        def __init__(self, batch_size: int) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    assert fd.cache_file(Batches(32)) != fd.cache_file(Batches(64))

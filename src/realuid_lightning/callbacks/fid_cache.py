@@ -11,20 +11,24 @@ from torch import nn
 from realuid_lightning.checkpoint import spec_of
 from realuid_lightning.evaluation.scores import fingerprint
 
+LOADING_HPARAMS = frozenset({"batch_size", "num_workers", "pin_memory", "persistent_workers"})
+
 
 def datamodule_description(datamodule: LightningDataModule) -> tuple[Any, ...]:
     """Class and public hparams (or, without ``save_hyperparameters()``, plain public attributes): what the cache key
     hashes. Private entries are left out: LightningCLI adds ``_class_path`` (as the config spells it) and
     ``_instantiator`` to the hparams, so the same data module built by ``realuid fit`` and in Python would miss each
-    other's cache."""
+    other's cache. So are the loader's settings (:data:`LOADING_HPARAMS`) of a module that serves its reference
+    images through ``real_images``: they change how it is read in training, not which images it holds."""
     described = dict(datamodule.hparams)
     if not described:
         plain = (bool, int, float, str, tuple, type(None))
         described = {k: v for k, v in vars(datamodule).items() if isinstance(v, plain)}
+    left_out = LOADING_HPARAMS if hasattr(datamodule, "real_images") else frozenset()
     return (
         type(datamodule).__module__,
         type(datamodule).__qualname__,
-        sorted((k, v) for k, v in described.items() if not k.startswith("_")),
+        sorted((k, v) for k, v in described.items() if not k.startswith("_") and k not in left_out),
     )
 
 
