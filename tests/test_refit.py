@@ -76,7 +76,9 @@ def test_refit_on_a_range_writes_a_teacher_that_reads_w(tmp_path, capsys, monkey
     one_line_error(code, err, "was refit on a range of w already")
     monkeypatch.chdir(ROOT)  # the README's command: the range config on the refit teacher, f starting as it
     overrides = [f"--model.teacher.teacher_ckpt={out}", "--model.generator.fake_init=teacher", "--trainer.logger=false"]
+    overrides += ["--model.generator.guidance_points=4", "--model.optimisation.fake_lr=1.0e-3"]
     student = RealUIDCLI(["--config", "configs/digits_realuid_guided_range.yaml", *overrides], run=False).model
+    assert student.guidance.points == 4 and student.optimisation.fake_lr == 1e-3
     for net in (student.generator.net, student.fake_model):
         assert all(torch.equal(v, net.state_dict()[k]) for k, v in written.net.state_dict().items())
 
