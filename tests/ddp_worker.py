@@ -6,6 +6,8 @@ EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.p
 'resume' is 'realuid_ddp' stopped mid-epoch after RESUME_AT iterations, checkpointed and resumed to STEPS;
 'per_step_fake' is 'realuid_ddp' with a few-step student that has one fake model per step path and one generator
 network per step time (PER_STEP_FAKE);
+'reuse' is 'realuid_ddp' with ``reuse_generated`` (REUSE), and 'resume_reuse' that run stopped after
+REUSE_RESUME_AT iterations, where the fake update's kept draw is pending, and resumed to STEPS;
 'teacher' trains a MatchingModule instead (``run_teacher``).
 The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
@@ -22,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import ema, tiny_distiller, trainer  # noqa: E402
+from helpers import StopAt, ema, tiny_distiller, trainer  # noqa: E402
 
 from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, Toy2DDataModule  # noqa: E402
 
@@ -31,6 +33,7 @@ from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, To
 STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320
 # 8 paths, 7 of them drawn with probability 1/16: a rank's 32 rows often miss one, whose fake model (and whose step
 # time's generator network) must still join
+REUSE, REUSE_RESUME_AT = {"reuse_generated": True}, 2  # iteration 1 keeps its draw for the generator's update 2
 PER_STEP_FAKE = {
     "generator_times": [i / 8 for i in range(8)],
     "student_steps": [1, 8],
@@ -63,25 +66,28 @@ class Record(pl.Callback):
 
 
 def run(
-    strategy: str, devices: int, noise_chunks: int | None = None, out: Path | None = None, options: dict | None = None
+    strategy: str,
+    devices: int,
+    noise_chunks: int | None = None,
+    out: Path | None = None,
+    options: dict | None = None,
+    resume_at: int | None = None,
 ) -> dict:
-    """STEPS iterations (K = FAKE_UPDATES) from seed 0 of a student with ``options``; the final state of this rank.
-    'resume': stop at RESUME_AT, resume."""
+    """STEPS iterations (K = FAKE_UPDATES) from seed 0 of a student with ``options`` under ``strategy``; the final
+    state of this rank. With ``resume_at``: 'realuid_ddp' stopped there (with its max_steps), checkpointed, resumed."""
     pl.seed_everything(0, verbose=False)
     module = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **(options or {}))
     averages, record = ema(), Record()
-    if strategy == "resume":
+    if resume_at is not None:
         # saved on the batch's end
-        save = ModelCheckpoint(dirpath=out, filename="mid_epoch", every_n_train_steps=RESUME_AT)
-        first = trainer(RESUME_AT, out, callbacks=[ema(), save], strategy="realuid_ddp", devices=devices)
-        first.fit(tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks), data(devices))
-    fit = trainer(
-        STEPS,
-        callbacks=[averages, record],
-        strategy="realuid_ddp" if strategy == "resume" else strategy,
-        devices=devices,
-    )
-    fit.fit(module, data(fit.world_size), ckpt_path=out / "mid_epoch.ckpt" if strategy == "resume" else None)
+        name = f"mid_epoch_at{resume_at}"  # each variant its own file (an existing name would get a -v1 suffix)
+        save = ModelCheckpoint(dirpath=out, filename=name, every_n_train_steps=resume_at)
+        first = trainer(STEPS, out, callbacks=[ema(), save, StopAt(resume_at)], strategy=strategy, devices=devices)
+        first.fit(
+            tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **(options or {})), data(devices)
+        )
+    fit = trainer(STEPS, callbacks=[averages, record], strategy=strategy, devices=devices)
+    fit.fit(module, data(fit.world_size), ckpt_path=out / f"{name}.ckpt" if resume_at is not None else None)
     return {
         "generator": module.generator.state_dict(),
         "fake_model": module.fake_model.state_dict(),
@@ -119,6 +125,10 @@ if __name__ == "__main__":
                 state = run_teacher(devices)
             elif strategy == "per_step_fake":
                 state = run("realuid_ddp", devices, out=out, options=PER_STEP_FAKE)
+            elif strategy in ("resume", "reuse", "resume_reuse"):
+                options, resume_at = (REUSE, REUSE_RESUME_AT) if "reuse" in strategy else (None, RESUME_AT)
+                resume_at = resume_at if strategy.startswith("resume") else None
+                state = run("realuid_ddp", devices, out=out, options=options, resume_at=resume_at)
             else:
                 state = run(strategy, devices, out=out)
         except (

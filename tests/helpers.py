@@ -99,6 +99,28 @@ def trainer(max_steps: int, tmp_path=None, callbacks=(), **kwargs) -> pl.Trainer
     return pl.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
 
 
+class StopAt(pl.Callback):
+    """Stops a run after ``step`` optimiser steps, as a crash would, with its max_steps (and so its schedules) kept."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *unused) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.step
+
+
+def assert_same_run(resumed: RealUIDModule, full: RealUIDModule, resumed_ema: EMA, full_ema: EMA, updates: int) -> None:
+    """A resumed run ended bit for bit where the uninterrupted one did: generator, fake model, counters, every EMA."""
+    for net in ("generator", "fake_model"):
+        a, b = getattr(resumed, net).state_dict(), getattr(full, net).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in b), net
+    assert int(resumed.generator_updates) == int(full.generator_updates) == updates
+    for decay in full_ema.decays:
+        assert all(
+            torch.equal(resumed_ema.averages[str(decay)][k], v) for k, v in full_ema.averages[str(decay)].items()
+        )
+
+
 def ema() -> EMA:
     return EMA([0.9, 0.99])
 

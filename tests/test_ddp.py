@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_worker import PER_STEP_FAKE, run, run_teacher
+from ddp_worker import PER_STEP_FAKE, REUSE, run, run_teacher
 
 STRATEGIES = ("realuid_ddp", "ddp_find_unused_parameters_true")
+VARIANTS = ("resume", "per_step_fake", "reuse", "resume_reuse", "teacher")  # tests/ddp_worker.py says what each is
 
 
 def free_port() -> int:
@@ -22,14 +23,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy and of a mid-epoch resume,
+    """Rank 0 and rank 1 states after 6 iterations (K = 2) of each strategy and variant (a mid-epoch resume, …),
     and rank 0's record of plain 'ddp'."""
     out = tmp_path_factory.mktemp("ddp")
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     worker = Path(__file__).with_name("ddp_worker.py")
     proc = subprocess.run(
-        [sys.executable, str(worker), str(out), "2", *STRATEGIES, "resume", "per_step_fake", "teacher", "ddp"],
+        [sys.executable, str(worker), str(out), "2", *STRATEGIES, *VARIANTS, "ddp"],
         env=env,
         capture_output=True,
         text=True,
@@ -37,8 +38,7 @@ def ranks(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     states = {
-        s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)]
-        for s in (*STRATEGIES, "resume", "per_step_fake", "teacher")
+        s: [torch.load(out / f"{s}_rank{r}.pt", weights_only=True) for r in (0, 1)] for s in (*STRATEGIES, *VARIANTS)
     }
     states["ddp"] = torch.load(out / "ddp_rank0.pt", weights_only=True)
     return states
@@ -192,6 +192,20 @@ def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):
             assert all(torch.equal(resumed[net][k], full[net][k]) for k in full[net]), (rank, net)
         for decay in full["ema"]:
             assert all(torch.equal(resumed["ema"][decay][k], v) for k, v in full["ema"][decay].items()), (rank, decay)
+
+
+def test_reused_generated_batches_under_ddp_equal_one_process_and_resume_exactly(ranks):
+    """reuse_generated under realuid_ddp: the ranks hold one set of weights, equal to one process on the global batch;
+    stopped after the fake update whose draw the generator update reuses and resumed, bit for bit the same run."""
+    single = run("auto", 1, noise_chunks=2, options=REUSE)
+    for rank in (0, 1):
+        reuse, resumed = ranks["reuse"][rank], ranks["resume_reuse"][rank]
+        assert reuse["generator_updates"] == resumed["generator_updates"] == 2
+        for net in ("generator", "fake_model"):
+            assert all(torch.equal(reuse[net][k], ranks["reuse"][1 - rank][net][k]) for k in reuse[net]), net
+            assert max_diff(reuse[net], single[net]) < 1e-5, net
+            assert all(torch.equal(resumed[net][k], reuse[net][k]) for k in reuse[net]), (rank, net)
+    assert max_diff(single["generator"], ranks["realuid_ddp"][0]["generator"]) > 1e-4  # reuse changes the run
 
 
 def test_teacher_ranks_draw_different_noise_and_equal_one_process(ranks):

@@ -4,7 +4,7 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import UserNet, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
+from helpers import StopAt, UserNet, assert_same_run, ema, tiny_data, tiny_distiller, tiny_teacher, trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from realuid_lightning import (
@@ -214,16 +214,6 @@ def test_fake_init_from_scratch_differs_from_teacher():
     assert same(params(module.generator.net), params(module.teacher))
 
 
-class StopAt(pl.Callback):
-    """Stops a run after ``step`` optimiser steps, as a crash would, with its max_steps (and so its schedules) kept."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *unused) -> None:
-        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.step
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -259,13 +249,7 @@ def test_resume_is_bit_identical(options, tmp_path):
         )
     assert not [w for w in caught if "not resumable" in str(w.message)]  # the loader resumes exactly, and says so
 
-    assert same(params(resumed.generator), params(full.generator))
-    assert same(params(resumed.fake_model), params(full.fake_model))
-    assert int(resumed.generator_updates) == int(full.generator_updates) == 4
-    for decay in full_ema.decays:
-        assert all(
-            torch.equal(resumed_ema.averages[str(decay)][k], v) for k, v in full_ema.averages[str(decay)].items()
-        )
+    assert_same_run(resumed, full, resumed_ema, full_ema, updates=4)
 
 
 @pytest.mark.parametrize(

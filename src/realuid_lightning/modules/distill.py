@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
+from realuid_lightning.modules.generated import GeneratedBatches, KeptDraw
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
@@ -45,7 +47,7 @@ def _stacked(t: Tensor, xs: list[Tensor], cond: Tensor | None) -> tuple[Tensor, 
     return torch.cat([t] * n), torch.cat(xs), None if cond is None else torch.cat([cond] * n)
 
 
-class RealUIDModule(GenerativeModule):
+class RealUIDModule(GenerativeModule, GeneratedBatches):
     """Distils a frozen teacher f* into a one- or few-step generator G_θ with a fake model f (METHOD.md §2.3–2.4).
 
     Fake update (K times):  min_f α·E_gen||f − (β/α)c||² + (1 − α)·E_real||f − ((1 − β)/(1 − α))c||²,
@@ -93,6 +95,7 @@ class RealUIDModule(GenerativeModule):
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
+        self.kept: KeptDraw | None = None  # reuse_generated: the last fake update's draw, for the generator update
         self.save_hyperparameters()  # under LightningCLI its config as given; in Python the sections, made plain here
         self.hparams.update({name: _plain(value) for name, value in self.hparams.items() if is_dataclass(value)})
         self.net_spec, self.process_spec = net_spec, describe(loaded.process, "process")
@@ -107,14 +110,6 @@ class RealUIDModule(GenerativeModule):
         if self.guidance.student_input and self.objective.uses_gan:
             raise ConfigError("guidance_range with the GAN loss is not supported (the GAN head has no w input)")
         return self.guidance.student_network(loaded.net, spec)
-
-    def _scales(self, noise: Noise, like: Tensor) -> tuple[float | Tensor | None, tuple[Tensor, ...]]:
-        """(w of the teacher's guided prediction, the (w,) the generator and fake model read): (None, ()) without
-        guidance, (w, ()) for a fixed w, ((B,), ((B,),)) with a guidance range (one draw per sample)."""
-        if self.guidance is None:
-            return None, ()
-        w = self.guidance.draw(noise, like.shape[0], like)
-        return w, (w,) if self.guidance.student_input else ()
 
     def _make_gan_head(self) -> GANHead:
         if not hasattr(self.fake_model, "bottleneck"):  # PerStepFakeModels has none either
@@ -184,12 +179,18 @@ class RealUIDModule(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x1_real, cond = split_batch(batch)
         self.record_batch(x1_real, cond)
-        if int(self.iteration) == self.optimisation.fine_tune_start(self.trainer.max_steps):
+        iteration, iterations = int(self.iteration), self.trainer.max_steps
+        if iteration == self.optimisation.fine_tune_start(iterations):
             self.optimisation.start_fine_tuning(self)
-        generator_turn = self.optimisation.generator_turn(int(self.iteration), self.trainer.max_steps)
+        generator_turn = self.optimisation.generator_turn(iteration, iterations)
         opt, sched, net, name = self._updated_player(generator_turn)
-        with self.toggled_optimizer(opt):
-            loss = self._generator_loss(x1_real, cond) if generator_turn else self._fake_loss(x1_real, cond)
+        # The generator update freezes the fake model's weights (Lightning's toggle); a fake update's loss reaches no
+        # other network (its generated batch is detached), and a draw it keeps for the generator needs their graph.
+        with self.toggled_optimizer(opt) if generator_turn else nullcontext():
+            if generator_turn:
+                loss = self._generator_loss(x1_real, cond)
+            else:
+                loss = self._fake_loss(x1_real, cond, self.optimisation.keeps_generated(iteration, iterations))
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             grad_norm = total_grad_norm(net.parameters())
@@ -219,13 +220,11 @@ class RealUIDModule(GenerativeModule):
                 prog_bar=True,
             )
 
-    def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
-        """The objective's fake loss on a fresh generated batch and, when used, the real batch (one forward pass)."""
+    def _fake_loss(self, x1_real: Tensor, cond: Tensor | None, keep: bool = False) -> Tensor:
+        """The objective's fake loss on a generated batch and, when used, the real batch (one forward pass); ``keep``
+        keeps the generated batch's graph for the generator update after it."""
         noise = self.update_noise()
-        z = noise.randn_like(x1_real)
-        w, w_input = self._scales(noise, x1_real)
-        with torch.no_grad():
-            x1_gen, step_route = self.generator(z, cond, None, noise, *w_input, with_route=True)
+        x1_gen, step_route, w, w_input = self._fake_draw(noise, x1_real, cond, keep)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
@@ -243,9 +242,7 @@ class RealUIDModule(GenerativeModule):
     def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
         """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
         noise = self.update_noise()
-        z = noise.randn_like(x1_real)
-        w, w_input = self._scales(noise, x1_real)
-        x1_gen, step_route = self.trained("generator")(z, cond, None, noise, *w_input, with_route=True)
+        x1_gen, step_route, w, w_input = self._generator_draw(noise, x1_real, cond)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
@@ -292,9 +289,12 @@ class RealUIDModule(GenerativeModule):
         super().on_fit_start()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The base's, without the teacher; with a kept draw of the global RNG, the state that draws it again."""
         super().on_save_checkpoint(checkpoint)
         self.teacher.leave_out(checkpoint, "teacher.")
+        self.save_kept(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.teacher.put_back(checkpoint, "teacher.")
+        self.load_kept(checkpoint)

@@ -44,6 +44,11 @@ class OptimisationOptions:
         fine_tune_ema: the generator restarts from its EMA average of this decay at the fine-tuning stage, as the
             paper's second stage starts from an EMA checkpoint (``generator_ema``); needs the EMA callback with that
             decay. None: it goes on from its own weights.
+        reuse_generated: the generator update trains on the generated batch of the fake update just before it (the
+            fake model on that batch detached, the generator through its kept graph) instead of drawing G_θ(z) again:
+            θ has not moved between the two, so the gradient is that of a fresh draw of the same z, and one generator
+            forward in K + 1 iterations is saved (DMD2 shares its generated batch the same way). Unconditional
+            students only (no class labels or coupling sources in the batch). False: every update draws its own.
     """
 
     fake_updates: int = 5
@@ -58,6 +63,7 @@ class OptimisationOptions:
     fine_tune_at: int | float = 0
     fine_tune_lr_ratio: float = 1.0
     fine_tune_ema: float | None = None
+    reuse_generated: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_lr_ratio <= 1.0:
@@ -104,6 +110,11 @@ class OptimisationOptions:
         start = self.fine_tune_start(iterations)
         k = iteration - start if start is not None and iteration >= start else iteration - self.fake_warmup
         return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
+
+    def keeps_generated(self, iteration: int, iterations: int = -1) -> bool:
+        """Whether fake update k keeps its generated batch for the generator update k + 1 (``reuse_generated``)."""
+        last = 0 <= iterations <= iteration + 1
+        return self.reuse_generated and not last and self.generator_turn(iteration + 1, iterations)
 
     def update_counts(self, iterations: int) -> tuple[int, int]:
         """(fake-model updates, generator updates) in a run of ``iterations``: W, then K and 1 in each cycle of K + 1,
