@@ -7,7 +7,7 @@ EMA averages, first noise batch and DDP wrapping to OUT_DIR/{strategy}_rank{r}.p
 'per_step_fake' is 'realuid_ddp' with a few-step student that has one fake model per step path and one generator
 network per step time (PER_STEP_FAKE);
 'reuse' is 'realuid_ddp' with ``reuse_generated`` (REUSE), and 'resume_reuse' that run stopped after
-REUSE_RESUME_AT iterations, where the fake update's kept draw is pending, and resumed to STEPS;
+RESUME_AT iterations, where the generator update's kept batch is pending, and resumed to STEPS;
 'teacher' trains a MatchingModule instead (``run_teacher``).
 The same ``run`` with one device, the global batch and ``noise_chunks = W`` is the single-process reference.
 """
@@ -33,7 +33,7 @@ from realuid_lightning import MLP, ConfigError, FlowMatching, MatchingModule, To
 STEPS, RESUME_AT, FAKE_UPDATES, GLOBAL_BATCH, NUM_TRAIN = 6, 3, 2, 64, 320
 # 8 paths, 7 of them drawn with probability 1/16: a rank's 32 rows often miss one, whose fake model (and whose step
 # time's generator network) must still join
-REUSE, REUSE_RESUME_AT = {"reuse_generated": True}, 2  # iteration 1 keeps its draw for the generator's update 2
+REUSE = {"reuse_generated": True}  # the generator update 2 keeps its batch for the fake update 3: RESUME_AT
 PER_STEP_FAKE = {
     "generator_times": [i / 8 for i in range(8)],
     "student_steps": [1, 8],
@@ -80,7 +80,7 @@ def run(
     averages, record = ema(), Record()
     if resume_at is not None:
         # saved on the batch's end
-        name = f"mid_epoch_at{resume_at}"  # each variant its own file (an existing name would get a -v1 suffix)
+        name = "_".join(["mid_epoch", *sorted(options or {})])  # a file per variant (a name in use gets a -v1 suffix)
         save = ModelCheckpoint(dirpath=out, filename=name, every_n_train_steps=resume_at)
         first = trainer(STEPS, out, callbacks=[ema(), save, StopAt(resume_at)], strategy=strategy, devices=devices)
         first.fit(
@@ -126,8 +126,8 @@ if __name__ == "__main__":
             elif strategy == "per_step_fake":
                 state = run("realuid_ddp", devices, out=out, options=PER_STEP_FAKE)
             elif strategy in ("resume", "reuse", "resume_reuse"):
-                options, resume_at = (REUSE, REUSE_RESUME_AT) if "reuse" in strategy else (None, RESUME_AT)
-                resume_at = resume_at if strategy.startswith("resume") else None
+                options = REUSE if "reuse" in strategy else None
+                resume_at = RESUME_AT if strategy.startswith("resume") else None
                 state = run("realuid_ddp", devices, out=out, options=options, resume_at=resume_at)
             else:
                 state = run(strategy, devices, out=out)

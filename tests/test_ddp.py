@@ -196,7 +196,8 @@ def test_mid_epoch_resume_under_ddp_is_bit_identical(ranks):
 
 def test_reused_generated_batches_under_ddp_equal_one_process_and_resume_exactly(ranks):
     """reuse_generated under realuid_ddp: the ranks hold one set of weights, equal to one process on the global batch;
-    stopped after the fake update whose draw the generator update reuses and resumed, bit for bit the same run."""
+    stopped after the generator update whose batch the next fake update reuses (every rank's rows are saved) and
+    resumed, bit for bit the same run."""
     single = run("auto", 1, noise_chunks=2, options=REUSE)
     for rank in (0, 1):
         reuse, resumed = ranks["reuse"][rank], ranks["resume_reuse"][rank]

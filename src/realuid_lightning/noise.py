@@ -13,9 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -36,21 +34,6 @@ def run_seed() -> int:
     """The run's seed (``seed_everything``, also the CLI's), else one drawn from the global RNG."""
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()))
-
-
-def global_rng_state() -> dict[str, Any]:
-    """The global RNG's state: the CPU generator's and, where CUDA is available, every device's."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_global_rng_state(state: dict[str, Any]) -> None:
-    """Put back a :func:`global_rng_state` (its CUDA part only where CUDA is available)."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Noise:
@@ -97,21 +80,6 @@ class Noise:
             for c in range(rank * k, (rank + 1) * k)
         ]
         return draws
-
-    def replay_state(self) -> dict[str, Any] | None:
-        """What :meth:`replayed` needs to draw this update's draws again from here: the global RNG's state without
-        chunks; None with them (:meth:`for_update` seeds the same generators again)."""
-        return global_rng_state() if self.generators is None else None
-
-    @contextmanager
-    def replayed(self, state: dict[str, Any] | None) -> Iterator[None]:
-        """Inside, the global RNG draws from ``state`` (a :meth:`replay_state`); after, it goes on where it was."""
-        if state is None:
-            yield
-            return
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if "cuda" in state else []):
-            set_global_rng_state(state)
-            yield
 
     def _draw(self, batch: int, draw: Callable[[int, torch.Generator | None], Tensor]) -> Tensor:
         if self.generators is None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.nets.labels import class_count, cycled_labels
-from realuid_lightning.noise import Noise, global_rng_state, set_global_rng_state
+from realuid_lightning.noise import Noise
 from realuid_lightning.nonfinite import check_finite_state
 from realuid_lightning.processes.base import Process
 from realuid_lightning.run_record import Role, RunMetadata
@@ -94,12 +94,11 @@ class GenerativeModule(LightningModule):
             fresh = x0.detach()[: REMEMBERED_SOURCES - stored]
             self.remembered_sources = fresh.clone() if memory is None else torch.cat([memory, fresh])
 
-    def update_noise(self, iteration: int | None = None) -> Noise:
-        """The draws of this update (number ``iteration``, or of an earlier one): per-chunk seeded generators under DDP
-        or with noise_chunks, else the global RNG."""
+    def update_noise(self) -> Noise:
+        """The draws of this update (number ``iteration``): per-chunk seeded generators under DDP or with noise_chunks,
+        else the global RNG."""
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
-        iteration = int(self.iteration) if iteration is None else iteration
-        return self.noise.for_update(iteration, world, rank, self.iteration.device)
+        return self.noise.for_update(int(self.iteration), world, rank, self.iteration.device)
 
     @property
     def ema_network(self) -> nn.Module:
@@ -166,7 +165,9 @@ class GenerativeModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite_state(checkpoint["state_dict"])
         self.run_record().write(checkpoint)
-        checkpoint["rng_state"] = global_rng_state()
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RunMetadata.KEY in checkpoint:  # every checkpoint this module wrote; not a hand-made one
@@ -183,4 +184,6 @@ class GenerativeModule(LightningModule):
             fit_loop.pop("combined_loader")
         rng = checkpoint.get("rng_state")
         if rng:
-            set_global_rng_state(rng)
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
@@ -15,7 +14,7 @@ from realuid_lightning.distributed import RealUIDDDPStrategy, check_strategy
 from realuid_lightning.errors import ConfigError
 from realuid_lightning.modules.base import GenerativeModule, split_batch, total_grad_norm
 from realuid_lightning.modules.frozen_teacher import FrozenTeacher, LoadedTeacher, TeacherOptions
-from realuid_lightning.modules.generated import GeneratedBatches, KeptDraw
+from realuid_lightning.modules.generated import Draw, GeneratedBatches
 from realuid_lightning.modules.networks import GeneratorOptions
 from realuid_lightning.modules.optimisation import OptimisationOptions
 from realuid_lightning.modules.speed import SpeedOptions, check_precision
@@ -95,7 +94,7 @@ class RealUIDModule(GenerativeModule, GeneratedBatches):
         self.gan_head = self._make_gan_head() if objective.uses_gan else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
-        self.kept: KeptDraw | None = None  # reuse_generated: the last fake update's draw, for the generator update
+        self.kept: Draw | None = None  # reuse_generated: the last generator update's batch, for the next fake update
         self.save_hyperparameters()  # under LightningCLI its config as given; in Python the sections, made plain here
         self.hparams.update({name: _plain(value) for name, value in self.hparams.items() if is_dataclass(value)})
         self.net_spec, self.process_spec = net_spec, describe(loaded.process, "process")
@@ -184,13 +183,11 @@ class RealUIDModule(GenerativeModule, GeneratedBatches):
             self.optimisation.start_fine_tuning(self)
         generator_turn = self.optimisation.generator_turn(iteration, iterations)
         opt, sched, net, name = self._updated_player(generator_turn)
-        # The generator update freezes the fake model's weights (Lightning's toggle); a fake update's loss reaches no
-        # other network (its generated batch is detached), and a draw it keeps for the generator needs their graph.
-        with self.toggled_optimizer(opt) if generator_turn else nullcontext():
+        with self.toggled_optimizer(opt):
             if generator_turn:
-                loss = self._generator_loss(x1_real, cond)
+                loss = self._generator_loss(x1_real, cond, self.optimisation.keeps_generated(iteration, iterations))
             else:
-                loss = self._fake_loss(x1_real, cond, self.optimisation.keeps_generated(iteration, iterations))
+                loss = self._fake_loss(x1_real, cond)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             grad_norm = total_grad_norm(net.parameters())
@@ -220,11 +217,10 @@ class RealUIDModule(GenerativeModule, GeneratedBatches):
                 prog_bar=True,
             )
 
-    def _fake_loss(self, x1_real: Tensor, cond: Tensor | None, keep: bool = False) -> Tensor:
-        """The objective's fake loss on a generated batch and, when used, the real batch (one forward pass); ``keep``
-        keeps the generated batch's graph for the generator update after it."""
+    def _fake_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
+        """The objective's fake loss on a generated batch and, when used, the real batch (one forward pass)."""
         noise = self.update_noise()
-        x1_gen, step_route, w, w_input = self._fake_draw(noise, x1_real, cond, keep)
+        x1_gen, step_route, w, w_input = self._fake_draw(noise, x1_real, cond)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         x1s = [x1_gen, x1_real] if self.uses_real_data else [x1_gen]
@@ -239,10 +235,11 @@ class RealUIDModule(GenerativeModule, GeneratedBatches):
         logits = None if head is None else self._gan_logits([x1_gen, x1_real], x0, cond, noise, head)
         return self.objective.fake_loss(branches, fake, teacher, logits).mean()
 
-    def _generator_loss(self, x1_real: Tensor, cond: Tensor | None) -> Tensor:
-        """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning."""
+    def _generator_loss(self, x1_real: Tensor, cond: Tensor | None, keep: bool = False) -> Tensor:
+        """The objective's generator loss on a generated batch; the real batch only gives shape and conditioning.
+        ``keep``: the batch is kept for the fake update after it (``reuse_generated``)."""
         noise = self.update_noise()
-        x1_gen, step_route, w, w_input = self._generator_draw(noise, x1_real, cond)
+        x1_gen, step_route, w, w_input = self._generator_draw(noise, x1_real, cond, keep)
         x0 = self.process.source(x1_gen, cond, noise)
         t = noise.time(self.process, x1_gen.shape[0], x1_gen.device)
         gen = self.process.sample(x0, x1_gen, t, noise)
@@ -289,7 +286,7 @@ class RealUIDModule(GenerativeModule, GeneratedBatches):
         super().on_fit_start()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The base's, without the teacher; with a kept draw of the global RNG, the state that draws it again."""
+        """The base's, without the teacher, with a kept generated batch not yet used."""
         super().on_save_checkpoint(checkpoint)
         self.teacher.leave_out(checkpoint, "teacher.")
         self.save_kept(checkpoint)

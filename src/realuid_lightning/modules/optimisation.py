@@ -44,11 +44,10 @@ class OptimisationOptions:
         fine_tune_ema: the generator restarts from its EMA average of this decay at the fine-tuning stage, as the
             paper's second stage starts from an EMA checkpoint (``generator_ema``); needs the EMA callback with that
             decay. None: it goes on from its own weights.
-        reuse_generated: the generator update trains on the generated batch of the fake update just before it (the
-            fake model on that batch detached, the generator through its kept graph) instead of drawing G_θ(z) again:
-            θ has not moved between the two, so the gradient is that of a fresh draw of the same z, and one generator
-            forward in K + 1 iterations is saved (DMD2 shares its generated batch the same way). Unconditional
-            students only (no class labels or coupling sources in the batch). False: every update draws its own.
+        reuse_generated: the fake update after a generator update trains on that update's generated batch, detached,
+            instead of drawing G_θ(z) again (DMD2's order): its samples are one generator step old, and one generator
+            forward in K + 1 iterations is saved. Unconditional, unguided students only (no class labels or coupling
+            sources in the batch). False: every update draws its own.
     """
 
     fake_updates: int = 5
@@ -112,9 +111,10 @@ class OptimisationOptions:
         return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
 
     def keeps_generated(self, iteration: int, iterations: int = -1) -> bool:
-        """Whether fake update k keeps its generated batch for the generator update k + 1 (``reuse_generated``)."""
+        """Whether generator update k keeps its generated batch for the fake update k + 1 (``reuse_generated``): not at
+        the run's end, nor where a fine-tuning stage restarts the game at k + 1."""
         last = 0 <= iterations <= iteration + 1
-        return self.reuse_generated and not last and self.generator_turn(iteration + 1, iterations)
+        return self.reuse_generated and not last and iteration + 1 != self.fine_tune_start(iterations)
 
     def update_counts(self, iterations: int) -> tuple[int, int]:
         """(fake-model updates, generator updates) in a run of ``iterations``: W, then K and 1 in each cycle of K + 1,
