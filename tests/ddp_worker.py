@@ -74,7 +74,7 @@ def run(
     resume_at: int | None = None,
 ) -> dict:
     """STEPS iterations (K = FAKE_UPDATES) from seed 0 of a student with ``options`` under ``strategy``; the final
-    state of this rank. With ``resume_at``: 'realuid_ddp' stopped there (with its max_steps), checkpointed, resumed."""
+    state of this rank. With ``resume_at``: the run stopped there (with its max_steps), checkpointed, resumed."""
     pl.seed_everything(0, verbose=False)
     module = tiny_distiller(fake_updates=FAKE_UPDATES, noise_chunks=noise_chunks, **(options or {}))
     averages, record = ema(), Record()

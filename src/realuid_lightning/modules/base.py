@@ -94,10 +94,14 @@ class GenerativeModule(LightningModule):
             fresh = x0.detach()[: REMEMBERED_SOURCES - stored]
             self.remembered_sources = fresh.clone() if memory is None else torch.cat([memory, fresh])
 
+    def world_and_rank(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer; (1, 0) without one."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+
     def update_noise(self) -> Noise:
         """The draws of this update (number ``iteration``): per-chunk seeded generators under DDP or with noise_chunks,
         else the global RNG."""
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        world, rank = self.world_and_rank()
         return self.noise.for_update(int(self.iteration), world, rank, self.iteration.device)
 
     @property

@@ -26,9 +26,10 @@ class Draw(NamedTuple):
 
 class GeneratedBatches:
     """How :class:`~realuid_lightning.modules.distill.RealUIDModule` draws its generated batches (a mixin that uses
-    the module's ``generator``, ``guidance`` and ``trained``): each update draws x1 = G_θ(z, cond[, w]) with z (then
-    w) its first draws; with ``optimisation.reuse_generated`` a generator update keeps its batch, detached, and the
-    fake update after it trains on that batch instead of drawing one (``kept``; DMD2's order)."""
+    the module's ``generator``, ``guidance``, ``trained`` and ``world_and_rank``): each update draws
+    x1 = G_θ(z, cond[, w]) with z (then w) its first draws; with ``optimisation.reuse_generated`` a generator update
+    keeps its batch, detached, and the fake update after it trains on that batch instead of drawing one (``kept``;
+    DMD2's order)."""
 
     generator: nn.Module
     guidance: Guidance | None
@@ -83,7 +84,7 @@ class GeneratedBatches:
         if rows is None:
             self.kept = None
             return
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        world, rank = self.world_and_rank()
         mine = {name: value.chunk(world)[rank].to(self.device) for name, value in rows.items()}
         route = StepRoute(mine["path"], mine["count"]) if "path" in mine else None
         self.kept = Draw(mine["x1"], route, None, ())
