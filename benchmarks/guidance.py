@@ -57,7 +57,8 @@ import torch
 from realuid_lightning import EMA, DigitsDataModule, RealUIDModule
 from realuid_lightning.checkpoint import load_checkpoint, network_from_checkpoint
 from realuid_lightning.errors import ConfigError
-from realuid_lightning.metrics import feature_frechet_distance, to_unit
+from realuid_lightning.evaluation import class_accuracy
+from realuid_lightning.metrics import feature_frechet_distance
 from realuid_lightning.nets import DigitsFeatures
 from realuid_lightning.nets.guidance import Guided, ScaleConditioned, range_scales
 from realuid_lightning.nets.labels import cycled_labels
@@ -133,11 +134,10 @@ class Scorer:
 
     @torch.no_grad()
     def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        predicted = torch.cat([self.features.logits(to_unit(b)).argmax(1) for b in samples.split(1000)])
         labels = self.labels if labels is None else labels
         return {
             "fd": feature_frechet_distance(samples, self.real, self.features),
-            "accuracy": float((predicted == labels).float().mean()),
+            "accuracy": class_accuracy(self.features, samples, labels),
             "fd_to_teacher": {
                 str(w): feature_frechet_distance(samples, ref, self.features) for w, ref in self.references.items()
             },

@@ -18,6 +18,7 @@ from realuid_lightning.data.folder import read_images
 from realuid_lightning.evaluation import load_stats, write_pngs
 from realuid_lightning.metrics import memorisation, precision_recall, to_unit
 from realuid_lightning.nets import DigitsFeatures
+from realuid_lightning.sampler import load_sampler
 from realuid_lightning.sampling import sample_teacher
 
 pytest.importorskip("sklearn.datasets")
@@ -239,6 +240,32 @@ def test_ema_choice_scores_the_saved_average(ema_ckpt, tmp_path, capsys):
     auto, raw = evaluate(capsys, *common), evaluate(capsys, *common, "--ema", "raw")
     assert auto["protocol"]["ema"] == 0.9 and raw["protocol"]["ema"] == "raw"
     assert auto["metrics"]["fd"]["mean"] != raw["metrics"]["fd"]["mean"]
+
+
+COND_TEACHER = ROOT / "checkpoints/digits_teacher_cond.ckpt"
+
+
+def test_class_accuracy_of_conditional_samples(tmp_path, capsys):
+    """For a class-conditional teacher scored in FD-digits, `evaluate` reports the share of samples that the digits
+    classifier assigns to the class they were drawn for (the classes in turn, or all --label); unconditional samples,
+    or a φ without a classifier, report none."""
+    common = ["--ckpt", str(COND_TEACHER), "--reference", "data", "--data", data_config(tmp_path), "--num-real", "300"]
+    classifier = DigitsFeatures.pretrained()
+    for label, w in ((None, 0.0), (3, None)):  # w = 0: f(∅), samples that ignore their class
+        options = [*([] if label is None else ["--label", str(label)]), *([] if w is None else ["--guidance", "0"])]
+        out = evaluate(capsys, *common, "--seed", "2", *options)
+        samples = load_sampler(COND_TEACHER, "auto", steps=2).conditioned(label, None, w).draw(48, 2, 256)
+        predicted = classifier.logits(to_unit(samples)).argmax(1)
+        shares = [(predicted == labels).float().mean().item() for labels in (torch.arange(48) % 10, predicted * 0 + 3)]
+        assert out["metrics"]["accuracy"]["values"] == [pytest.approx(shares[label is not None])]
+        assert out["protocol"]["label"] == ("all" if label is None else label)
+        if label is None:
+            assert 0 < shares[0] < 0.5, "near chance: the classes in turn are not what f(∅) draws"
+        else:
+            assert shares[1] > 0.9 > shares[0], "class 3 for every sample, not the classes in turn"
+    assert "accuracy" not in evaluate(capsys, "--reference", "data", "--data", data_config(tmp_path))["metrics"]
+    tiny = evaluate(capsys, *common, "--feature", "helpers.TinyFeatures")
+    assert "accuracy" not in tiny["metrics"] and "fd" in tiny["metrics"]
 
 
 def one_line_error(capsys, args: list[str], *needles: str) -> None:

@@ -154,6 +154,16 @@ class Sampler:
             **({"teacher_reads": list(self.teacher_reads.times)} if self.teacher_reads else {}),
         }
 
+    def labels(self, num: int, device: str | torch.device | None = None) -> Tensor | None:
+        """The class of each of :meth:`draw`'s ``num`` samples, (num,) int64: ``label``, else the classes 0 … C − 1 in
+        turn; None where the samples are not class-conditional (an unconditional network, a bridge's sources)."""
+        classes = class_count(self.net)
+        if self.sources is not None or not classes:
+            return None
+        if self.label is not None:
+            return torch.full((num,), self.label, device=device)
+        return cycled_labels(0, num, classes, device)
+
     @torch.no_grad()
     def draw(
         self, num: int, seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu", chain: bool = False
@@ -162,16 +172,14 @@ class Sampler:
         ``chain``: a student's estimate after each network read of :meth:`chain` instead, (reads, num, *shape), the
         last of which is the samples."""
         self.net.to(device)
-        generator, classes, chunks = torch.Generator(device).manual_seed(seed), class_count(self.net), []
+        generator, labels, chunks = torch.Generator(device).manual_seed(seed), self.labels(num, device), []
         for start in range(0, num, batch_size):
             size = min(batch_size, num - start)
             z = torch.randn((size, *self.shape), device=device, generator=generator)
             if self.sources is not None:
                 cond = self.sources[torch.arange(start, start + size) % len(self.sources)].to(device)
-            elif self.label is not None:
-                cond = torch.full((size,), self.label, device=device)
             else:
-                cond = cycled_labels(start, size, classes, device) if classes else None
+                cond = None if labels is None else labels[start : start + size]
             chunks.append((torch.stack(self.chain(z, cond, generator)) if chain else self(z, cond, generator)).cpu())
         return torch.cat(chunks, dim=1 if chain else 0)
 

@@ -1,7 +1,8 @@
 """``realuid evaluate``: score a checkpoint's samples against a reference, repeated over seeds.
 
-FD (FID with Inception features), KID, precision / recall and, where held-out images exist, memorisation; a markdown
-table on stdout, then one JSON line ``{"protocol": {...}, "metrics": {name: {"mean", "std", "values"}}}``.
+FD (FID with Inception features), KID, precision / recall, where held-out images exist memorisation, and where the
+samples are class-conditional and φ classifies their classes (FD-digits, FD-mnist) class accuracy; a markdown table on
+stdout, then one JSON line ``{"protocol": {...}, "metrics": {name: {"mean", "std", "values"}}}``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ from realuid_lightning.evaluation.reference import (
     load_stats,
     real_batches,
 )
-from realuid_lightning.evaluation.scores import FeatureDistances, fd_label, fingerprint, image_features
+from realuid_lightning.evaluation.scores import (
+    FeatureDistances,
+    class_accuracy,
+    classifies,
+    fd_label,
+    fingerprint,
+    image_features,
+)
 from realuid_lightning.metrics import memorisation, precision_recall
 from realuid_lightning.nets.features import PRETRAINED_FEATURES, feature_network
+from realuid_lightning.nets.labels import class_count
 from realuid_lightning.sampler import Sampler
 from realuid_lightning.sampler_options import add_sampler_options, sampler_from_args
 
@@ -39,6 +48,7 @@ LABELS = {
     "memorisation": "memorisation (d_samples / d_heldout)",
     "nn_distance_samples": "d_samples (to the nearest training image)",
     "nn_distance_heldout": "d_heldout (to the nearest training image)",
+    "accuracy": "class accuracy (φ's classifier)",
 }
 
 
@@ -46,8 +56,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="realuid evaluate",
         description="Score a teacher or distillation checkpoint: "
-        "FD / FID, KID, precision / recall and memorisation against real images, as mean ± std "
-        "over seeds.",
+        "FD / FID, KID, precision / recall, memorisation against real images and (class-conditional samples, "
+        "FD-digits / FD-mnist) class accuracy, as mean ± std over seeds.",
     )
     add_sampler_options(p)
     _add_reference_options(p)
@@ -145,10 +155,16 @@ def build_reference(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[R
 
 
 def score(
-    samples: Tensor, extractor: nn.Module, reference: ReferenceStats, args: argparse.Namespace, seed: int
+    samples: Tensor,
+    extractor: nn.Module,
+    reference: ReferenceStats,
+    args: argparse.Namespace,
+    seed: int,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
     """FD, KID, precision / recall (against as many reference features as samples, a random subset drawn with
-    ``seed``) and, with held-out features, memorisation of one set of samples."""
+    ``seed``), with held-out features memorisation, and with ``labels`` (the class each sample was drawn for) the
+    share that φ's classifier assigns to it, of one set of samples."""
     fake = torch.cat([image_features(extractor, x) for x in samples.split(args.batch_size)])
     real = reference.features.to(fake.device)
     distances = FeatureDistances(extractor.num_features, kid=True).to(fake.device)
@@ -160,6 +176,8 @@ def score(
     if reference.heldout is not None:
         mem = memorisation(real, fake, reference.heldout.to(fake.device))
         scores |= dict(zip(("nn_distance_samples", "nn_distance_heldout", "memorisation"), mem))
+    if labels is not None:
+        scores["accuracy"] = class_accuracy(extractor, samples, labels, args.batch_size)
     return scores
 
 
@@ -231,13 +249,14 @@ def draw_and_score(
     sampler: Sampler, extractor: nn.Module, reference: ReferenceStats, args: argparse.Namespace, seed: int
 ) -> list[dict[str, float]]:
     """The scores of one repeat's samples (with --chain: of the estimate after each network read, the samples
-    last), written as PNGs with --save-images."""
+    last), written as PNGs with --save-images; class accuracy where φ classifies the classes they were drawn for."""
     drawn = sampler.draw(args.num, seed, args.batch_size, args.device, chain=args.chain)
+    labels = sampler.labels(args.num) if classifies(extractor, class_count(sampler.net)) else None
     reads = drawn if args.chain else drawn[None]  # (reads, num, *shape), the samples last
     if args.save_images:
         folder = write_pngs(reads[-1], Path(args.save_images) / (f"seed_{seed}" if args.repeats > 1 else ""))
         print(f"wrote {len(reads[-1])} PNG files to {folder}", file=sys.stderr)
-    return [score(x, extractor, reference, args, seed) for x in reads]
+    return [score(x, extractor, reference, args, seed, labels) for x in reads]
 
 
 def check_reference(reference: ReferenceStats, shape: tuple[int, ...], k: int) -> None:

@@ -36,6 +36,20 @@ def image_features(extractor: nn.Module, images: Tensor) -> Tensor:
     return extractor(to_unit(images.to(device))).float()
 
 
+def classifies(extractor: nn.Module, classes: int | None) -> bool:
+    """Whether φ carries a classifier of ``classes`` classes (``logits`` and ``num_classes``, as DigitsFeatures)."""
+    return bool(classes) and callable(getattr(extractor, "logits", None)) and extractor.num_classes == classes
+
+
+@torch.no_grad()
+def class_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+    """The share of images x ∈ [−1, 1] (B, C, H, W) whose class argmax ``classifier.logits``((x + 1)/2) is their
+    label (B,)."""
+    device = next(classifier.parameters()).device
+    predicted = torch.cat([classifier.logits(to_unit(x.to(device))).argmax(1) for x in images.split(batch_size)])
+    return float((predicted.cpu() == labels.cpu()).float().mean())
+
+
 class Precomputed(nn.Module):
     """Identity on features: the metrics are fed φ(x), computed once per batch for FD and KID."""
 
