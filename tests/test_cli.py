@@ -215,6 +215,7 @@ OPTIONS = {
         "fine_tune_at": 0.5,
         "fine_tune_lr_ratio": 0.3,
         "fine_tune_ema": 0.9,
+        "fine_tune_fake_updates": 2,
         "reuse_generated": True,
     },
     "generator": {

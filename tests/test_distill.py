@@ -120,6 +120,23 @@ def test_fine_tuning_stage_restarts_the_fake_model_optimisers_and_learning_rates
     assert gen_factor(1) == 1.0 and [gen_factor(2), gen_factor(4)] == [0.5, 0.05]
 
 
+def test_fine_tuning_stage_takes_its_own_fake_updates():
+    """fine_tune_fake_updates = K' = 2 after K = 1: iterations 0–5 alternate F G, then F F G from 6; each stage's
+    schedule counts its own updates, a run makes the generator updates the turns give, and K' without a stage or
+    below 1 stops at construction in one line."""
+    module = tiny_distiller(fake_updates=1, fine_tune_at=6, fine_tune_fake_updates=2, reuse_generated=True)
+    turns = [module.optimisation.generator_turn(k, 15) for k in range(15)]
+    assert turns == [False, True] * 3 + [False, False, True] * 3
+    assert module.optimisation.stage_counts(15) == [(3, 3), (6, 3)]
+    assert [k for k in range(15) if turns[k] and module.optimisation.keeps_generated(k, 15)] == [1, 3, 8, 11]
+    trainer(15).fit(module, tiny_data())
+    assert int(module.generator_updates) == 6
+    with pytest.raises(ValueError, match=r"fine_tune_fake_updates=2 must be >= 1 and needs fine_tune_at \(got 0\)"):
+        tiny_distiller(fine_tune_fake_updates=2)
+    with pytest.raises(ValueError, match=r"fine_tune_fake_updates=0 must be >= 1"):
+        tiny_distiller(fine_tune_at=4, fine_tune_fake_updates=0)
+
+
 def test_fine_tuning_stage_restarts_the_generator_from_its_ema():
     """fine_tune_ema = 0.9: at the stage's start the generator takes the EMA callback's 0.9 average (then steps on
     from it); without an EMA callback that keeps 0.9 the run stops at its start, in one line."""

@@ -18,7 +18,8 @@ from realuid_lightning.run_record import pick_decay
 @dataclass(frozen=True)
 class OptimisationOptions:
     """The alternating optimisation of the game: after W fake-only iterations, iteration k is a generator update when
-    (k − W) mod (K + 1) = K; from a fine-tuning stage's start N on, when (k − N) mod (K + 1) = K.
+    (k − W) mod (K + 1) = K; from a fine-tuning stage's start N on, when (k − N) mod (K' + 1) = K' (K' = K unless
+    ``fine_tune_fake_updates`` sets it).
 
     Args:
         fake_updates: K, the fake-model updates per generator update (the paper uses 5).
@@ -35,7 +36,7 @@ class OptimisationOptions:
             (0, the paper: the alternation starts at once).
         fine_tune_at: N, the paper's fine-tuning stage inside the run: at iteration N (an int; a float in (0, 1) is
             that share of ``max_steps``) the fake model restarts as a copy of the teacher, both Adam states restart,
-            the alternation restarts with K fake updates, and each learning rate runs its warm-up and decay again over
+            the alternation restarts with K' fake updates, and each learning rate runs its warm-up and decay again over
             its share of the remaining iterations, times ``fine_tune_lr_ratio``. The generator goes on from its weights
             (or its EMA: ``fine_tune_ema``), a GAN head from its own. 0: one stage (the paper runs fine-tuning as a
             second run from ``generator_ckpt``; on digits that split reads better: README 'The default job').
@@ -44,6 +45,8 @@ class OptimisationOptions:
         fine_tune_ema: the generator restarts from its EMA average of this decay at the fine-tuning stage, as the
             paper's second stage starts from an EMA checkpoint (``generator_ema``); needs the EMA callback with that
             decay. None: it goes on from its own weights.
+        fine_tune_fake_updates: K', the fake-model updates per generator update in the fine-tuning stage (None: K);
+            the paper's second stage, run as its own fit, may take another K (the digits fine-tuning config: 2).
         reuse_generated: the fake update after a generator update trains on that update's generated batch, detached,
             instead of drawing G_θ(z) again (DMD2's order): its samples are one generator step old, and one generator
             forward in K + 1 iterations is saved. Unconditional, unguided students only (no class labels or coupling
@@ -62,6 +65,7 @@ class OptimisationOptions:
     fine_tune_at: int | float = 0
     fine_tune_lr_ratio: float = 1.0
     fine_tune_ema: float | None = None
+    fine_tune_fake_updates: int | None = None
     reuse_generated: bool = False
 
     def __post_init__(self) -> None:
@@ -79,6 +83,10 @@ class OptimisationOptions:
             )
         if self.fake_warmup < 0:
             raise ConfigError(f"fake_warmup={self.fake_warmup} must be >= 0 (iterations of fake-model updates alone)")
+        self._check_fine_tuning()
+
+    def _check_fine_tuning(self) -> None:
+        """One-line errors for fine-tuning-stage options out of range or without ``fine_tune_at``."""
         share = isinstance(self.fine_tune_at, float)
         if self.fine_tune_at < 0 or (share and self.fine_tune_at >= 1) or not self.fine_tune_lr_ratio > 0:
             raise ConfigError(
@@ -89,6 +97,11 @@ class OptimisationOptions:
             raise ConfigError(
                 f"fine_tune_ema={self.fine_tune_ema} must be an EMA decay in (0, 1) and needs fine_tune_at "
                 f"(got {self.fine_tune_at})"
+            )
+        if self.fine_tune_fake_updates is not None and not (self.fine_tune_at and self.fine_tune_fake_updates >= 1):
+            raise ConfigError(
+                f"fine_tune_fake_updates={self.fine_tune_fake_updates} must be >= 1 and needs fine_tune_at (got "
+                f"{self.fine_tune_at}); leave it out for the first stage's fake_updates={self.fake_updates}"
             )
 
     def fine_tune_start(self, iterations: int) -> int | None:
@@ -105,10 +118,21 @@ class OptimisationOptions:
 
     def generator_turn(self, iteration: int, iterations: int = -1) -> bool:
         """Whether iteration k of a run of ``iterations`` updates the generator: k ≥ W and (k − W) mod (K + 1) = K,
-        from the fine-tuning stage's start N on (k − N) mod (K + 1) = K."""
+        from the fine-tuning stage's start N on (k − N) mod (K' + 1) = K'."""
         start = self.fine_tune_start(iterations)
-        k = iteration - start if start is not None and iteration >= start else iteration - self.fake_warmup
-        return k >= 0 and k % (self.fake_updates + 1) == self.fake_updates
+        if start is not None and iteration >= start:
+            k, fakes = iteration - start, self.stage_fake_updates[1]
+        else:
+            k, fakes = iteration - self.fake_warmup, self.fake_updates
+        return k >= 0 and k % (fakes + 1) == fakes
+
+    @property
+    def stage_fake_updates(self) -> tuple[int, int]:
+        """(K, K'): the fake-model updates per generator update of the first stage and of the fine-tuning stage."""
+        return (
+            self.fake_updates,
+            self.fake_updates if self.fine_tune_fake_updates is None else self.fine_tune_fake_updates,
+        )
 
     def keeps_generated(self, iteration: int, iterations: int = -1) -> bool:
         """Whether generator update k keeps its generated batch for the fake update k + 1 (``reuse_generated``): not at
@@ -124,12 +148,15 @@ class OptimisationOptions:
 
     def stage_counts(self, iterations: int) -> list[tuple[int, int]]:
         """(fake-model updates, generator updates) of each stage of a run of ``iterations``: one stage, or the first
-        N iterations (after W fake-only ones) and the fine-tuning stage's remaining ones."""
+        N iterations (after W fake-only ones, K fake updates per generator update) and the fine-tuning stage's
+        remaining ones (K')."""
         start = self.fine_tune_start(iterations)
         ends = (
             [(iterations, self.fake_warmup)] if start is None else [(start, self.fake_warmup), (iterations - start, 0)]
         )
-        generator = [(n - warmup) // (self.fake_updates + 1) for n, warmup in ends]  # a cut cycle's rest is fake
+        generator = [  # a cut cycle's rest is fake
+            (n - warmup) // (fakes + 1) for (n, warmup), fakes in zip(ends, self.stage_fake_updates)
+        ]
         return [(n - g, g) for (n, _), g in zip(ends, generator)]
 
     def start_fine_tuning(self, module: Any) -> None:
