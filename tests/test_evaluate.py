@@ -256,7 +256,8 @@ def test_class_accuracy_of_conditional_samples(tmp_path, capsys):
         out = evaluate(capsys, *common, "--seed", "2", *options)
         samples = load_sampler(COND_TEACHER, "auto", steps=2).conditioned(label, None, w).draw(48, 2, 256)
         predicted = classifier.logits(to_unit(samples)).argmax(1)
-        shares = [(predicted == labels).float().mean().item() for labels in (torch.arange(48) % 10, predicted * 0 + 3)]
+        in_turn, threes = torch.arange(48) % 10, torch.full_like(predicted, 3)
+        shares = [(predicted == labels).float().mean().item() for labels in (in_turn, threes)]
         assert out["metrics"]["accuracy"]["values"] == [pytest.approx(shares[label is not None])]
         assert out["protocol"]["label"] == ("all" if label is None else label)
         if label is None:

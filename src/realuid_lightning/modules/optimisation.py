@@ -120,19 +120,15 @@ class OptimisationOptions:
         """Whether iteration k of a run of ``iterations`` updates the generator: k ≥ W and (k − W) mod (K + 1) = K,
         from the fine-tuning stage's start N on (k − N) mod (K' + 1) = K'."""
         start = self.fine_tune_start(iterations)
-        if start is not None and iteration >= start:
-            k, fakes = iteration - start, self.stage_fake_updates[1]
-        else:
-            k, fakes = iteration - self.fake_warmup, self.fake_updates
+        stage = start is not None and iteration >= start
+        k = iteration - start if stage else iteration - self.fake_warmup
+        fakes = self.stage_fake_updates[stage]
         return k >= 0 and k % (fakes + 1) == fakes
 
     @property
     def stage_fake_updates(self) -> tuple[int, int]:
         """(K, K'): the fake-model updates per generator update of the first stage and of the fine-tuning stage."""
-        return (
-            self.fake_updates,
-            self.fake_updates if self.fine_tune_fake_updates is None else self.fine_tune_fake_updates,
-        )
+        return self.fake_updates, self.fine_tune_fake_updates or self.fake_updates  # K' >= 1 when set
 
     def keeps_generated(self, iteration: int, iterations: int = -1) -> bool:
         """Whether generator update k keeps its generated batch for the fake update k + 1 (``reuse_generated``): not at
